@@ -1,0 +1,18 @@
+"""ntkfast: infinite-width NNGP and neural tangent kernels, fast, and solvers on them.
+
+    >>> import ntkfast as nk
+    >>> net = nk.MLP(depth=3, activation="relu", w_std=1.0, b_std=0.1)
+    >>> K = net.ntk(X)          # Θ(X, X), exactly symmetric
+"""
+
+from . import activations
+from .activations import ABReLU, Abs, Erf, GELU, Identity, LeakyReLU, ReLU
+from .network import MLP, Kernels
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "Kernels", "activations",
+    "ReLU", "LeakyReLU", "Abs", "ABReLU", "Erf", "GELU", "Identity",
+    "__version__",
+]

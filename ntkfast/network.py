@@ -1,0 +1,127 @@
+"""Fully-connected networks of infinite width: their NNGP kernel Σ and NTK Θ.
+
+The network is ``Dense, [Activation, Dense] * depth`` (the last Dense is the
+readout), with the conventions of neural-tangents' ``stax`` (see
+``../shared/DESIGN.md`` §1 and :mod:`ntkfast._spec`).  References: Jacot,
+Gabriel & Hongler (2018), "Neural Tangent Kernel"; Lee et al. (2018), "Deep
+neural networks as Gaussian processes".
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validation as V
+from ._spec import RecursionSpec
+from .activations import get_activation
+from .backends import get_backend
+
+__all__ = ["MLP", "Kernels"]
+
+
+class Kernels(NamedTuple):
+    """The NNGP kernel Σ and the NTK Θ from one pass (either may be None)."""
+
+    nngp: np.ndarray | None
+    ntk: np.ndarray | None
+
+
+class MLP:
+    """An infinitely wide fully-connected network.
+
+    Parameters
+    ----------
+    depth : int >= 0
+        Number of hidden layers (``depth=0`` is a linear model: Σ = σ_w² x·z/d + σ_b²).
+    activation : str or Activation
+        'relu', 'leaky_relu', 'abs', 'erf', 'gelu', 'identity' or an instance
+        from :mod:`ntkfast.activations`.
+    w_std, b_std : float
+        σ_w and σ_b (``b_std=None``: no bias at all).
+    parameterization : {'ntk', 'standard'}
+        'standard' (Sohl-Dickstein et al. 2020) needs the hidden ``width``; it
+        changes Θ, not Σ.
+    width : int, optional
+        Hidden width n for the 'standard' parameterization.
+
+    Every kernel method takes ``X`` (N×d) and optionally ``Z`` (M×d; ``None``
+    means K(X, X), computed on tiles on and above the diagonal and mirrored, so
+    it is exactly symmetric) and the keywords ``dtype`` (float32/float64,
+    default follows X), ``out``, ``tile``, ``n_jobs``, ``backend``
+    ('auto' | 'compiled' | 'reference') and ``progress``.
+    """
+
+    def __init__(self, depth=1, activation="relu", w_std=1.0, b_std=None,
+                 parameterization="ntk", width=None):
+        self.depth = V.check_int(depth, "depth", minimum=0)
+        self.activation = get_activation(activation)
+        self.w_std = V.check_nonneg_finite(w_std, "w_std")
+        self.b_std = V.check_nonneg_finite(b_std, "b_std", allow_none=True)
+        if parameterization not in ("ntk", "standard"):
+            raise ValueError(f"parameterization: must be 'ntk' or 'standard', got "
+                             f"{parameterization!r}")
+        self.parameterization = parameterization
+        if parameterization == "standard":
+            if width is None:
+                raise ValueError("width: the 'standard' parameterization needs the hidden "
+                                 "width, e.g. MLP(..., parameterization='standard', width=512)")
+            self.width = V.check_int(width, "width", minimum=1)
+        else:
+            self.width = None if width is None else V.check_int(width, "width", minimum=1)
+
+    def __repr__(self):
+        args = (f"depth={self.depth}, activation={self.activation!r}, w_std={self.w_std!r}, "
+                f"b_std={self.b_std!r}, parameterization={self.parameterization!r}")
+        if self.width is not None:
+            args += f", width={self.width!r}"
+        return f"MLP({args})"
+
+    # -- internals ---------------------------------------------------------
+    def _spec(self, d) -> RecursionSpec:
+        return RecursionSpec.build(self.activation, self.depth, self.w_std, self.b_std,
+                                   self.parameterization, self.width, d)
+
+    def _compute(self, X, Z, want_nngp, want_ntk, dtype=None, out=None, tile=None,
+                 n_jobs=None, backend="auto", progress=False):
+        X = V.check_inputs(X, "X")
+        if Z is not None:
+            Z = V.check_inputs(Z, "Z", d=X.shape[1])
+        dt = V.check_dtype(dtype, X if Z is None or Z.dtype == X.dtype
+                           else np.empty(0, np.result_type(X, Z)))
+        n_threads = V.check_n_jobs(n_jobs)
+        if tile is not None:
+            tile = V.check_int(tile, "tile", minimum=1)
+        engine = get_backend(backend, self.activation)
+        spec = self._spec(X.shape[1])
+        from .tiling import compute_gram
+        return compute_gram(engine, spec, X, Z, dt, want_nngp, want_ntk, out=out,
+                            tile=tile, n_jobs=n_threads, progress=progress)
+
+    # -- public API ----------------------------------------------------------
+    def kernels(self, X, Z=None, **kw) -> Kernels:
+        """Σ(X, Z) and Θ(X, Z) from one pass of the recursion."""
+        nngp, ntk = self._compute(X, Z, True, True, **kw)
+        return Kernels(nngp, ntk)
+
+    def nngp(self, X, Z=None, **kw) -> np.ndarray:
+        """The NNGP kernel Σ(X, Z) (N×M), the covariance of the network at init."""
+        return self._compute(X, Z, True, False, **kw)[0]
+
+    def ntk(self, X, Z=None, **kw) -> np.ndarray:
+        """The neural tangent kernel Θ(X, Z) (N×M)."""
+        return self._compute(X, Z, False, True, **kw)[1]
+
+    def _diag(self, X, dtype):
+        X = V.check_inputs(X, "X")
+        from .backends.reference import diagonal
+        return diagonal(self._spec(X.shape[1]), X, V.check_dtype(dtype, X))
+
+    def nngp_diag(self, X, dtype=None) -> np.ndarray:
+        """Σ(x_i, x_i) for every row, O(N · depth)."""
+        return self._diag(X, dtype)[0]
+
+    def ntk_diag(self, X, dtype=None) -> np.ndarray:
+        """Θ(x_i, x_i) for every row, O(N · depth)."""
+        return self._diag(X, dtype)[1]
