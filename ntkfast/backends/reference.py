@@ -30,7 +30,15 @@ def layer_variances(spec: RecursionSpec, X: np.ndarray) -> np.ndarray:
 
 def diagonal(spec: RecursionSpec, X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
     """(Σ(x_i, x_i), Θ(x_i, x_i)) in O(N · depth), computed in float64."""
-    q = layer_variances(spec, X)
+    sigma, theta = diagonal_from_variances(spec, X, layer_variances(spec, X))
+    return sigma.astype(dtype), theta.astype(dtype)
+
+
+def diagonal_from_variances(spec: RecursionSpec, X: np.ndarray, q: np.ndarray):
+    """Float64 (Σ, Θ) diagonals given q = layer_variances(spec, X).
+
+    Θ¹ = λ₀ ‖x‖²/d + μ,  Θ^{l+1} = σ_w² Ė(q^l) Θ^l + λ E(q^l) + μ  (θ = 0).
+    """
     d = X.shape[1]
     x64 = np.asarray(X, dtype=np.float64)
     g = np.einsum("ij,ij->i", x64, x64) / d
@@ -38,7 +46,7 @@ def diagonal(spec: RecursionSpec, X: np.ndarray, dtype) -> tuple[np.ndarray, np.
     for layer in range(spec.depth):
         e, edot = spec.activation.diag_rule(q[layer])
         theta = spec.w2 * edot * theta + spec.lam * e + spec.mu
-    return q[-1].astype(dtype), theta.astype(dtype)
+    return q[-1], theta
 
 
 def gram(spec: RecursionSpec, X: np.ndarray, Z: np.ndarray | None, dtype):

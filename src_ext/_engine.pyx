@@ -1,0 +1,161 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled Gram-tile engine: BLAS GEMM per tile + fused depth recursion, OpenMP over tiles.
+
+Per tile (bi x bj, per-thread buffers): one GEMM (``scipy.linalg.cython_blas``;
+SYRK on diagonal tiles of K(X, X)), then the whole recursion over all layers on
+the tile while it is in cache (C kernels in ``ntk_recursion.h``), then one
+write.  For K(X, X) only tiles on and above the diagonal are computed and
+mirrored.  The GIL is released; BLAS must be pinned to one thread by the caller
+(threadpoolctl), since the parallelism is ours.
+"""
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.stddef cimport ptrdiff_t
+from scipy.linalg.cython_blas cimport dgemm, dsyrk, sgemm, ssyrk
+
+import numpy as np
+
+cdef extern from "ntk_recursion.h" nogil:
+    ctypedef struct ntk_spec:
+        int act
+        int depth
+        double w2, b2, lam0, lam, mu, inv_d, w_scale, b_std
+        double c0, c1, apb2h, ab, ea2, eb2, ec2, tau
+
+    void ntk_tile_f64(const ntk_spec *sp, int bi, int bj, const double *gram,
+                      const double *X, const double *Z, int d,
+                      const double *Qx, const double *Rx, ptrdiff_t ldx,
+                      const double *Qz, const double *Rz, ptrdiff_t ldz,
+                      int diag_tile, double *work, double *outS, ptrdiff_t ldos,
+                      double *outT, ptrdiff_t ldot)
+    void ntk_tile_f32(const ntk_spec *sp, int bi, int bj, const float *gram,
+                      const float *X, const float *Z, int d,
+                      const float *Qx, const float *Rx, ptrdiff_t ldx,
+                      const float *Qz, const float *Rz, ptrdiff_t ldz,
+                      int diag_tile, float *work, float *outS, ptrdiff_t ldos,
+                      float *outT, ptrdiff_t ldot)
+    void ntk_mirror_f64(double *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
+                        int bi, int bj, int diag_tile)
+    void ntk_mirror_f32(float *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
+                        int bi, int bj, int diag_tile)
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef void _gram_block(real *gram, const real *Xb, const real *Zb, int bi, int bj,
+                      int d, bint syrk) noexcept nogil:
+    """gram[i * bj + j] = x_i . z_j (row-major).  Column-major view: gram^T = Zb^T' Xb'."""
+    cdef char tr = b'T'
+    cdef char nt = b'N'
+    cdef char lo = b'L'
+    cdef int lda = d
+    cdef int ldc = bj
+    cdef real one = 1.0
+    cdef real zero = 0.0
+    if syrk:  # row-major upper triangle == column-major lower triangle
+        if real is double:
+            dsyrk(&lo, &tr, &bi, &d, &one, <double *> Xb, &lda, &zero, gram, &ldc)
+        else:
+            ssyrk(&lo, &tr, &bi, &d, &one, <float *> Xb, &lda, &zero, gram, &ldc)
+    else:
+        if real is double:
+            dgemm(&tr, &nt, &bj, &bi, &d, &one, <double *> Zb, &lda, <double *> Xb, &lda,
+                  &zero, gram, &ldc)
+        else:
+            sgemm(&tr, &nt, &bj, &bi, &d, &one, <float *> Zb, &lda, <float *> Xb, &lda,
+                  &zero, gram, &ldc)
+
+
+def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
+               const real[:, ::1] Qx, const real[:, ::1] Rx,
+               const real[:, ::1] Qz, const real[:, ::1] Rz,
+               real[:, :] out_s, real[:, :] out_t, bint want_s, bint want_t,
+               bint symmetric, int tile, int n_jobs):
+    """Fill out_s = Σ(X, Z) and/or out_t = Θ(X, Z).
+
+    Qx/Rx (depth+1, N): per-layer variances q^l(x_i) and their square roots.
+    Outputs need unit stride along rows (any row stride).  symmetric: Z is X;
+    tiles on/above the diagonal are computed and mirrored (diagonal entries are
+    left for the caller to overwrite with the exact diagonal recursion).
+    """
+    cdef ntk_spec sp
+    sp.act = params["act"]
+    sp.depth = params["depth"]
+    sp.w2 = params["w2"]; sp.b2 = params["b2"]
+    sp.lam0 = params["lam0"]; sp.lam = params["lam"]; sp.mu = params["mu"]
+    sp.inv_d = 1.0 / X.shape[1]
+    sp.w_scale = params["w_scale"]; sp.b_std = params["b_std"]
+    sp.c0 = params["c0"]; sp.c1 = params["c1"]; sp.apb2h = params["apb2h"]; sp.ab = params["ab"]
+    sp.ea2 = params["ea2"]; sp.eb2 = params["eb2"]; sp.ec2 = params["ec2"]
+    sp.tau = params["tau"]
+
+    cdef Py_ssize_t N = X.shape[0], M = Z.shape[0]
+    cdef int d = <int> X.shape[1]
+    cdef Py_ssize_t nti = (N + tile - 1) // tile, ntj = (M + tile - 1) // tile
+    cdef Py_ssize_t ldx = Qx.shape[1], ldz = Qz.shape[1]
+    cdef Py_ssize_t ldo_s = out_s.strides[0] // sizeof(real) if want_s else 0
+    cdef Py_ssize_t ldo_t = out_t.strides[0] // sizeof(real) if want_t else 0
+    if want_s and out_s.strides[1] != sizeof(real):
+        raise ValueError("out: output rows must be contiguous")
+    if want_t and out_t.strides[1] != sizeof(real):
+        raise ValueError("out: output rows must be contiguous")
+
+    if symmetric:
+        ti_np, tj_np = np.triu_indices(nti)
+    else:
+        ti_np, tj_np = np.divmod(np.arange(nti * ntj), ntj)
+    # Large (diagonal-heavy) rows first would not matter: tiles cost the same.
+    cdef Py_ssize_t[::1] ti = np.ascontiguousarray(ti_np, dtype=np.intp)
+    cdef Py_ssize_t[::1] tj = np.ascontiguousarray(tj_np, dtype=np.intp)
+    cdef Py_ssize_t ntiles = ti.shape[0]
+
+    cdef const real *xp = &X[0, 0]
+    cdef const real *zp = &Z[0, 0]
+    cdef const real *qxp = &Qx[0, 0]
+    cdef const real *rxp = &Rx[0, 0]
+    cdef const real *qzp = &Qz[0, 0]
+    cdef const real *rzp = &Rz[0, 0]
+    cdef real *sp_out = &out_s[0, 0] if want_s else NULL
+    cdef real *tp_out = &out_t[0, 0] if want_t else NULL
+
+    # Per-thread scratch: a tile of dot products and 3 rows of recursion state.
+    dtype = np.float64 if real is double else np.float32
+    cdef real[:, ::1] gram_buf = np.empty((n_jobs, tile * tile), dtype=dtype)
+    cdef real[:, ::1] work_buf = np.empty((n_jobs, 3 * tile), dtype=dtype)
+
+    cdef Py_ssize_t t, i0, j0
+    cdef int bi, bj, diag, tid
+    cdef real *gram
+    cdef real *work
+
+    with nogil, parallel(num_threads=n_jobs):
+        tid = threadid()
+        gram = &gram_buf[tid, 0]
+        work = &work_buf[tid, 0]
+        for t in prange(ntiles, schedule="dynamic"):
+            i0 = ti[t] * tile
+            j0 = tj[t] * tile
+            bi = <int> (tile if i0 + tile <= N else N - i0)
+            bj = <int> (tile if j0 + tile <= M else M - j0)
+            diag = symmetric and i0 == j0
+            _gram_block(gram, xp + i0 * d, zp + j0 * d, bi, bj, d, diag)
+            if real is double:
+                ntk_tile_f64(&sp, bi, bj, gram, xp + i0 * d, zp + j0 * d, d,
+                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag, work,
+                             sp_out + i0 * ldo_s + j0 if want_s else NULL, ldo_s,
+                             tp_out + i0 * ldo_t + j0 if want_t else NULL, ldo_t)
+                if symmetric and want_s:
+                    ntk_mirror_f64(sp_out, ldo_s, i0, j0, bi, bj, diag)
+                if symmetric and want_t:
+                    ntk_mirror_f64(tp_out, ldo_t, i0, j0, bi, bj, diag)
+            else:
+                ntk_tile_f32(&sp, bi, bj, gram, xp + i0 * d, zp + j0 * d, d,
+                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag, work,
+                             sp_out + i0 * ldo_s + j0 if want_s else NULL, ldo_s,
+                             tp_out + i0 * ldo_t + j0 if want_t else NULL, ldo_t)
+                if symmetric and want_s:
+                    ntk_mirror_f32(sp_out, ldo_s, i0, j0, bi, bj, diag)
+                if symmetric and want_t:
+                    ntk_mirror_f32(tp_out, ldo_t, i0, j0, bi, bj, diag)

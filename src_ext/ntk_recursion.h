@@ -1,0 +1,86 @@
+/*
+ * Fused NNGP / NTK depth recursion on one Gram tile (C99, no Python API).
+ *
+ * For a tile of raw dot products g_ij = x_i . z_j the kernels are
+ *     S = w2 g/d + b2,  T = lam0 g/d + mu                         (first Dense)
+ *     S' = w2 E + b2,   T' = w2 Edot T + lam E + mu               (each layer)
+ * with E = E[phi(u)phi(v)], Edot = E[phi'(u)phi'(v)] under
+ * (u, v) ~ N(0, [[qx, S], [S, qz]]) (see ntkfast/_spec.py, ntkfast/activations.py).
+ *
+ * Non-smooth activations (ABReLU family) depend on the angle
+ * theta = atan2(sqrt(D), S), D = qx qz - S^2, which is ill-conditioned near
+ * theta = 0 if D is formed by subtraction.  We therefore carry D itself through
+ * the layers with a cancellation-free update (the "gap" form, derived in
+ * docs of ntkfast.backends.compiled), and compute D exactly for near-parallel
+ * pairs of the first layer with Kahan's formula
+ *     theta = 2 atan2(|x^ - z^|, |x^ + z^|),  D = qx qz (|x^-z^| |x^+z^| / 2)^2
+ * on the augmented, normalised inputs x^ = (sw x / sqrt(d), sb) / sqrt(qx).
+ *
+ * The row loops are written for the vectoriser: `omp simd` and libmvec's
+ * atan2 (glibc >= 2.35), declared here so no -ffast-math is needed.
+ */
+#ifndef NTK_RECURSION_H
+#define NTK_RECURSION_H
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#ifdef NTK_HAVE_MVEC
+#pragma omp declare simd notinbranch
+double atan2(double, double);
+#pragma omp declare simd notinbranch
+float atan2f(float, float);
+#endif
+
+#ifdef NTK_TARGET_CLONES
+#define NTK_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define NTK_CLONES
+#endif
+
+#define NTK_ACT_IDENTITY 0
+#define NTK_ACT_ABRELU 1
+#define NTK_ACT_ERF 2
+#define NTK_ACT_GELU 3
+
+typedef struct {
+    int act;          /* NTK_ACT_* */
+    int depth;        /* number of [Activation, Dense] steps */
+    double w2, b2;    /* sigma_w^2, sigma_b^2 */
+    double lam0, lam, mu;
+    double inv_d;     /* 1 / input dimension */
+    double w_scale;   /* sigma_w / sqrt(d), for the first-layer Kahan angle */
+    double b_std;     /* sigma_b */
+    /* ABReLU(a, b): c0 = (a^2+b^2)/2, c1 = (a-b)^2/(2 pi), apb2h = (a+b)^2/2, ab = a b */
+    double c0, c1, apb2h, ab;
+    /* Erf(a, b, c): a^2, b^2, c^2 */
+    double ea2, eb2, ec2;
+    double tau;       /* first-layer D < tau qx qz  ->  recompute D exactly */
+} ntk_spec;
+
+#define NTK_PI 3.14159265358979323846
+#define NTK_SERIES_CUT 0.5
+
+/* Instantiate the kernels for double and float. */
+#define REAL double
+#define SUF(name) name##_f64
+#define RSQRT sqrt
+#define RATAN2 atan2
+#include "ntk_recursion_impl.h"
+#undef REAL
+#undef SUF
+#undef RSQRT
+#undef RATAN2
+
+#define REAL float
+#define SUF(name) name##_f32
+#define RSQRT sqrtf
+#define RATAN2 atan2f
+#include "ntk_recursion_impl.h"
+#undef REAL
+#undef SUF
+#undef RSQRT
+#undef RATAN2
+
+#endif /* NTK_RECURSION_H */

@@ -1,0 +1,263 @@
+/*
+ * Type-generic body of ntk_recursion.h, included once per REAL (float, double).
+ * Names are suffixed by SUF(): ntk_tile_f64, ntk_tile_f32, ...
+ */
+
+/* s(t) = sin t - t cos t by its Taylor series (t < 0.5): sum_k (-1)^(k+1) 2k/(2k+1)! t^(2k+1). */
+static inline REAL SUF(ntk_s_series)(REAL t)
+{
+    const REAL t2 = t * t;
+    REAL p = (REAL)(1.0 / 22230464256000.0);
+    p = (REAL)(1.0 / 93405312000.0) - t2 * p;
+    p = (REAL)(1.0 / 518918400.0) - t2 * p;
+    p = (REAL)(1.0 / 3991680.0) - t2 * p;
+    p = (REAL)(1.0 / 45360.0) - t2 * p;
+    p = (REAL)(1.0 / 840.0) - t2 * p;
+    p = (REAL)(1.0 / 30.0) - t2 * p;
+    p = (REAL)(1.0 / 3.0) - t2 * p;
+    return t * t2 * p;
+}
+
+/* D = qx qz - S^2 for the first layer, without cancellation (Kahan's angle):
+ * with a = x'/|x'|, b = z'/|z'| for the augmented inputs x' = (sw x/sqrt(d), sb),
+ * sin(theta) = |a - b| |a + b| / 2 and D = qx qz sin^2(theta).  Accumulated in double. */
+static double SUF(ntk_first_layer_gap)(const ntk_spec *sp, const REAL *x, const REAL *z,
+                                       int d, double qx, double qz)
+{
+    const double ws = sp->w_scale, bs = sp->b_std;
+    double nx = bs * bs, nz = bs * bs;
+    for (int k = 0; k < d; k++) {
+        const double a = ws * (double)x[k], b = ws * (double)z[k];
+        nx += a * a;
+        nz += b * b;
+    }
+    if (nx <= 0.0 || nz <= 0.0)
+        return 0.0;
+    const double ix = 1.0 / sqrt(nx), iz = 1.0 / sqrt(nz);
+    double u2 = (bs * ix - bs * iz) * (bs * ix - bs * iz);
+    double v2 = (bs * ix + bs * iz) * (bs * ix + bs * iz);
+    for (int k = 0; k < d; k++) {
+        const double a = ws * (double)x[k] * ix, b = ws * (double)z[k] * iz;
+        u2 += (a - b) * (a - b);
+        v2 += (a + b) * (a + b);
+    }
+    return qx * qz * u2 * v2 * 0.25;
+}
+
+/* First Dense on one row: S = w2 g/d + b2, T = lam0 g/d + mu, D = qx qz - S^2. */
+static inline void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restrict g,
+                                     REAL qx0, const REAL *restrict qz0, REAL *restrict S,
+                                     REAL *restrict D, REAL *restrict T)
+{
+    const REAL inv_d = (REAL)sp->inv_d, w2 = (REAL)sp->w2, b2 = (REAL)sp->b2;
+    const REAL lam0 = (REAL)sp->lam0, mu = (REAL)sp->mu;
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL gj = g[j] * inv_d;
+        const REAL s = w2 * gj + b2;
+        S[j] = s;
+        T[j] = lam0 * gj + mu;
+        const REAL dd = qx0 * qz0[j] - s * s;
+        D[j] = dd > 0 ? dd : 0;
+    }
+}
+
+/* One [ABReLU, Dense] step on a row, carrying D = qx qz - S^2 without cancellation.
+ * phi = atan2(sqrt D, |S|) in [0, pi/2]; theta = phi (S >= 0) or pi - phi (S < 0).
+ * r s(theta) = sqrt D - theta S with s(t) = sin t - t cos t (series for small angles),
+ * E = c0 S + c1 r s(theta),  Edot = c0 - c1 theta.
+ * The gap G = sqrt(Ex Ez) - E = c0 r - E, with h = sin^2(phi/2) = D / (2 r (r + |S|)):
+ *   S >= 0:  G = r (2 c0 h) - c1 r s(phi)
+ *   S <  0:  G = r ((a+b)^2/2 - 2ab h) - c1 r s(phi)       (phi = pi - theta)
+ * Next layer (m = sqrt(alpha_x alpha_z) = w2 c0 r, g = w2 G):
+ *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g),  S' = w2 E + b2. */
+static inline void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
+                                         const REAL *restrict rzl, REAL *restrict S,
+                                         REAL *restrict D, REAL *restrict T)
+{
+    const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, apb2h = (REAL)sp->apb2h;
+    const REAL ab2 = (REAL)(2.0 * sp->ab), w2 = (REAL)sp->w2, b2 = (REAL)sp->b2;
+    const REAL lam = (REAL)sp->lam, mu = (REAL)sp->mu, w2c0 = (REAL)(sp->w2 * sp->c0);
+    const REAL pi = (REAL)NTK_PI, cut = (REAL)NTK_SERIES_CUT;
+    const REAL edot_degenerate = (REAL)(sp->c0 - sp->c1 * NTK_PI / 2);
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL s = S[j], dd = D[j], t = T[j];
+        const REAL r = rxl * rzl[j];
+        const REAL sq = RSQRT(dd);
+        const int neg = s < 0;
+        const REAL as = neg ? -s : s;
+        const REAL phi = RATAN2(sq, as);
+        const REAL theta = neg ? pi - phi : phi;
+        const REAL hphi = phi < cut ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
+        const REAL htheta = neg ? sq + theta * as : hphi;
+        const REAL half = dd / ((REAL)2 * r * (r + as));
+        const REAL gap_pos = r * ((REAL)2 * c0 * half) - c1 * hphi;
+        const REAL gap_neg = r * (apb2h - ab2 * half) - c1 * hphi;
+        const int ok = r > 0;
+        const REAL e = ok ? c0 * s + c1 * htheta : (REAL)0;
+        const REAL edot = ok ? c0 - c1 * theta : edot_degenerate;
+        const REAL gap = ok ? (neg ? gap_neg : gap_pos) : (REAL)0;
+        const REAL m = w2c0 * r, gw = w2 * gap, dr = rxl - rzl[j];
+        const REAL dnew = gw * ((REAL)2 * m - gw) + b2 * (w2c0 * dr * dr + (REAL)2 * gw);
+        D[j] = dnew > 0 ? dnew : 0;
+        T[j] = w2 * edot * t + lam * e + mu;
+        S[j] = w2 * e + b2;
+    }
+}
+
+/* One [Erf(a,b,c), Dense] step: with s = b^2 S, q = b^2 q,
+ * P - 4 s^2 = 1 + 2(qx + qz) + 4 (qx qz - s^2),
+ * E = a^2 (2/pi) atan2(2 s, sqrt(P - 4 s^2)) + c^2,  Edot = a^2 b^2 (4/pi) / sqrt(P - 4 s^2). */
+static inline void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
+                                      const REAL *restrict qzl, REAL *restrict S,
+                                      REAL *restrict T)
+{
+    const REAL a2 = (REAL)sp->ea2, b2e = (REAL)sp->eb2, c2 = (REAL)sp->ec2;
+    const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
+    const REAL k_e = (REAL)(sp->ea2 * 2.0 / NTK_PI);
+    const REAL k_edot = (REAL)(sp->ea2 * sp->eb2 * 4.0 / NTK_PI);
+    const REAL qxs = b2e * qxl;
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL s = b2e * S[j], qzs = b2e * qzl[j];
+        const REAL gap = qxs * qzs - s * s;
+        const REAL det = (REAL)1 + (REAL)2 * (qxs + qzs) + (REAL)4 * (gap > 0 ? gap : 0);
+        const REAL root = RSQRT(det);
+        const REAL e = k_e * RATAN2((REAL)2 * s, root) + c2;
+        const REAL edot = k_edot / root;
+        T[j] = w2 * edot * T[j] + lam * e + mu;
+        S[j] = w2 * e + b2;
+    }
+    (void)a2;
+}
+
+/* One [GELU, Dense] step (neural-tangents' closed form): with d2 = (qx+1)(qz+1) - S^2,
+ * ang = atan2(S, sqrt d2),
+ * E = S/4 + ((S^2 + qx qz d2) / ((qx+1)(qz+1) sqrt d2) + S ang) / (2 pi),
+ * Edot = 1/4 + ang/(2 pi) + S/(2 pi sqrt d2) (1/d2 + (1 - qx qz)/((qx+1)(qz+1)) + 1). */
+static inline void SUF(ntk_layer_gelu)(const ntk_spec *sp, int n, REAL qxl,
+                                       const REAL *restrict qzl, REAL *restrict S,
+                                       REAL *restrict T)
+{
+    const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
+    const REAL inv2pi = (REAL)(1.0 / (2.0 * NTK_PI));
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL s = S[j], qz = qzl[j];
+        const REAL prod = qxl * qz, pp1 = (qxl + 1) * (qz + 1);
+        const REAL gap = prod - s * s;
+        const REAL d2 = (REAL)1 + qxl + qz + (gap > 0 ? gap : 0);
+        const REAL dl = RSQRT(d2);
+        const REAL ang = RATAN2(s, dl);
+        const REAL e = ((s * s + prod * d2) / (pp1 * dl) + s * ang) * inv2pi + (REAL)0.25 * s;
+        const REAL edot = ((REAL)1 / d2 + ((REAL)1 - prod) / pp1 + (REAL)1) * s / dl * inv2pi
+                          + (REAL)0.25 + ang * inv2pi;
+        T[j] = w2 * edot * T[j] + lam * e + mu;
+        S[j] = w2 * e + b2;
+    }
+}
+
+/* One [Identity, Dense] step: E = S, Edot = 1. */
+static inline void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, REAL *restrict S,
+                                           REAL *restrict T)
+{
+    const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL s = S[j];
+        T[j] = w2 * T[j] + lam * s + mu;
+        S[j] = w2 * s + b2;
+    }
+}
+
+/* The whole recursion for one tile row i against columns 0..n-1.
+ * qx, rx: q^l(x_i), sqrt(q^l(x_i)) at [l * ldx]; qz, rz: rows l at + l * ldz.
+ * xrow, zrows (n rows of d): inputs for the exact near-parallel first layer.
+ * diag_col >= 0 marks the column holding x_i itself (S = q exactly, D = 0). */
+static inline void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
+                                const REAL *qx, const REAL *rx, ptrdiff_t ldx,
+                                const REAL *qz, const REAL *rz, ptrdiff_t ldz,
+                                const REAL *xrow, const REAL *zrows, int d,
+                                REAL *S, REAL *D, REAL *T, REAL *outS, REAL *outT,
+                                int diag_col)
+{
+    SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T);
+    if (diag_col >= 0) {
+        S[diag_col] = qx[0];
+        D[diag_col] = 0;
+    }
+    if (sp->act == NTK_ACT_ABRELU && sp->depth > 0) {
+        const double qx0 = (double)qx[0], tau = sp->tau;
+        for (int j = 0; j < n; j++) {
+            const double qq = qx0 * (double)qz[j];
+            if ((double)D[j] < tau * qq && j != diag_col)
+                D[j] = (REAL)SUF(ntk_first_layer_gap)(sp, xrow, zrows + (ptrdiff_t)j * d, d,
+                                                      qx0, (double)qz[j]);
+        }
+    }
+    for (int l = 0; l < sp->depth; l++) {
+        switch (sp->act) {
+        case NTK_ACT_ABRELU:
+            SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T);
+            break;
+        case NTK_ACT_ERF:
+            SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
+            break;
+        case NTK_ACT_GELU:
+            SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
+            break;
+        default:
+            SUF(ntk_layer_identity)(sp, n, S, T);
+        }
+    }
+    if (outS)
+        memcpy(outS, S, (size_t)n * sizeof(REAL));
+    if (outT)
+        memcpy(outT, T, (size_t)n * sizeof(REAL));
+}
+
+/* A bi x bj tile: gram holds x_i . z_j (row-major, ld bj).  X, Z point at the tile's
+ * first rows (d columns each); Qx/Rx/Qz/Rz at the tile's first entries of each layer
+ * row (strides ldx, ldz).  diag_tile: Z is X, compute j >= i only.
+ * work: 3 * bj scratch.  Results go to outS/outT (row-major, ld ldos/ldot; NULL = skip). */
+NTK_CLONES
+static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
+                          const REAL *X, const REAL *Z, int d,
+                          const REAL *Qx, const REAL *Rx, ptrdiff_t ldx,
+                          const REAL *Qz, const REAL *Rz, ptrdiff_t ldz,
+                          int diag_tile, REAL *work, REAL *outS, ptrdiff_t ldos,
+                          REAL *outT, ptrdiff_t ldot)
+{
+    for (int i = 0; i < bi; i++) {
+        const int j0 = diag_tile ? i : 0;
+        const int n = bj - j0;
+        if (n <= 0)
+            continue;
+        SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * bj + j0, Qx + i, Rx + i, ldx,
+                     Qz + j0, Rz + j0, ldz, X + (ptrdiff_t)i * d, Z + (ptrdiff_t)j0 * d, d,
+                     work, work + bj, work + 2 * bj,
+                     outS ? outS + (ptrdiff_t)i * ldos + j0 : NULL,
+                     outT ? outT + (ptrdiff_t)i * ldot + j0 : NULL,
+                     diag_tile ? 0 : -1);
+    }
+}
+
+/* out[j0 + j, i0 + i] = out[i0 + i, j0 + j] for a bi x bj block (strict upper part only
+ * when the block is on the diagonal), in 32 x 32 sub-blocks for cache locality. */
+static void SUF(ntk_mirror)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
+                            int bi, int bj, int diag_tile)
+{
+    const int B = 32;
+    for (int ib = 0; ib < bi; ib += B) {
+        const int ie = ib + B < bi ? ib + B : bi;
+        for (int jb = diag_tile ? ib : 0; jb < bj; jb += B) {
+            const int je = jb + B < bj ? jb + B : bj;
+            for (int i = ib; i < ie; i++) {
+                const REAL *src = out + (i0 + i) * ldo + j0;
+                for (int j = (diag_tile && jb <= i) ? i + 1 : jb; j < je; j++)
+                    out[(j0 + j) * ldo + i0 + i] = src[j];
+            }
+        }
+    }
+}
