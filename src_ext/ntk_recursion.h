@@ -39,6 +39,9 @@ float atan2f(float, float);
 #define NTK_CLONES
 #endif
 
+/* The row kernels are inlined into each target clone of the tile function. */
+#define NTK_INLINE static inline __attribute__((always_inline))
+
 #define NTK_ACT_IDENTITY 0
 #define NTK_ACT_ABRELU 1
 #define NTK_ACT_ERF 2
@@ -66,21 +69,25 @@ typedef struct {
 #define REAL double
 #define SUF(name) name##_f64
 #define RSQRT sqrt
+#define RFABS fabs
 #define RATAN2 atan2
 #include "ntk_recursion_impl.h"
 #undef REAL
 #undef SUF
 #undef RSQRT
+#undef RFABS
 #undef RATAN2
 
 #define REAL float
 #define SUF(name) name##_f32
 #define RSQRT sqrtf
+#define RFABS fabsf
 #define RATAN2 atan2f
 #include "ntk_recursion_impl.h"
 #undef REAL
 #undef SUF
 #undef RSQRT
+#undef RFABS
 #undef RATAN2
 
 #endif /* NTK_RECURSION_H */

@@ -4,18 +4,15 @@
  */
 
 /* s(t) = sin t - t cos t by its Taylor series (t < 0.5): sum_k (-1)^(k+1) 2k/(2k+1)! t^(2k+1). */
-static inline REAL SUF(ntk_s_series)(REAL t)
+NTK_INLINE REAL SUF(ntk_s_series)(REAL t)
 {
-    const REAL t2 = t * t;
-    REAL p = (REAL)(1.0 / 22230464256000.0);
-    p = (REAL)(1.0 / 93405312000.0) - t2 * p;
-    p = (REAL)(1.0 / 518918400.0) - t2 * p;
-    p = (REAL)(1.0 / 3991680.0) - t2 * p;
-    p = (REAL)(1.0 / 45360.0) - t2 * p;
-    p = (REAL)(1.0 / 840.0) - t2 * p;
-    p = (REAL)(1.0 / 30.0) - t2 * p;
-    p = (REAL)(1.0 / 3.0) - t2 * p;
-    return t * t2 * p;
+    /* Estrin's scheme in u = t^2 (short dependency chains). */
+    const REAL u = t * t, u2 = u * u, u4 = u2 * u2;
+    const REAL p01 = (REAL)(1.0 / 3.0) - u * (REAL)(1.0 / 30.0);
+    const REAL p23 = (REAL)(1.0 / 840.0) - u * (REAL)(1.0 / 45360.0);
+    const REAL p45 = (REAL)(1.0 / 3991680.0) - u * (REAL)(1.0 / 518918400.0);
+    const REAL p67 = (REAL)(1.0 / 93405312000.0) - u * (REAL)(1.0 / 22230464256000.0);
+    return t * u * ((p01 + u2 * p23) + u4 * (p45 + u2 * p67));
 }
 
 /* D = qx qz - S^2 for the first layer, without cancellation (Kahan's angle):
@@ -45,7 +42,7 @@ static double SUF(ntk_first_layer_gap)(const ntk_spec *sp, const REAL *x, const 
 }
 
 /* First Dense on one row: S = w2 g/d + b2, T = lam0 g/d + mu, D = qx qz - S^2. */
-static inline void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restrict g,
+NTK_INLINE void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restrict g,
                                      REAL qx0, const REAL *restrict qz0, REAL *restrict S,
                                      REAL *restrict D, REAL *restrict T)
 {
@@ -71,23 +68,29 @@ static inline void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *rest
  *   S <  0:  G = r ((a+b)^2/2 - 2ab h) - c1 r s(phi)       (phi = pi - theta)
  * Next layer (m = sqrt(alpha_x alpha_z) = w2 c0 r, g = w2 G):
  *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g),  S' = w2 E + b2. */
-static inline void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
-                                         const REAL *restrict rzl, REAL *restrict S,
-                                         REAL *restrict D, REAL *restrict T)
+NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
+                                      const REAL *restrict rzl, REAL *restrict S,
+                                      REAL *restrict D, REAL *restrict T,
+                                      REAL *restrict PHI)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, apb2h = (REAL)sp->apb2h;
     const REAL ab2 = (REAL)(2.0 * sp->ab), w2 = (REAL)sp->w2, b2 = (REAL)sp->b2;
     const REAL lam = (REAL)sp->lam, mu = (REAL)sp->mu, w2c0 = (REAL)(sp->w2 * sp->c0);
     const REAL pi = (REAL)NTK_PI, cut = (REAL)NTK_SERIES_CUT;
     const REAL edot_degenerate = (REAL)(sp->c0 - sp->c1 * NTK_PI / 2);
+    /* Pass 1: the angles (the only call, to libmvec's atan2, kept out of the
+     * arithmetic loop so that loop has no call and pipelines well). */
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        PHI[j] = RATAN2(RSQRT(D[j]), RFABS(S[j]));
+    /* Pass 2: everything else. */
 #pragma omp simd
     for (int j = 0; j < n; j++) {
-        const REAL s = S[j], dd = D[j], t = T[j];
+        const REAL s = S[j], dd = D[j], t = T[j], phi = PHI[j];
         const REAL r = rxl * rzl[j];
         const REAL sq = RSQRT(dd);
         const int neg = s < 0;
-        const REAL as = neg ? -s : s;
-        const REAL phi = RATAN2(sq, as);
+        const REAL as = RFABS(s);
         const REAL theta = neg ? pi - phi : phi;
         const REAL hphi = phi < cut ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
         const REAL htheta = neg ? sq + theta * as : hphi;
@@ -109,11 +112,11 @@ static inline void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
 /* One [Erf(a,b,c), Dense] step: with s = b^2 S, q = b^2 q,
  * P - 4 s^2 = 1 + 2(qx + qz) + 4 (qx qz - s^2),
  * E = a^2 (2/pi) atan2(2 s, sqrt(P - 4 s^2)) + c^2,  Edot = a^2 b^2 (4/pi) / sqrt(P - 4 s^2). */
-static inline void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
-                                      const REAL *restrict qzl, REAL *restrict S,
-                                      REAL *restrict T)
+NTK_INLINE void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
+                                   const REAL *restrict qzl, REAL *restrict S,
+                                   REAL *restrict T, REAL *restrict ROOT)
 {
-    const REAL a2 = (REAL)sp->ea2, b2e = (REAL)sp->eb2, c2 = (REAL)sp->ec2;
+    const REAL b2e = (REAL)sp->eb2, c2 = (REAL)sp->ec2;
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
     const REAL k_e = (REAL)(sp->ea2 * 2.0 / NTK_PI);
     const REAL k_edot = (REAL)(sp->ea2 * sp->eb2 * 4.0 / NTK_PI);
@@ -124,32 +127,42 @@ static inline void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
         const REAL gap = qxs * qzs - s * s;
         const REAL det = (REAL)1 + (REAL)2 * (qxs + qzs) + (REAL)4 * (gap > 0 ? gap : 0);
         const REAL root = RSQRT(det);
-        const REAL e = k_e * RATAN2((REAL)2 * s, root) + c2;
         const REAL edot = k_edot / root;
-        T[j] = w2 * edot * T[j] + lam * e + mu;
+        ROOT[j] = root;
+        T[j] = w2 * edot * T[j] + mu;  /* + lam E below */
+    }
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL e = k_e * RATAN2((REAL)2 * b2e * S[j], ROOT[j]) + c2;
+        T[j] += lam * e;
         S[j] = w2 * e + b2;
     }
-    (void)a2;
 }
 
 /* One [GELU, Dense] step (neural-tangents' closed form): with d2 = (qx+1)(qz+1) - S^2,
  * ang = atan2(S, sqrt d2),
  * E = S/4 + ((S^2 + qx qz d2) / ((qx+1)(qz+1) sqrt d2) + S ang) / (2 pi),
  * Edot = 1/4 + ang/(2 pi) + S/(2 pi sqrt d2) (1/d2 + (1 - qx qz)/((qx+1)(qz+1)) + 1). */
-static inline void SUF(ntk_layer_gelu)(const ntk_spec *sp, int n, REAL qxl,
-                                       const REAL *restrict qzl, REAL *restrict S,
-                                       REAL *restrict T)
+NTK_INLINE void SUF(ntk_layer_gelu)(const ntk_spec *sp, int n, REAL qxl,
+                                    const REAL *restrict qzl, REAL *restrict S,
+                                    REAL *restrict T, REAL *restrict ANG)
 {
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
     const REAL inv2pi = (REAL)(1.0 / (2.0 * NTK_PI));
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         const REAL s = S[j], qz = qzl[j];
+        const REAL gap = qxl * qz - s * s;
+        const REAL d2 = (REAL)1 + qxl + qz + (gap > 0 ? gap : 0);
+        ANG[j] = RATAN2(s, RSQRT(d2));
+    }
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL s = S[j], qz = qzl[j], ang = ANG[j];
         const REAL prod = qxl * qz, pp1 = (qxl + 1) * (qz + 1);
         const REAL gap = prod - s * s;
         const REAL d2 = (REAL)1 + qxl + qz + (gap > 0 ? gap : 0);
         const REAL dl = RSQRT(d2);
-        const REAL ang = RATAN2(s, dl);
         const REAL e = ((s * s + prod * d2) / (pp1 * dl) + s * ang) * inv2pi + (REAL)0.25 * s;
         const REAL edot = ((REAL)1 / d2 + ((REAL)1 - prod) / pp1 + (REAL)1) * s / dl * inv2pi
                           + (REAL)0.25 + ang * inv2pi;
@@ -159,7 +172,7 @@ static inline void SUF(ntk_layer_gelu)(const ntk_spec *sp, int n, REAL qxl,
 }
 
 /* One [Identity, Dense] step: E = S, Edot = 1. */
-static inline void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, REAL *restrict S,
+NTK_INLINE void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, REAL *restrict S,
                                            REAL *restrict T)
 {
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
@@ -175,12 +188,12 @@ static inline void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, REAL *rest
  * qx, rx: q^l(x_i), sqrt(q^l(x_i)) at [l * ldx]; qz, rz: rows l at + l * ldz.
  * xrow, zrows (n rows of d): inputs for the exact near-parallel first layer.
  * diag_col >= 0 marks the column holding x_i itself (S = q exactly, D = 0). */
-static inline void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
+NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                                 const REAL *qx, const REAL *rx, ptrdiff_t ldx,
                                 const REAL *qz, const REAL *rz, ptrdiff_t ldz,
                                 const REAL *xrow, const REAL *zrows, int d,
-                                REAL *S, REAL *D, REAL *T, REAL *outS, REAL *outT,
-                                int diag_col)
+                                REAL *S, REAL *D, REAL *T, REAL *PHI, REAL *outS,
+                                REAL *outT, int diag_col)
 {
     SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T);
     if (diag_col >= 0) {
@@ -199,13 +212,13 @@ static inline void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
     for (int l = 0; l < sp->depth; l++) {
         switch (sp->act) {
         case NTK_ACT_ABRELU:
-            SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T);
+            SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T, PHI);
             break;
         case NTK_ACT_ERF:
-            SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
+            SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T, PHI);
             break;
         case NTK_ACT_GELU:
-            SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
+            SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T, PHI);
             break;
         default:
             SUF(ntk_layer_identity)(sp, n, S, T);
@@ -220,7 +233,7 @@ static inline void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
 /* A bi x bj tile: gram holds x_i . z_j (row-major, ld bj).  X, Z point at the tile's
  * first rows (d columns each); Qx/Rx/Qz/Rz at the tile's first entries of each layer
  * row (strides ldx, ldz).  diag_tile: Z is X, compute j >= i only.
- * work: 3 * bj scratch.  Results go to outS/outT (row-major, ld ldos/ldot; NULL = skip). */
+ * work: 4 * bj scratch.  Results go to outS/outT (row-major, ld ldos/ldot; NULL = skip). */
 NTK_CLONES
 static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
                           const REAL *X, const REAL *Z, int d,
@@ -236,7 +249,7 @@ static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
             continue;
         SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * bj + j0, Qx + i, Rx + i, ldx,
                      Qz + j0, Rz + j0, ldz, X + (ptrdiff_t)i * d, Z + (ptrdiff_t)j0 * d, d,
-                     work, work + bj, work + 2 * bj,
+                     work, work + bj, work + 2 * bj, work + 3 * bj,
                      outS ? outS + (ptrdiff_t)i * ldos + j0 : NULL,
                      outT ? outT + (ptrdiff_t)i * ldot + j0 : NULL,
                      diag_tile ? 0 : -1);
