@@ -8,11 +8,16 @@
 from . import activations
 from .activations import ABReLU, Abs, Erf, GELU, Identity, LeakyReLU, ReLU
 from .network import MLP, Kernels
+from . import solve
+from .solve import (GradientFlow, InfiniteEnsemble, JitterWarning, KernelRegression,
+                    NotPositiveDefiniteError)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Kernels", "activations",
+    "solve", "KernelRegression", "GradientFlow", "InfiniteEnsemble", "JitterWarning",
+    "NotPositiveDefiniteError",
     "ReLU", "LeakyReLU", "Abs", "ABReLU", "Erf", "GELU", "Identity",
     "__version__",
 ]

@@ -90,6 +90,9 @@ class MLP:
             Z = V.check_inputs(Z, "Z", d=X.shape[1])
         dt = V.check_dtype(dtype, X if Z is None or Z.dtype == X.dtype
                            else np.empty(0, np.result_type(X, Z)))
+        # Kernels are those of the inputs rounded to the computation dtype.
+        X = X.astype(dt, copy=False)
+        Z = None if Z is None else Z.astype(dt, copy=False)
         n_threads = V.check_n_jobs(n_jobs)
         if tile is not None:
             tile = V.check_int(tile, "tile", minimum=1)
@@ -115,8 +118,9 @@ class MLP:
 
     def _diag(self, X, dtype):
         X = V.check_inputs(X, "X")
+        dt = V.check_dtype(dtype, X)
         from .backends.reference import diagonal
-        return diagonal(self._spec(X.shape[1]), X, V.check_dtype(dtype, X))
+        return diagonal(self._spec(X.shape[1]), X.astype(dt, copy=False), dt)
 
     def nngp_diag(self, X, dtype=None) -> np.ndarray:
         """Σ(x_i, x_i) for every row, O(N · depth)."""

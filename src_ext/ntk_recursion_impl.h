@@ -61,8 +61,10 @@ NTK_INLINE void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restric
 
 /* One [ABReLU, Dense] step on a row, carrying D = qx qz - S^2 without cancellation.
  * phi = atan2(sqrt D, |S|) in [0, pi/2]; theta = phi (S >= 0) or pi - phi (S < 0).
- * r s(theta) = sqrt D - theta S with s(t) = sin t - t cos t (series for small angles),
- * E = c0 S + c1 r s(theta),  Edot = c0 - c1 theta.
+ * With s(t) = sin t - t cos t (series for small t) and r s(phi) = sqrt D - phi |S|:
+ *   E = c0 S + c1 r s(phi)            (S >= 0)
+ *   E = -ab |S| + c1 r s(phi)         (S < 0, i.e. about the antiparallel direction)
+ *   Edot = c0 - c1 theta = c0 - c1 phi (S >= 0),  ab + c1 phi (S < 0)   (c0 - c1 pi = ab).
  * The gap G = sqrt(Ex Ez) - E = c0 r - E, with h = sin^2(phi/2) = D / (2 r (r + |S|)):
  *   S >= 0:  G = r (2 c0 h) - c1 r s(phi)
  *   S <  0:  G = r ((a+b)^2/2 - 2ab h) - c1 r s(phi)       (phi = pi - theta)
@@ -74,9 +76,9 @@ NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
                                       REAL *restrict PHI)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, apb2h = (REAL)sp->apb2h;
-    const REAL ab2 = (REAL)(2.0 * sp->ab), w2 = (REAL)sp->w2, b2 = (REAL)sp->b2;
-    const REAL lam = (REAL)sp->lam, mu = (REAL)sp->mu, w2c0 = (REAL)(sp->w2 * sp->c0);
-    const REAL pi = (REAL)NTK_PI, cut = (REAL)NTK_SERIES_CUT;
+    const REAL ab = (REAL)sp->ab, ab2 = (REAL)(2.0 * sp->ab), w2 = (REAL)sp->w2;
+    const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
+    const REAL w2c0 = (REAL)(sp->w2 * sp->c0), cut = (REAL)NTK_SERIES_CUT;
     const REAL edot_degenerate = (REAL)(sp->c0 - sp->c1 * NTK_PI / 2);
     /* Pass 1: the angles (the only call, to libmvec's atan2, kept out of the
      * arithmetic loop so that loop has no call and pipelines well). */
@@ -91,15 +93,13 @@ NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
         const REAL sq = RSQRT(dd);
         const int neg = s < 0;
         const REAL as = RFABS(s);
-        const REAL theta = neg ? pi - phi : phi;
         const REAL hphi = phi < cut ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
-        const REAL htheta = neg ? sq + theta * as : hphi;
         const REAL half = dd / ((REAL)2 * r * (r + as));
         const REAL gap_pos = r * ((REAL)2 * c0 * half) - c1 * hphi;
         const REAL gap_neg = r * (apb2h - ab2 * half) - c1 * hphi;
         const int ok = r > 0;
-        const REAL e = ok ? c0 * s + c1 * htheta : (REAL)0;
-        const REAL edot = ok ? c0 - c1 * theta : edot_degenerate;
+        const REAL e = ok ? (neg ? c1 * hphi - ab * as : c0 * s + c1 * hphi) : (REAL)0;
+        const REAL edot = ok ? (neg ? ab + c1 * phi : c0 - c1 * phi) : edot_degenerate;
         const REAL gap = ok ? (neg ? gap_neg : gap_pos) : (REAL)0;
         const REAL m = w2c0 * r, gw = w2 * gap, dr = rxl - rzl[j];
         const REAL dnew = gw * ((REAL)2 * m - gw) + b2 * (w2c0 * dr * dr + (REAL)2 * gw);

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+import ntkfast as nk
+from ntkfast.backends import compiled_available
+
+ALL_ACTIVATIONS = [
+    nk.ReLU(), nk.LeakyReLU(0.1), nk.Abs(), nk.ABReLU(-0.3, 2.0),
+    nk.Erf(), nk.Erf(2.0, 0.5, 0.3), nk.GELU(), nk.Identity(),
+]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+requires_compiled = pytest.mark.skipif(not compiled_available(),
+                                       reason="compiled extension not built")
