@@ -8,7 +8,8 @@
 from . import activations
 from .activations import ABReLU, Abs, Erf, GELU, Identity, LeakyReLU, ReLU
 from .network import MLP, Kernels
-from . import solve
+from . import experiments, finite, solve
+from .finite import FiniteMLP, finite_network
 from .solve import (GradientFlow, InfiniteEnsemble, JitterWarning, KernelRegression,
                     NotPositiveDefiniteError)
 
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "Kernels", "activations",
     "solve", "KernelRegression", "GradientFlow", "InfiniteEnsemble", "JitterWarning",
-    "NotPositiveDefiniteError",
+    "NotPositiveDefiniteError", "finite", "experiments", "FiniteMLP", "finite_network",
     "ReLU", "LeakyReLU", "Abs", "ABReLU", "Erf", "GELU", "Identity",
     "__version__",
 ]

@@ -122,6 +122,12 @@ class MLP:
         from .backends.reference import diagonal
         return diagonal(self._spec(X.shape[1]), X.astype(dt, copy=False), dt)
 
+    def finite(self, width, seed=0, **kw):
+        """The finite-width network of this architecture (see :mod:`ntkfast.finite`);
+        keywords ``d`` (input dimension) and ``n_out`` are optional."""
+        from .finite import finite_network
+        return finite_network(self, width, seed, **kw)
+
     def nngp_diag(self, X, dtype=None) -> np.ndarray:
         """Σ(x_i, x_i) for every row, O(N · depth)."""
         return self._diag(X, dtype)[0]
