@@ -15,6 +15,41 @@ NTK_INLINE REAL SUF(ntk_s_series)(REAL t)
     return t * u * ((p01 + u2 * p23) + u4 * (p45 + u2 * p67));
 }
 
+/* atan2(y, x) for x >= 0, inlined and branch-free so the layer loops vectorise
+ * without a call (Cephes' atan, ~1 ulp): t = min(|y|, x) / max(|y|, x) in [0, 1],
+ * reduced by atan t = pi/4 + atan((t - 1)/(t + 1)) above tan(pi/8)-ish, then
+ * atan2 = pi/2 - atan t when |y| > x, with the sign of y.  (0, 0) gives NaN; the
+ * callers mask that case. */
+NTK_INLINE REAL SUF(ntk_atan2_xpos)(REAL y, REAL x)
+{
+    const REAL ay = RFABS(y);
+    const int swap = ay > x;
+    const REAL num = swap ? x : ay, den = swap ? ay : x;
+#if NTK_REAL_IS_DOUBLE
+    const int big = num > (REAL)0.66 * den;
+    const REAL u = (big ? num - den : num) / (big ? num + den : den);
+    const REAL z = u * u;
+    const REAL p = ((((-8.750608600031904122785e-1 * z - 1.615753718733365076637e1) * z
+                      - 7.500855792314704667340e1) * z - 1.228866684490136173410e2) * z
+                    - 6.485021904942025371773e1);
+    const REAL q = (((((z + 2.485846490142306297962e1) * z + 1.650270098316988542046e2) * z
+                       + 4.328810604912902668951e2) * z + 4.853903996359136964868e2) * z
+                    + 1.945506571482613964425e2);
+    REAL a = u + u * (z * p / q);
+    a = big ? a + (0.78539816339744830962 + 0.5 * 6.123233995736765886130e-17) : a;
+    a = swap ? (1.57079632679489661923 + 6.123233995736765886130e-17) - a : a;
+#else
+    const int big = num > 0.41421356237309504880f * den;
+    const REAL u = (big ? num - den : num) / (big ? num + den : den);
+    const REAL z = u * u;
+    REAL a = (((8.05374449538e-2f * z - 1.38776856032e-1f) * z + 1.99777106478e-1f) * z
+              - 3.33329491539e-1f) * z * u + u;
+    a = big ? a + 0.78539816339744830962f : a;
+    a = swap ? 1.57079632679489661923f - a : a;
+#endif
+    return RCOPYSIGN(a, y);
+}
+
 /* D = qx qz - S^2 for the first layer, without cancellation (Kahan's angle):
  * with a = x'/|x'|, b = z'/|z'| for the augmented inputs x' = (sw x/sqrt(d), sb),
  * sin(theta) = |a - b| |a + b| / 2 and D = qx qz sin^2(theta).  Accumulated in double. */
@@ -72,27 +107,21 @@ NTK_INLINE void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restric
  *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g),  S' = w2 E + b2. */
 NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
                                       const REAL *restrict rzl, REAL *restrict S,
-                                      REAL *restrict D, REAL *restrict T,
-                                      REAL *restrict PHI)
+                                      REAL *restrict D, REAL *restrict T)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, apb2h = (REAL)sp->apb2h;
     const REAL ab = (REAL)sp->ab, ab2 = (REAL)(2.0 * sp->ab), w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
     const REAL w2c0 = (REAL)(sp->w2 * sp->c0), cut = (REAL)NTK_SERIES_CUT;
     const REAL edot_degenerate = (REAL)(sp->c0 - sp->c1 * NTK_PI / 2);
-    /* Pass 1: the angles (the only call, to libmvec's atan2, kept out of the
-     * arithmetic loop so that loop has no call and pipelines well). */
-#pragma omp simd
-    for (int j = 0; j < n; j++)
-        PHI[j] = RATAN2(RSQRT(D[j]), RFABS(S[j]));
-    /* Pass 2: everything else. */
 #pragma omp simd
     for (int j = 0; j < n; j++) {
-        const REAL s = S[j], dd = D[j], t = T[j], phi = PHI[j];
+        const REAL s = S[j], dd = D[j], t = T[j];
         const REAL r = rxl * rzl[j];
         const REAL sq = RSQRT(dd);
         const int neg = s < 0;
         const REAL as = RFABS(s);
+        const REAL phi = SUF(ntk_atan2_xpos)(sq, as);
         const REAL hphi = phi < cut ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
         const REAL half = dd / ((REAL)2 * r * (r + as));
         const REAL gap_pos = r * ((REAL)2 * c0 * half) - c1 * hphi;
@@ -114,7 +143,7 @@ NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
  * E = a^2 (2/pi) atan2(2 s, sqrt(P - 4 s^2)) + c^2,  Edot = a^2 b^2 (4/pi) / sqrt(P - 4 s^2). */
 NTK_INLINE void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
                                    const REAL *restrict qzl, REAL *restrict S,
-                                   REAL *restrict T, REAL *restrict ROOT)
+                                   REAL *restrict T)
 {
     const REAL b2e = (REAL)sp->eb2, c2 = (REAL)sp->ec2;
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
@@ -127,14 +156,9 @@ NTK_INLINE void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
         const REAL gap = qxs * qzs - s * s;
         const REAL det = (REAL)1 + (REAL)2 * (qxs + qzs) + (REAL)4 * (gap > 0 ? gap : 0);
         const REAL root = RSQRT(det);
+        const REAL e = k_e * SUF(ntk_atan2_xpos)((REAL)2 * s, root) + c2;
         const REAL edot = k_edot / root;
-        ROOT[j] = root;
-        T[j] = w2 * edot * T[j] + mu;  /* + lam E below */
-    }
-#pragma omp simd
-    for (int j = 0; j < n; j++) {
-        const REAL e = k_e * RATAN2((REAL)2 * b2e * S[j], ROOT[j]) + c2;
-        T[j] += lam * e;
+        T[j] = w2 * edot * T[j] + lam * e + mu;
         S[j] = w2 * e + b2;
     }
 }
@@ -145,24 +169,18 @@ NTK_INLINE void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
  * Edot = 1/4 + ang/(2 pi) + S/(2 pi sqrt d2) (1/d2 + (1 - qx qz)/((qx+1)(qz+1)) + 1). */
 NTK_INLINE void SUF(ntk_layer_gelu)(const ntk_spec *sp, int n, REAL qxl,
                                     const REAL *restrict qzl, REAL *restrict S,
-                                    REAL *restrict T, REAL *restrict ANG)
+                                    REAL *restrict T)
 {
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
     const REAL inv2pi = (REAL)(1.0 / (2.0 * NTK_PI));
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         const REAL s = S[j], qz = qzl[j];
-        const REAL gap = qxl * qz - s * s;
-        const REAL d2 = (REAL)1 + qxl + qz + (gap > 0 ? gap : 0);
-        ANG[j] = RATAN2(s, RSQRT(d2));
-    }
-#pragma omp simd
-    for (int j = 0; j < n; j++) {
-        const REAL s = S[j], qz = qzl[j], ang = ANG[j];
         const REAL prod = qxl * qz, pp1 = (qxl + 1) * (qz + 1);
         const REAL gap = prod - s * s;
         const REAL d2 = (REAL)1 + qxl + qz + (gap > 0 ? gap : 0);
         const REAL dl = RSQRT(d2);
+        const REAL ang = SUF(ntk_atan2_xpos)(s, dl);
         const REAL e = ((s * s + prod * d2) / (pp1 * dl) + s * ang) * inv2pi + (REAL)0.25 * s;
         const REAL edot = ((REAL)1 / d2 + ((REAL)1 - prod) / pp1 + (REAL)1) * s / dl * inv2pi
                           + (REAL)0.25 + ang * inv2pi;
@@ -192,8 +210,8 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                                 const REAL *qx, const REAL *rx, ptrdiff_t ldx,
                                 const REAL *qz, const REAL *rz, ptrdiff_t ldz,
                                 const REAL *xrow, const REAL *zrows, int d,
-                                REAL *S, REAL *D, REAL *T, REAL *PHI, REAL *outS,
-                                REAL *outT, int diag_col)
+                                REAL *S, REAL *D, REAL *T, REAL *outS, REAL *outT,
+                                int diag_col)
 {
     SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T);
     if (diag_col >= 0) {
@@ -212,13 +230,13 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
     for (int l = 0; l < sp->depth; l++) {
         switch (sp->act) {
         case NTK_ACT_ABRELU:
-            SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T, PHI);
+            SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T);
             break;
         case NTK_ACT_ERF:
-            SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T, PHI);
+            SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
             break;
         case NTK_ACT_GELU:
-            SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T, PHI);
+            SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
             break;
         default:
             SUF(ntk_layer_identity)(sp, n, S, T);
@@ -233,7 +251,7 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
 /* A bi x bj tile: gram holds x_i . z_j (row-major, ld bj).  X, Z point at the tile's
  * first rows (d columns each); Qx/Rx/Qz/Rz at the tile's first entries of each layer
  * row (strides ldx, ldz).  diag_tile: Z is X, compute j >= i only.
- * work: 4 * bj scratch.  Results go to outS/outT (row-major, ld ldos/ldot; NULL = skip). */
+ * work: 3 * bj scratch.  Results go to outS/outT (row-major, ld ldos/ldot; NULL = skip). */
 NTK_CLONES
 static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
                           const REAL *X, const REAL *Z, int d,
@@ -249,7 +267,7 @@ static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
             continue;
         SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * bj + j0, Qx + i, Rx + i, ldx,
                      Qz + j0, Rz + j0, ldz, X + (ptrdiff_t)i * d, Z + (ptrdiff_t)j0 * d, d,
-                     work, work + bj, work + 2 * bj, work + 3 * bj,
+                     work, work + bj, work + 2 * bj,
                      outS ? outS + (ptrdiff_t)i * ldos + j0 : NULL,
                      outT ? outT + (ptrdiff_t)i * ldot + j0 : NULL,
                      diag_tile ? 0 : -1);
