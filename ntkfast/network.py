@@ -84,7 +84,7 @@ class MLP:
                                    self.parameterization, self.width, d)
 
     def _compute(self, X, Z, want_nngp, want_ntk, dtype=None, out=None, tile=None,
-                 n_jobs=None, backend="auto", progress=False):
+                 n_jobs=None, backend="auto", progress=False, resume=True):
         X = V.check_inputs(X, "X")
         if Z is not None:
             Z = V.check_inputs(Z, "Z", d=X.shape[1])
@@ -100,7 +100,7 @@ class MLP:
         spec = self._spec(X.shape[1])
         from .tiling import compute_gram
         return compute_gram(engine, spec, X, Z, dt, want_nngp, want_ntk, out=out,
-                            tile=tile, n_jobs=n_threads, progress=progress)
+                            tile=tile, n_jobs=n_threads, progress=progress, resume=resume)
 
     # -- public API ----------------------------------------------------------
     def kernels(self, X, Z=None, **kw) -> Kernels:

@@ -1,58 +1,631 @@
-"""Output allocation and the block loop around a backend.
+"""The block loop between the public API and an engine: outputs, threads, resume.
 
-``compute_gram`` validates/allocates the outputs and asks the backend to fill
-them.  The compiled backend tiles internally (upper-triangle tiles for K(X, X),
-OpenMP over tiles); this module owns everything above one in-memory block.
+``compute_gram`` cuts Σ(X, Z) / Θ(X, Z) into the blocks of
+:mod:`ntkfast.tile_plan` and has the engine fill each block into a *sink*:
+
+* in-RAM outputs (``out=None`` or an array): the engine writes straight into the
+  output; an off-diagonal block of K(X, X) is then mirrored below the diagonal;
+* file outputs (``out="K.npy"`` or a pair of paths): the engine writes into a
+  scratch slot; a writer thread stores it into ``K.npy.partial`` (see
+  :class:`ntkfast.io.NpyBlockFile`) and a sync thread fsyncs the file and only
+  then records the stored blocks in the journal (:mod:`ntkfast.journal`),
+  while the engine already computes the next block.  At the end the partial file is renamed to ``K.npy`` and the journal
+  removed.  A killed run started again with the same arguments skips the
+  recorded blocks; the result is the same file bit for bit.
+
+Determinism: every output element is computed by the engine's per-element
+recursion from its own GEMM entry, so results do not depend on ``n_jobs``.
+Changing the block edge changes which GEMM call produces an entry; with the
+NumPy/OpenBLAS GEMM the entries were found bit-identical across edges (the
+tests check it to 1e-13 relative and report bitwise equality); an engine whose
+GEMM sums in a shape-dependent order may differ in the last bits.  A resumed
+run always reuses the block edge recorded in its journal, so resuming is
+bit-identical regardless.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
+import sys
+import threading
+import queue
+import warnings
+
 import numpy as np
 
+from . import journal as J
 from .backends.reference import layer_variances
+from .io import NpyBlockFile, allocated_bytes, drop_pages, npy_bytes, _copy
+from .tile_plan import plan_gram
+
+__all__ = ["compute_gram", "PARTIAL_SUFFIX"]
+
+PARTIAL_SUFFIX = ".partial"
+_KINDS = ("nngp", "ntk")
+_VARIANCE_CHUNK = 8192
+
+
+# -- public entry ---------------------------------------------------------------
+def compute_gram(engine, spec, X, Z, dtype, want_nngp, want_ntk, *, out=None, tile=None,
+                 n_jobs=1, progress=False, resume=True):
+    """Σ(X, Z) and/or Θ(X, Z) (Z=None: X against X), as a pair (None where unwanted).
+
+    ``out``: None (allocate), an array, a ``.npy`` path, or a pair of either
+    for (nngp, ntk).  Paths give read-only memory maps of the finished files.
+    ``tile``: block edge (default from :mod:`ntkfast.tile_plan`).
+    ``resume``: continue an interrupted run on the same path (False: start over).
+    """
+    dtype = np.dtype(dtype)
+    symmetric = Z is None
+    Zm = X if symmetric else Z
+    shape = (X.shape[0], Zm.shape[0])
+    targets = _resolve_out(out, want_nngp, want_ntk)
+    kinds = [k for k, _ in targets]
+    engine_name = getattr(engine, "name", type(engine).__name__)
+    files = [t for _, t in targets if isinstance(t, str)]
+    if files and len(files) != len(targets):
+        raise ValueError("out: pass file paths for every requested kernel or for none "
+                         "(a pair of paths, or a pair of arrays, not one of each)")
+
+    def make_plan(edge):
+        return plan_gram(shape[0], shape[1], symmetric, itemsize=dtype.itemsize,
+                         n_outputs=len(targets), to_file=bool(files),
+                         engine_name=engine_name, n_jobs=n_jobs, tile=edge,
+                         progress=progress)
+
+    if files:
+        run = _FileRun(files, kinds, shape, dtype, symmetric, spec, engine_name, X, Z)
+        plan = run.open(make_plan, tile, resume)
+        sink = _FileSink(run, plan)
+    else:
+        plan = make_plan(tile)
+        arrays = [_check_out(t, shape, dtype, k) for k, t in targets]
+        sink = _ArraySink(arrays)
+        run = None
+    pending = [b for b in plan.blocks if run is None or b.index not in run.journal.done]
+    bar = _Progress(progress, plan, pending, desc=_describe_target(targets))
+    sink.progress = bar
+    try:
+        if pending:
+            qx = _variances(spec, X)
+            qz = qx if symmetric else _variances(spec, Zm)
+            _execute(engine, spec, X, Zm, dtype, plan, pending, sink, kinds, qx, qz)
+        results = sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        bar.close()
+    by_kind = dict(zip(kinds, results))
+    return by_kind.get("nngp"), by_kind.get("ntk")
+
+
+# -- outputs ----------------------------------------------------------------------
+def _is_path(obj):
+    return isinstance(obj, (str, os.PathLike))
+
+
+def _resolve_out(out, want_nngp, want_ntk):
+    """[(kind, target)] for the wanted kernels; target None, an array or a path str."""
+    wanted = [k for k, w in zip(_KINDS, (want_nngp, want_ntk)) if w]
+    if out is None:
+        pair = (None, None)
+    elif isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError("out: for kernels() pass a pair (out_nngp, out_ntk), e.g. "
+                             "out=('S.npy', 'T.npy')")
+        pair = tuple(out)
+    elif len(wanted) == 2:
+        raise ValueError("out: kernels() computes two matrices; pass a pair "
+                         "(out_nngp, out_ntk), e.g. out=('S.npy', 'T.npy')")
+    else:
+        pair = (out, None) if wanted == ["nngp"] else (None, out)
+    targets = []
+    for kind, target in zip(_KINDS, pair):
+        if kind not in wanted:
+            continue
+        if _is_path(target):
+            target = os.path.abspath(os.fspath(target))
+            _check_out_path(target)
+        elif target is not None and not isinstance(target, np.ndarray):
+            raise TypeError(f"out: expected None, a NumPy array or a .npy path for {kind}, "
+                            f"got {type(target).__name__}")
+        targets.append((kind, target))
+    paths = [t for _, t in targets if isinstance(t, str)]
+    if len(paths) == 2 and paths[0] == paths[1]:
+        raise ValueError(f"out: both kernels would go to the same file {paths[0]!r}; "
+                         "pass two different paths")
+    return targets
+
+
+def _check_out_path(path):
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, f"out: directory {folder!r} does not exist; "
+                                "create it first")
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"out: {path!r} is a directory; pass a file "
+                                "name such as 'K.npy'")
 
 
 def _check_out(out, shape, dtype, name):
     if out is None:
         return np.empty(shape, dtype=dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected None or a NumPy array for {name}, got "
-                        f"{type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(f"out: {name} output must have shape {shape} and dtype {dtype}, "
                          f"got shape {out.shape} and dtype {out.dtype}")
     if out.strides[1] != out.itemsize or out.strides[0] < shape[1] * out.itemsize:
         raise ValueError("out: the output array must be C-contiguous (row-major)")
+    if not out.flags.writeable:
+        raise ValueError(f"out: the {name} output array is read-only")
     return out
 
 
-def _split_out(out, want_nngp, want_ntk):
-    """`out` may be one array (one kernel requested) or a pair (nngp, ntk)."""
-    if out is None:
-        return None, None
-    if isinstance(out, (tuple, list)):
-        if len(out) != 2:
-            raise ValueError("out: for kernels() pass a pair (out_nngp, out_ntk)")
-        return out[0], out[1]
-    if want_nngp and want_ntk:
-        raise ValueError("out: kernels() computes two matrices; pass a pair "
-                         "(out_nngp, out_ntk)")
-    return (out, None) if want_nngp else (None, out)
+def _describe_target(targets):
+    names = [os.path.basename(t) if isinstance(t, str) else k for k, t in targets]
+    return " + ".join(names)
 
 
-def compute_gram(engine, spec, X, Z, dtype, want_nngp, want_ntk, *, out=None, tile=None,
-                 n_jobs=1, progress=False):
-    """Σ(X, Z) and/or Θ(X, Z) (Z=None: X against X), as a pair (None where unwanted)."""
-    symmetric = Z is None
-    Zm = X if symmetric else Z
-    shape = (X.shape[0], Zm.shape[0])
-    out_s, out_t = _split_out(out, want_nngp, want_ntk)
-    out_s = _check_out(out_s, shape, dtype, "nngp") if want_nngp else None
-    out_t = _check_out(out_t, shape, dtype, "ntk") if want_ntk else None
-    Xc = np.ascontiguousarray(X, dtype=dtype)
-    Zc = Xc if symmetric else np.ascontiguousarray(Zm, dtype=dtype)
-    qx = layer_variances(spec, X)
-    qz = qx if symmetric else layer_variances(spec, Zm)
-    engine.fill(spec, Xc, Zc, out_s, out_t, symmetric=symmetric, dtype=dtype, tile=tile,
-                n_jobs=n_jobs, qx=qx, qz=qz)
-    return out_s, out_t
+def _variances(spec, A):
+    """layer_variances in row chunks (bounded float64 temporaries); drops mapped pages."""
+    q = np.empty((spec.depth + 1, A.shape[0]))
+    for r in range(0, A.shape[0], _VARIANCE_CHUNK):
+        q[:, r:r + _VARIANCE_CHUNK] = layer_variances(spec, A[r:r + _VARIANCE_CHUNK])
+        drop_pages(A)
+    return q
+
+
+# -- the block loop -------------------------------------------------------------
+class _Abort(Exception):
+    """Raised in a worker when another thread has failed."""
+
+
+def _execute(engine, spec, X, Zm, dtype, plan, pending, sink, kinds, qx, qz):
+    """Fill every pending block, on plan.workers threads (the caller's when 1)."""
+    state = {"error": None, "stop": False}
+    lock = threading.Lock()
+    it = iter(pending)
+    local = threading.local()
+    mapped = [A for A in ((X,) if Zm is X else (X, Zm)) if isinstance(A, np.memmap)]
+
+    def rows(i0, i1):
+        band = getattr(local, "band", None)
+        if band is None or band[0] != (i0, i1):
+            band = ((i0, i1), np.ascontiguousarray(X[i0:i1], dtype=dtype))
+            local.band = band
+        return band[1]
+
+    def fill(b):
+        Xb = rows(b.i0, b.i1)
+        Zb = Xb if b.diagonal else np.ascontiguousarray(Zm[b.j0:b.j1], dtype=dtype)
+        for A in mapped:
+            drop_pages(A)
+        slot, views = sink.acquire(b)
+        outs = dict(zip(kinds, views))
+        engine.fill(spec, Xb, Zb, outs.get("nngp"), outs.get("ntk"), symmetric=b.diagonal,
+                    dtype=dtype, tile=None, n_jobs=plan.engine_jobs, qx=qx[:, b.i0:b.i1],
+                    qz=qz[:, b.j0:b.j1])
+        sink.submit(b, slot, views)
+
+    def work():
+        try:
+            while True:
+                with lock:
+                    if state["stop"]:
+                        return
+                    b = next(it, None)
+                if b is None:
+                    return
+                fill(b)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            with lock:
+                if state["error"] is None and not isinstance(exc, _Abort):
+                    state["error"] = exc
+                state["stop"] = True
+
+    if plan.workers == 1:
+        try:
+            while True:
+                b = next(it, None)
+                if b is None:
+                    return
+                fill(b)
+        except _Abort:
+            return  # the sink reports its own error in finish()
+    threads = [threading.Thread(target=work, name=f"ntkfast-block-{k}", daemon=True)
+               for k in range(plan.workers)]
+    with _blas_single_thread():
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except BaseException:
+            with lock:
+                state["stop"] = True
+            for t in threads:
+                t.join()
+            raise
+    if state["error"] is not None:
+        raise state["error"]
+
+
+@contextlib.contextmanager
+def _blas_single_thread():
+    """Limit BLAS to one thread while several blocks run at once (no oversubscription)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+class _Progress:
+    """A thread-safe tqdm bar over output elements (no-op when disabled)."""
+
+    def __init__(self, enabled, plan, pending, desc):
+        self._lock = threading.Lock()
+        self._bar = None
+        self._blocks_total = len(plan.blocks)
+        self._blocks_done = len(plan.blocks) - len(pending)
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            warnings.warn("progress=True needs tqdm (pip install tqdm); continuing without "
+                          "a progress bar", stacklevel=3)
+            return
+        done_elements = plan.elements - sum(b.elements for b in pending)
+        self._bar = tqdm(total=plan.elements, initial=done_elements, unit="el",
+                         unit_scale=True, desc=desc, file=sys.stderr, smoothing=0.1,
+                         mininterval=0.5, dynamic_ncols=True)
+
+    def update(self, elements):
+        if self._bar is None:
+            return
+        with self._lock:
+            self._blocks_done += 1
+            self._bar.set_postfix_str(f"{self._blocks_done}/{self._blocks_total} blocks",
+                                      refresh=False)
+            self._bar.update(elements)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# -- sinks: where filled blocks go --------------------------------------------------
+class _ArraySink:
+    """The engine writes into the output arrays; off-diagonal blocks are mirrored."""
+
+    progress = None
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def acquire(self, b):
+        return None, [a[b.i0:b.i1, b.j0:b.j1] for a in self.arrays]
+
+    def submit(self, b, slot, views):
+        if b.mirror:
+            for a, v in zip(self.arrays, views):
+                _copy(a[b.j0:b.j1, b.i0:b.i1], v.T)
+        self.progress.update(b.elements)
+
+    def finish(self):
+        return self.arrays
+
+    def abort(self):
+        pass
+
+
+class _FileRun:
+    """The files of one out-of-core run: partial outputs, journal, identity key."""
+
+    def __init__(self, paths, kinds, shape, dtype, symmetric, spec, engine_name, X, Z):
+        self.paths = paths
+        self.partials = [p + PARTIAL_SUFFIX for p in paths]
+        self.journal_path = J.journal_path(paths[0])
+        self.kinds = kinds
+        self.shape = shape
+        self.dtype = dtype
+        self.symmetric = symmetric
+        self.files = []
+        self.journal = None
+        self.args = {
+            "outputs": [[k, p] for k, p in zip(kinds, paths)],
+            "shape": list(shape),
+            "dtype": dtype.str,
+            "X": _fingerprint(X),
+            "Z": None if symmetric else _fingerprint(Z),
+            "network": {"activation": J.describe(spec.activation), "depth": spec.depth,
+                        "w2": spec.w2, "b2": spec.b2, "lam0": spec.lam0, "lam": spec.lam,
+                        "mu": spec.mu},
+            "backend": engine_name,
+        }
+
+    # -- opening: resume or start over ----------------------------------------
+    def open(self, make_plan, tile, resume):
+        """Resume the journal's run or start a new one; returns the block plan."""
+        if resume and os.path.exists(self.journal_path):
+            plan = self._resume(make_plan, tile)
+            if plan is not None:
+                return plan
+        plan = make_plan(tile)
+        self._start(plan)
+        return plan
+
+    def _advice(self):
+        files = ", ".join([*self.partials, self.journal_path])
+        return (f"to start over, delete {files} or pass resume=False "
+                "(CLI: --no-resume)")
+
+    def _resume(self, make_plan, tile):
+        header, _ = J.read(self.journal_path)
+        old = header.get("args", {})
+        new = dict(self.args, block=old.get("block") if tile is None else int(tile))
+        diff = J.differences(old, new)
+        if diff or header.get("key") != J.run_key(new):
+            named = ", ".join(_FIELD_NAMES.get(d, d) for d in diff) or "the journal key"
+            raise J.JournalMismatch(
+                f"out: {self.journal_path} records an unfinished run with different "
+                f"arguments ({named} differ); the partial output cannot be resumed with "
+                f"these arguments; {self._advice()}")
+        plan = make_plan(new["block"])
+        if plan.edge != new["block"]:  # pragma: no cover - planner clamps only oversized edges
+            raise J.JournalMismatch(f"out: cannot rebuild the block plan of "
+                                    f"{self.journal_path}; {self._advice()}")
+        try:
+            files = [NpyBlockFile.open(p, self.shape, self.dtype) if os.path.exists(p)
+                     else None for p in self.partials]
+        except (ValueError, OSError) as exc:
+            raise J.JournalMismatch(f"{exc}; {self._advice()}") from None
+        self.journal = J.Journal.open_existing(self.journal_path)
+        if len(self.journal.done) == len(plan.blocks):
+            # finished: only renames were left; a missing partial was renamed already
+            self.files = files
+            self.args = new
+            return plan
+        if any(f is None for f in files):
+            for f in files:
+                if f is not None:
+                    f.close()
+            self.journal.close()
+            warnings.warn(f"out: the partial output next to {self.journal_path} is missing; "
+                          "starting over", stacklevel=4)
+            return None
+        self.files = files
+        self.args = new
+        self._check_space(resuming=True)
+        return plan
+
+    def _start(self, plan):
+        J.assert_unlocked(self.journal_path)  # refuse to clobber a live run
+        self._remove_leftovers()
+        self.args = dict(self.args, block=plan.edge)
+        self._check_space(resuming=False)
+        try:
+            for p in self.partials:
+                self.files.append(NpyBlockFile.create(p, self.shape, self.dtype))
+        except OSError as exc:
+            self.close()
+            self._remove_leftovers()
+            if exc.errno == errno.ENOSPC:
+                raise _no_space(self.paths, self._needed(False)) from None
+            raise
+        J.fsync_dir(self.partials[0])
+        info = {"n_blocks": len(plan.blocks), "partials": self.partials}
+        self.journal = J.Journal.create(self.journal_path, J.run_key(self.args), self.args,
+                                        info)
+
+    def _remove_leftovers(self):
+        for p in [*self.partials, self.journal_path]:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def _needed(self, resuming):
+        """{directory: bytes still to reserve}."""
+        need = {}
+        for p in self.partials:
+            size = npy_bytes(self.shape, self.dtype)
+            if resuming:
+                size = max(0, size - allocated_bytes(p))
+            d = os.path.dirname(p)
+            need[d] = need.get(d, 0) + size
+        return need
+
+    def _check_space(self, resuming):
+        by_dev = {}
+        for d, n in self._needed(resuming).items():
+            dev = os.stat(d).st_dev
+            folder, total = by_dev.get(dev, (d, 0))
+            by_dev[dev] = (folder, total + n)
+        for folder, n in by_dev.values():
+            free = shutil.disk_usage(folder).free
+            if n > free:
+                raise OSError(errno.ENOSPC, f"out: writing {', '.join(self.paths)} needs "
+                              f"{_gb(n)} but only {_gb(free)} is free in {folder}; free "
+                              "space or choose another location")
+
+    # -- the end ----------------------------------------------------------------
+    def complete(self):
+        """Rename the partial files to their final names and remove the journal."""
+        for f in self.files:
+            if f is not None:
+                f.sync()
+                f.close()
+        for part, final in zip(self.partials, self.paths):
+            if os.path.exists(part):
+                os.replace(part, final)
+        J.fsync_dir(self.paths[0])
+        self.journal.remove()
+        return [np.load(p, mmap_mode="r") for p in self.paths]
+
+    def close(self):
+        for f in self.files:
+            if f is not None:
+                f.close()
+        if self.journal is not None:
+            self.journal.close()
+
+
+_FIELD_NAMES = {"X": "X (content, shape or dtype)", "Z": "Z (content, shape or dtype)",
+                "network": "network (depth, activation, w_std, b_std, parameterization, "
+                           "width)", "block": "tile (block edge)", "dtype": "dtype",
+                "backend": "backend", "outputs": "out (requested kernels or paths)",
+                "shape": "shape"}
+
+
+def _gb(n):
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _no_space(paths, need):
+    return OSError(errno.ENOSPC, f"out: no space left on the device for "
+                   f"{', '.join(paths)} (needs {_gb(sum(need.values()))}); nothing was "
+                   "written under the final name; free space or choose another location")
+
+
+def _fingerprint(A):
+    fp = {"shape": list(A.shape), "dtype": A.dtype.str, "blake2b": J.content_hash(A)}
+    drop_pages(A)
+    return fp
+
+
+class _FileSink:
+    """Scratch slots filled by the engine, stored and journaled by a writer thread."""
+
+    progress = None
+
+    def __init__(self, run, plan):
+        self.run = run
+        self.plan = plan
+        self.error = None
+        h = min(plan.edge, plan.n_rows)
+        w = min(plan.edge, plan.n_cols)
+        n_slots = plan.workers + 1
+        self._bufs = [[np.empty((h, w), dtype=run.dtype) for _ in run.files]
+                      for _ in range(n_slots)]
+        # the writer's buffer for transposing mirrored blocks into contiguous rows
+        self._tbuf = np.empty(h * w if plan.symmetric else 0, dtype=run.dtype)
+        self._free = queue.Queue()
+        for s in range(n_slots):
+            self._free.put(s)
+        self._queue = queue.Queue()
+        self._written = []                 # stored, not yet fsync'ed block indices
+        self._cv = threading.Condition()
+        self._writing = True
+        self._writer = threading.Thread(target=self._write_loop, name="ntkfast-writer",
+                                        daemon=True)
+        self._syncer = threading.Thread(target=self._sync_loop, name="ntkfast-sync",
+                                        daemon=True)
+        self._writer.start()
+        self._syncer.start()
+
+    def acquire(self, b):
+        while True:
+            if self.error is not None:
+                raise _Abort()
+            try:
+                slot = self._free.get(timeout=0.2)
+                break
+            except queue.Empty:
+                continue
+        h, w = b.i1 - b.i0, b.j1 - b.j0
+        return slot, [buf[:h, :w] for buf in self._bufs[slot]]
+
+    def submit(self, b, slot, views):
+        self._queue.put((b, slot, views))
+
+    def _write_loop(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                with self._cv:
+                    self._writing = False
+                    self._cv.notify()
+                return
+            b, slot, views = item
+            try:
+                if self.error is None:
+                    self._store(b, views)
+            except BaseException as exc:  # noqa: BLE001 - reported by finish()
+                self.error = exc
+            finally:
+                self._free.put(slot)
+
+    def _store(self, b, views):
+        for f, v in zip(self.run.files, views):
+            f.write(b.i0, b.j0, v)
+            if b.mirror:
+                f.write(b.j0, b.i0, v.T, scratch=self._tbuf)
+        with self._cv:
+            self._written.append(b.index)
+            self._cv.notify()
+        self.progress.update(b.elements)
+
+    def _sync_loop(self):
+        """fsync what the writer has stored, then journal exactly those blocks.
+
+        Runs beside the writer, so the disk flushes while the next blocks are
+        stored and computed; a block is journaled only after an fsync that
+        started after its data was written.
+        """
+        while True:
+            with self._cv:
+                while not self._written and self._writing:
+                    self._cv.wait()
+                batch, self._written = self._written, []
+                last = not self._writing
+            if batch and self.error is None:
+                try:
+                    for f in self.run.files:
+                        f.sync()
+                    self.run.journal.mark(batch)
+                except BaseException as exc:  # noqa: BLE001 - reported by finish()
+                    self.error = exc
+            if last:
+                with self._cv:
+                    if not self._written:
+                        return
+
+    def _stop_writer(self):
+        self._queue.put(None)
+        self._writer.join()
+        self._syncer.join()
+
+    def finish(self):
+        self._stop_writer()
+        if self.error is not None:
+            self.run.close()
+            raise self._describe_error(self.error)
+        if len(self.run.journal.done) != len(self.plan.blocks):  # pragma: no cover
+            self.run.close()
+            raise RuntimeError("out: some blocks were not written; run again to resume")
+        return self.run.complete()
+
+    def abort(self):
+        """Store what is already computed, then keep partial + journal for a resume."""
+        if self._writer.is_alive():
+            self._stop_writer()
+        self.run.close()
+
+    def _describe_error(self, exc):
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            done = len(self.run.journal.done)
+            return OSError(errno.ENOSPC, f"out: no space left on the device while writing "
+                           f"{', '.join(self.run.partials)}; nothing was written under "
+                           f"{', '.join(self.run.paths)}. Free space and run again with the "
+                           f"same arguments to resume from the {done} finished blocks "
+                           f"(journal {self.run.journal_path}), or delete those files")
+        return exc

@@ -1,0 +1,226 @@
+"""The ``ntkfast`` command line: ``gram`` (kernel matrices to .npy files), ``info``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+_EPILOG = """\
+examples:
+  ntkfast gram X.npy -o K.npy --depth 3 --activation relu --b-std 0.1
+      Θ(X, X) of a 3-hidden-layer ReLU network, written block by block to K.npy
+  ntkfast gram X.npy Z.csv -o K.npy --get nngp --dtype float32
+      Σ(X, Z) in float32 (inputs: .npy, memory-mapped, or .csv/.txt tables)
+  ntkfast gram X.npy -o S.npy -o T.npy --get both --tile 4096 --jobs 2
+      Σ and Θ from one pass into two files (one -o: K_nngp.npy and K_ntk.npy)
+  ntkfast gram X.npy -o K.npy --no-resume
+      start over instead of resuming an interrupted run of the same command
+  ntkfast info
+      version, compiled backend, OpenMP threads and BLAS in use
+
+An interrupted `gram` (Ctrl-C, kill, power loss) resumes where it stopped when the
+same command is run again; the output appears under its name only when complete.
+"""
+
+
+def _parser():
+    from . import __version__
+    p = argparse.ArgumentParser(
+        prog="ntkfast", description="Infinite-width NNGP kernels and NTKs of "
+        "fully-connected networks, on datasets larger than memory.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ntkfast {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{gram,info,demo}")
+    sub.required = True
+
+    g = sub.add_parser("gram", help="compute Σ and/or Θ into .npy files",
+                       description="Compute the NNGP kernel Σ and/or the NTK Θ of X "
+                       "against X (or Z) and write them to .npy files, resumably.",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("X", help="input rows: .npy (memory-mapped) or .csv/.txt")
+    g.add_argument("Z", nargs="?", help="second input (default: X against itself)")
+    g.add_argument("-o", "--out", action="append", required=True, metavar="OUT.npy",
+                   help="output file; with --get both give two (nngp, ntk) or one "
+                   "(OUT_nngp.npy and OUT_ntk.npy are written)")
+    g.add_argument("--get", choices=("ntk", "nngp", "both"), default="ntk",
+                   help="which kernel(s) to compute (default: ntk)")
+    g.add_argument("--depth", type=int, default=1, help="hidden layers (default: 1)")
+    g.add_argument("--activation", default="relu",
+                   help="relu, leaky_relu, abs, erf, gelu, identity (default: relu)")
+    g.add_argument("--w-std", type=float, default=1.0, help="σ_w (default: 1.0)")
+    g.add_argument("--b-std", type=_optional_float, default=None,
+                   help="σ_b, or 'none' for no bias (default: none)")
+    g.add_argument("--parameterization", choices=("ntk", "standard"), default="ntk",
+                   help="default: ntk")
+    g.add_argument("--width", type=int, default=None,
+                   help="hidden width, needed by --parameterization standard")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="output dtype (default: follows X; text input gives float64)")
+    g.add_argument("--tile", type=int, default=None,
+                   help="block edge in rows (default: from the memory budget)")
+    g.add_argument("--jobs", type=int, default=None, help="threads (default: all cores)")
+    g.add_argument("--backend", choices=("auto", "compiled", "reference"), default="auto")
+    g.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start over, deleting a partial output of an earlier run")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    g.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    sub.add_parser("info", help="version, compiled backend, threads, BLAS",
+                   description="Show the version, whether the compiled backend is built, "
+                   "OpenMP threads and the BLAS library in use.")
+    sub.add_parser("demo", help="a short guided demonstration (see `ntkfast demo --help`)",
+                   add_help=False)
+    return p
+
+
+def _optional_float(text):
+    if text.lower() in ("none", "no", ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}")
+
+
+def _output_paths(outs, get):
+    if get == "both":
+        if len(outs) == 1:
+            root, ext = os.path.splitext(outs[0])
+            ext = ext or ".npy"
+            return [f"{root}_nngp{ext}", f"{root}_ntk{ext}"]
+        if len(outs) == 2:
+            return outs
+        raise ValueError(f"-o/--out: --get both takes one or two outputs, got {len(outs)}")
+    if len(outs) != 1:
+        raise ValueError(f"-o/--out: --get {get} writes one file, got {len(outs)} "
+                         "(use --get both for two)")
+    return outs
+
+
+def _gram(args):
+    import numpy as np
+
+    from .io import load_matrix
+    from .network import MLP
+
+    paths = _output_paths(args.out, args.get)
+    for p in paths:
+        if not p.lower().endswith(".npy"):
+            raise ValueError(f"-o/--out: {p!r} must end in .npy")
+    X = load_matrix(args.X, "X")
+    Z = None if args.Z is None else load_matrix(args.Z, "Z")
+    net = MLP(depth=args.depth, activation=args.activation, w_std=args.w_std,
+              b_std=args.b_std, parameterization=args.parameterization, width=args.width)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    kw = dict(dtype=args.dtype, tile=args.tile, n_jobs=args.jobs, backend=args.backend,
+              progress=progress, resume=args.resume)
+    t0 = time.perf_counter()
+    if args.get == "both":
+        result = net.kernels(X, Z, out=tuple(paths), **kw)
+        arrays = [result.nngp, result.ntk]
+    elif args.get == "nngp":
+        arrays = [net.nngp(X, Z, out=paths[0], **kw)]
+    else:
+        arrays = [net.ntk(X, Z, out=paths[0], **kw)]
+    elapsed = time.perf_counter() - t0
+    if not args.quiet:
+        for p, a in zip(paths, arrays):
+            size = a.size * a.itemsize
+            print(f"wrote {p}: {a.shape[0]}×{a.shape[1]} {np.dtype(a.dtype).name} "
+                  f"({size / 1e6:.1f} MB) in {elapsed:.1f} s")
+    return 0
+
+
+def _info(args):
+    import platform
+
+    import numpy as np
+
+    from . import __version__
+    from .backends import compiled_available
+    from . import backends as B
+    from .tile_plan import cache_sizes, default_budget
+
+    import scipy.linalg  # noqa: F401 - load the BLAS so threadpoolctl sees it
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"ntkfast {__version__}")
+    print(f"python {platform.python_version()}, numpy {np.__version__}")
+    if compiled_available():
+        print("compiled backend: available")
+    else:
+        print(f"compiled backend: not built ({getattr(B, '_COMPILED_ERROR', None)}); "
+              "the NumPy reference backend is used")
+    print(f"cores available: {ncpu}")
+    caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in sorted(cache_sizes().items()))
+    print(f"caches (per core / shared): {caches or 'unknown'}")
+    print(f"block scratch budget: {default_budget() // 2**20} MiB")
+    try:
+        from threadpoolctl import threadpool_info
+        pools = threadpool_info()
+    except ImportError:
+        pools = None
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if pools is None:
+        print("threadpoolctl not installed: BLAS/OpenMP details unavailable")
+        return 0
+    omp_pools = [p for p in pools if p.get("user_api") == "openmp"]
+    if omp_pools:
+        for p in omp_pools:
+            print(f"OpenMP: {p.get('internal_api')} {p.get('num_threads')} threads "
+                  f"({p.get('filepath')})")
+    else:
+        print(f"OpenMP: no runtime loaded (OMP_NUM_THREADS={omp or 'unset'}, "
+              f"{ncpu} cores)")
+    blas = [p for p in pools if p.get("user_api") == "blas"]
+    for p in blas:
+        print(f"BLAS: {p.get('internal_api')} {p.get('version') or ''} "
+              f"{p.get('num_threads')} threads, {p.get('threading_layer', '')} "
+              f"{p.get('architecture', '')} ({p.get('filepath')})".replace("  ", " "))
+    if not blas:
+        print("BLAS: none found")
+    return 0
+
+
+def _demo(argv):
+    import importlib
+    try:
+        demo = importlib.import_module("ntkfast.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("ntkfast.demo",):
+            raise
+        print("ntkfast: error: the demo is not available in this version "
+              "(module ntkfast.demo is missing)", file=sys.stderr)
+        return 2
+    p = argparse.ArgumentParser(prog="ntkfast demo",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_demo_arguments(p)
+    args = p.parse_args(argv)
+    rc = demo.main_from_args(args)
+    return 0 if rc is None else int(rc)
+
+
+def main(argv=None):
+    """Entry point of the ``ntkfast`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["demo"]:
+            return _demo(argv[1:])
+        args = _parser().parse_args(argv)
+        return _gram(args) if args.command == "gram" else _info(args)
+    except KeyboardInterrupt:
+        print("ntkfast: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        msg = exc.strerror if isinstance(exc, OSError) and exc.strerror and \
+            exc.filename is None else str(exc)
+        print(f"ntkfast: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The `ntkfast` command line, in-process (main(argv)) and as a subprocess."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ntkfast as nk
+from ntkfast.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((260, 9))
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    np.savetxt(tmp_path / "Z.csv", X[:40], delimiter=",", header="a,b,c,d,e,f,g,h,i",
+               comments="")
+    np.savetxt(tmp_path / "Z.txt", X[:40])
+    bad = X.copy()
+    bad[5, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    return tmp_path, X
+
+
+def run(args, cwd):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "ntkfast.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_gram_subprocess_roundtrip(files):
+    tmp, X = files
+    res = run(["gram", "X.npy", "-o", "K.npy", "--depth", "3", "--activation", "relu",
+               "--w-std", "1.5", "--b-std", "0.1", "--tile", "64", "--jobs", "1"], tmp)
+    assert res.returncode == 0, res.stderr
+    assert "wrote" in res.stdout and res.stderr == ""           # no bar when not a tty
+    net = nk.MLP(depth=3, activation="relu", w_std=1.5, b_std=0.1)
+    K = np.load(tmp / "K.npy")
+    assert K.dtype == np.float32
+    assert np.array_equal(K, net.ntk(X.astype(np.float32), tile=64))
+    assert sorted(os.listdir(tmp)) == ["K.npy", "X.npy", "Z.csv", "Z.txt", "bad.npy"]
+
+
+def test_gram_in_process_both_and_text_inputs(files):
+    tmp, X = files
+    out = str(tmp / "G.npy")
+    rc = main(["gram", str(tmp / "X.npy"), str(tmp / "Z.csv"), "-o", out, "--get", "both",
+               "--dtype", "float64", "--parameterization", "standard", "--width", "64",
+               "--b-std", "none", "--depth", "2", "-q", "--no-progress"])
+    assert rc == 0
+    net = nk.MLP(depth=2, parameterization="standard", width=64)
+    ref = net.kernels(X.astype(np.float32).astype(np.float64), X[:40])
+    assert np.allclose(np.load(tmp / "G_nngp.npy"), ref.nngp, rtol=1e-12)
+    assert np.allclose(np.load(tmp / "G_ntk.npy"), ref.ntk, rtol=1e-12)
+    rc = main(["gram", str(tmp / "Z.txt"), "-o", str(tmp / "S.npy"), "-o", str(tmp / "T.npy"),
+               "--get", "both", "-q"])
+    assert rc == 0
+    assert np.allclose(np.load(tmp / "T.npy"), nk.MLP().ntk(X[:40]), rtol=1e-12)
+
+
+def test_no_resume_flag_and_progress(files, capsys):
+    tmp, _ = files
+    args = ["gram", str(tmp / "X.npy"), "-o", str(tmp / "K.npy"), "--tile", "64"]
+    assert main(args + ["--progress"]) == 0
+    assert "blocks" in capsys.readouterr().err
+    assert main(args + ["--no-resume", "-q"]) == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["gram", "missing.npy", "-o", "K.npy"], "X: file 'missing.npy' not found"),
+    (["gram", "X.npy", "nope.csv", "-o", "K.npy"], "Z: file 'nope.csv' not found"),
+    (["gram", "X.npy", "-o", "K.npy", "--activation", "swish"], "activation: unknown"),
+    (["gram", "bad.npy", "-o", "K.npy"], "X: row 5 contains NaN"),
+    (["gram", "X.npy", "-o", "K.npy", "--depth", "-1"], "depth: must be >= 0"),
+    (["gram", "X.npy", "-o", "K.npy", "--tile", "0"], "tile: must be >= 1"),
+    (["gram", "X.npy", "-o", "A.npy", "-o", "B.npy"], "-o/--out: --get ntk writes one"),
+    (["gram", "X.npy", "-o", "K.txt"], "-o/--out: 'K.txt' must end in .npy"),
+    (["gram", "X.npy", "-o", "no/dir/K.npy"], "out: directory"),
+    (["gram", "X.npy", "-o", "K.npy", "--parameterization", "standard"], "width:"),
+])
+def test_errors_are_messages_not_tracebacks(files, capsys, args, needle, monkeypatch):
+    tmp, _ = files
+    monkeypatch.chdir(tmp)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ntkfast: error: ") and needle in err and "Traceback" not in err
+
+
+def test_bad_input_subprocess_exit_code(files):
+    tmp, _ = files
+    res = run(["gram", "bad.npy", "-o", "K.npy"], tmp)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "ntkfast: error: X: row 5" in res.stderr
+    res = run(["gram", "X.npy", "-o", "K.npy", "--dtype", "float16"], tmp)
+    assert res.returncode == 2 and "--dtype" in res.stderr       # argparse usage error
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["gram", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "ntkfast gram X.npy -o K.npy" in out
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"ntkfast {nk.__version__}" in out
+    assert "compiled backend:" in out and "BLAS:" in out and "OpenMP" in out
+
+
+def test_demo_missing_module_is_a_clear_message(capsys):
+    try:
+        import ntkfast.demo  # noqa: F401
+    except ModuleNotFoundError:
+        assert main(["demo"]) == 2
+        assert "ntkfast.demo is missing" in capsys.readouterr().err
+    else:
+        with pytest.raises(SystemExit) as info:
+            main(["demo", "--help"])
+        assert info.value.code == 0
