@@ -56,7 +56,8 @@ def check_inputs(X, name="X", d=None) -> np.ndarray:
                          "must have the same feature dimension")
     if arr.dtype not in _FLOAT_DTYPES:
         arr = arr.astype(np.float64)
-    finite = np.isfinite(arr).all(axis=1)
+    finite = np.concatenate([np.isfinite(arr[i:i + 65536]).all(axis=1)
+                             for i in range(0, arr.shape[0], 65536)])
     if not finite.all():
         rows = np.flatnonzero(~finite)
         more = f" (and {rows.size - 1} more)" if rows.size > 1 else ""

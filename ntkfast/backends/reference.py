@@ -12,14 +12,22 @@ import numpy as np
 from .._spec import RecursionSpec
 
 
+def row_sq_norms(X: np.ndarray) -> np.ndarray:
+    """‖x_i‖² in float64, in row blocks of ≤ 4 MB (no full float64 copy of X)."""
+    out = np.empty(X.shape[0])
+    block = max(1, (1 << 22) // (8 * max(1, X.shape[1])))
+    for i in range(0, X.shape[0], block):
+        xb = np.asarray(X[i:i + block], dtype=np.float64)
+        out[i:i + block] = np.einsum("ij,ij->i", xb, xb)
+    return out
+
+
 def layer_variances(spec: RecursionSpec, X: np.ndarray) -> np.ndarray:
     """q^l(x) = Σ^l(x, x) for l = 1 … depth+1, shape (depth+1, N), float64.
 
     q¹ = σ_w² ‖x‖²/d + σ_b²,  q^{l+1} = σ_w² E[φ(u)²] + σ_b² with u ~ N(0, q^l).
     """
-    d = X.shape[1]
-    x64 = np.asarray(X, dtype=np.float64)
-    q = np.einsum("ij,ij->i", x64, x64) / d * spec.w2 + spec.b2
+    q = row_sq_norms(X) / X.shape[1] * spec.w2 + spec.b2
     out = np.empty((spec.depth + 1, X.shape[0]))
     out[0] = q
     for layer in range(spec.depth):
@@ -39,9 +47,7 @@ def diagonal_from_variances(spec: RecursionSpec, X: np.ndarray, q: np.ndarray):
 
     Θ¹ = λ₀ ‖x‖²/d + μ,  Θ^{l+1} = σ_w² Ė(q^l) Θ^l + λ E(q^l) + μ  (θ = 0).
     """
-    d = X.shape[1]
-    x64 = np.asarray(X, dtype=np.float64)
-    g = np.einsum("ij,ij->i", x64, x64) / d
+    g = row_sq_norms(X) / X.shape[1]
     theta = spec.lam0 * g + spec.mu
     for layer in range(spec.depth):
         e, edot = spec.activation.diag_rule(q[layer])
@@ -62,8 +68,7 @@ def gram(spec: RecursionSpec, X: np.ndarray, Z: np.ndarray | None, dtype):
     if symmetric:
         # The diagonal is q exactly (θ = 0), as in every other backend.
         np.fill_diagonal(sigma, qx[0])
-        x64 = np.asarray(X, dtype=np.float64)
-        np.fill_diagonal(g, np.einsum("ij,ij->i", x64, x64) / d)
+        np.fill_diagonal(g, row_sq_norms(X) / d)
     theta = spec.lam0 * g + spec.mu
     for layer in range(spec.depth):
         e, edot = spec.activation.kernel_rule(sigma, qx[layer][:, None], qz[layer][None, :])

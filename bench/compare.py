@@ -1,0 +1,124 @@
+"""Engine timings against BLAS SYRK and a naive NumPy recursion, from one run.
+
+    python bench/compare.py                  # N=8000, D in (784, 16), depth 3, f32 + f64
+    python bench/compare.py --n 4000 --repeat 3 --no-naive
+
+For each (D, dtype): our NTK time (Θ only and Σ+Θ), the naive NumPy recursion
+(the textbook ReLU formulas vectorised over the whole matrix: cos θ = Σ/√(qq'),
+θ = arccos, one N×N temporary per operation), BLAS ``syrk`` on the same X (the
+floor: a Gram matrix must at least be formed), their ratios, and peak memory of
+our call relative to its output (NumPy allocations, via tracemalloc).  Then a
+depth sweep.  Timings are the best of ``--repeat`` runs; quote ratios, not
+seconds: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+
+import numpy as np
+from scipy.linalg import blas
+from threadpoolctl import threadpool_info
+
+import ntkfast as nk
+
+
+def naive_relu_ntk(X, depth, w_std=1.0, b_std=0.1):
+    """The seeds' ReLU recursion, vectorised with NumPy over the whole matrix."""
+    d = X.shape[1]
+    w2, b2 = w_std ** 2, b_std ** 2
+    sigma = w2 * (X @ X.T) / d + b2
+    theta = sigma.copy()
+    for _ in range(depth):
+        q = np.diag(sigma).copy()
+        norm = np.sqrt(np.outer(q, q))
+        cos = np.clip(sigma / norm, -1.0, 1.0)
+        ang = np.arccos(cos)
+        edot = (np.pi - ang) / (2 * np.pi)
+        e = norm * (np.sin(ang) + (np.pi - ang) * cos) / (2 * np.pi)
+        theta = w2 * edot * theta + w2 * e + b2
+        sigma = w2 * e + b2
+    return sigma, theta
+
+
+def best_time(fn, repeat):
+    best = np.inf
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_numpy_bytes(fn):
+    gc.collect()
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def syrk(X):
+    return (blas.dsyrk if X.dtype == np.float64 else blas.ssyrk)(1.0, X, lower=False)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=8000)
+    ap.add_argument("--dims", type=int, nargs="+", default=[784, 16])
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--no-naive", action="store_true", help="skip the (slow) naive NumPy runs")
+    ap.add_argument("--sweep-depths", type=int, nargs="*", default=[1, 3, 10, 20])
+    args = ap.parse_args(argv)
+
+    blas_info = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} thr)"
+                 for i in threadpool_info() if i["user_api"] == "blas"]
+    print(f"ntkfast {nk.__version__}; BLAS: {', '.join(blas_info)}; N={args.n}, "
+          f"depth={args.depth}, ReLU, b_std=0.1; best of {args.repeat}\n")
+    rng = np.random.default_rng(0)
+    net = nk.MLP(depth=args.depth, activation="relu", w_std=1.0, b_std=0.1)
+    head = (f"{'D':>4} {'dtype':>7} {'ntk s':>8} {'both s':>8} {'syrk s':>8} {'naive s':>8} "
+            f"{'ntk/syrk':>9} {'naive/ntk':>10} {'peak/out':>9} {'max rel err':>12}")
+    print(head)
+    print("-" * len(head))
+    for d in args.dims:
+        X64 = rng.standard_normal((args.n, d))
+        for dtype in (np.float32, np.float64):
+            X = X64.astype(dtype)
+            t_ntk = best_time(lambda: net.ntk(X, n_jobs=args.jobs), args.repeat)
+            t_both = best_time(lambda: net.kernels(X, n_jobs=args.jobs), args.repeat)
+            t_syrk = best_time(lambda: syrk(X), args.repeat)
+            peak = peak_numpy_bytes(lambda: net.ntk(X, n_jobs=args.jobs))
+            out_bytes = args.n * args.n * np.dtype(dtype).itemsize
+            if args.no_naive:
+                t_naive, err = np.nan, np.nan
+            else:
+                t_naive = best_time(lambda: naive_relu_ntk(X, args.depth), 1)
+                ours = net.ntk(X, n_jobs=args.jobs).astype(np.float64)
+                ref = naive_relu_ntk(X64, args.depth)[1]
+                err = np.max(np.abs(ours - ref) / np.abs(ref).max())
+            print(f"{d:>4} {np.dtype(dtype).name:>7} {t_ntk:8.3f} {t_both:8.3f} {t_syrk:8.3f} "
+                  f"{t_naive:8.3f} {t_ntk / t_syrk:9.2f} {t_naive / t_ntk:10.1f} "
+                  f"{peak / out_bytes:9.3f} {err:12.2e}")
+
+    if args.sweep_depths:
+        d = args.dims[0]
+        X = rng.standard_normal((args.n, d)).astype(np.float32)
+        t_syrk = best_time(lambda: syrk(X), args.repeat)
+        print(f"\nDepth sweep (D={d}, float32, Θ only): time and time / syrk")
+        for depth in args.sweep_depths:
+            deep = nk.MLP(depth=depth, activation="relu", w_std=1.0, b_std=0.1)
+            t = best_time(lambda: deep.ntk(X, n_jobs=args.jobs), args.repeat)
+            print(f"  depth {depth:>3}: {t:8.3f} s   {t / t_syrk:6.2f} x syrk")
+
+
+if __name__ == "__main__":
+    main()
