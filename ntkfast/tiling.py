@@ -14,13 +14,13 @@
   recorded blocks; the result is the same file bit for bit.
 
 Determinism: every output element is computed by the engine's per-element
-recursion from its own GEMM entry, so results do not depend on ``n_jobs``.
-Changing the block edge changes which GEMM call produces an entry; with the
-NumPy/OpenBLAS GEMM the entries were found bit-identical across edges (the
-tests check it to 1e-13 relative and report bitwise equality); an engine whose
-GEMM sums in a shape-dependent order may differ in the last bits.  A resumed
-run always reuses the block edge recorded in its journal, so resuming is
-bit-identical regardless.
+recursion from its own GEMM entry, so results do not depend on ``n_jobs``
+(tested bitwise).  The block edge decides which GEMM call (and whether GEMM or
+SYRK) produces an entry: with the compiled engine, edges that are multiples of
+its cache tile (256; the planner's default edges are) give bit-identical
+results; other edges, and the NumPy reference backend, agree to ≤ 1e-13
+relative (tested).  A resumed run reuses the block edge recorded in its
+journal, so resuming is always bit-identical.
 """
 
 from __future__ import annotations
