@@ -26,18 +26,16 @@ cdef extern from "ntk_recursion.h" nogil:
                       const double *X, const double *Z, int d,
                       const double *Qx, const double *Rx, ptrdiff_t ldx,
                       const double *Qz, const double *Rz, ptrdiff_t ldz,
-                      int diag_tile, double *work, double *outS, ptrdiff_t ldos,
-                      double *outT, ptrdiff_t ldot)
+                      int diag_tile, int mirror, double *work,
+                      double *outS, ptrdiff_t ldos, double *outT, ptrdiff_t ldot,
+                      ptrdiff_t i0, ptrdiff_t j0)
     void ntk_tile_f32(const ntk_spec *sp, int bi, int bj, const float *gram,
                       const float *X, const float *Z, int d,
                       const float *Qx, const float *Rx, ptrdiff_t ldx,
                       const float *Qz, const float *Rz, ptrdiff_t ldz,
-                      int diag_tile, float *work, float *outS, ptrdiff_t ldos,
-                      float *outT, ptrdiff_t ldot)
-    void ntk_mirror_f64(double *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
-                        int bi, int bj, int diag_tile)
-    void ntk_mirror_f32(float *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
-                        int bi, int bj, int diag_tile)
+                      int diag_tile, int mirror, float *work,
+                      float *outS, ptrdiff_t ldos, float *outT, ptrdiff_t ldot,
+                      ptrdiff_t i0, ptrdiff_t j0)
 
 ctypedef fused real:
     float
@@ -143,19 +141,9 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
             _gram_block(gram, xp + i0 * d, zp + j0 * d, bi, bj, d, diag)
             if real is double:
                 ntk_tile_f64(&sp, bi, bj, gram, xp + i0 * d, zp + j0 * d, d,
-                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag, work,
-                             sp_out + i0 * ldo_s + j0 if want_s else NULL, ldo_s,
-                             tp_out + i0 * ldo_t + j0 if want_t else NULL, ldo_t)
-                if symmetric and want_s:
-                    ntk_mirror_f64(sp_out, ldo_s, i0, j0, bi, bj, diag)
-                if symmetric and want_t:
-                    ntk_mirror_f64(tp_out, ldo_t, i0, j0, bi, bj, diag)
+                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag,
+                             symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, j0)
             else:
                 ntk_tile_f32(&sp, bi, bj, gram, xp + i0 * d, zp + j0 * d, d,
-                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag, work,
-                             sp_out + i0 * ldo_s + j0 if want_s else NULL, ldo_s,
-                             tp_out + i0 * ldo_t + j0 if want_t else NULL, ldo_t)
-                if symmetric and want_s:
-                    ntk_mirror_f32(sp_out, ldo_s, i0, j0, bi, bj, diag)
-                if symmetric and want_t:
-                    ntk_mirror_f32(tp_out, ldo_t, i0, j0, bi, bj, diag)
+                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag,
+                             symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, j0)

@@ -76,14 +76,17 @@ static double SUF(ntk_first_layer_gap)(const ntk_spec *sp, const REAL *x, const 
     return qx * qz * u2 * v2 * 0.25;
 }
 
-/* First Dense on one row: S = w2 g/d + b2, T = lam0 g/d + mu, D = qx qz - S^2. */
-NTK_INLINE void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restrict g,
-                                     REAL qx0, const REAL *restrict qz0, REAL *restrict S,
-                                     REAL *restrict D, REAL *restrict T)
+/* First Dense on one row: S = w2 g/d + b2, T = lam0 g/d + mu, D = qx qz - S^2.
+ * Returns the number of columns (other than diag_col) with D < tau qx qz, whose D
+ * must be recomputed exactly (near-parallel pairs). */
+NTK_INLINE int SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restrict g,
+                                 REAL qx0, const REAL *restrict qz0, REAL *restrict S,
+                                 REAL *restrict D, REAL *restrict T, int diag_col)
 {
     const REAL inv_d = (REAL)sp->inv_d, w2 = (REAL)sp->w2, b2 = (REAL)sp->b2;
-    const REAL lam0 = (REAL)sp->lam0, mu = (REAL)sp->mu;
-#pragma omp simd
+    const REAL lam0 = (REAL)sp->lam0, mu = (REAL)sp->mu, tqx = (REAL)sp->tau * qx0;
+    int nflag = 0;
+#pragma omp simd reduction(+:nflag)
     for (int j = 0; j < n; j++) {
         const REAL gj = g[j] * inv_d;
         const REAL s = w2 * gj + b2;
@@ -91,7 +94,9 @@ NTK_INLINE void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restric
         T[j] = lam0 * gj + mu;
         const REAL dd = qx0 * qz0[j] - s * s;
         D[j] = dd > 0 ? dd : 0;
+        nflag += (dd < tqx * qz0[j]) & (j != diag_col);
     }
+    return nflag;
 }
 
 /* One [ABReLU, Dense] step on a row, carrying D = qx qz - S^2 without cancellation.
@@ -107,7 +112,7 @@ NTK_INLINE void SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restric
  *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g),  S' = w2 E + b2. */
 NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
                                       const REAL *restrict rzl, REAL *restrict S,
-                                      REAL *restrict D, REAL *restrict T)
+                                      REAL *restrict D, REAL *restrict T, const int need_d)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, apb2h = (REAL)sp->apb2h;
     const REAL ab = (REAL)sp->ab, ab2 = (REAL)(2.0 * sp->ab), w2 = (REAL)sp->w2;
@@ -123,16 +128,18 @@ NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
         const REAL as = RFABS(s);
         const REAL phi = SUF(ntk_atan2_xpos)(sq, as);
         const REAL hphi = phi < cut ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
-        const REAL half = dd / ((REAL)2 * r * (r + as));
-        const REAL gap_pos = r * ((REAL)2 * c0 * half) - c1 * hphi;
-        const REAL gap_neg = r * (apb2h - ab2 * half) - c1 * hphi;
         const int ok = r > 0;
         const REAL e = ok ? (neg ? c1 * hphi - ab * as : c0 * s + c1 * hphi) : (REAL)0;
         const REAL edot = ok ? (neg ? ab + c1 * phi : c0 - c1 * phi) : edot_degenerate;
-        const REAL gap = ok ? (neg ? gap_neg : gap_pos) : (REAL)0;
-        const REAL m = w2c0 * r, gw = w2 * gap, dr = rxl - rzl[j];
-        const REAL dnew = gw * ((REAL)2 * m - gw) + b2 * (w2c0 * dr * dr + (REAL)2 * gw);
-        D[j] = dnew > 0 ? dnew : 0;
+        if (need_d) {
+            const REAL half = dd / ((REAL)2 * r * (r + as));
+            const REAL gap_pos = r * ((REAL)2 * c0 * half) - c1 * hphi;
+            const REAL gap_neg = r * (apb2h - ab2 * half) - c1 * hphi;
+            const REAL gap = ok ? (neg ? gap_neg : gap_pos) : (REAL)0;
+            const REAL m = w2c0 * r, gw = w2 * gap, dr = rxl - rzl[j];
+            const REAL dnew = gw * ((REAL)2 * m - gw) + b2 * (w2c0 * dr * dr + (REAL)2 * gw);
+            D[j] = dnew > 0 ? dnew : 0;
+        }
         T[j] = w2 * edot * t + lam * e + mu;
         S[j] = w2 * e + b2;
     }
@@ -213,12 +220,12 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                                 REAL *S, REAL *D, REAL *T, REAL *outS, REAL *outT,
                                 int diag_col)
 {
-    SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T);
+    const int nflag = SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T, diag_col);
     if (diag_col >= 0) {
         S[diag_col] = qx[0];
         D[diag_col] = 0;
     }
-    if (sp->act == NTK_ACT_ABRELU && sp->depth > 0) {
+    if (nflag > 0 && sp->act == NTK_ACT_ABRELU && sp->depth > 0) {
         const double qx0 = (double)qx[0], tau = sp->tau;
         for (int j = 0; j < n; j++) {
             const double qq = qx0 * (double)qz[j];
@@ -230,7 +237,10 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
     for (int l = 0; l < sp->depth; l++) {
         switch (sp->act) {
         case NTK_ACT_ABRELU:
-            SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T);
+            if (l + 1 < sp->depth)
+                SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T, 1);
+            else  /* the last layer needs no D' (specialised by inlining) */
+                SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T, 0);
             break;
         case NTK_ACT_ERF:
             SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
@@ -248,47 +258,54 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
         memcpy(outT, T, (size_t)n * sizeof(REAL));
 }
 
-/* A bi x bj tile: gram holds x_i . z_j (row-major, ld bj).  X, Z point at the tile's
- * first rows (d columns each); Qx/Rx/Qz/Rz at the tile's first entries of each layer
- * row (strides ldx, ldz).  diag_tile: Z is X, compute j >= i only.
- * work: 3 * bj scratch.  Results go to outS/outT (row-major, ld ldos/ldot; NULL = skip). */
+/* Copy rows g0..g1 of a tile (just written, still in L1) to their mirror images
+ * out[j0 + j, i0 + i] (only j > i on a diagonal tile).  The writes are contiguous
+ * runs of g1 - g0 elements in each target row. */
+NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
+                                     int g0, int g1, int bj, int diag_tile)
+{
+    for (int j = diag_tile ? g0 + 1 : 0; j < bj; j++) {
+        REAL *dst = out + (j0 + j) * ldo + i0;
+        const REAL *src = out + i0 * ldo + j0 + j;
+        const int iend = (diag_tile && j < g1) ? j : g1;
+        for (int i = g0; i < iend; i++)
+            dst[i] = src[i * ldo];
+    }
+}
+
+/* A bi x bj tile at (i0, j0) of the output: gram holds x_i . z_j (row-major, ld bj).
+ * X, Z point at the tile's first rows (d columns each); Qx/Rx/Qz/Rz at the tile's
+ * first entries of each layer row (strides ldx, ldz).  diag_tile: Z is X, compute
+ * j >= i only.  mirror: also write the transposed block (symmetric K(X, X)), in
+ * groups of rows while they are in cache.  work: 3 * bj scratch.  outS/outT are the
+ * whole output matrices (row-major, ld ldos/ldot; NULL = skip). */
 NTK_CLONES
 static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
                           const REAL *X, const REAL *Z, int d,
                           const REAL *Qx, const REAL *Rx, ptrdiff_t ldx,
                           const REAL *Qz, const REAL *Rz, ptrdiff_t ldz,
-                          int diag_tile, REAL *work, REAL *outS, ptrdiff_t ldos,
-                          REAL *outT, ptrdiff_t ldot)
+                          int diag_tile, int mirror, REAL *work,
+                          REAL *outS, ptrdiff_t ldos, REAL *outT, ptrdiff_t ldot,
+                          ptrdiff_t i0, ptrdiff_t j0)
 {
-    for (int i = 0; i < bi; i++) {
-        const int j0 = diag_tile ? i : 0;
-        const int n = bj - j0;
-        if (n <= 0)
-            continue;
-        SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * bj + j0, Qx + i, Rx + i, ldx,
-                     Qz + j0, Rz + j0, ldz, X + (ptrdiff_t)i * d, Z + (ptrdiff_t)j0 * d, d,
-                     work, work + bj, work + 2 * bj,
-                     outS ? outS + (ptrdiff_t)i * ldos + j0 : NULL,
-                     outT ? outT + (ptrdiff_t)i * ldot + j0 : NULL,
-                     diag_tile ? 0 : -1);
-    }
-}
-
-/* out[j0 + j, i0 + i] = out[i0 + i, j0 + j] for a bi x bj block (strict upper part only
- * when the block is on the diagonal), in 32 x 32 sub-blocks for cache locality. */
-static void SUF(ntk_mirror)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
-                            int bi, int bj, int diag_tile)
-{
-    const int B = 32;
-    for (int ib = 0; ib < bi; ib += B) {
-        const int ie = ib + B < bi ? ib + B : bi;
-        for (int jb = diag_tile ? ib : 0; jb < bj; jb += B) {
-            const int je = jb + B < bj ? jb + B : bj;
-            for (int i = ib; i < ie; i++) {
-                const REAL *src = out + (i0 + i) * ldo + j0;
-                for (int j = (diag_tile && jb <= i) ? i + 1 : jb; j < je; j++)
-                    out[(j0 + j) * ldo + i0 + i] = src[j];
-            }
+    const int G = 16;
+    for (int g0 = 0; g0 < bi; g0 += G) {
+        const int g1 = g0 + G < bi ? g0 + G : bi;
+        for (int i = g0; i < g1; i++) {
+            const int js = diag_tile ? i : 0;
+            const int n = bj - js;
+            if (n <= 0)
+                continue;
+            SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * bj + js, Qx + i, Rx + i, ldx,
+                         Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d, Z + (ptrdiff_t)js * d,
+                         d, work, work + bj, work + 2 * bj,
+                         outS ? outS + (i0 + i) * ldos + j0 + js : NULL,
+                         outT ? outT + (i0 + i) * ldot + j0 + js : NULL,
+                         diag_tile ? 0 : -1);
         }
+        if (mirror && outS)
+            SUF(ntk_mirror_rows)(outS, ldos, i0, j0, g0, g1, bj, diag_tile);
+        if (mirror && outT)
+            SUF(ntk_mirror_rows)(outT, ldot, i0, j0, g0, g1, bj, diag_tile);
     }
 }
