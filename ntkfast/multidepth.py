@@ -1,0 +1,420 @@
+"""Many kernels from one pass: every depth and every frozen-layer count at once.
+
+The depth recursion of :mod:`ntkfast._spec` visits the kernels of all shallower
+networks on its way: after the first Dense and ``l`` [Activation, Dense] steps
+the running Σ is the NNGP kernel of the depth-``l`` network.  The NTK of a
+network whose bottom layers are *frozen* (not trained) differs only in which
+layers' parameter-gradient terms enter Θ, so it can be carried along the same
+pass as well.  :func:`kernels_multi` returns all of them from one recursion.
+
+Frozen-layer convention (Arora et al. 2020, "Harnessing the power of infinitely
+wide deep nets on small-data tasks", ``fix_dep`` in their code)
+------------------------------------------------------------------------------
+Number the Dense layers 1 … depth+1 from the input (Dense depth+1 is the
+readout).  In Θ every Dense layer contributes the term of the gradient with
+respect to its own parameters (its "Σ term"), and every later activation
+multiplies what is below it by σ_w² Ė:
+
+    Θ¹ = [k < 1] · (λ₀ g + μ)
+    Θ^{l+1} = σ_w² Ė^l · Θ^l + [k < l+1] · (λ E^l + μ)        l = 1 … depth
+
+With ``k`` frozen layers (Dense 1 … k fixed at initialisation, the others
+trained) the terms of Dense 1 … k are dropped: the recursion starts from Θ = 0
+and adds the Σ terms from Dense k+1 on.  ``k = 0`` is the ordinary NTK;
+``k = depth`` trains only the readout (Θ = λ E + μ, which equals the NNGP
+kernel Σ in the 'ntk' parameterization); ``k = depth + 1`` would freeze
+everything (Θ = 0) and is not allowed.  In Arora et al.'s ``NTK.py`` their
+``K[dep][fix_dep]`` is our (depth = dep, k = fix_dep) for a ReLU network with
+σ_w = 1, no bias, up to the constant 1/d of g = x·z/d.  Σ does not depend on k.
+
+Numerics
+--------
+Blocked over row tiles of X (the working set is O(tile × M × (2 + #k))
+float64 numbers; the outputs themselves are N × M each).  Smooth activations
+use :meth:`Activation.kernel_rule`.  The ABReLU family (ReLU, LeakyReLU, Abs)
+carries D = q(x)q(z) − Σ² through the layers with the cancellation-free update
+of the compiled engine (see :mod:`ntkfast.backends.compiled`; near-parallel
+pairs of the first layer get D from Kahan's angle formula), so duplicates and
+near-duplicates keep full relative accuracy and every kernel equals
+``MLP(depth=d, ...).kernels(X, Z)`` to rounding (≈1e-15 relative); pass
+``exact_angles=False`` for the textbook rule ``kernel_rule`` of the NumPy
+reference backend instead.  Arithmetic is float64; outputs are cast to
+``dtype``.  For K(X, X) only tiles on and above the diagonal are computed and
+mirrored (exactly symmetric), and the diagonal is the O(N) diagonal recursion
+(θ = 0), as in :meth:`MLP.kernels`.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _validation as V
+from ._spec import RecursionSpec
+from .activations import ABReLU
+from .backends.reference import layer_variances
+from .network import Kernels
+
+__all__ = ["kernels_multi", "MultiKernels"]
+
+#: first-layer D < TAU q(x) q(z): recompute D exactly (as the compiled engine does)
+TAU = 1e-4
+#: default tile: about this many float64 entries per working array
+_TILE_ELEMS = 1 << 17
+_SERIES_CUT = 0.5
+
+
+class MultiKernels(dict):
+    """``{(depth, k): Kernels(nngp, ntk)}`` from :func:`kernels_multi`.
+
+    ``nngp`` arrays are shared by all k of one depth (Σ does not depend on k);
+    an entry is None where it was not requested (``get``).  Pairs with
+    k > depth are absent.  Helpers: :meth:`nngp` and :meth:`ntk`.
+    """
+
+    depths: tuple
+    frozen_layers: tuple
+
+    def nngp(self, depth):
+        """Σ of the depth-``depth`` network."""
+        return self[(depth, self._some_k(depth))].nngp
+
+    def ntk(self, depth, frozen_layers=0):
+        """Θ of the depth-``depth`` network with ``frozen_layers`` bottom layers frozen."""
+        return self[(depth, frozen_layers)].ntk
+
+    def _some_k(self, depth):
+        for (d, k) in self:
+            if d == depth:
+                return k
+        raise KeyError(f"depth {depth} was not computed; depths: {self.depths}")
+
+
+def _as_int_list(values, name, minimum, maximum=None):
+    if values is None:
+        return None
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        seq = list(values)
+    except TypeError:
+        raise TypeError(f"{name}: expected an integer or a sequence of integers, "
+                        f"got {values!r}") from None
+    if not seq:
+        raise ValueError(f"{name}: must not be empty")
+    out = [V.check_int(v, name, minimum=minimum) for v in seq]
+    if maximum is not None and max(out) > maximum:
+        raise ValueError(f"{name}: {max(out)} is larger than {maximum}")
+    return sorted(set(out))
+
+
+def _s_series(t):
+    """sin t − t cos t for t < 0.5 (the engine's Taylor series, same coefficients)."""
+    u = t * t
+    u2 = u * u
+    u4 = u2 * u2
+    p01 = 1.0 / 3.0 - u * (1.0 / 30.0)
+    p23 = 1.0 / 840.0 - u * (1.0 / 45360.0)
+    p45 = 1.0 / 3991680.0 - u * (1.0 / 518918400.0)
+    p67 = 1.0 / 93405312000.0 - u * (1.0 / 22230464256000.0)
+    return t * u * ((p01 + u2 * p23) + u4 * (p45 + u2 * p67))
+
+
+def _abrelu_step(act, spec, S, D, rx, rz):
+    """(E, Ė, D') of one [ABReLU, Dense] step without cancellation (engine algorithm).
+
+    phi = atan2(√D, |S|); θ = phi (S ≥ 0) or π − phi (S < 0);
+    r·s(phi) = √D − phi|S| (series for phi < 0.5); the gap √(E_x E_z) − E gives
+    D' = g(2m − g) + σ_b²(σ_w² c₀ (r_x − r_z)² + 2g), g = σ_w²·gap, m = σ_w² c₀ r.
+    """
+    a, b = act.a, act.b
+    c0 = (a * a + b * b) / 2
+    c1 = (a - b) ** 2 / (2 * math.pi)
+    apb2h = (a + b) ** 2 / 2
+    ab = a * b
+    w2, b2 = spec.w2, spec.b2
+    sq = np.sqrt(D)
+    aS = np.abs(S)
+    phi = np.arctan2(sq, aS)
+    r = rx * rz
+    neg = S < 0
+    small = phi < _SERIES_CUT
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hphi = np.where(small, r * _s_series(phi), sq - phi * aS)
+        half = D / (2 * r * (r + aS))
+    ok = r > 0
+    e = np.where(neg, c1 * hphi - ab * aS, c0 * S + c1 * hphi)
+    edot = np.where(neg, ab + c1 * phi, c0 - c1 * phi)
+    gap = np.where(neg, r * (apb2h - 2 * ab * half), r * (2 * c0 * half)) - c1 * hphi
+    if not ok.all():
+        e = np.where(ok, e, 0.0)
+        edot = np.where(ok, edot, c0 - c1 * math.pi / 2)
+        gap = np.where(ok, gap, 0.0)
+    gw = w2 * gap
+    dr = rx - rz
+    dnew = gw * (2 * (w2 * c0) * r - gw) + b2 * ((w2 * c0) * dr * dr + 2 * gw)
+    return e, edot, np.maximum(dnew, 0.0)
+
+
+def _first_layer_gap(spec, d, X, Z, qx0, qz0, rows, cols):
+    """Exact D = q q' sin²θ for the pairs (rows[i], cols[i]) (Kahan's angle)."""
+    ws = math.sqrt(spec.w2 / d)
+    bs = math.sqrt(spec.b2)
+    out = np.empty(rows.size)
+    step = max(1, (1 << 20) // max(d, 1))
+    for s in range(0, rows.size, step):
+        ri, ci = rows[s:s + step], cols[s:s + step]
+        xa = ws * np.asarray(X[ri], dtype=np.float64)
+        za = ws * np.asarray(Z[ci], dtype=np.float64)
+        nx = bs * bs + np.einsum("ij,ij->i", xa, xa)
+        nz = bs * bs + np.einsum("ij,ij->i", za, za)
+        good = (nx > 0) & (nz > 0)
+        with np.errstate(divide="ignore"):
+            ix = np.where(good, 1.0 / np.sqrt(nx), 0.0)
+            iz = np.where(good, 1.0 / np.sqrt(nz), 0.0)
+        A = xa * ix[:, None]
+        B = za * iz[:, None]
+        u2 = (bs * ix - bs * iz) ** 2 + np.einsum("ij,ij->i", A - B, A - B)
+        v2 = (bs * ix + bs * iz) ** 2 + np.einsum("ij,ij->i", A + B, A + B)
+        out[s:s + step] = np.where(good, qx0[ri] * qz0[ci] * u2 * v2 * 0.25, 0.0)
+    return out
+
+
+class _Plan:
+    """What to record: depths, frozen counts, which kernels."""
+
+    def __init__(self, depths, ks, want_nngp, want_ntk):
+        self.depths = depths
+        self.ks = ks
+        self.want_nngp = want_nngp
+        self.want_ntk = want_ntk
+        self.max_depth = max(depths)
+        self.keys = [(d, k) for d in depths for k in ks if k <= d]
+
+
+def _block(spec, plan, exact, X, Z, qx, qz, rxs, rzs, i0, i1, j0, diag_offset, outs):
+    """Compute rows i0:i1 of X against Z[j0:] and write them into ``outs``."""
+    act = spec.activation
+    d = X.shape[1]
+    Xb = X[i0:i1]
+    Zb = Z[j0:]
+    g = (Xb.astype(np.float64, copy=False) @ Zb.T.astype(np.float64, copy=False)) * (1.0 / d)
+    S = spec.w2 * g + spec.b2
+    qx_b = qx[:, i0:i1, None]
+    qz_b = qz[:, None, j0:]
+    diag = None
+    if diag_offset is not None:  # the entries (i, i) of a symmetric block
+        ii = np.arange(i1 - i0)
+        diag = (ii, ii + diag_offset)
+        S[diag] = qx[0, i0:i1]
+    use_gap = exact and isinstance(act, ABReLU) and plan.max_depth > 0
+    D = None
+    if use_gap:
+        D = np.maximum(qx_b[0] * qz_b[0] - S * S, 0.0)
+        if diag is not None:
+            D[diag] = 0.0
+        qq = qx_b[0] * qz_b[0]
+        flag = D < TAU * qq
+        if diag is not None:
+            flag[diag] = False
+        r_, c_ = np.nonzero(flag)
+        if r_.size:
+            D[r_, c_] = _first_layer_gap(spec, d, X, Z, qx[0], qz[0], r_ + i0, c_ + j0)
+    ntk_of = {}
+    if plan.want_ntk and 0 in plan.ks:
+        ntk_of[0] = spec.lam0 * g + spec.mu
+
+    def record(depth):
+        if depth not in plan.depths:
+            return
+        for k in plan.ks:
+            if k > depth:
+                continue
+            o_s, o_t = outs[(depth, k)]
+            if o_s is not None and k == plan.ks[0]:
+                o_s[i0:i1, j0:] = S
+            if o_t is not None:
+                o_t[i0:i1, j0:] = ntk_of[k]
+
+    record(0)
+    for layer in range(1, plan.max_depth + 1):
+        if use_gap:
+            e, edot, D = _abrelu_step(act, spec, S, D, rxs[layer - 1][i0:i1, None],
+                                      rzs[layer - 1][None, j0:])
+        else:
+            e, edot = act.kernel_rule(S, qx_b[layer - 1], qz_b[layer - 1])
+        if plan.want_ntk:
+            le = spec.lam * e
+            for k in plan.ks:
+                if k < layer:  # same association as the engines
+                    ntk_of[k] = spec.w2 * edot * ntk_of[k] + le + spec.mu
+                elif k == layer:
+                    ntk_of[k] = le + spec.mu  # Θ was 0 below: Dense k+1 is the first trained
+        S = spec.w2 * e + spec.b2
+        if diag is not None:
+            S[diag] = qx[layer, i0:i1]
+        record(layer)
+
+
+def _diagonals(spec, plan, X, q):
+    """{(depth, k): (Σ(x_i, x_i), Θ(x_i, x_i))} by the O(N) recursion (θ = 0)."""
+    d = X.shape[1]
+    x64 = np.asarray(X, dtype=np.float64)
+    g = np.einsum("ij,ij->i", x64, x64) / d
+    thetas = {0: spec.lam0 * g + spec.mu} if 0 in plan.ks else {}
+    out = {}
+
+    def record(depth):
+        if depth in plan.depths:
+            for k in plan.ks:
+                if k <= depth:
+                    out[(depth, k)] = (q[depth], thetas.get(k))
+
+    record(0)
+    for layer in range(1, plan.max_depth + 1):
+        e, edot = spec.activation.diag_rule(q[layer - 1])
+        for k in plan.ks:
+            if k < layer:
+                thetas[k] = spec.w2 * edot * thetas[k] + spec.lam * e + spec.mu
+            elif k == layer:
+                thetas[k] = spec.lam * e + spec.mu
+        record(layer)
+    return out
+
+
+def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both",
+                  dtype=None, tile=None, n_jobs=None, exact_angles=True) -> MultiKernels:
+    """The kernels of several depths and frozen-layer counts from ONE recursion pass.
+
+    Parameters
+    ----------
+    net : ntkfast.MLP
+        Activation, σ_w, σ_b, parameterization and width; its ``depth`` is the
+        default largest depth.
+    X, Z : (N, d), (M, d) arrays
+        ``Z=None``: K(X, X), exactly symmetric.
+    depths : int or sequence of int >= 0, optional
+        Depths (hidden layers) to return; default ``1 … net.depth``
+        (``[0]`` if ``net.depth == 0``).  May exceed ``net.depth``.
+    frozen_layers : int or sequence of int >= 0
+        Numbers k of frozen bottom Dense layers for Θ (Arora et al.'s
+        ``fix_dep``; see the module docstring for the exact recursion).
+        0 = the ordinary NTK.  Every k must be <= max(depths); the pairs with
+        k > depth are skipped.
+    get : {'both', 'ntk', 'nngp'}
+        Which kernels to keep (the other field of each ``Kernels`` is None).
+    dtype : float32 | float64, optional
+        Output dtype (default follows X); the arithmetic is float64.
+    tile : int, optional
+        Rows of X per block (default: about 128k entries per working array).
+    n_jobs : int, optional
+        Threads over row blocks (None or -1: all cores).
+    exact_angles : bool
+        ABReLU family: carry D = q q' − Σ² without cancellation, as the
+        compiled engine (default); False: the textbook ``kernel_rule``, as the
+        NumPy reference backend.
+
+    Returns
+    -------
+    MultiKernels
+        ``{(depth, k): Kernels(nngp, ntk)}``; each equals
+        ``MLP(depth=depth, ...).kernels(X, Z)`` (and, for k > 0, the frozen
+        recursion) to rounding.
+    """
+    from .network import MLP
+
+    if not isinstance(net, MLP):
+        raise TypeError(f"net: expected an ntkfast.MLP, got {type(net).__name__}")
+    if get not in ("both", "ntk", "nngp"):
+        raise ValueError(f"get: must be 'both', 'ntk' or 'nngp', got {get!r}")
+    X = V.check_inputs(X, "X")
+    if Z is not None:
+        Z = V.check_inputs(Z, "Z", d=X.shape[1])
+    dt = V.check_dtype(dtype, X if Z is None or Z.dtype == X.dtype
+                       else np.empty(0, np.result_type(X, Z)))
+    # Kernels are those of the inputs rounded to the output dtype (as MLP.kernels).
+    X = X.astype(dt, copy=False)
+    Z = None if Z is None else Z.astype(dt, copy=False)
+    if depths is None:
+        depths = list(range(1, net.depth + 1)) or [0]
+    depths = _as_int_list(depths, "depths", 0)
+    ks = _as_int_list(frozen_layers, "frozen_layers", 0)
+    if max(ks) > max(depths):
+        raise ValueError(f"frozen_layers: k = {max(ks)} exceeds the largest depth "
+                         f"{max(depths)} (k = depth trains only the readout)")
+    if tile is not None:
+        tile = V.check_int(tile, "tile", minimum=1)
+    n_threads = V.check_n_jobs(n_jobs)
+    want_nngp, want_ntk = get in ("both", "nngp"), get in ("both", "ntk")
+    plan = _Plan(depths, ks, want_nngp, want_ntk)
+
+    spec = RecursionSpec.build(net.activation, plan.max_depth, net.w_std, net.b_std,
+                               net.parameterization, net.width, X.shape[1])
+    symmetric = Z is None
+    Zm = X if symmetric else Z
+    n, m = X.shape[0], Zm.shape[0]
+    qx = layer_variances(spec, X)
+    qz = qx if symmetric else layer_variances(spec, Zm)
+    rxs = np.sqrt(qx)
+    rzs = rxs if symmetric else np.sqrt(qz)
+
+    result = MultiKernels()
+    result.depths = tuple(depths)
+    result.frozen_layers = tuple(ks)
+    outs = {}
+    for depth in depths:
+        s_arr = np.empty((n, m), dtype=dt) if want_nngp else None
+        for k in ks:
+            if k <= depth:
+                t_arr = np.empty((n, m), dtype=dt) if want_ntk else None
+                outs[(depth, k)] = (s_arr, t_arr)
+                result[(depth, k)] = Kernels(s_arr, t_arr)
+
+    if tile is None:
+        tile = max(1, min(n, _TILE_ELEMS // max(m, 1)))
+    starts = list(range(0, n, tile))
+
+    def work(i0):
+        i1 = min(i0 + tile, n)
+        j0 = i0 if symmetric else 0
+        _block(spec, plan, exact_angles, X, Zm, qx, qz, rxs, rzs, i0, i1, j0,
+               0 if symmetric else None, outs)
+        if symmetric:
+            _mirror_block(outs, i0, i1)
+
+    if n_threads > 1 and len(starts) > 1:
+        # Our threads are the parallelism: BLAS single-threaded inside them (OpenBLAS's
+        # own pool, called from several threads at once, stays slow long afterwards).
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1, user_api="blas"), \
+                ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as pool:
+            list(pool.map(work, starts))
+    else:
+        for i0 in starts:
+            work(i0)
+
+    if symmetric:
+        idx = np.arange(n)
+        for key, (ds, dtt) in _diagonals(spec, plan, X, qx).items():
+            o_s, o_t = outs[key]
+            if o_s is not None:
+                o_s[idx, idx] = ds
+            if o_t is not None:
+                o_t[idx, idx] = dtt
+    return result
+
+
+def _mirror_block(outs, i0, i1):
+    """Copy the upper part of rows i0:i1 (columns >= their own index) into the lower part."""
+    seen = set()
+    for arrs in outs.values():
+        for a in arrs:
+            if a is None or id(a) in seen:
+                continue
+            seen.add(id(a))
+            blk = a[i0:i1, i0:i1]
+            il = np.tril_indices(i1 - i0, -1)
+            blk[il] = blk.T[il]
+            a[i1:, i0:i1] = a[i0:i1, i1:].T
