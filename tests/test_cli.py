@@ -10,7 +10,6 @@ import pytest
 import ntkfast as nk
 from ntkfast.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -28,7 +27,8 @@ def files(tmp_path):
 
 
 def run(args, cwd):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    """The CLI in a subprocess, importing the same (installed) ntkfast as this process."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(nk.__file__)))
     return subprocess.run([sys.executable, "-m", "ntkfast.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 

@@ -15,7 +15,6 @@ from ntkfast import journal as J
 from ntkfast.backends import compiled_available
 from ntkfast.backends.reference_engine import ReferenceEngine
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = nk.MLP(depth=3, activation="relu", w_std=1.0, b_std=0.1)
 KW = dict(backend="reference", tile=50, n_jobs=1)
 
@@ -58,7 +57,7 @@ def interrupt_after(monkeypatch, n_calls):
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path, X, monkeypatch):
     out = str(tmp_path / "K.npy")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(nk.__file__)))
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "X.npy"), out],
                             env=env, stderr=subprocess.PIPE)
     deadline = time.time() + 60
