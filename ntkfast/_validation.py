@@ -26,12 +26,8 @@ def check_dtype(dtype, X) -> np.dtype:
     return dt
 
 
-def check_inputs(X, name="X", d=None) -> np.ndarray:
-    """Return X as a 2-D C-contiguous float32/float64 array (ints → float64).
-
-    Rejects non-2-D, empty, complex, non-numeric and non-finite input (naming the
-    first bad row), and a feature dimension different from ``d``.
-    """
+def as_numeric_array(X, name) -> np.ndarray:
+    """np.asarray(X) (memmaps kept as they are), rejecting non-numeric and complex data."""
     if isinstance(X, np.memmap):
         arr = X
     else:
@@ -43,6 +39,16 @@ def check_inputs(X, name="X", d=None) -> np.ndarray:
         raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: complex input is not supported; pass the real part")
+    return arr
+
+
+def check_inputs(X, name="X", d=None) -> np.ndarray:
+    """Return X as a 2-D C-contiguous float32/float64 array (ints → float64).
+
+    Rejects non-2-D, empty, complex, non-numeric and non-finite input (naming the
+    first bad row), and a feature dimension different from ``d``.
+    """
+    arr = as_numeric_array(X, name)
     if arr.ndim != 2:
         raise ValueError(
             f"{name}: expected a 2-D array of shape (n_samples, n_features), got "
@@ -97,3 +103,15 @@ def check_n_jobs(n_jobs) -> int:
     if n_jobs == 0:
         raise ValueError("n_jobs: must be a positive thread count, or -1 for all cores, not 0")
     return max(1, n_jobs if n_jobs > 0 else ncpu + 1 + n_jobs)
+
+
+def check_architecture(depth, activation, w_std, b_std, parameterization):
+    """Validated (depth, Activation, w_std, b_std, parameterization) of an MLP."""
+    from .activations import get_activation
+
+    if parameterization not in ("ntk", "standard"):
+        raise ValueError(f"parameterization: must be 'ntk' or 'standard', got "
+                         f"{parameterization!r}")
+    return (check_int(depth, "depth", minimum=0), get_activation(activation),
+            check_nonneg_finite(w_std, "w_std"),
+            check_nonneg_finite(b_std, "b_std", allow_none=True), parameterization)

@@ -77,14 +77,9 @@ class FiniteMLP:
     def __init__(self, width, depth=1, activation="relu", w_std=1.0, b_std=None,
                  parameterization="ntk", n_out=1, seed=0, d=None):
         self.width = V.check_int(width, "width", minimum=1)
-        self.depth = V.check_int(depth, "depth", minimum=0)
-        self.activation = get_activation(activation)
-        self.w_std = V.check_nonneg_finite(w_std, "w_std")
-        self.b_std = V.check_nonneg_finite(b_std, "b_std", allow_none=True)
-        if parameterization not in ("ntk", "standard"):
-            raise ValueError(f"parameterization: must be 'ntk' or 'standard', got "
-                             f"{parameterization!r}")
-        self.parameterization = parameterization
+        (self.depth, self.activation, self.w_std, self.b_std,
+         self.parameterization) = V.check_architecture(depth, activation, w_std, b_std,
+                                                       parameterization)
         self.n_out = V.check_int(n_out, "n_out", minimum=1)
         self.seed = V.check_int(seed, "seed", minimum=0)
         self.d = None

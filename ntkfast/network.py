@@ -55,14 +55,9 @@ class MLP:
 
     def __init__(self, depth=1, activation="relu", w_std=1.0, b_std=None,
                  parameterization="ntk", width=None):
-        self.depth = V.check_int(depth, "depth", minimum=0)
-        self.activation = get_activation(activation)
-        self.w_std = V.check_nonneg_finite(w_std, "w_std")
-        self.b_std = V.check_nonneg_finite(b_std, "b_std", allow_none=True)
-        if parameterization not in ("ntk", "standard"):
-            raise ValueError(f"parameterization: must be 'ntk' or 'standard', got "
-                             f"{parameterization!r}")
-        self.parameterization = parameterization
+        (self.depth, self.activation, self.w_std, self.b_std,
+         self.parameterization) = V.check_architecture(depth, activation, w_std, b_std,
+                                                       parameterization)
         if parameterization == "standard":
             if width is None:
                 raise ValueError("width: the 'standard' parameterization needs the hidden "

@@ -74,7 +74,7 @@ def test_no_resume_flag_and_progress(files, capsys):
 @pytest.mark.parametrize("args,needle", [
     (["gram", "missing.npy", "-o", "K.npy"], "X: file 'missing.npy' not found"),
     (["gram", "X.npy", "nope.csv", "-o", "K.npy"], "Z: file 'nope.csv' not found"),
-    (["gram", "X.npy", "-o", "K.npy", "--activation", "swish"], "activation: unknown"),
+    (["gram", "X.npy", "-o", "K.npy", "--activation", "no_such_act"], "activation: unknown"),
     (["gram", "bad.npy", "-o", "K.npy"], "X: row 5 contains NaN"),
     (["gram", "X.npy", "-o", "K.npy", "--depth", "-1"], "depth: must be >= 0"),
     (["gram", "X.npy", "-o", "K.npy", "--tile", "0"], "tile: must be >= 1"),

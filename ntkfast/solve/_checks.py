@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from .._validation import as_numeric_array
+
 from .._validation import check_nonneg_finite
 
 _TILE = 512
@@ -23,18 +25,9 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
 
 
 def _as_real_array(a, name, allow_memmap=True):
-    if allow_memmap and isinstance(a, np.memmap):
-        arr = a
-    else:
-        try:
-            arr = np.asarray(a)
-        except Exception as exc:  # ragged lists etc.
-            raise TypeError(f"{name}: could not be converted to an array ({exc})") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name}: complex input is not supported")
-    return arr
+    if not allow_memmap and isinstance(a, np.memmap):
+        a = np.asarray(a)
+    return as_numeric_array(a, name)
 
 
 def _float(arr):
