@@ -8,7 +8,8 @@
 from . import activations
 from .activations import ABReLU, Abs, Erf, GELU, Identity, LeakyReLU, ReLU
 from .network import MLP, Kernels
-from . import experiments, finite, solve
+from . import experiments, finite, multidepth, solve, sweep
+from .multidepth import MultiKernels, kernels_multi
 from .finite import FiniteMLP, finite_network
 from .solve import (GradientFlow, InfiniteEnsemble, JitterWarning, KernelRegression,
                     NotPositiveDefiniteError)
@@ -19,6 +20,7 @@ __all__ = [
     "MLP", "Kernels", "activations",
     "solve", "KernelRegression", "GradientFlow", "InfiniteEnsemble", "JitterWarning",
     "NotPositiveDefiniteError", "finite", "experiments", "FiniteMLP", "finite_network",
+    "multidepth", "sweep", "kernels_multi", "MultiKernels",
     "ReLU", "LeakyReLU", "Abs", "ABReLU", "Erf", "GELU", "Identity",
     "__version__",
 ]

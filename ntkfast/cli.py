@@ -32,7 +32,7 @@ def _parser():
         "fully-connected networks, on datasets larger than memory.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"ntkfast {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{gram,info,demo}")
+    sub = p.add_subparsers(dest="command", metavar="{gram,info,demo,sweep}")
     sub.required = True
 
     g = sub.add_parser("gram", help="compute Σ and/or Θ into .npy files",
@@ -74,7 +74,18 @@ def _parser():
                    "OpenMP threads and the BLAS library in use.")
     sub.add_parser("demo", help="a short guided demonstration (see `ntkfast demo --help`)",
                    add_help=False)
+    from . import sweep
+    s = sub.add_parser("sweep", help="cross-validated depth/ridge sweep over datasets",
+                       description="Score NTK/NNGP kernel regression for every depth, "
+                       "frozen-layer count and ridge from one kernel pass and one eigh "
+                       "per kernel per fold.")
+    sweep.add_sweep_arguments(s)
     return p
+
+
+def _sweep(args):
+    from .sweep import main_from_args
+    return main_from_args(args)
 
 
 def _optional_float(text):
@@ -210,7 +221,8 @@ def main(argv=None):
         if argv[:1] == ["demo"]:
             return _demo(argv[1:])
         args = _parser().parse_args(argv)
-        return _gram(args) if args.command == "gram" else _info(args)
+        handlers = {"gram": _gram, "info": _info, "sweep": _sweep}
+        return handlers[args.command](args)
     except KeyboardInterrupt:
         print("ntkfast: interrupted; run the same command again to resume",
               file=sys.stderr)

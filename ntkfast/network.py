@@ -98,8 +98,24 @@ class MLP:
                             tile=tile, n_jobs=n_threads, progress=progress, resume=resume)
 
     # -- public API ----------------------------------------------------------
-    def kernels(self, X, Z=None, **kw) -> Kernels:
-        """Σ(X, Z) and Θ(X, Z) from one pass of the recursion."""
+    def kernels(self, X, Z=None, depths=None, frozen_layers=None, **kw):
+        """Σ(X, Z) and Θ(X, Z) from one pass of the recursion.
+
+        With ``depths=[...]`` and/or ``frozen_layers=[...]`` (Arora et al. 2020's
+        fix_dep: Θ without the Σ terms of the bottom k Dense layers), returns a
+        :class:`ntkfast.multidepth.MultiKernels` {(depth, k): Kernels} computed in
+        one pass (see :func:`ntkfast.multidepth.kernels_multi`).
+        """
+        if depths is not None or frozen_layers is not None:
+            unsupported = [k for k in ("out", "progress", "resume") if kw.get(k)]
+            if unsupported or kw.get("backend", "auto") != "auto":
+                raise ValueError(f"{(unsupported or ['backend'])[0]}: not supported with "
+                                 "depths=/frozen_layers= (in-memory NumPy pass)")
+            from .multidepth import kernels_multi
+            return kernels_multi(self, X, Z, depths=depths,
+                                 frozen_layers=0 if frozen_layers is None else frozen_layers,
+                                 dtype=kw.get("dtype"), tile=kw.get("tile"),
+                                 n_jobs=kw.get("n_jobs"))
         nngp, ntk = self._compute(X, Z, True, True, **kw)
         return Kernels(nngp, ntk)
 

@@ -22,11 +22,17 @@ Accuracy design (see ``src_ext/ntk_recursion.h``):
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .. import _engine
+# libgomp's idle threads otherwise spin after each parallel region and starve the
+# BLAS threads of the solves that usually follow (eigh 6x slower on 2 cores).
+# Read once, when libgomp is loaded (by importing _engine); a user value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .. import _engine  # noqa: E402
 from ..activations import ABReLU, Erf
 from .reference import diagonal_from_variances
 
