@@ -1,0 +1,437 @@
+"""The JSON API of ``ntkfast serve``: validate a request, compute the 1-D picture.
+
+Pure functions, no web framework: :func:`handle` takes the raw request body (bytes, str
+or an already-decoded object) and returns ``(http_status, json_dict)``; it never raises.
+
+Request (every field optional; defaults in :data:`DEFAULTS`, ranges in :data:`LIMITS`)::
+
+    {"points": [[x, y], ...],          # x in [-3, 3], |y| <= 100, at most 200 points
+     "depth": 1, "activation": "relu", "w_std": 1.5, "b_std": 0.5,  # b_std null: no bias
+     "ridge": 1e-3,                    # added to the diagonal of Θ(X, X)
+     "t": "inf",                       # training time >= 0, or "inf" (kernel regression)
+     "band": "auto",                   # "auto" | "posterior" | "ensemble"
+     "finite": false, "width": 256, "n_nets": 3, "seed": 0,
+     "n_grid": 200, "n_heatmap": 100}
+
+What is computed (conventions of ``DESIGN.md`` §1: sum loss ½‖f − y‖², learning rate η,
+df/dt = −ηΘ(f − y), f₀ = 0 on average):
+
+- η = 0.5 / λ_max(Θ(X, X)) (:func:`ntkfast.experiments.default_lr`), so that time t is
+  also the number of gradient-descent steps the finite networks take.
+- mean: t = ∞ → :class:`~ntkfast.solve.KernelRegression` on Θ with ``ridge``
+  (Θ(z, X)(Θ + rI)⁻¹y); finite t → :class:`~ntkfast.solve.GradientFlow` at time t.
+- band (±1 std): "posterior" → the NTK-GP posterior (Θ as the GP prior covariance,
+  noise variance ``ridge``: :meth:`KernelRegression.variance`, independent of t);
+  "ensemble" → the std over random initialisations of infinitely wide networks trained
+  to time t (:class:`~ntkfast.solve.InfiniteEnsemble`, Lee et al. 2019); "auto" →
+  posterior for t = ∞ and ensemble for finite t.
+- finite: ``n_nets`` :class:`~ntkfast.finite.FiniteMLP` networks of hidden ``width``
+  (seeds seed+1 …) trained by full-batch gradient descent with the same η for t steps,
+  capped at :data:`MAX_STEPS` and at a work budget of about :data:`FINITE_BUDGET_S`
+  seconds (the response says how many steps were taken, and whether that was fewer, and
+  gives the gradient-flow mean at the time actually reached, for comparison).
+- heatmap: Θ(x, x') on ``n_heatmap`` points of [-3, 3], quantised to uint8 (base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+import warnings
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+__all__ = ["RequestError", "DEFAULTS", "LIMITS", "ACTIVATIONS", "config", "parse_request",
+           "compute", "handle", "finite_steps", "MAX_POINTS", "MAX_WIDTH", "MAX_STEPS",
+           "FINITE_BUDGET_S", "FINITE_DEADLINE_S", "MAX_FINITE_PARAMS"]
+
+ACTIVATIONS = ("relu", "erf", "gelu", "leaky_relu", "abs", "identity")
+BANDS = ("auto", "posterior", "ensemble")
+X_RANGE = (-3.0, 3.0)
+Y_MAX = 100.0
+MAX_POINTS = 200
+MAX_WIDTH = 4096
+MAX_T = 1e9
+#: most gradient-descent steps a finite network takes in one request
+MAX_STEPS = 2000
+#: estimated seconds of finite-network training allowed per request (all nets together)
+FINITE_BUDGET_S = 0.3
+#: cost model of one GD step of FiniteMLP.train (fitted on this 2-core machine, on the safe
+#: side): seconds = overhead per layer + per-element work + hidden-to-hidden GEMM flops / rate
+_STEP_OVERHEAD_S = 60e-6
+_STEP_OVERHEAD_PER_LAYER_S = 40e-6
+_ELEM_S = (3e-8, 6e-8)      # per activation element; the second once N·width leaves cache
+_FLOP_RATE = 4e9
+#: training stops early (after a whole round of chunks) past this many seconds, so that a busy
+#: machine cannot stretch a request: then the response says the time limit was hit
+FINITE_DEADLINE_S = 2 * FINITE_BUDGET_S
+_CHUNK = 25
+#: most parameters (all finite networks of one request together): bounds memory and work
+MAX_FINITE_PARAMS = 1 << 23
+_MAX_BODY = 1 << 20
+
+DEFAULTS = dict(points=[], depth=1, activation="relu", w_std=1.5, b_std=0.5, ridge=1e-3,
+                t="inf", band="auto", finite=False, width=256, n_nets=3, seed=0,
+                n_grid=200, n_heatmap=100)
+
+#: (kind, low, high) per numeric field; bounds inclusive
+LIMITS = dict(depth=("int", 0, 8), w_std=("float", 1e-3, 10.0), b_std=("float", 0.0, 10.0),
+              ridge=("float", 0.0, 1e4), t=("float", 0.0, MAX_T), width=("int", 1, MAX_WIDTH),
+              n_nets=("int", 1, 8), seed=("int", 0, 2**31 - 1), n_grid=("int", 10, 400),
+              n_heatmap=("int", 10, 200))
+
+
+class RequestError(ValueError):
+    """A bad request: ``field`` names the offending field (or "body")."""
+
+    def __init__(self, field, message, status=400):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status = status
+
+    def payload(self):
+        return {"error": f"{self.field}: {self.message}", "field": self.field}
+
+
+def config():
+    """Defaults and limits, for the page (GET /api/config)."""
+    limits = {k: {"type": kind, "min": lo, "max": hi} for k, (kind, lo, hi) in LIMITS.items()}
+    return dict(defaults=DEFAULTS, limits=limits, activations=list(ACTIVATIONS),
+                bands=list(BANDS), x_range=list(X_RANGE), y_max=Y_MAX,
+                max_points=MAX_POINTS, max_steps=MAX_STEPS, finite_budget_s=FINITE_BUDGET_S)
+
+
+# -- validation -------------------------------------------------------------------------
+def _number(value, field):
+    """A finite real number (bools and strings are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(field, f"expected a number, got {_describe(value)}")
+    try:
+        v = float(value)
+    except OverflowError:
+        raise RequestError(field, f"too large: {str(value)[:20]}…") from None
+    if not math.isfinite(v):
+        raise RequestError(field, f"must be finite, got {value!r}")
+    return v
+
+
+def _describe(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        s = value if len(value) <= 20 else value[:20] + "…"
+        return f"the string {s!r}"
+    if isinstance(value, (list, dict)):
+        return "an array" if isinstance(value, list) else "an object"
+    return repr(value)
+
+
+def _ranged(value, field):
+    kind, lo, hi = LIMITS[field]
+    v = _number(value, field)
+    if kind == "int":
+        if v != int(v):
+            raise RequestError(field, f"expected an integer, got {value!r}")
+        v = int(v)
+    if not lo <= v <= hi:
+        raise RequestError(field, f"must lie in [{lo:g}, {hi:g}], got {value!r}")
+    return v
+
+
+def _time(value):
+    if isinstance(value, str):
+        if value.strip().lower() in ("inf", "infinity", "+inf", "∞"):
+            return math.inf
+        raise RequestError("t", f"expected a number >= 0 or \"inf\", got {_describe(value)}")
+    if isinstance(value, float) and value == math.inf:
+        return math.inf
+    return _ranged(value, "t")
+
+
+def _points(value):
+    if not isinstance(value, list):
+        raise RequestError("points", f"expected an array of [x, y] pairs, got {_describe(value)}")
+    if len(value) > MAX_POINTS:
+        raise RequestError("points", f"at most {MAX_POINTS} points, got {len(value)}")
+    xs, ys = [], []
+    for i, p in enumerate(value):
+        if isinstance(p, dict) and set(p) == {"x", "y"}:
+            p = [p["x"], p["y"]]
+        if not isinstance(p, list) or len(p) != 2:
+            raise RequestError(f"points[{i}]", f"expected a pair [x, y], got {_describe(p)}")
+        x = _number(p[0], f"points[{i}][0]")
+        y = _number(p[1], f"points[{i}][1]")
+        if not X_RANGE[0] <= x <= X_RANGE[1]:
+            raise RequestError(f"points[{i}][0]", f"x must lie in [{X_RANGE[0]:g}, "
+                               f"{X_RANGE[1]:g}], got {p[0]!r}")
+        if abs(y) > Y_MAX:
+            raise RequestError(f"points[{i}][1]", f"|y| must be <= {Y_MAX:g}, got {p[1]!r}")
+        xs.append(x)
+        ys.append(y)
+    return np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
+
+
+def _decode(body):
+    if isinstance(body, (bytes, bytearray)):
+        if len(body) > _MAX_BODY:
+            raise RequestError("body", f"larger than {_MAX_BODY} bytes", status=413)
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError("body", "not UTF-8 text") from None
+    if isinstance(body, str):
+        if not body.strip():
+            return {}
+        try:
+            # NaN / Infinity literals stay floats here and are refused per field below
+            # (except t = Infinity, which means t = ∞).
+            body = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise RequestError("body", f"malformed JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise RequestError("body", f"expected a JSON object, got {_describe(body)}")
+    return body
+
+
+def parse_request(body):
+    """Validate a request (bytes, str or dict); return a dict of clean parameters
+    (``x``, ``y`` arrays and every field of :data:`DEFAULTS` except ``points``).
+
+    Raises :class:`RequestError` naming the first bad field."""
+    raw = _decode(body)
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise RequestError(unknown[0], f"unknown field; expected some of {sorted(DEFAULTS)}")
+    req = dict(DEFAULTS)
+    req.update(raw)
+    out = {}
+    out["x"], out["y"] = _points(req["points"])
+    for field in LIMITS:
+        if field == "t":
+            continue
+        if field == "b_std" and req[field] is None:
+            out[field] = None
+            continue
+        out[field] = _ranged(req[field], field)
+    out["t"] = _time(req["t"])
+    act = req["activation"]
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise RequestError("activation", f"must be one of {', '.join(ACTIVATIONS)}; got "
+                           f"{_describe(act) if not isinstance(act, str) else repr(act)}")
+    out["activation"] = act
+    band = req["band"]
+    if not isinstance(band, str) or band not in BANDS:
+        raise RequestError("band", f"must be one of {', '.join(BANDS)}; got {band!r}")
+    out["band"] = band
+    if not isinstance(req["finite"], bool):
+        raise RequestError("finite", f"expected true or false, got {_describe(req['finite'])}")
+    out["finite"] = req["finite"]
+    if out["finite"]:
+        total = out["n_nets"] * _n_params(out["width"], out["depth"])
+        if total > MAX_FINITE_PARAMS:
+            raise RequestError("width", f"finite networks too large: n_nets × parameters = "
+                               f"{total:,} > {MAX_FINITE_PARAMS:,}; lower width, depth or "
+                               "n_nets")
+    return out
+
+
+# -- computation ------------------------------------------------------------------------
+def _step_cost(n, width, depth):
+    """Estimated seconds of one GD step (forward + backward) of FiniteMLP.train on n points."""
+    n = max(n, 1)
+    elem = n * width * max(depth, 1)
+    c_elem = _ELEM_S[0] if n * width <= 131072 else _ELEM_S[1]
+    flops = 6.0 * n * max(depth - 1, 0) * width * width
+    return (_STEP_OVERHEAD_S + _STEP_OVERHEAD_PER_LAYER_S * depth + c_elem * elem
+            + flops / _FLOP_RATE)
+
+
+def _n_params(width, depth):
+    return (2 * width + max(depth - 1, 0) * width * width) if depth else 1
+
+
+def finite_steps(t, n, width, depth, n_nets, n_grid=200):
+    """(steps, truncated): GD steps each finite network takes for training time t, from
+    the cost model, after the fixed cost of drawing the networks and evaluating the grid."""
+    want = MAX_STEPS if math.isinf(t) else int(round(t))
+    fixed = n_nets * (_n_params(width, depth) * 2e-8 + _step_cost(n_grid, width, depth) / 3)
+    afford = int(max(FINITE_BUDGET_S - fixed, 0.0) / (n_nets * _step_cost(n, width, depth)))
+    steps = max(0, min(want, MAX_STEPS, afford))
+    return steps, steps < want or math.isinf(t)
+
+
+def _finite_list(a):
+    a = np.asarray(a, dtype=np.float64)
+    return [v if math.isfinite(v) else None for v in a.tolist()]
+
+
+def _heatmap(net, n):
+    g = np.linspace(X_RANGE[0], X_RANGE[1], n)
+    theta = np.asarray(net.ntk(g[:, None], n_jobs=1), dtype=np.float64)
+    lo, hi = float(theta.min()), float(theta.max())
+    span = hi - lo if hi > lo else 1.0
+    q = np.clip(np.rint((theta - lo) / span * 255.0), 0, 255).astype(np.uint8)
+    return dict(n=n, x_min=X_RANGE[0], x_max=X_RANGE[1], vmin=lo, vmax=hi,
+                encoding="uint8-base64, row-major, row i = x_i (ascending), "
+                         "value = vmin + byte/255*(vmax-vmin)",
+                data=base64.b64encode(q.tobytes()).decode("ascii"))
+
+
+def compute(p):
+    """The response for validated parameters ``p`` (from :func:`parse_request`)."""
+    import ntkfast as nk
+    from ..experiments import default_lr
+    from ..solve import GradientFlow, InfiniteEnsemble, KernelRegression
+    from ..solve import NotPositiveDefiniteError
+
+    t_start = time.perf_counter()
+    timing = {}
+    notes = []
+    x, y, t = p["x"], p["y"], p["t"]
+    n = x.size
+    X = x[:, None]
+    grid = np.linspace(X_RANGE[0], X_RANGE[1], p["n_grid"])
+    G = grid[:, None]
+    net = nk.MLP(p["depth"], p["activation"], p["w_std"], p["b_std"])
+    band = p["band"]
+    if band == "auto":
+        band = "posterior" if math.isinf(t) else "ensemble"
+    finite_out = None
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        if n:
+            ktr = net.kernels(X, n_jobs=1)
+            kgx = net.kernels(G, X, n_jobs=1)
+            lam = np.linalg.eigvalsh(ktr.ntk)
+            if lam[-1] > 1e-300:
+                lr = float(default_lr(np.asarray(ktr.ntk, dtype=np.float64)))
+            else:  # e.g. every x = 0 with b_std = 0 or None: nothing can be learned
+                lr = 1.0
+                notes.append("Θ(X, X) = 0 on these points (x = 0 without bias?): the network "
+                             "cannot fit them; η = 1 is used")
+            if lam[0] + p["ridge"] <= 1e-10 * (lam[-1] + p["ridge"]):
+                notes.append(f"Θ(X, X) + ridge·I is numerically singular (eigenvalues "
+                             f"{lam[0] + p['ridge']:.2g} … {lam[-1] + p['ridge']:.3g}; e.g. "
+                             "repeated x): the t = ∞ fit is ill-conditioned, increase ridge")
+        else:
+            lr = 1.0
+        timing["kernels_ms"] = (time.perf_counter() - t0) * 1e3
+
+        t0 = time.perf_counter()
+        if n == 0:  # the prior: f₀ = 0 on average
+            mean = np.zeros_like(grid)
+            if band == "posterior":
+                var = net.ntk_diag(G)
+            else:
+                var = net.nngp_diag(G)
+        else:
+            reg = None
+            try:
+                if math.isinf(t) or band == "posterior":
+                    reg = KernelRegression(ktr.ntk, y, ridge=p["ridge"])
+            except NotPositiveDefiniteError as exc:
+                raise RequestError("ridge", f"Θ(X, X) + ridge·I is singular ({exc}); "
+                                   "increase ridge", status=422) from None
+            if math.isinf(t):
+                mean = reg.predict(kgx.ntk)
+            else:
+                mean = GradientFlow(ktr.ntk, y, lr, p["ridge"]).predict(t, kgx.ntk).test
+            if band == "posterior":
+                var = reg.variance(kgx.ntk, net.ntk_diag(G))
+            else:
+                ens = InfiniteEnsemble(net, X, y, learning_rate=lr, ridge=p["ridge"], n_jobs=1)
+                var = ens.predict(G, t, cov="diag").covariance
+        std = np.sqrt(np.maximum(np.asarray(var, dtype=np.float64), 0.0))
+        timing["solve_ms"] = (time.perf_counter() - t0) * 1e3
+
+        t0 = time.perf_counter()
+        heat = _heatmap(net, p["n_heatmap"])
+        timing["heatmap_ms"] = (time.perf_counter() - t0) * 1e3
+
+        if p["finite"]:
+            t0 = time.perf_counter()
+            steps, truncated = finite_steps(t, n, p["width"], p["depth"], p["n_nets"],
+                                            p["n_grid"])
+            models = [net.finite(p["width"], seed=p["seed"] + 1 + i, d=1)
+                      for i in range(p["n_nets"])]
+            done, timed_out = 0, False
+            with np.errstate(all="ignore"):
+                while n and done < steps:  # rounds of chunks: every net reaches `done` steps
+                    k = min(_CHUNK, steps - done)
+                    for f in models:
+                        f.train(X, y, lr, k, record_steps=[])
+                    done += k
+                    if done < steps and time.perf_counter() - t0 > FINITE_DEADLINE_S:
+                        timed_out = True
+                        break
+                nets = [f(G)[:, 0] for f in models]
+            if timed_out:
+                notes.append(f"finite networks stopped after {done} of {steps} planned GD steps: "
+                             f"the {FINITE_DEADLINE_S:g} s time limit was hit (busy machine?)")
+                truncated, steps = True, done
+            nets = np.array(nets)
+            diverged = int(np.sum(~np.isfinite(nets).all(axis=1) | (np.abs(nets) > 1e6).any(1)))
+            if diverged:
+                notes.append(f"{diverged} of {len(nets)} finite networks diverged (learning "
+                             "rate too large for this width); try a larger width")
+            if truncated and n:
+                why = ("t = ∞" if math.isinf(t) else f"t = {t:g}")
+                notes.append(f"finite networks trained {steps} GD steps (t = {steps}) instead "
+                             f"of {why}: capped at {MAX_STEPS} steps and ~{FINITE_BUDGET_S:g} s "
+                             "of work per request")
+            # what the NTK predicts at the time the networks actually reached
+            reached = None
+            if n and steps != t:
+                reached = GradientFlow(ktr.ntk, y, lr, p["ridge"]).predict(
+                    float(steps), kgx.ntk).test
+            elif n:
+                reached = mean
+            finite_out = dict(width=p["width"], n_nets=p["n_nets"], steps=steps,
+                              t_reached=steps if n else 0, truncated=bool(truncated and n),
+                              nets=[_finite_list(r) for r in nets],
+                              ntk_mean_at_t_reached=None if reached is None
+                              else _finite_list(reached))
+            timing["finite_ms"] = (time.perf_counter() - t0) * 1e3
+    for w in caught:
+        notes.append(f"{w.category.__name__}: {w.message}")
+
+    if band == "posterior":
+        band_label = ("±1 std of the NTK-GP posterior (Θ as GP prior covariance, noise variance"
+                      " = ridge; KernelRegression.variance; does not depend on t)")
+    else:
+        band_label = ("±1 std over random initialisations of infinitely wide networks trained "
+                      f"to t = {'∞' if math.isinf(t) else format(t, 'g')} "
+                      "(InfiniteEnsemble, Lee et al. 2019)")
+    mean_label = ("kernel regression Θ(x, X)(Θ + ridge·I)⁻¹y (t = ∞)" if math.isinf(t) else
+                  f"gradient flow on the NTK at t = {t:g} (GradientFlow, η = {lr:.3g})")
+    timing["total_ms"] = (time.perf_counter() - t_start) * 1e3
+    return dict(
+        points=[[float(a), float(b)] for a, b in zip(x, y)], n_points=int(n),
+        grid=grid.tolist(), mean=_finite_list(mean), std=_finite_list(std),
+        band=band, band_label=band_label, mean_label=mean_label,
+        t="inf" if math.isinf(t) else t, lr=lr, ridge=p["ridge"],
+        net=dict(depth=p["depth"], activation=p["activation"], w_std=p["w_std"],
+                 b_std=p["b_std"], parameterization="ntk"),
+        finite=finite_out, heatmap=heat, warnings=notes,
+        timing={k: round(v, 3) for k, v in timing.items()})
+
+
+def handle(body):
+    """(status, payload) for a request body; never raises.
+
+    200 with the result; 400 (or 413/422) with ``{"error": "field: message", "field"}``
+    for bad input; 500 with ``{"error": ...}`` for anything unexpected."""
+    try:
+        p = parse_request(body)
+        return 200, compute(p)
+    except RequestError as exc:
+        return exc.status, exc.payload()
+    except Exception as exc:  # last resort: the server must answer, not crash
+        return 500, {"error": f"internal error: {type(exc).__name__}: {exc}", "field": None}
