@@ -32,7 +32,7 @@ def _parser():
         "fully-connected networks, on datasets larger than memory.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"ntkfast {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{gram,info,demo,sweep}")
+    sub = p.add_subparsers(dest="command", metavar="{gram,info,demo,sweep,serve}")
     sub.required = True
 
     g = sub.add_parser("gram", help="compute Σ and/or Θ into .npy files",
@@ -74,6 +74,8 @@ def _parser():
                    "OpenMP threads and the BLAS library in use.")
     sub.add_parser("demo", help="a short guided demonstration (see `ntkfast demo --help`)",
                    add_help=False)
+    sub.add_parser("serve", help="interactive NTK page on http://127.0.0.1:8765/ "
+                   "(see `ntkfast serve --help`)", add_help=False)
     from . import sweep
     s = sub.add_parser("sweep", help="cross-validated depth/ridge sweep over datasets",
                        description="Score NTK/NNGP kernel regression for every depth, "
@@ -81,6 +83,14 @@ def _parser():
                        "per kernel per fold.")
     sweep.add_sweep_arguments(s)
     return p
+
+
+def _serve(argv):
+    from .web import app as web  # Flask is imported only when the server starts
+    p = argparse.ArgumentParser(prog="ntkfast serve",
+                                description="Interactive NTK page, on loopback by default.")
+    web.add_serve_arguments(p)
+    return int(web.main_from_args(p.parse_args(argv)) or 0)
 
 
 def _sweep(args):
@@ -220,6 +230,8 @@ def main(argv=None):
     try:
         if argv[:1] == ["demo"]:
             return _demo(argv[1:])
+        if argv[:1] == ["serve"]:
+            return _serve(argv[1:])
         args = _parser().parse_args(argv)
         handlers = {"gram": _gram, "info": _info, "sweep": _sweep}
         return handlers[args.command](args)
