@@ -12,6 +12,7 @@ from ._checks import NotPositiveDefiniteError
 from .dynamics import EarlyStopping, FlowPrediction, GradientFlow
 from .ensemble import GaussianPrediction, InfiniteEnsemble
 from .regression import JitterWarning, KernelRegression, RidgePath
+from .nystrom import NystromRegression
 
 __all__ = [
     "KernelRegression", "GradientFlow", "InfiniteEnsemble",
