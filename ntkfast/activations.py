@@ -272,3 +272,308 @@ def get_activation(activation) -> Activation:
         "or an instance from ntkfast.activations (ReLU(), LeakyReLU(0.1), Abs(), "
         "ABReLU(a, b), Erf(a, b, c), GELU(), Identity())."
     )
+
+
+# ---------------------------------------------------------------------------------
+# Activations without a compiled closed form: Gaussian quadrature (issue 5).
+# See ntkfast.quadrature for the rules and their accuracy; the Numba backend
+# (ntkfast.backends.numba_quad) compiles the same rules.
+# ---------------------------------------------------------------------------------
+
+class QuadratureActivation(Activation):
+    """φ whose kernel maps are computed by 2-D Gaussian quadrature.
+
+    ``degree``: points per dimension of the tensor rule for smooth φ (default
+    :data:`ntkfast.quadrature.DEFAULT_DEGREE` = 97, trapezoidal rule on the Gaussian);
+    φ with ``kink=True`` (non-differentiable at 0 only) use the polar rule instead
+    (:data:`ntkfast.quadrature.DEFAULT_POLAR`).  ``quad_code`` identifies the built-in
+    φ in the Numba kernels (−1: a :class:`Custom` φ compiled on its own).
+    """
+
+    engine_code = -1
+    quad_code = -1
+    kink = False
+
+    def _init_degree(self, degree, rule="trapezoid"):
+        if degree is not None:
+            degree = int(degree)
+            if degree < 2:
+                raise ValueError(f"{type(self).__name__}: degree must be >= 2, got {degree}")
+        if rule not in ("trapezoid", "hermite"):
+            raise ValueError(f"{type(self).__name__}: rule must be 'trapezoid' or 'hermite'")
+        self.degree = degree
+        self.rule = rule
+
+    def phi2(self, u):
+        """(φ(u), φ'(u)) on a float64 array."""
+        raise NotImplementedError  # pragma: no cover
+
+    def kernel_rule(self, sigma, qx, qz):
+        from . import quadrature
+        return quadrature.gauss_kernel(self.phi2, sigma, qx, qz, kink=self.kink,
+                                       degree=self.degree, rule=self.rule)
+
+    def diag_rule(self, q):
+        from . import quadrature
+        return quadrature.gauss_diag(self.phi2, q, kink=self.kink,
+                                     degree=None if self.kink else self.degree, rule=self.rule)
+
+    def fn(self, u):
+        return self.phi2(np.asarray(u, dtype=np.float64))[0]
+
+    def dfn(self, u):
+        return self.phi2(np.asarray(u, dtype=np.float64))[1]
+
+    def _key(self):
+        return (type(self).__name__, self.degree, self.rule)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()" if self.degree is None else \
+            f"{type(self).__name__}(degree={self.degree})"
+
+
+def _sigmoid(u):
+    e = np.exp(-np.abs(u))
+    return np.where(u >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class Tanh(QuadratureActivation):
+    """φ(u) = tanh(u), φ' = 1 − tanh²(u)."""
+
+    quad_code = 1
+
+    def __init__(self, degree=None, rule="trapezoid"):
+        self._init_degree(degree, rule)
+
+    def phi2(self, u):
+        t = np.tanh(u)
+        return t, 1.0 - t * t
+
+
+class Softplus(QuadratureActivation):
+    """φ(u) = log(1 + e^u) (computed stably), φ' = sigmoid(u)."""
+
+    quad_code = 2
+
+    def __init__(self, degree=None, rule="trapezoid"):
+        self._init_degree(degree, rule)
+
+    def phi2(self, u):
+        return np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u))), _sigmoid(u)
+
+
+class Sigmoid(QuadratureActivation):
+    """φ(u) = 1/(1 + e^{−u}), φ' = φ(1 − φ)."""
+
+    quad_code = 3
+
+    def __init__(self, degree=None, rule="trapezoid"):
+        self._init_degree(degree, rule)
+
+    def phi2(self, u):
+        s = _sigmoid(u)
+        return s, s * (1.0 - s)
+
+
+class SiLU(QuadratureActivation):
+    """φ(u) = u·sigmoid(u) (swish), φ' = s + u s (1 − s)."""
+
+    quad_code = 4
+
+    def __init__(self, degree=None, rule="trapezoid"):
+        self._init_degree(degree, rule)
+
+    def phi2(self, u):
+        s = _sigmoid(u)
+        return u * s, s + u * s * (1.0 - s)
+
+
+class Sin(Activation):
+    """φ(u) = a·sin(b·u + c), closed form exactly as neural-tangents' ``stax.Sin``:
+
+        E[φφ]   = a²/2 · (e^{−b²(qx+qz−2Σ)/2} − e^{−b²(qx+qz+2Σ)/2} cos 2c)
+        E[φ'φ'] = a²b²/2 · (e^{−b²(qx+qz−2Σ)/2} + e^{−b²(qx+qz+2Σ)/2} cos 2c)
+
+    No compiled-engine kernel: the 'numba' backend evaluates it (tabulated when q is
+    constant, else vectorised per block), 'reference' everywhere.
+    """
+
+    engine_code = -1
+
+    def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
+        self.a, self.b, self.c = float(a), float(b), float(c)
+        for name in ("a", "b", "c"):
+            v = getattr(self, name)
+            if not math.isfinite(v):
+                raise ValueError(f"{type(self).__name__}: {name} must be finite, got {v!r}")
+
+    def kernel_rule(self, sigma, qx, qz):
+        a, b2 = self.a, self.b * self.b
+        half = (qx + qz) / 2
+        s1 = np.exp(b2 * (sigma - half))
+        s2 = np.exp(-b2 * (sigma + half)) * math.cos(2 * self.c)
+        return a * a * (s1 - s2) / 2, a * a * b2 * (s1 + s2) / 2
+
+    def fn(self, u):
+        return self.a * np.sin(self.b * np.asarray(u, dtype=np.float64) + self.c)
+
+    def dfn(self, u):
+        return self.a * self.b * np.cos(self.b * np.asarray(u, dtype=np.float64) + self.c)
+
+    def _key(self):
+        return ("Sin", self.a, self.b, self.c)
+
+    def __repr__(self):
+        return f"Sin(a={self.a!r}, b={self.b!r}, c={self.c!r})"
+
+
+class Cos(Sin):
+    """φ(u) = a·cos(b·u + c) = a·sin(b·u + c + π/2) (the Sin closed form)."""
+
+    def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
+        super().__init__(a, b, float(c) + math.pi / 2)
+        self.c_cos = float(c)
+
+    def __repr__(self):
+        return f"Cos(a={self.a!r}, b={self.b!r}, c={self.c_cos!r})"
+
+
+#: points where a Custom φ is compiled and checked
+_PROBE = (-3.1, -1.3, -0.7, -0.11, 0.13, 0.6, 1.7, 2.9)
+
+
+class Custom(QuadratureActivation):
+    """A user φ: ``fn`` a Python function of one float, compiled with ``numba.njit``.
+
+    ``dfn``: its derivative (also compiled).  If ``dfn`` is None the derivative is
+    derived automatically and :attr:`derivative_method` says how:
+
+    * ``"complex-step"`` — φ'(u) = Im φ(u + i h)/h with h = 1e-30 (exact to rounding, no
+      cancellation), used when ``fn`` compiles for complex arguments *and* agrees with
+      a finite difference at 8 probe points to 1e-6 (so non-analytic code such as
+      ``abs``/``max``/branches, for which complex step is wrong, is detected);
+    * ``"central-difference"`` — otherwise, an 8th-order central difference with step
+      h = 4e-3·max(1, |u|) (truncation O(h⁸ φ⁽⁹⁾), rounding ~ 1e-13·|φ|/max(1,|u|));
+      with ``kink=True`` the step is capped at |u|/5 so the stencil never straddles
+      the kink (the right derivative is used at u = 0 itself).
+
+    ``kink=True`` declares φ smooth except at u = 0 (ReLU-like): the polar quadrature
+    rule is used, which is exact-to-rounding for positively homogeneous pieces
+    (plain Gauss rules converge only algebraically across a kink).  ``degree``/``rule``:
+    see :class:`QuadratureActivation`.
+
+    The construction compiles φ and evaluates it at a few points: a φ that Numba
+    cannot compile, that takes the wrong number of arguments, returns something other
+    than a real scalar, or returns non-finite values raises a ``ValueError`` naming
+    the activation.
+    """
+
+    def __init__(self, fn, dfn=None, *, kink=False, degree=None, rule="trapezoid", name=None):
+        self._init_degree(degree, rule)
+        if not callable(fn) or (dfn is not None and not callable(dfn)):
+            raise ValueError(f"Custom: fn and dfn must be callables, got {fn!r}, {dfn!r}")
+        self.name = name or getattr(fn, "__name__", repr(fn))
+        self.kink = bool(kink)
+        self.py_fn, self.py_dfn = fn, dfn
+        try:
+            import numba
+        except ImportError as exc:  # pragma: no cover - numba is an optional extra
+            raise ImportError(f"Custom({self.name}): needs numba (pip install "
+                              "'ntkfast[numba]')") from exc
+        self._nb_fn = self._compile(numba, fn, "fn")
+        if dfn is not None:
+            self._nb_dfn = self._compile(numba, dfn, "dfn")
+            self.derivative_method = "given"
+        else:
+            self._nb_dfn, self.derivative_method = self._derive(numba)
+        self._nb_phi2, self._nb_apply = _custom_kernels(numba, self._nb_fn, self._nb_dfn)
+        probe = np.array(_PROBE)
+        f, d = self.phi2(probe)
+        if not (np.all(np.isfinite(f)) and np.all(np.isfinite(d))):
+            raise ValueError(f"Custom({self.name}): the derivative is not finite at {probe}")
+
+    def _compile(self, numba, f, what):
+        try:
+            jf = numba.njit(f)
+            vals = [jf(float(x)) for x in _PROBE]
+        except Exception as exc:
+            raise ValueError(f"Custom({self.name}): {what} must be a Numba-compilable "
+                             f"function of one float returning a float; compiling/calling "
+                             f"it failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                             ) from exc
+        for x, v in zip(_PROBE, vals):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (float, int, np.floating,
+                                                                     np.integer)):
+                raise ValueError(f"Custom({self.name}): {what}({x}) returned {v!r} "
+                                 f"({type(v).__name__}); it must return one real number")
+            if not math.isfinite(float(v)):
+                raise ValueError(f"Custom({self.name}): {what}({x}) = {v!r} is not finite")
+        return jf
+
+    def _derive(self, numba):
+        jf = self._nb_fn
+
+        kink = self.kink
+
+        @numba.njit
+        def dfd(u):
+            h = 4e-3 * max(1.0, abs(u))
+            if kink:
+                # keep the stencil on one side of the kink at 0
+                h = min(h, abs(u) / 5.0)
+                if h == 0.0:  # right derivative at the kink itself
+                    h = 1e-6
+                    return (-3.0 * jf(0.0) + 4.0 * jf(h) - jf(2.0 * h)) / (2.0 * h)
+            c = (4.0 / 5, -1.0 / 5, 4.0 / 105, -1.0 / 280)
+            s = 0.0
+            for k in range(4):
+                s += c[k] * (jf(u + (k + 1) * h) - jf(u - (k + 1) * h))
+            return s / h
+
+        fd = np.array([dfd(x) for x in _PROBE])
+        try:
+            @numba.njit
+            def dcs(u):
+                return jf(complex(u, 1e-30)).imag * 1e30
+
+            cs = np.array([dcs(x) for x in _PROBE])
+            if np.all(np.abs(cs - fd) <= 1e-6 * (1 + np.abs(fd))):
+                return dcs, "complex-step"
+        except Exception:  # noqa: BLE001 - not complex-analytic code: finite differences
+            pass
+        return dfd, "central-difference"
+
+    def phi2(self, u):
+        u = np.asarray(u, dtype=np.float64)
+        flat = np.ascontiguousarray(u).ravel()
+        f = np.empty_like(flat)
+        d = np.empty_like(flat)
+        self._nb_apply(flat, f, d)
+        return f.reshape(u.shape), d.reshape(u.shape)
+
+    def _key(self):
+        return ("Custom", id(self.py_fn), id(self.py_dfn), self.kink, self.degree, self.rule)
+
+    def __repr__(self):
+        return f"Custom({self.name})"
+
+
+def _custom_kernels(numba, jf, jd):
+    @numba.njit
+    def phi2(u):
+        return jf(u), jd(u)
+
+    @numba.njit
+    def apply(x, f, d):
+        for i in range(x.size):
+            f[i] = jf(x[i])
+            d[i] = jd(x[i])
+
+    return phi2, apply
+
+
+_BY_NAME.update({"tanh": Tanh, "softplus": Softplus, "sigmoid": Sigmoid, "silu": SiLU,
+                 "swish": SiLU, "sin": Sin, "cos": Cos})
+ACTIVATION_NAMES = tuple(_BY_NAME)
+__all__ += ["QuadratureActivation", "Tanh", "Softplus", "Sigmoid", "SiLU", "Sin", "Cos",
+            "Custom"]

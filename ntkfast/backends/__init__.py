@@ -17,15 +17,38 @@ except ImportError as exc:  # pragma: no cover - exercised only without a build
     CompiledEngine = None
     _COMPILED_ERROR = exc
 
-BACKENDS = ("auto", "compiled", "reference")
+BACKENDS = ("auto", "compiled", "reference", "numba", "cuda")
 
 
 def compiled_available() -> bool:
     return CompiledEngine is not None
 
 
+def numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def get_backend(name, activation):
+    """The engine for ``name``.  'auto': compiled for closed forms with a C kernel, numba
+    for quadrature activations (and Sin/Cos) when numba is installed, else reference.
+    'auto' never picks 'cuda'."""
     if name == "reference":
+        return ReferenceEngine()
+    if name == "numba":
+        from .numba_quad import NumbaQuadEngine
+        return NumbaQuadEngine()
+    if name == "cuda":
+        from .cuda import CudaEngine
+        return CudaEngine(activation)
+    if name == "auto" and activation.engine_code < 0:
+        from .numba_quad import supports
+        if supports(activation) and numba_available():
+            from .numba_quad import NumbaQuadEngine
+            return NumbaQuadEngine()
         return ReferenceEngine()
     if name in ("compiled", "auto"):
         if CompiledEngine is None:
