@@ -6,13 +6,14 @@
 """
 
 from . import activations
-from .activations import ABReLU, Abs, Erf, GELU, Identity, LeakyReLU, ReLU
+from .activations import (ABReLU, Abs, Cos, Custom, Erf, GELU, Identity, LeakyReLU, ReLU, SiLU,
+                          Sigmoid, Sin, Softplus, Tanh)
 from .network import MLP, Kernels
 from . import experiments, finite, multidepth, solve, sweep
 from .multidepth import MultiKernels, kernels_multi
 from .finite import FiniteMLP, finite_network
 from .solve import (GradientFlow, InfiniteEnsemble, JitterWarning, KernelRegression,
-                    NotPositiveDefiniteError)
+                    NotPositiveDefiniteError, NystromRegression)
 
 __version__ = "0.1.0"
 
@@ -22,5 +23,6 @@ __all__ = [
     "NotPositiveDefiniteError", "finite", "experiments", "FiniteMLP", "finite_network",
     "multidepth", "sweep", "kernels_multi", "MultiKernels",
     "ReLU", "LeakyReLU", "Abs", "ABReLU", "Erf", "GELU", "Identity",
+    "Tanh", "Softplus", "Sigmoid", "SiLU", "Sin", "Cos", "Custom", "NystromRegression",
     "__version__",
 ]

@@ -49,8 +49,11 @@ class MLP:
     Every kernel method takes ``X`` (N×d) and optionally ``Z`` (M×d; ``None``
     means K(X, X), computed on tiles on and above the diagonal and mirrored, so
     it is exactly symmetric) and the keywords ``dtype`` (float32/float64,
-    default follows X), ``out``, ``tile``, ``n_jobs``, ``backend``
-    ('auto' | 'compiled' | 'reference') and ``progress``.
+    default follows X), ``out`` (None, an array, a ``.npy`` path — written
+    out of core and resumable — or a pair of them for ``kernels``), ``tile``,
+    ``n_jobs``, ``backend`` ('auto': compiled closed forms, Numba quadrature
+    for other activations; or 'compiled', 'numba', 'cuda', 'reference') and
+    ``progress``.
     """
 
     def __init__(self, depth=1, activation="relu", w_std=1.0, b_std=None,

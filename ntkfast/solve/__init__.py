@@ -17,5 +17,5 @@ from .nystrom import NystromRegression
 __all__ = [
     "KernelRegression", "GradientFlow", "InfiniteEnsemble",
     "RidgePath", "FlowPrediction", "EarlyStopping", "GaussianPrediction",
-    "JitterWarning", "NotPositiveDefiniteError",
+    "JitterWarning", "NotPositiveDefiniteError", "NystromRegression",
 ]
