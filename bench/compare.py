@@ -8,8 +8,9 @@ For each (D, dtype): our NTK time (Θ only and Σ+Θ), the naive NumPy recursion
 θ = arccos, one N×N temporary per operation), BLAS ``syrk`` on the same X (the
 floor: a Gram matrix must at least be formed), their ratios, and peak memory of
 our call relative to its output (NumPy allocations, via tracemalloc).  Then a
-depth sweep.  Timings are the best of ``--repeat`` runs; quote ratios, not
-seconds: the machine is shared.
+depth sweep.  Ours and syrk run alternately ``--repeat`` times and the ratio is
+the median of the per-pair ratios (robust to drift on a shared machine); other
+times are medians / best of ``--repeat``.  Quote ratios, not seconds.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ def best_time(fn, repeat):
     return best
 
 
+def paired_times(fa, fb, repeat):
+    """Median times of fa and fb and the median of the per-pair ratios fa/fb, running
+    them alternately (A B A B …) so that drift of a shared machine cancels."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        ta.append(best_time(fa, 1))
+        tb.append(best_time(fb, 1))
+    ta, tb = np.array(ta), np.array(tb)
+    return np.median(ta), np.median(tb), np.median(ta / tb)
+
+
 def peak_numpy_bytes(fn):
     gc.collect()
     tracemalloc.start()
@@ -73,7 +85,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=8000)
     ap.add_argument("--dims", type=int, nargs="+", default=[784, 16])
     ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--no-naive", action="store_true", help="skip the (slow) naive NumPy runs")
     ap.add_argument("--sweep-depths", type=int, nargs="*", default=[1, 3, 10, 20])
@@ -82,7 +94,7 @@ def main(argv=None):
     blas_info = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} thr)"
                  for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"ntkfast {nk.__version__}; BLAS: {', '.join(blas_info)}; N={args.n}, "
-          f"depth={args.depth}, ReLU, b_std=0.1; best of {args.repeat}\n")
+          f"depth={args.depth}, ReLU, b_std=0.1; {args.repeat} paired runs\n")
     rng = np.random.default_rng(0)
     net = nk.MLP(depth=args.depth, activation="relu", w_std=1.0, b_std=0.1)
     head = (f"{'D':>4} {'dtype':>7} {'ntk s':>8} {'both s':>8} {'syrk s':>8} {'naive s':>8} "
@@ -93,9 +105,9 @@ def main(argv=None):
         X64 = rng.standard_normal((args.n, d))
         for dtype in (np.float32, np.float64):
             X = X64.astype(dtype)
-            t_ntk = best_time(lambda: net.ntk(X, n_jobs=args.jobs), args.repeat)
+            t_ntk, t_syrk, ratio = paired_times(lambda: net.ntk(X, n_jobs=args.jobs),
+                                                lambda: syrk(X), args.repeat)
             t_both = best_time(lambda: net.kernels(X, n_jobs=args.jobs), args.repeat)
-            t_syrk = best_time(lambda: syrk(X), args.repeat)
             peak = peak_numpy_bytes(lambda: net.ntk(X, n_jobs=args.jobs))
             out_bytes = args.n * args.n * np.dtype(dtype).itemsize
             if args.no_naive:
@@ -106,18 +118,18 @@ def main(argv=None):
                 ref = naive_relu_ntk(X64, args.depth)[1]
                 err = np.max(np.abs(ours - ref) / np.abs(ref).max())
             print(f"{d:>4} {np.dtype(dtype).name:>7} {t_ntk:8.3f} {t_both:8.3f} {t_syrk:8.3f} "
-                  f"{t_naive:8.3f} {t_ntk / t_syrk:9.2f} {t_naive / t_ntk:10.1f} "
+                  f"{t_naive:8.3f} {ratio:9.2f} {t_naive / t_ntk:10.1f} "
                   f"{peak / out_bytes:9.3f} {err:12.2e}")
 
     if args.sweep_depths:
         d = args.dims[0]
         X = rng.standard_normal((args.n, d)).astype(np.float32)
-        t_syrk = best_time(lambda: syrk(X), args.repeat)
-        print(f"\nDepth sweep (D={d}, float32, Θ only): time and time / syrk")
+        print(f"\nDepth sweep (D={d}, float32, Θ only): median time and median time / syrk")
         for depth in args.sweep_depths:
             deep = nk.MLP(depth=depth, activation="relu", w_std=1.0, b_std=0.1)
-            t = best_time(lambda: deep.ntk(X, n_jobs=args.jobs), args.repeat)
-            print(f"  depth {depth:>3}: {t:8.3f} s   {t / t_syrk:6.2f} x syrk")
+            t, _, ratio = paired_times(lambda: deep.ntk(X, n_jobs=args.jobs),
+                                       lambda: syrk(X), args.repeat)
+            print(f"  depth {depth:>3}: {t:8.3f} s   {ratio:6.2f} x syrk")
 
 
 if __name__ == "__main__":

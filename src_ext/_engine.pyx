@@ -23,35 +23,40 @@ cdef extern from "ntk_recursion.h" nogil:
         double c0, c1, apb2h, ab, ea2, eb2, ec2, tau
 
     void ntk_tile_f64(const ntk_spec *sp, int bi, int bj, const double *gram,
-                      const double *X, const double *Z, int d,
+                      ptrdiff_t ldg, const double *X, const double *Z, int d,
                       const double *Qx, const double *Rx, ptrdiff_t ldx,
                       const double *Qz, const double *Rz, ptrdiff_t ldz,
                       int diag_tile, int mirror, double *work,
                       double *outS, ptrdiff_t ldos, double *outT, ptrdiff_t ldot,
                       ptrdiff_t i0, ptrdiff_t j0)
     void ntk_tile_f32(const ntk_spec *sp, int bi, int bj, const float *gram,
-                      const float *X, const float *Z, int d,
+                      ptrdiff_t ldg, const float *X, const float *Z, int d,
                       const float *Qx, const float *Rx, ptrdiff_t ldx,
                       const float *Qz, const float *Rz, ptrdiff_t ldz,
                       int diag_tile, int mirror, float *work,
                       float *outS, ptrdiff_t ldos, float *outT, ptrdiff_t ldot,
                       ptrdiff_t i0, ptrdiff_t j0)
 
+#: columns per work item, in tiles: one GEMM per (row tile, panel) packs the row block once
+cdef enum:
+    PANEL_TILES = 8
+
 ctypedef fused real:
     float
     double
 
 
-cdef void _gram_block(real *gram, const real *Xb, const real *Zb, int bi, int bj,
+cdef void _gram_block(real *gram, int ldc, const real *Xb, const real *Zb, int bi, int bj,
                       int d, bint syrk) noexcept nogil:
-    """gram[i * bj + j] = x_i . z_j (row-major).  Column-major view: gram^T = Zb^T' Xb'."""
+    """gram[i * ldc + j] = x_i . z_j (row-major).  Column-major view: gram^T = Zb^T' Xb'."""
     cdef char tr = b'T'
     cdef char nt = b'N'
     cdef char lo = b'L'
     cdef int lda = d
-    cdef int ldc = bj
     cdef real one = 1.0
     cdef real zero = 0.0
+    if bi <= 0 or bj <= 0:
+        return
     if syrk:  # row-major upper triangle == column-major lower triangle
         if real is double:
             dsyrk(&lo, &tr, &bi, &d, &one, <double *> Xb, &lda, &zero, gram, &ldc)
@@ -100,13 +105,17 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
     if want_t and out_t.strides[1] != sizeof(real):
         raise ValueError("out: output rows must be contiguous")
 
-    if symmetric:
-        ti_np, tj_np = np.triu_indices(nti)
-    else:
-        ti_np, tj_np = np.divmod(np.arange(nti * ntj), ntj)
-    # Large (diagonal-heavy) rows first would not matter: tiles cost the same.
-    cdef Py_ssize_t[::1] ti = np.ascontiguousarray(ti_np, dtype=np.intp)
-    cdef Py_ssize_t[::1] tj = np.ascontiguousarray(tj_np, dtype=np.intp)
+    # Work items: panels of `tile` rows x up to `panel` columns (one GEMM each, so the
+    # row block is packed once per panel); for K(X, X) only columns >= the panel's
+    # first row, whose leading tile is the diagonal one (SYRK).
+    cdef Py_ssize_t panel = tile * PANEL_TILES
+    rows, starts = [], []
+    for i in range(0, N, tile):
+        for j in range(i if symmetric else 0, M, panel):
+            rows.append(i)
+            starts.append(j)
+    cdef Py_ssize_t[::1] ti = np.asarray(rows, dtype=np.intp)
+    cdef Py_ssize_t[::1] tj = np.asarray(starts, dtype=np.intp)
     cdef Py_ssize_t ntiles = ti.shape[0]
 
     cdef const real *xp = &X[0, 0]
@@ -120,11 +129,11 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
 
     # Per-thread scratch: a tile of dot products and 3 rows of recursion state.
     dtype = np.float64 if real is double else np.float32
-    cdef real[:, ::1] gram_buf = np.empty((n_jobs, tile * tile), dtype=dtype)
-    cdef real[:, ::1] work_buf = np.empty((n_jobs, 3 * tile), dtype=dtype)
+    cdef real[:, ::1] gram_buf = np.empty((n_jobs, tile * panel), dtype=dtype)
+    cdef real[:, ::1] work_buf = np.empty((n_jobs, 3 * panel), dtype=dtype)
 
     cdef Py_ssize_t t, i0, j0
-    cdef int bi, bj, diag, tid
+    cdef int bi, w, off, tid
     cdef real *gram
     cdef real *work
 
@@ -133,17 +142,32 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
         gram = &gram_buf[tid, 0]
         work = &work_buf[tid, 0]
         for t in prange(ntiles, schedule="dynamic"):
-            i0 = ti[t] * tile
-            j0 = tj[t] * tile
+            i0 = ti[t]
+            j0 = tj[t]
             bi = <int> (tile if i0 + tile <= N else N - i0)
-            bj = <int> (tile if j0 + tile <= M else M - j0)
-            diag = symmetric and i0 == j0
-            _gram_block(gram, xp + i0 * d, zp + j0 * d, bi, bj, d, diag)
+            w = <int> (panel if j0 + panel <= M else M - j0)
+            off = bi if (symmetric and i0 == j0) else 0
+            if off:  # the diagonal tile
+                _gram_block(gram, w, xp + i0 * d, xp + i0 * d, bi, bi, d, True)
+            _gram_block(gram + off, w, xp + i0 * d, zp + (j0 + off) * d, bi, w - off, d,
+                        False)
             if real is double:
-                ntk_tile_f64(&sp, bi, bj, gram, xp + i0 * d, zp + j0 * d, d,
-                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag,
-                             symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, j0)
+                if off:
+                    ntk_tile_f64(&sp, bi, bi, gram, w, xp + i0 * d, xp + i0 * d, d,
+                                 qxp + i0, rxp + i0, ldx, qzp + i0, rzp + i0, ldz, True,
+                                 symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, i0)
+                if w > off:
+                    ntk_tile_f64(&sp, bi, w - off, gram + off, w, xp + i0 * d,
+                                 zp + (j0 + off) * d, d, qxp + i0, rxp + i0, ldx,
+                                 qzp + j0 + off, rzp + j0 + off, ldz, False, symmetric, work,
+                                 sp_out, ldo_s, tp_out, ldo_t, i0, j0 + off)
             else:
-                ntk_tile_f32(&sp, bi, bj, gram, xp + i0 * d, zp + j0 * d, d,
-                             qxp + i0, rxp + i0, ldx, qzp + j0, rzp + j0, ldz, diag,
-                             symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, j0)
+                if off:
+                    ntk_tile_f32(&sp, bi, bi, gram, w, xp + i0 * d, xp + i0 * d, d,
+                                 qxp + i0, rxp + i0, ldx, qzp + i0, rzp + i0, ldz, True,
+                                 symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, i0)
+                if w > off:
+                    ntk_tile_f32(&sp, bi, w - off, gram + off, w, xp + i0 * d,
+                                 zp + (j0 + off) * d, d, qxp + i0, rxp + i0, ldx,
+                                 qzp + j0 + off, rzp + j0 + off, ldz, False, symmetric, work,
+                                 sp_out, ldo_s, tp_out, ldo_t, i0, j0 + off)

@@ -273,7 +273,7 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
     }
 }
 
-/* A bi x bj tile at (i0, j0) of the output: gram holds x_i . z_j (row-major, ld bj).
+/* A bi x bj tile at (i0, j0) of the output: gram holds x_i . z_j (row-major, ld ldg).
  * X, Z point at the tile's first rows (d columns each); Qx/Rx/Qz/Rz at the tile's
  * first entries of each layer row (strides ldx, ldz).  diag_tile: Z is X, compute
  * j >= i only.  mirror: also write the transposed block (symmetric K(X, X)), in
@@ -281,7 +281,7 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
  * whole output matrices (row-major, ld ldos/ldot; NULL = skip). */
 NTK_CLONES
 static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
-                          const REAL *X, const REAL *Z, int d,
+                          ptrdiff_t ldg, const REAL *X, const REAL *Z, int d,
                           const REAL *Qx, const REAL *Rx, ptrdiff_t ldx,
                           const REAL *Qz, const REAL *Rz, ptrdiff_t ldz,
                           int diag_tile, int mirror, REAL *work,
@@ -296,7 +296,7 @@ static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
             const int n = bj - js;
             if (n <= 0)
                 continue;
-            SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * bj + js, Qx + i, Rx + i, ldx,
+            SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i, ldx,
                          Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d, Z + (ptrdiff_t)js * d,
                          d, work, work + bj, work + 2 * bj,
                          outS ? outS + (i0 + i) * ldos + j0 + js : NULL,
