@@ -58,7 +58,7 @@ MAX_T = 1e9
 #: most gradient-descent steps a finite network takes in one request
 MAX_STEPS = 2000
 #: estimated seconds of finite-network training allowed per request (all nets together)
-FINITE_BUDGET_S = 0.3
+FINITE_BUDGET_S = 0.12
 #: cost model of one GD step of FiniteMLP.train (fitted on this 2-core machine, on the safe
 #: side): seconds = overhead per layer + per-element work + hidden-to-hidden GEMM flops / rate
 _STEP_OVERHEAD_S = 60e-6
@@ -67,7 +67,7 @@ _ELEM_S = (3e-8, 6e-8)      # per activation element; the second once N·width l
 _FLOP_RATE = 4e9
 #: training stops early (after a whole round of chunks) past this many seconds, so that a busy
 #: machine cannot stretch a request: then the response says the time limit was hit
-FINITE_DEADLINE_S = 2 * FINITE_BUDGET_S
+FINITE_DEADLINE_S = 0.16
 _CHUNK = 25
 #: most parameters (all finite networks of one request together): bounds memory and work
 MAX_FINITE_PARAMS = 1 << 23
