@@ -72,6 +72,17 @@ def check_inputs(X, name="X", d=None) -> np.ndarray:
     return arr
 
 
+def check_pair(X, Z, dtype):
+    """Validated (X, Z or None, dtype) of a kernel call, inputs rounded to the dtype
+    (the kernels are those of the inputs as the computation sees them)."""
+    X = check_inputs(X, "X")
+    if Z is not None:
+        Z = check_inputs(Z, "Z", d=X.shape[1])
+    dt = check_dtype(dtype, X if Z is None or Z.dtype == X.dtype
+                     else np.empty(0, np.result_type(X, Z)))
+    return X.astype(dt, copy=False), None if Z is None else Z.astype(dt, copy=False), dt
+
+
 def check_nonneg_finite(value, name, allow_none=False):
     if value is None and allow_none:
         return None

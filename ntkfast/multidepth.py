@@ -329,14 +329,7 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
         raise TypeError(f"net: expected an ntkfast.MLP, got {type(net).__name__}")
     if get not in ("both", "ntk", "nngp"):
         raise ValueError(f"get: must be 'both', 'ntk' or 'nngp', got {get!r}")
-    X = V.check_inputs(X, "X")
-    if Z is not None:
-        Z = V.check_inputs(Z, "Z", d=X.shape[1])
-    dt = V.check_dtype(dtype, X if Z is None or Z.dtype == X.dtype
-                       else np.empty(0, np.result_type(X, Z)))
-    # Kernels are those of the inputs rounded to the output dtype (as MLP.kernels).
-    X = X.astype(dt, copy=False)
-    Z = None if Z is None else Z.astype(dt, copy=False)
+    X, Z, dt = V.check_pair(X, Z, dtype)
     if depths is None:
         depths = list(range(1, net.depth + 1)) or [0]
     depths = _as_int_list(depths, "depths", 0)

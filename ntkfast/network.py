@@ -83,14 +83,7 @@ class MLP:
 
     def _compute(self, X, Z, want_nngp, want_ntk, dtype=None, out=None, tile=None,
                  n_jobs=None, backend="auto", progress=False, resume=True):
-        X = V.check_inputs(X, "X")
-        if Z is not None:
-            Z = V.check_inputs(Z, "Z", d=X.shape[1])
-        dt = V.check_dtype(dtype, X if Z is None or Z.dtype == X.dtype
-                           else np.empty(0, np.result_type(X, Z)))
-        # Kernels are those of the inputs rounded to the computation dtype.
-        X = X.astype(dt, copy=False)
-        Z = None if Z is None else Z.astype(dt, copy=False)
+        X, Z, dt = V.check_pair(X, Z, dtype)
         n_threads = V.check_n_jobs(n_jobs)
         if tile is not None:
             tile = V.check_int(tile, "tile", minimum=1)
