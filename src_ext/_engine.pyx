@@ -1,12 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled Gram-tile engine: BLAS GEMM per tile + fused depth recursion, OpenMP over tiles.
+"""Compiled Gram engine: BLAS GEMM per panel + fused depth recursion, OpenMP over panels.
 
-Per tile (bi x bj, per-thread buffers): one GEMM (``scipy.linalg.cython_blas``;
-SYRK on diagonal tiles of K(X, X)), then the whole recursion over all layers on
-the tile while it is in cache (C kernels in ``ntk_recursion.h``), then one
-write.  For K(X, X) only tiles on and above the diagonal are computed and
-mirrored.  The GIL is released; BLAS must be pinned to one thread by the caller
-(threadpoolctl), since the parallelism is ours.
+Work item = a panel of ``tile`` rows × up to ``PANEL_TILES·tile`` columns, with
+per-thread buffers: one GEMM (``scipy.linalg.cython_blas``; SYRK on the diagonal
+tile of K(X, X)), then, row by row, the whole recursion over all layers while the
+row is in L1 (C kernels in ``ntk_recursion.h``), one write, and the mirrored
+write of each group of 16 rows while it is still in cache.  For K(X, X) only
+panels on and above the diagonal are computed.  The GIL is released; BLAS must
+be pinned to one thread by the caller (threadpoolctl): the parallelism is ours.
 """
 
 from cython.parallel cimport parallel, prange, threadid
@@ -80,7 +81,7 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
 
     Qx/Rx (depth+1, N): per-layer variances q^l(x_i) and their square roots.
     Outputs need unit stride along rows (any row stride).  symmetric: Z is X;
-    tiles on/above the diagonal are computed and mirrored (diagonal entries are
+    panels on/above the diagonal are computed and mirrored (diagonal entries are
     left for the caller to overwrite with the exact diagonal recursion).
     """
     cdef ntk_spec sp
@@ -96,7 +97,6 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
 
     cdef Py_ssize_t N = X.shape[0], M = Z.shape[0]
     cdef int d = <int> X.shape[1]
-    cdef Py_ssize_t nti = (N + tile - 1) // tile, ntj = (M + tile - 1) // tile
     cdef Py_ssize_t ldx = Qx.shape[1], ldz = Qz.shape[1]
     cdef Py_ssize_t ldo_s = out_s.strides[0] // sizeof(real) if want_s else 0
     cdef Py_ssize_t ldo_t = out_t.strides[0] // sizeof(real) if want_t else 0
