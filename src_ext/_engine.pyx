@@ -72,6 +72,22 @@ cdef void _gram_block(real *gram, int ldc, const real *Xb, const real *Zb, int b
                   &zero, gram, &ldc)
 
 
+cdef inline void _tile(const ntk_spec *sp, int bi, int bj, const real *gram, ptrdiff_t ldg,
+                       const real *X, const real *Z, int d,
+                       const real *Qx, const real *Rx, ptrdiff_t ldx,
+                       const real *Qz, const real *Rz, ptrdiff_t ldz,
+                       bint diag_tile, bint mirror, real *work,
+                       real *outS, ptrdiff_t ldos, real *outT, ptrdiff_t ldot,
+                       ptrdiff_t i0, ptrdiff_t j0) noexcept nogil:
+    """The C tile kernel of the matching precision (see ntk_recursion_impl.h)."""
+    if real is double:
+        ntk_tile_f64(sp, bi, bj, gram, ldg, X, Z, d, Qx, Rx, ldx, Qz, Rz, ldz, diag_tile,
+                     mirror, work, outS, ldos, outT, ldot, i0, j0)
+    else:
+        ntk_tile_f32(sp, bi, bj, gram, ldg, X, Z, d, Qx, Rx, ldx, Qz, Rz, ldz, diag_tile,
+                     mirror, work, outS, ldos, outT, ldot, i0, j0)
+
+
 def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
                const real[:, ::1] Qx, const real[:, ::1] Rx,
                const real[:, ::1] Qz, const real[:, ::1] Rz,
@@ -151,23 +167,11 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
                 _gram_block(gram, w, xp + i0 * d, xp + i0 * d, bi, bi, d, True)
             _gram_block(gram + off, w, xp + i0 * d, zp + (j0 + off) * d, bi, w - off, d,
                         False)
-            if real is double:
-                if off:
-                    ntk_tile_f64(&sp, bi, bi, gram, w, xp + i0 * d, xp + i0 * d, d,
-                                 qxp + i0, rxp + i0, ldx, qzp + i0, rzp + i0, ldz, True,
-                                 symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, i0)
-                if w > off:
-                    ntk_tile_f64(&sp, bi, w - off, gram + off, w, xp + i0 * d,
-                                 zp + (j0 + off) * d, d, qxp + i0, rxp + i0, ldx,
-                                 qzp + j0 + off, rzp + j0 + off, ldz, False, symmetric, work,
-                                 sp_out, ldo_s, tp_out, ldo_t, i0, j0 + off)
-            else:
-                if off:
-                    ntk_tile_f32(&sp, bi, bi, gram, w, xp + i0 * d, xp + i0 * d, d,
-                                 qxp + i0, rxp + i0, ldx, qzp + i0, rzp + i0, ldz, True,
-                                 symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, i0)
-                if w > off:
-                    ntk_tile_f32(&sp, bi, w - off, gram + off, w, xp + i0 * d,
-                                 zp + (j0 + off) * d, d, qxp + i0, rxp + i0, ldx,
-                                 qzp + j0 + off, rzp + j0 + off, ldz, False, symmetric, work,
-                                 sp_out, ldo_s, tp_out, ldo_t, i0, j0 + off)
+            if off:  # the diagonal tile: j >= i only
+                _tile(&sp, bi, bi, gram, w, xp + i0 * d, xp + i0 * d, d, qxp + i0, rxp + i0,
+                      ldx, qzp + i0, rzp + i0, ldz, True, symmetric, work,
+                      sp_out, ldo_s, tp_out, ldo_t, i0, i0)
+            if w > off:
+                _tile(&sp, bi, w - off, gram + off, w, xp + i0 * d, zp + (j0 + off) * d, d,
+                      qxp + i0, rxp + i0, ldx, qzp + j0 + off, rzp + j0 + off, ldz, False,
+                      symmetric, work, sp_out, ldo_s, tp_out, ldo_t, i0, j0 + off)
