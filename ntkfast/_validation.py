@@ -126,3 +126,19 @@ def check_architecture(depth, activation, w_std, b_std, parameterization):
     return (check_int(depth, "depth", minimum=0), get_activation(activation),
             check_nonneg_finite(w_std, "w_std"),
             check_nonneg_finite(b_std, "b_std", allow_none=True), parameterization)
+
+
+def check_variances(q, dtype, name="X"):
+    """Reject inputs whose layer variances q^l(x) = Σ^l(x, x) would overflow the kernels.
+
+    The recursion forms q(x)·q(z) and Σ², so every q must stay below
+    √(largest float of ``dtype``) / 16; past that the result would be inf/NaN.
+    """
+    limit = np.sqrt(np.finfo(dtype).max) / 16
+    bad = ~(q <= limit)
+    if bad.any():
+        layer, row = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name}: row {row} is too large for {np.dtype(dtype).name} kernels (its layer-{layer + 1} "
+            f"variance {q[layer, row]:.3g} exceeds {limit:.3g}); rescale the inputs (or "
+            "w_std/b_std), or use dtype='float64'")

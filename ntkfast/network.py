@@ -126,8 +126,13 @@ class MLP:
     def _diag(self, X, dtype):
         X = V.check_inputs(X, "X")
         dt = V.check_dtype(dtype, X)
-        from .backends.reference import diagonal
-        return diagonal(self._spec(X.shape[1]), X.astype(dt, copy=False), dt)
+        from .backends.reference import diagonal_from_variances, layer_variances
+        X = X.astype(dt, copy=False)
+        spec = self._spec(X.shape[1])
+        q = layer_variances(spec, X)
+        V.check_variances(q, dt, "X")
+        sigma, theta = diagonal_from_variances(spec, X, q)
+        return sigma.astype(dt), theta.astype(dt)
 
     def finite(self, width, seed=0, **kw):
         """The finite-width network of this architecture (see :mod:`ntkfast.finite`);

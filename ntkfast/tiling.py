@@ -37,6 +37,7 @@ import warnings
 import numpy as np
 
 from . import journal as J
+from ._validation import check_variances
 from .backends.reference import layer_variances
 from .io import NpyBlockFile, allocated_bytes, drop_pages, npy_bytes, _copy
 from .tile_plan import plan_gram
@@ -92,6 +93,8 @@ def compute_gram(engine, spec, X, Z, dtype, want_nngp, want_ntk, *, out=None, ti
         if pending:
             qx = _variances(spec, X)
             qz = qx if symmetric else _variances(spec, Zm)
+            check_variances(qx, dtype, "X")
+            check_variances(qz, dtype, "Z")
             _execute(engine, spec, X, Zm, dtype, plan, pending, sink, kinds, qx, qz)
         results = sink.finish()
     except BaseException:

@@ -98,3 +98,17 @@ def test_dtype_follows_input_and_can_be_forced(net, rng):
     assert net.ntk(X).dtype == np.float64
     assert net.ntk(X, dtype="float32").dtype == np.float32
     assert net.ntk(X.astype(np.float32), dtype=np.float64).dtype == np.float64
+
+
+def test_inputs_too_large_for_the_dtype_are_rejected(net, rng):
+    X = rng.standard_normal((5, 3))
+    with pytest.raises(ValueError, match="X: row 0 is too large for float64"):
+        net.ntk(X * 1e200)
+    with pytest.raises(ValueError, match="too large for float32 .*dtype='float64'"):
+        net.ntk(X.astype(np.float32) * 1e25)
+    with pytest.raises(ValueError, match="Z: row"):
+        net.ntk(X, X * 1e200)
+    with pytest.raises(ValueError, match="too large"):
+        net.ntk_diag(X * 1e200)
+    assert np.all(np.isfinite(net.ntk(X * 1e60)))           # large but representable
+    assert np.all(np.isfinite(net.ntk(X * 1e-200)))         # tiny inputs are fine

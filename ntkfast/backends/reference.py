@@ -27,12 +27,14 @@ def layer_variances(spec: RecursionSpec, X: np.ndarray) -> np.ndarray:
 
     q¹ = σ_w² ‖x‖²/d + σ_b²,  q^{l+1} = σ_w² E[φ(u)²] + σ_b² with u ~ N(0, q^l).
     """
-    q = row_sq_norms(X) / X.shape[1] * spec.w2 + spec.b2
     out = np.empty((spec.depth + 1, X.shape[0]))
-    out[0] = q
-    for layer in range(spec.depth):
-        e, _ = spec.activation.diag_rule(out[layer])
-        out[layer + 1] = spec.w2 * e + spec.b2
+    # Overflow (huge inputs) gives inf/NaN here; callers reject it with a clear error
+    # (_validation.check_variances) rather than warn from deep inside the recursion.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[0] = row_sq_norms(X) / X.shape[1] * spec.w2 + spec.b2
+        for layer in range(spec.depth):
+            e, _ = spec.activation.diag_rule(out[layer])
+            out[layer + 1] = spec.w2 * e + spec.b2
     return out
 
 
