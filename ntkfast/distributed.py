@@ -75,15 +75,14 @@ Running on a real cluster
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import threading
 
 import numpy as np
 
 from . import _validation as V
+from ._threads import limited
 from .backends import get_backend
 from .backends.reference import layer_variances
 
@@ -118,34 +117,10 @@ def _require_zarr():
 
 
 # -- per-task thread limits ----------------------------------------------------------
-_LIMIT_LOCK = threading.Lock()
-_LIMIT_STATE = {"count": 0, "ctx": None}
-
-
-@contextlib.contextmanager
 def _thread_limits(n):
-    """Limit BLAS/OpenMP pools to n threads while any task of this process runs.
-
-    Reference-counted, so overlapping tasks of a multi-threaded worker (or the
-    threaded scheduler) do not restore each other's limits in the wrong order.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    with _LIMIT_LOCK:
-        if _LIMIT_STATE["count"] == 0:
-            _LIMIT_STATE["ctx"] = threadpool_limits(limits=int(n))
-        _LIMIT_STATE["count"] += 1
-    try:
-        yield
-    finally:
-        with _LIMIT_LOCK:
-            _LIMIT_STATE["count"] -= 1
-            if _LIMIT_STATE["count"] == 0:
-                _LIMIT_STATE["ctx"].restore_original_limits()
-                _LIMIT_STATE["ctx"] = None
+    """Limit BLAS and OpenMP pools to n threads while any task of this process runs
+    (reference-counted: overlapping tasks do not undo each other's limits)."""
+    return limited(int(n), None)
 
 
 # -- inputs ----------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import _validation as V
-from .activations import get_activation
 
 __all__ = ["FiniteMLP", "TrainHistory", "finite_network"]
 

@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _validation as V
+from ._threads import limited
 from ._spec import RecursionSpec
 from .activations import ABReLU
 from .backends.reference import layer_variances
@@ -380,8 +381,7 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     if n_threads > 1 and len(starts) > 1:
         # Our threads are the parallelism: BLAS single-threaded inside them (OpenBLAS's
         # own pool, called from several threads at once, stays slow long afterwards).
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(limits=1, user_api="blas"), \
+        with limited(1, "blas"), \
                 ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as pool:
             list(pool.map(work, starts))
     else:

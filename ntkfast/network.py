@@ -15,7 +15,6 @@ import numpy as np
 
 from . import _validation as V
 from ._spec import RecursionSpec
-from .activations import get_activation
 from .backends import get_backend
 
 __all__ = ["MLP", "Kernels"]

@@ -25,7 +25,6 @@ journal, so resuming is always bit-identical.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -37,6 +36,7 @@ import warnings
 import numpy as np
 
 from . import journal as J
+from ._threads import limited
 from ._validation import check_variances
 from .backends.reference import layer_variances
 from .io import NpyBlockFile, allocated_bytes, drop_pages, npy_bytes, _copy
@@ -240,7 +240,7 @@ def _execute(engine, spec, X, Zm, dtype, plan, pending, sink, kinds, qx, qz):
             return  # the sink reports its own error in finish()
     threads = [threading.Thread(target=work, name=f"ntkfast-block-{k}", daemon=True)
                for k in range(plan.workers)]
-    with _blas_single_thread():
+    with limited(1, "blas"):
         for t in threads:
             t.start()
         try:
@@ -255,18 +255,6 @@ def _execute(engine, spec, X, Zm, dtype, plan, pending, sink, kinds, qx, qz):
             raise
     if state["error"] is not None:
         raise state["error"]
-
-
-@contextlib.contextmanager
-def _blas_single_thread():
-    """Limit BLAS to one thread while several blocks run at once (no oversubscription)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 class _Progress:

@@ -25,7 +25,6 @@ import math
 import os
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 # libgomp's idle threads otherwise spin after each parallel region and starve the
 # BLAS threads of the solves that usually follow (eigh 6x slower on 2 cores).
@@ -33,23 +32,14 @@ from threadpoolctl import ThreadpoolController
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .. import _engine  # noqa: E402
+from .._threads import limited  # noqa: E402
 from ..activations import ABReLU, Erf
 from .reference import diagonal_from_variances
-
-_CONTROLLER = None
 
 #: D < τ q(x) q(z) (θ ≲ 0.01 in float64, ≲ 0.1 in float32) → exact first-layer D.
 TAU = {np.dtype(np.float64): 1e-4, np.dtype(np.float32): 1e-2}
 #: Default tile edge; per-thread scratch is tile² + 3·tile elements.
 DEFAULT_TILE = 256
-
-
-def _blas_single_thread():
-    """Context manager pinning BLAS to one thread (our OpenMP loop is the parallelism)."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def engine_params(spec, d, dtype) -> dict:
@@ -91,7 +81,7 @@ class CompiledEngine:
         dummy = np.empty((1, 1), dtype=dtype)
         want_s, want_t = out_nngp is not None, out_ntk is not None
         params = engine_params(spec, Xc.shape[1], dtype)
-        with _blas_single_thread():
+        with limited(1, "blas"):  # our OpenMP loop is the parallelism
             _engine.fill_tiles(params, Xc, Zc, Qx, Rx, Qz, Rz,
                                out_nngp if want_s else dummy, out_ntk if want_t else dummy,
                                want_s, want_t, symmetric, tile, int(n_jobs))
