@@ -97,3 +97,31 @@ def test_out_array_filled_in_place(rng):
     net.ntk(X, out=view)
     np.testing.assert_allclose(view, out, rtol=0, atol=0)
     assert np.all(big[:, :10] == 0) and np.all(big[:, 60:] == 0)
+
+
+def test_concurrent_calls_restore_blas_threads(rng):
+    """Kernel calls from several Python threads give the same results and leave the
+    BLAS thread count as it was (the limits are reference-counted)."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    before = blas_threads()
+    X = rng.standard_normal((300, 20))
+    net = nk.MLP(depth=3, b_std=0.1)
+    ref = net.ntk(X)
+    results = [None] * 6
+
+    def work(k):
+        results[k] = net.ntk(X)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, ref) for r in results)
+    assert blas_threads() == before
