@@ -38,7 +38,8 @@ from .reference import diagonal_from_variances
 
 #: D < τ q(x) q(z) (θ ≲ 0.01 in float64, ≲ 0.1 in float32) → exact first-layer D.
 TAU = {np.dtype(np.float64): 1e-4, np.dtype(np.float32): 1e-2}
-#: Default tile edge; per-thread scratch is tile² + 3·tile elements.
+#: Default tile edge (rows per work item; columns come in panels of 8 tiles): per-thread
+#: scratch is 8·tile² + 24·tile elements (2 MB in float32).
 DEFAULT_TILE = 256
 
 
