@@ -122,16 +122,25 @@ class MLP:
         """The neural tangent kernel Θ(X, Z) (N×M)."""
         return self._compute(X, Z, False, True, **kw)[1]
 
-    def _diag(self, X, dtype):
+    def _diag(self, X, dtype, out, backend, kind):
+        """The O(N · depth) diagonal recursion (θ = 0); the same values as the diagonal
+        of K(X, X) bitwise.  ``backend`` is validated only (every backend shares it)."""
         X = V.check_inputs(X, "X")
         dt = V.check_dtype(dtype, X)
+        get_backend(backend, self.activation)
         from .backends.reference import diagonal_from_variances, layer_variances
         X = X.astype(dt, copy=False)
         spec = self._spec(X.shape[1])
         q = layer_variances(spec, X)
         V.check_variances(q, dt, "X")
-        sigma, theta = diagonal_from_variances(spec, X, q)
-        return sigma.astype(dt), theta.astype(dt)
+        value = diagonal_from_variances(spec, X, q)[kind].astype(dt)
+        if out is None:
+            return value
+        if not isinstance(out, np.ndarray) or out.shape != value.shape or out.dtype != dt:
+            raise ValueError(f"out: the diagonal needs an array of shape {value.shape} and "
+                             f"dtype {dt}")
+        out[...] = value
+        return out
 
     def finite(self, width, seed=0, **kw):
         """The finite-width network of this architecture (see :mod:`ntkfast.finite`);
@@ -139,10 +148,14 @@ class MLP:
         from .finite import finite_network
         return finite_network(self, width, seed, **kw)
 
-    def nngp_diag(self, X, dtype=None) -> np.ndarray:
-        """Σ(x_i, x_i) for every row, O(N · depth)."""
-        return self._diag(X, dtype)[0]
+    def nngp_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+                  progress=False) -> np.ndarray:
+        """Σ(x_i, x_i) for every row, O(N · depth).  Takes the keywords of the kernel
+        methods for uniformity (``tile``, ``n_jobs`` and ``progress`` have no effect)."""
+        return self._diag(X, dtype, out, backend, 0)
 
-    def ntk_diag(self, X, dtype=None) -> np.ndarray:
-        """Θ(x_i, x_i) for every row, O(N · depth)."""
-        return self._diag(X, dtype)[1]
+    def ntk_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+                 progress=False) -> np.ndarray:
+        """Θ(x_i, x_i) for every row, O(N · depth).  Takes the keywords of the kernel
+        methods for uniformity (``tile``, ``n_jobs`` and ``progress`` have no effect)."""
+        return self._diag(X, dtype, out, backend, 1)

@@ -112,3 +112,14 @@ def test_inputs_too_large_for_the_dtype_are_rejected(net, rng):
         net.ntk_diag(X * 1e200)
     assert np.all(np.isfinite(net.ntk(X * 1e60)))           # large but representable
     assert np.all(np.isfinite(net.ntk(X * 1e-200)))         # tiny inputs are fine
+
+
+def test_diag_methods_take_the_kernel_keywords(net, rng):
+    X = rng.standard_normal((7, 3))
+    out = np.empty(7)
+    assert net.ntk_diag(X, out=out, n_jobs=1, tile=4, progress=False) is out
+    np.testing.assert_array_equal(out, np.diag(net.ntk(X)))
+    with pytest.raises(ValueError, match="out: the diagonal needs an array of shape"):
+        net.nngp_diag(X, out=np.empty(6))
+    with pytest.raises(ValueError, match="backend"):
+        net.ntk_diag(X, backend="gpu")
