@@ -44,6 +44,20 @@ def _width_colors(n):
     return _cmap("viridis", n)
 
 
+def _curves_by_width(ax, widths, steps, values, ylabel, title):
+    """One curve per width of the seed-mean of values[width, seed, step] against the
+    gradient-descent step (the first step, 0, left out of the log axis)."""
+    for i, c in enumerate(_width_colors(len(widths))):
+        ax.plot(steps[1:], values[i, :, 1:].mean(0), "o-", ms=3, color=c,
+                label=f"width {widths[i]}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("gradient-descent step t")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
 def plot_one_d(res, path=None):
     """Top: training points, NTK ensemble mean ±1 std at the training time, finite
     networks trained at the chosen width.  Bottom: the heatmap of Θ_∞(x, x')."""
@@ -96,14 +110,8 @@ def plot_kernel_change(res, path=None):
     """(b) relative NTK change during training: vs step per width, and final vs width."""
     fig, (a1, a2) = _figure(1, 2, figsize=(11, 4.5))
     w, steps, ch = res["widths"], res["steps"], res["kernel_change"]
-    for i, c in enumerate(_width_colors(len(w))):
-        a1.plot(steps[1:], ch[i, :, 1:].mean(0), "o-", ms=3, color=c, label=f"width {w[i]}")
-    a1.set_xscale("log")
-    a1.set_yscale("log")
-    a1.set_xlabel("gradient-descent step t")
-    a1.set_ylabel("‖Θ_t − Θ_0‖_F / ‖Θ_0‖_F")
-    a1.set_title("NTK change during training")
-    a1.legend(fontsize=8)
+    _curves_by_width(a1, w, steps, ch, "‖Θ_t − Θ_0‖_F / ‖Θ_0‖_F",
+                     "NTK change during training")
     final = ch[:, :, -1]
     a2.scatter(np.repeat(w, final.shape[1]), final.ravel(), color="C0", alpha=0.3, s=12)
     a2.plot(w, final.mean(1), "o-", color="C0",
@@ -123,15 +131,9 @@ def plot_training_vs_ntk(res, path=None):
     outputs of the narrowest and widest networks against the prediction."""
     fig, (a1, a2) = _figure(1, 2, figsize=(11, 4.5))
     w, steps, rms = res["widths"], res["steps"], res["test_rms"]
-    for i, c in enumerate(_width_colors(len(w))):
-        a1.plot(steps[1:], rms[i, :, 1:].mean(0), "o-", ms=3, color=c, label=f"width {w[i]}")
-    a1.set_xscale("log")
-    a1.set_yscale("log")
-    a1.set_xlabel("gradient-descent step t")
-    a1.set_ylabel("test RMS of f_net(t) − f_NTK(t)")
-    a1.set_title(f"Trained nets vs NTK prediction (slope in width "
-                 f"{res['test_rms_slope']:.2f})")
-    a1.legend(fontsize=8)
+    _curves_by_width(a1, w, steps, rms, "test RMS of f_net(t) − f_NTK(t)",
+                     f"Trained nets vs NTK prediction (slope in width "
+                     f"{res['test_rms_slope']:.2f})")
     for i, c, m in ((0, "C1", "o"), (len(w) - 1, "C0", "s")):
         a2.scatter(res["f_ntk_test"][i, -1], res["f_net_test"][i, -1], s=12, color=c,
                    marker=m, alpha=0.7, label=f"width {w[i]}")
