@@ -95,7 +95,8 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
                bint symmetric, int tile, int n_jobs):
     """Fill out_s = Σ(X, Z) and/or out_t = Θ(X, Z).
 
-    Qx/Rx (depth+1, N): per-layer variances q^l(x_i) and their square roots.
+    Qx (depth+1, N): per-layer variances q^l(x_i); Rx (2 (depth+1), N): their square
+    roots, then their reciprocal square roots (0 where q = 0).
     Outputs need unit stride along rows (any row stride).  symmetric: Z is X;
     panels on/above the diagonal are computed and mirrored (diagonal entries are
     left for the caller to overwrite with the exact diagonal recursion).
@@ -111,6 +112,8 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
     sp.ea2 = params["ea2"]; sp.eb2 = params["eb2"]; sp.ec2 = params["ec2"]
     sp.tau = params["tau"]
 
+    if Rx.shape[0] != 2 * Qx.shape[0] or Rz.shape[0] != 2 * Qz.shape[0]:
+        raise ValueError("Rx/Rz: expected sqrt(q) and 1/sqrt(q) rows (2 (depth + 1))")
     cdef Py_ssize_t N = X.shape[0], M = Z.shape[0]
     cdef int d = <int> X.shape[1]
     cdef Py_ssize_t ldx = Qx.shape[1], ldz = Qz.shape[1]
@@ -143,10 +146,10 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
     cdef real *sp_out = &out_s[0, 0] if want_s else NULL
     cdef real *tp_out = &out_t[0, 0] if want_t else NULL
 
-    # Per-thread scratch: a tile of dot products and 3 rows of recursion state.
+    # Per-thread scratch: a tile of dot products and 6 rows of recursion state.
     dtype = np.float64 if real is double else np.float32
     cdef real[:, ::1] gram_buf = np.empty((n_jobs, tile * panel), dtype=dtype)
-    cdef real[:, ::1] work_buf = np.empty((n_jobs, 3 * panel), dtype=dtype)
+    cdef real[:, ::1] work_buf = np.empty((n_jobs, 6 * panel), dtype=dtype)
 
     cdef Py_ssize_t t, i0, j0
     cdef int bi, w, off, tid

@@ -59,6 +59,9 @@ typedef struct {
 
 #define NTK_PI 3.14159265358979323846
 #define NTK_SERIES_CUT 0.5
+/* columns of a row processed at once: 6 state rows of this many bytes stay in L1 */
+#define NTK_CHUNK_BYTES 2048
+#define NTK_COS_SERIES_CUT 0.87758256189037271612  /* cos(NTK_SERIES_CUT) */
 
 /* Instantiate the kernels for double and float. */
 #define REAL double

@@ -99,50 +99,161 @@ NTK_INLINE int SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restrict
     return nflag;
 }
 
-/* One [ABReLU, Dense] step on a row, carrying D = qx qz - S^2 without cancellation.
- * phi = atan2(sqrt D, |S|) in [0, pi/2]; theta = phi (S >= 0) or pi - phi (S < 0).
- * With s(t) = sin t - t cos t (series for small t) and r s(phi) = sqrt D - phi |S|:
- *   E = c0 S + c1 r s(phi)            (S >= 0)
- *   E = -ab |S| + c1 r s(phi)         (S < 0, i.e. about the antiparallel direction)
- *   Edot = c0 - c1 theta = c0 - c1 phi (S >= 0),  ab + c1 phi (S < 0)   (c0 - c1 pi = ab).
- * The gap G = sqrt(Ex Ez) - E = c0 r - E, with h = sin^2(phi/2) = D / (2 r (r + |S|)):
- *   S >= 0:  G = r (2 c0 h) - c1 r s(phi)
- *   S <  0:  G = r ((a+b)^2/2 - 2ab h) - c1 r s(phi)       (phi = pi - theta)
- * Next layer (m = sqrt(alpha_x alpha_z) = w2 c0 r, g = w2 G):
- *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g),  S' = w2 E + b2. */
-NTK_INLINE void SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl,
-                                      const REAL *restrict rzl, REAL *restrict S,
-                                      REAL *restrict D, REAL *restrict T, const int need_d)
+/* phi = atan2(sn, cs) in [0, pi/2] for a point (sn, cs) >= 0 on the unit circle,
+ * without a division: psi = asin(min(sn, cs)) in [0, pi/4], reduced above pi/8 by
+ * psi = pi/4 - asin((max - min)/sqrt 2); asin(x) = x + x^3 P(x^2) on
+ * x^2 <= sin^2(pi/8) (Chebyshev fit, <= 2e-16 relative in double, 6e-8 in float).
+ * The result has the relative accuracy of sn (small angles) and the absolute
+ * accuracy of one ulp of pi/2 elsewhere.  (0, 0) gives pi/2. */
+NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
 {
-    const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, apb2h = (REAL)sp->apb2h;
-    const REAL ab = (REAL)sp->ab, ab2 = (REAL)(2.0 * sp->ab), w2 = (REAL)sp->w2;
+    const int lo = sn < cs;
+    const REAL a = lo ? sn : cs, b = lo ? cs : sn;
+    /* big as 0/1 arithmetic, not a select: a select on `big` twice makes gcc
+     * evaluate the polynomial for both branches */
+    const REAL big = (REAL)(a > (REAL)0.41421356237309504880 * b);
+    const REAL x = a + big * ((b - a) * (REAL)0.70710678118654752440 - a);
+    const REAL u = x * x;
+#if NTK_REAL_IS_DOUBLE
+    const REAL u2 = u * u, u4 = u2 * u2;
+    const REAL p01 = 0.166666666666666540078 + u * 0.0750000000001725869716;
+    const REAL p23 = 0.0446428571041353068606 + u * 0.0303819478043488405161;
+    const REAL p45 = 0.0223720115764510810761 + u * 0.0173564660745035383572;
+    const REAL p67 = 0.0139087124076352668485 + u * 0.0120720864133227279311;
+    const REAL p89 = 0.00691764662872174328376 + u * 0.0164797844863943903745;
+    const REAL p = (p01 + u2 * p23) + u4 * ((p45 + u2 * p67) + u4 * p89);
+#else
+    const REAL p = (0.16666656410578364352f + u * 0.0750223068219190454028f)
+                   + (u * u) * (0.0438967708556046410593f + u * 0.0381318220605275596188f);
+#endif
+    const REAL w = x + x * u * p;
+    const REAL psi = w + big * ((REAL)0.78539816339744830962 - (REAL)2 * w);
+    return lo ? psi : (REAL)1.57079632679489661923 - psi;
+}
+
+/* The [ABReLU, Dense] step, fast path, on a row (all columns, vectorised, no division):
+ * r = sqrt(qx qz), phi = angle(sqrt D / r, |S| / r) in [0, pi/2] (theta = phi for
+ * S >= 0, pi - phi for S < 0), h = sqrt D - phi |S| = r (sin phi - phi cos phi):
+ *   E = c0 S + c1 h,  Edot = c0 - c1 phi              (S >= 0)
+ *   E = c1 h - ab |S|, Edot = ab + c1 phi              (S < 0; c0 - c1 pi = ab)
+ *   T' = w2 Edot T + lam E + mu,  S' = w2 E + b2,  D' = qx' qz' - S'^2 (need_d).
+ * A zero row or column (q = 0, hence S = D = 0, 1/sqrt q stored as 0) gets
+ * phi = pi/2, h = 0: E = 0, Edot = c0 - c1 pi/2 (the theta = pi/2 convention).
+ * Exact where the pair is not near-parallel; the caller redoes with
+ * ntk_abrelu_exact the columns this returns as flagged (their count): D' < tau qx' qz'
+ * (D' by subtraction lost digits) or S < 0 with cos phi > cos(NTK_SERIES_CUT)
+ * (h then loses digits and E = c1 h has nothing to hide them). */
+NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
+                                     const REAL *restrict rzl, const REAL *restrict irzl,
+                                     REAL qx1, const REAL *restrict qz1,
+                                     const REAL *restrict Sin, const REAL *restrict Din,
+                                     const REAL *restrict Tin, REAL *restrict Sout,
+                                     REAL *restrict Dout, REAL *restrict Tout,
+                                     const int need_d, int diag_col)
+{
+    const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
-    const REAL w2c0 = (REAL)(sp->w2 * sp->c0), cut = (REAL)NTK_SERIES_CUT;
-    const REAL edot_degenerate = (REAL)(sp->c0 - sp->c1 * NTK_PI / 2);
-#pragma omp simd
+    const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
+    int nflag = 0;
+#pragma omp simd reduction(+:nflag)
     for (int j = 0; j < n; j++) {
-        const REAL s = S[j], dd = D[j], t = T[j];
-        const REAL r = rxl * rzl[j];
-        const REAL sq = RSQRT(dd);
+        const REAL s = Sin[j], irz = irzl[j];
+        const REAL sq = RSQRT(Din[j]), as = RFABS(s);
         const int neg = s < 0;
-        const REAL as = RFABS(s);
-        const REAL phi = SUF(ntk_atan2_xpos)(sq, as);
-        const REAL hphi = phi < cut ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
-        const int ok = r > 0;
-        const REAL e = ok ? (neg ? c1 * hphi - ab * as : c0 * s + c1 * hphi) : (REAL)0;
-        const REAL edot = ok ? (neg ? ab + c1 * phi : c0 - c1 * phi) : edot_degenerate;
+        const REAL cs = as * irxl * irz;
+        const REAL phi = SUF(ntk_angle)(sq * irxl * irz, cs);
+        const REAL h = sq - phi * as;
+        const REAL e = neg ? c1 * h - ab * as : c0 * s + c1 * h;
+        const REAL edot = neg ? ab + c1 * phi : c0 - c1 * phi;
+        const REAL snew = w2 * e + b2;
+        Tout[j] = w2 * edot * Tin[j] + lam * e + mu;
+        Sout[j] = snew;
+        int flag = neg & (cs > cos_cut);
         if (need_d) {
-            const REAL half = dd / ((REAL)2 * r * (r + as));
-            const REAL gap_pos = r * ((REAL)2 * c0 * half) - c1 * hphi;
-            const REAL gap_neg = r * (apb2h - ab2 * half) - c1 * hphi;
-            const REAL gap = ok ? (neg ? gap_neg : gap_pos) : (REAL)0;
-            const REAL m = w2c0 * r, gw = w2 * gap, dr = rxl - rzl[j];
-            const REAL dnew = gw * ((REAL)2 * m - gw) + b2 * (w2c0 * dr * dr + (REAL)2 * gw);
-            D[j] = dnew > 0 ? dnew : 0;
+            const REAL dnew = qx1 * qz1[j] - snew * snew;
+            Dout[j] = dnew > 0 ? dnew : 0;
+            flag |= dnew < tq * qz1[j];
         }
-        T[j] = w2 * edot * t + lam * e + mu;
-        S[j] = w2 * e + b2;
+        nflag += flag;
     }
+    if (diag_col >= 0) {  /* x_i itself (exact by construction) is not a flagged pair */
+        const int j = diag_col;
+        nflag -= (Sin[j] < 0 && RFABS(Sin[j]) * irxl * irzl[j] > cos_cut)
+                 || (need_d && Dout[j] < tq * qz1[j]);
+    }
+    (void)rxl;
+    (void)rzl;
+    return nflag;
+}
+
+/* One column of the [ABReLU, Dense] step, exact for near-parallel and
+ * near-antiparallel pairs: h = r s(phi) by its series for phi < NTK_SERIES_CUT, and D
+ * carried without cancellation.  With hv = sin^2(phi/2) = D / (2 r (r + |S|)), the gap
+ * G = sqrt(Ex Ez) - E = c0 r - E is
+ *   S >= 0:  G = r (2 c0 hv) - c1 h
+ *   S <  0:  G = r ((a+b)^2/2 - 2ab hv) - c1 h            (phi = pi - theta)
+ * and with m = sqrt(alpha_x alpha_z) = w2 c0 r, g = w2 G:
+ *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g). */
+static void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REAL rz, REAL irz,
+                                  REAL s, REAL dd, REAL t, REAL *Sout, REAL *Dout,
+                                  REAL *Tout, int need_d)
+{
+    const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
+    const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
+    const REAL r = rx * rz;
+    if (!(irx > 0 && irz > 0)) {  /* a zero row: theta = pi/2 by convention, E = 0 */
+        *Tout = w2 * (REAL)(sp->c0 - sp->c1 * NTK_PI / 2) * t + mu;
+        *Sout = b2;
+        if (need_d) {
+            const REAL dr = rx - rz;
+            *Dout = b2 * (w2 * c0 * dr * dr);
+        }
+        return;
+    }
+    const REAL sq = RSQRT(dd), as = RFABS(s);
+    const int neg = s < 0;
+    const REAL phi = SUF(ntk_angle)(sq * irx * irz, as * irx * irz);
+    const REAL h = phi < (REAL)NTK_SERIES_CUT ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
+    const REAL e = neg ? c1 * h - ab * as : c0 * s + c1 * h;
+    const REAL edot = neg ? ab + c1 * phi : c0 - c1 * phi;
+    *Tout = w2 * edot * t + lam * e + mu;
+    *Sout = w2 * e + b2;
+    if (need_d) {
+        const REAL hv = dd / ((REAL)2 * r * (r + as));
+        const REAL gap = neg ? r * ((REAL)sp->apb2h - (REAL)(2 * sp->ab) * hv) - c1 * h
+                             : r * ((REAL)2 * c0 * hv) - c1 * h;
+        const REAL m = w2 * c0 * r, gw = w2 * gap, dr = rx - rz;
+        const REAL dnew = gw * ((REAL)2 * m - gw) + b2 * (w2 * c0 * dr * dr + (REAL)2 * gw);
+        *Dout = dnew > 0 ? dnew : 0;
+    }
+}
+
+/* Redo the flagged columns of a fast [ABReLU, Dense] step exactly: those whose input
+ * D < tau qx qz (near-parallel on entry), whose output D' < tau qx' qz', or with S < 0
+ * and cos phi > cos(NTK_SERIES_CUT).  Returns the number of columns (other than
+ * diag_col) with the final D' < tau qx' qz' (0 if !need_d). */
+static int SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
+                                     const REAL *rzl, const REAL *irzl,
+                                     REAL qx0, const REAL *qz0, REAL qx1, const REAL *qz1,
+                                     const REAL *Sin, const REAL *Din, const REAL *Tin,
+                                     REAL *Sout, REAL *Dout, REAL *Tout, int need_d,
+                                     int diag_col)
+{
+    const REAL tau = (REAL)sp->tau, cos_cut = (REAL)NTK_COS_SERIES_CUT;
+    int nflag = 0;
+    for (int j = 0; j < n; j++) {
+        if (j == diag_col)
+            continue;
+        const REAL s = Sin[j];
+        const int flagged = Din[j] < tau * qx0 * qz0[j]
+                            || (s < 0 && RFABS(s) * irxl * irzl[j] > cos_cut)
+                            || (need_d && Dout[j] < tau * qx1 * qz1[j]);
+        if (flagged)
+            SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], s, Din[j], Tin[j],
+                                  Sout + j, Dout + j, Tout + j, need_d);
+        nflag += need_d && Dout[j] < tau * qx1 * qz1[j];
+    }
+    return nflag;
 }
 
 /* One [Erf(a,b,c), Dense] step: with s = b^2 S, q = b^2 q,
@@ -210,17 +321,21 @@ NTK_INLINE void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, REAL *restric
 }
 
 /* The whole recursion for one tile row i against columns 0..n-1.
- * qx, rx: q^l(x_i), sqrt(q^l(x_i)) at [l * ldx]; qz, rz: rows l at + l * ldz.
+ * qx, rx: q^l(x_i), sqrt(q^l(x_i)) at [l * ldx], 1/sqrt(q^l(x_i)) (0 for q = 0) at
+ * [(depth + 1 + l) * ldx]; qz, rz: the same for the columns, stride ldz.
  * xrow, zrows (n rows of d): inputs for the exact near-parallel first layer.
+ * work: 6 rows of ldw >= n (S, D, T twice: the ABReLU step reads one set and writes
+ * the other, so flagged columns can be redone from their inputs).
  * diag_col >= 0 marks the column holding x_i itself (S = q exactly, D = 0). */
 NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                                 const REAL *qx, const REAL *rx, ptrdiff_t ldx,
                                 const REAL *qz, const REAL *rz, ptrdiff_t ldz,
                                 const REAL *xrow, const REAL *zrows, int d,
-                                REAL *S, REAL *D, REAL *T, REAL *outS, REAL *outT,
+                                REAL *work, ptrdiff_t ldw, REAL *outS, REAL *outT,
                                 int diag_col)
 {
-    const int nflag = SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T, diag_col);
+    REAL *S = work, *D = work + 2 * ldw, *T = work + 4 * ldw;
+    int nflag = SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T, diag_col);
     if (diag_col >= 0) {
         S[diag_col] = qx[0];
         D[diag_col] = 0;
@@ -234,14 +349,44 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                                                       qx0, (double)qz[j]);
         }
     }
+    const ptrdiff_t ir_off = (ptrdiff_t)(sp->depth + 1);
     for (int l = 0; l < sp->depth; l++) {
         switch (sp->act) {
-        case NTK_ACT_ABRELU:
-            if (l + 1 < sp->depth)
-                SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T, 1);
-            else  /* the last layer needs no D' (specialised by inlining) */
-                SUF(ntk_layer_abrelu)(sp, n, rx[l * ldx], rz + l * ldz, S, D, T, 0);
+        case NTK_ACT_ABRELU: {
+            const int need_d = l + 1 < sp->depth;  /* the last layer needs no D' */
+            const REAL rxl = rx[l * ldx], irxl = rx[(ir_off + l) * ldx];
+            const REAL *rzl = rz + l * ldz, *irzl = rz + (ir_off + l) * ldz;
+            const REAL qx1 = qx[(l + 1) * ldx], *qz1 = qz + (l + 1) * ldz;
+            REAL *S2 = (S == work) ? work + ldw : work;
+            REAL *D2 = (D == work + 2 * ldw) ? work + 3 * ldw : work + 2 * ldw;
+            REAL *T2 = (T == work + 4 * ldw) ? work + 5 * ldw : work + 4 * ldw;
+            if (!need_d) {  /* the last layer writes straight into the outputs */
+                if (outS) {
+                    S2 = outS;
+                    outS = NULL;
+                }
+                if (outT) {
+                    T2 = outT;
+                    outT = NULL;
+                }
+            }
+            int nout = need_d
+                ? SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
+                                        S2, D2, T2, 1, diag_col)
+                : SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
+                                        S2, D2, T2, 0, diag_col);
+            if (nflag + nout > 0)
+                nout = SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx[l * ldx],
+                                                 qz + l * ldz, qx1, qz1, S, D, T, S2, D2, T2,
+                                                 need_d, diag_col);
+            if (need_d && diag_col >= 0)
+                D2[diag_col] = 0;
+            nflag = nout;
+            S = S2;
+            D = D2;
+            T = T2;
             break;
+        }
         case NTK_ACT_ERF:
             SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
             break;
@@ -264,9 +409,15 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
 NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
                                      int g0, int g1, int bj, int diag_tile)
 {
+    const int ahead = 24;  /* rows of prefetch-for-write: many stores misses in flight */
     for (int j = diag_tile ? g0 + 1 : 0; j < bj; j++) {
         REAL *dst = out + (j0 + j) * ldo + i0;
         const REAL *src = out + i0 * ldo + j0 + j;
+        if (j + ahead < bj) {
+            const REAL *pf = dst + ahead * ldo + g0;
+            __builtin_prefetch(pf, 1, 3);
+            __builtin_prefetch(pf + (g1 - g0) - 1, 1, 3);
+        }
         const int iend = (diag_tile && j < g1) ? j : g1;
         for (int i = g0; i < iend; i++)
             dst[i] = src[i * ldo];
@@ -275,9 +426,10 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
 
 /* A bi x bj tile at (i0, j0) of the output: gram holds x_i . z_j (row-major, ld ldg).
  * X, Z point at the tile's first rows (d columns each); Qx/Rx/Qz/Rz at the tile's
- * first entries of each layer row (strides ldx, ldz).  diag_tile: Z is X, compute
+ * first entries of each layer row (strides ldx, ldz; Rx/Rz rows depth+1.. hold the
+ * reciprocal square roots).  diag_tile: Z is X, compute
  * j >= i only.  mirror: also write the transposed block (symmetric K(X, X)), in
- * groups of rows while they are in cache.  work: 3 * bj scratch.  outS/outT are the
+ * groups of rows while they are in cache.  work: 6 * bj scratch.  outS/outT are the
  * whole output matrices (row-major, ld ldos/ldot; NULL = skip). */
 NTK_CLONES
 static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
@@ -292,16 +444,17 @@ static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
     for (int g0 = 0; g0 < bi; g0 += G) {
         const int g1 = g0 + G < bi ? g0 + G : bi;
         for (int i = g0; i < g1; i++) {
-            const int js = diag_tile ? i : 0;
-            const int n = bj - js;
-            if (n <= 0)
-                continue;
-            SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i, ldx,
-                         Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d, Z + (ptrdiff_t)js * d,
-                         d, work, work + bj, work + 2 * bj,
-                         outS ? outS + (i0 + i) * ldos + j0 + js : NULL,
-                         outT ? outT + (i0 + i) * ldot + j0 + js : NULL,
-                         diag_tile ? 0 : -1);
+            /* columns in chunks whose recursion state (6 rows) stays in L1 */
+            for (int js = diag_tile ? i : 0; js < bj; js += NTK_CHUNK_BYTES / (int)sizeof(REAL)) {
+                const int rest = bj - js, chunk = NTK_CHUNK_BYTES / (int)sizeof(REAL);
+                const int n = rest < chunk ? rest : chunk;
+                SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i, ldx,
+                             Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d,
+                             Z + (ptrdiff_t)js * d, d, work, chunk,
+                             outS ? outS + (i0 + i) * ldos + j0 + js : NULL,
+                             outT ? outT + (i0 + i) * ldot + j0 + js : NULL,
+                             (diag_tile && js == i) ? 0 : -1);
+            }
         }
         if (mirror && outS)
             SUF(ntk_mirror_rows)(outS, ldos, i0, j0, g0, g1, bj, diag_tile);

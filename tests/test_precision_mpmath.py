@@ -162,3 +162,18 @@ def test_near_parallel_beats_textbook_formula(rng):
     s_ref, t_ref = mp_kernels(net, X[0], Z[0])
     fast = net.ntk(X, Z, backend="compiled")[0, 0]
     assert float(abs(mpf(float(fast)) / t_ref - 1)) < 1e-12
+
+
+@pytest.mark.parametrize("act", [a for a in ALL_ACTIVATIONS if "ReLU" in repr(a) or "Abs" in repr(a)],
+                         ids=repr)
+def test_pairs_that_become_near_parallel_deep_in_the_net(act, rng):
+    """Separated inputs whose layer kernels approach θ = 0 with depth (large σ_b):
+    full accuracy at every depth, in the layers where the pairs have become
+    near-parallel too (there the engine redoes the step with the exact update)."""
+    d = 12
+    x = rng.standard_normal(d)
+    pairs = [(x, rotate(x, angle, rng), "separated") for angle in (0.05, 0.3, 1.0, 2.0, 3.0)]
+    for depth, b_std in ((6, 2.0), (12, 4.0)):
+        net = nk.MLP(depth=depth, activation=act, w_std=1.0, b_std=b_std)
+        _check(net, pairs, np.float64, 1e-12, 1e-12)
+        _check(net, pairs, np.float32, 1e-5, 1e-5)

@@ -59,6 +59,14 @@ def engine_params(spec, d, dtype) -> dict:
     return p
 
 
+def _roots(q, dtype):
+    """[√q; 1/√q] stacked (2 (depth+1), n) in ``dtype``, 1/√0 taken as 0 (zero rows)."""
+    r = np.sqrt(q)
+    with np.errstate(divide="ignore"):
+        inv = np.where(r > 0, 1.0 / r, 0.0)
+    return np.ascontiguousarray(np.concatenate([r, inv]), dtype=dtype)
+
+
 class CompiledEngine:
     name = "compiled"
 
@@ -73,12 +81,12 @@ class CompiledEngine:
         Xc = np.ascontiguousarray(Xb, dtype=dtype)
         Zc = Xc if symmetric else np.ascontiguousarray(Zb, dtype=dtype)
         Qx = np.ascontiguousarray(qx, dtype=dtype)
-        Rx = np.sqrt(qx).astype(dtype)
+        Rx = _roots(qx, dtype)
         if symmetric:
             Qz, Rz = Qx, Rx
         else:
             Qz = np.ascontiguousarray(qz, dtype=dtype)
-            Rz = np.sqrt(qz).astype(dtype)
+            Rz = _roots(qz, dtype)
         dummy = np.empty((1, 1), dtype=dtype)
         want_s, want_t = out_nngp is not None, out_ntk is not None
         params = engine_params(spec, Xc.shape[1], dtype)
