@@ -51,7 +51,14 @@ extensions = [
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=macros + [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    ),
+    # the out-of-core writer's block I/O (pwrite rows / transposed rows, writeback
+    # control) without the GIL; plain C, no OpenMP or BLAS
+    Extension(
+        "ntkfast._blockio",
+        sources=["src_ext/_blockio.pyx"],
+        extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
+    ),
 ]
 
 setup(

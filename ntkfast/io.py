@@ -1,5 +1,7 @@
 """Files in and out: loading inputs (.npy memory-mapped, .csv/.txt) and writing
-blocks of a standard ``.npy`` Gram matrix through short-lived memory maps.
+blocks of a standard ``.npy`` Gram matrix (``os.pwrite`` of row segments by the
+compiled helper :mod:`ntkfast._blockio`, without the GIL; or short-lived
+memory maps).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 import numpy as np
 from numpy.lib import format as npy_format
 
+from . import _blockio
+
 __all__ = ["load_matrix", "NpyBlockFile", "drop_pages"]
 
 _TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
@@ -18,6 +22,10 @@ _TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
 #: shared map of the block's pages).  pwrite costs ~40% less CPU than the page faults of
 #: a map, and a write error is an OSError instead of a SIGBUS.
 WRITE_METHOD = "pwrite" if hasattr(os, "pwrite") else "mmap"
+#: with "pwrite", start writing back every this many rows written (sync_file_range), so
+#: the disk works while later rows and blocks are produced; 0: leave it to the kernel
+WRITEBACK_ROWS = 0
+PAGE = _blockio.PAGE
 
 
 # -- inputs ---------------------------------------------------------------------
@@ -167,13 +175,35 @@ class NpyBlockFile:
     def write(self, i0, j0, block, scratch=None):
         """Store ``block`` (2-D) at rows i0…, columns j0… of the array.
 
-        A block whose rows are not contiguous (e.g. a transposed view) is first
-        copied into ``scratch`` (any C-contiguous array with enough elements).
+        With ``WRITE_METHOD="pwrite"`` rows with unit column stride are written
+        as they are, and a transposed view of such a block (``v.T``) is
+        transposed a few rows at a time through ``scratch`` (a C-contiguous
+        array of at least :func:`transpose_scratch_size` items).  Other layouts,
+        and the "mmap" method, copy the block into ``scratch`` (allocated if too
+        small) first.  Writeback of what was written is started at once (see
+        WRITEBACK_ROWS); durability still needs :meth:`sync`.
         """
         h, w = block.shape
         if h == 0 or w == 0:
             return
-        if block.strides[1] != self.dtype.itemsize or block.strides[0] < w * block.itemsize:
+        isz = self.dtype.itemsize
+        if block.dtype != self.dtype:
+            raise ValueError(f"write: block dtype {block.dtype} != file dtype {self.dtype}")
+        if WRITE_METHOD == "pwrite":
+            start = self.offset + i0 * self.row_bytes + j0 * isz
+            if w == 1 or block.strides[1] == isz:
+                _blockio.write_rows(self._fd, block, start, self.row_bytes, WRITEBACK_ROWS)
+                return
+            if (h == 1 or block.strides[0] == isz) and isz in (4, 8):
+                src = block.T
+                if (scratch is None or scratch.dtype != self.dtype
+                        or not scratch.flags.c_contiguous or scratch.size < src.shape[0]
+                        * _blockio.cols_per_pass(isz)):
+                    scratch = np.empty(transpose_scratch_size(src.shape[0], isz), self.dtype)
+                _blockio.write_transposed(self._fd, src, start, self.row_bytes,
+                                          scratch.reshape(-1), WRITEBACK_ROWS)
+                return
+        if block.strides[1] != isz or block.strides[0] < w * block.itemsize:
             if scratch is None or scratch.size < h * w:
                 scratch = np.empty(h * w, dtype=self.dtype)
             dense = scratch.reshape(-1)[:h * w].reshape(h, w)
@@ -183,6 +213,34 @@ class NpyBlockFile:
             self._write_pwrite(i0, j0, block)
         else:
             self._write_mmap(i0, j0, block)
+
+    def span(self, i0, j0, h, w):
+        """(offset, nbytes): the byte range from element (i0, j0) to (i0+h-1, j0+w-1)."""
+        isz = self.dtype.itemsize
+        start = self.offset + i0 * self.row_bytes + j0 * isz
+        return start, (h - 1) * self.row_bytes + w * isz
+
+    def wait_written(self, i0, j0, h, w):
+        """Write back the dirty pages of a block's byte range and wait for them.
+
+        Only a performance device (the data then leaves the page cache before
+        :meth:`drop`); durability needs :meth:`sync`.
+        """
+        if h > 0 and w > 0:
+            _blockio.wait_writeback(self._fd, *self.span(i0, j0, h, w))
+
+    def drop(self, i0, j0, h, w, left_done=False, right_done=False):
+        """Let the page cache forget the (written back) pages of a block.
+
+        Pages shared with the neighbouring segments of each row are kept
+        unless ``left_done`` / ``right_done`` (those neighbours are written),
+        so a later partial-page write need not read them back from disk.
+        """
+        if h > 0 and w > 0:
+            isz = self.dtype.itemsize
+            _blockio.drop_rows(self._fd, self.offset + i0 * self.row_bytes + j0 * isz,
+                               self.row_bytes, h, w * isz, bool(left_done),
+                               bool(right_done))
 
     def _write_pwrite(self, i0, j0, block):
         h, w = block.shape
@@ -215,6 +273,12 @@ class NpyBlockFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def transpose_scratch_size(h, itemsize) -> int:
+    """Items of scratch :meth:`NpyBlockFile.write` needs to store the transpose of a
+    block of ``h`` rows."""
+    return _blockio.cols_per_pass(itemsize) * max(1, h)
 
 
 def _pwrite_all(fd, buf, offset):

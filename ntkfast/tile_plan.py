@@ -118,16 +118,15 @@ def block_edge(n_rows, n_cols, *, itemsize, n_outputs, to_file, engine_name, wor
     """The default block edge for a Gram matrix of n_rows × n_cols.
 
     Per block element a run holds ``n_outputs`` values in each of ``workers + 1``
-    scratch slots and one value in the writer's transposition buffer (file
-    outputs), plus the engine's own temporaries; the edge is the largest multiple of GRANULE that keeps
-    that within ``budget``.  In-RAM outputs with an engine that needs no
+    scratch slots (file outputs), plus the engine's own temporaries; the edge is
+    the largest multiple of GRANULE that keeps that within ``budget``.  In-RAM outputs with an engine that needs no
     temporaries get one block (a single engine call), or blocks of at most
     PROGRESS_EDGE when a progress bar should move.
     """
     budget = default_budget() if budget is None else int(budget)
     per_elem = _ENGINE_TEMPS.get(engine_name, 0) * 8 * workers
-    if to_file:  # scratch slots, plus the writer's transposition buffer
-        per_elem += (workers + 1) * n_outputs * itemsize + itemsize
+    if to_file:  # scratch slots (the writer transposes through a few rows only)
+        per_elem += (workers + 1) * n_outputs * itemsize
     full = max(n_rows, n_cols)
     if per_elem == 0:
         edge = full

@@ -39,7 +39,8 @@ from . import journal as J
 from ._threads import limited
 from ._validation import check_variances
 from .backends.reference import layer_variances
-from .io import NpyBlockFile, allocated_bytes, drop_pages, npy_bytes, _copy
+from .io import (PAGE, NpyBlockFile, allocated_bytes, drop_pages, npy_bytes, _copy,
+                 transpose_scratch_size)
 from .tile_plan import plan_gram
 
 __all__ = ["compute_gram", "PARTIAL_SUFFIX"]
@@ -494,7 +495,17 @@ def _fingerprint(A):
 
 
 class _FileSink:
-    """Scratch slots filled by the engine, stored and journaled by a writer thread."""
+    """Scratch slots filled by the engine, stored and journaled by a writer thread.
+
+    The writer stores a block with ``pwrite`` (the mirror of an off-diagonal
+    block through a small transposition buffer) and starts its writeback at
+    once; the sync thread waits for that writeback, fsyncs, journals the
+    blocks, and then drops their pages from the page cache.  Keeping the page
+    cache small is not cosmetic: pages that are reused while still hot are
+    much cheaper to fill than fresh ones (on VMs that hand freed memory back to
+    the host several times cheaper), and the disk gets a steady stream of
+    writes instead of bursts at each fsync.
+    """
 
     progress = None
 
@@ -507,13 +518,20 @@ class _FileSink:
         n_slots = plan.workers + 1
         self._bufs = [[np.empty((h, w), dtype=run.dtype) for _ in run.files]
                       for _ in range(n_slots)]
-        # the writer's buffer for transposing mirrored blocks into contiguous rows
-        self._tbuf = np.empty(h * w if plan.symmetric else 0, dtype=run.dtype)
+        # the writer's buffer for transposing mirrored blocks, a few rows at a time
+        self._tbuf = np.empty(transpose_scratch_size(h, run.dtype.itemsize)
+                              if plan.symmetric else 0, dtype=run.dtype)
+        # cells (row band, column band) of the full matrix already stored, for drop()
+        self._cells = set()
+        done = run.journal.done if run.journal is not None else ()
+        for b in plan.blocks:
+            if b.index in done:
+                self._add_cells(b)
         self._free = queue.Queue()
         for s in range(n_slots):
             self._free.put(s)
         self._queue = queue.Queue()
-        self._written = []                 # stored, not yet fsync'ed block indices
+        self._written = []                 # stored, not yet fsync'ed blocks
         self._cv = threading.Condition()
         self._writing = True
         self._writer = threading.Thread(target=self._write_loop, name="ntkfast-writer",
@@ -560,13 +578,49 @@ class _FileSink:
             f.write(b.i0, b.j0, v)
             if b.mirror:
                 f.write(b.j0, b.i0, v.T, scratch=self._tbuf)
+        self._add_cells(b)
         with self._cv:
-            self._written.append(b.index)
+            self._written.append(b)
             self._cv.notify()
         self.progress.update(b.elements)
 
+    # -- page cache bookkeeping ---------------------------------------------------
+    def _add_cells(self, b):
+        e = self.plan.edge
+        self._cells.add((b.i0 // e, b.j0 // e))
+        if b.mirror:
+            self._cells.add((b.j0 // e, b.i0 // e))
+
+    def _parts(self, b):
+        """(row0, col0, rows, cols) of the file areas a block was stored to."""
+        h, w = b.i1 - b.i0, b.j1 - b.j0
+        parts = [(b.i0, b.j0, h, w)]
+        if b.mirror:
+            parts.append((b.j0, b.i0, w, h))
+        return parts
+
+    def _neighbour_done(self, r0, c0, side):
+        """Is the cell left (side=-1) / right (+1) of the area at (r0, c0) stored, and
+        wide enough to fill the page the two share?"""
+        e = self.plan.edge
+        col = c0 // e + side
+        if col < 0 or col * e >= self.plan.n_cols:
+            return False
+        width = min(e, self.plan.n_cols - col * e)
+        return (width * self.run.dtype.itemsize >= PAGE
+                and (r0 // e, col) in self._cells)
+
+    def _drop(self, batch):
+        for b in batch:
+            for r0, c0, h, w in self._parts(b):
+                left = self._neighbour_done(r0, c0, -1)
+                right = self._neighbour_done(r0, c0, +1)
+                for f in self.run.files:
+                    f.drop(r0, c0, h, w, left, right)
+
     def _sync_loop(self):
-        """fsync what the writer has stored, then journal exactly those blocks.
+        """Wait for the writeback of what the writer has stored, fsync, then journal
+        exactly those blocks and drop their pages from the page cache.
 
         Runs beside the writer, so the disk flushes while the next blocks are
         stored and computed; a block is journaled only after an fsync that
@@ -581,8 +635,13 @@ class _FileSink:
             if batch and self.error is None:
                 try:
                     for f in self.run.files:
+                        for b in batch:
+                            for part in self._parts(b):
+                                f.wait_written(*part)
+                    for f in self.run.files:
                         f.sync()
-                    self.run.journal.mark(batch)
+                    self.run.journal.mark([b.index for b in batch])
+                    self._drop(batch)
                 except BaseException as exc:  # noqa: BLE001 - reported by finish()
                     self.error = exc
             if last:

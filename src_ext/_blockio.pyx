@@ -1,0 +1,328 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Storing blocks of a row-major matrix file without the GIL (the out-of-core writer).
+
+* ``write_rows``: the rows of a block, one ``pwrite`` each (with row-strided
+  sources, no copy first);
+* ``write_transposed``: the transpose of a block, a few output rows at a time
+  (transposed through a small cache-resident buffer, then ``pwrite``), so the
+  mirror of an off-diagonal block needs no block-sized scratch;
+* ``start_writeback`` / ``wait_writeback``: ``sync_file_range`` (Linux; no-ops
+  elsewhere): start writing dirty pages of a byte range, or wait for them;
+* ``drop_rows``: ``posix_fadvise(DONTNEED)`` on the pages of row segments that
+  are written back (clean), so the page cache does not fill up with the output
+  and its pages are reused while still hot.  Pages shared with a neighbouring
+  segment are kept unless the caller says that neighbour is written.
+
+None of these changes data semantics: dirty pages are never dropped, and
+durability still comes from ``fsync`` (sync_file_range writes no metadata and
+flushes no disk cache).
+"""
+
+from libc.stdint cimport uint32_t, uint64_t, int64_t
+from libc.errno cimport errno, EINTR, ENOSPC
+
+cdef extern from *:
+    """
+    #ifndef _GNU_SOURCE
+    #define _GNU_SOURCE
+    #endif
+    #include <fcntl.h>
+    #include <unistd.h>
+    #include <errno.h>
+    #if defined(__linux__)
+    static int ntk_sync_range(int fd, long long off, long long n, unsigned int flags) {
+        return sync_file_range(fd, (off_t)off, (off_t)n, flags);
+    }
+    #define NTK_SFR_WAIT_BEFORE SYNC_FILE_RANGE_WAIT_BEFORE
+    #define NTK_SFR_WRITE SYNC_FILE_RANGE_WRITE
+    #define NTK_SFR_WAIT_AFTER SYNC_FILE_RANGE_WAIT_AFTER
+    #define NTK_HAVE_SFR 1
+    #else
+    static int ntk_sync_range(int fd, long long off, long long n, unsigned int flags) {
+        (void)fd; (void)off; (void)n; (void)flags; return 0;
+    }
+    #define NTK_SFR_WAIT_BEFORE 1
+    #define NTK_SFR_WRITE 2
+    #define NTK_SFR_WAIT_AFTER 4
+    #define NTK_HAVE_SFR 0
+    #endif
+    #if defined(POSIX_FADV_DONTNEED)
+    static int ntk_dontneed(int fd, long long off, long long n) {
+        return posix_fadvise(fd, (off_t)off, (off_t)n, POSIX_FADV_DONTNEED);
+    }
+    #define NTK_HAVE_FADVISE 1
+    #else
+    static int ntk_dontneed(int fd, long long off, long long n) {
+        (void)fd; (void)off; (void)n; return 0;
+    }
+    #define NTK_HAVE_FADVISE 0
+    #endif
+    #include <stdint.h>
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    #include <immintrin.h>
+    #define NTK_HAVE_AVX2_PATH 1
+    /* 8x8 blocks of 4-byte items transposed in registers (pure bit moves). */
+    __attribute__((target("avx2")))
+    static void ntk_t32_avx2(const char *src, long s0, long h, long c0, long kc,
+                             uint32_t *dst) {
+        long rb = h - h % 8, kb = kc - kc % 8, r, k, i;
+        for (r = 0; r < rb; r += 8) {
+            const float *p = (const float*)(src + r * s0) + c0;
+            for (k = 0; k < kb; k += 8) {
+                __m256 a0 = _mm256_loadu_ps((const float*)((const char*)p + 0 * s0) + k);
+                __m256 a1 = _mm256_loadu_ps((const float*)((const char*)p + 1 * s0) + k);
+                __m256 a2 = _mm256_loadu_ps((const float*)((const char*)p + 2 * s0) + k);
+                __m256 a3 = _mm256_loadu_ps((const float*)((const char*)p + 3 * s0) + k);
+                __m256 a4 = _mm256_loadu_ps((const float*)((const char*)p + 4 * s0) + k);
+                __m256 a5 = _mm256_loadu_ps((const float*)((const char*)p + 5 * s0) + k);
+                __m256 a6 = _mm256_loadu_ps((const float*)((const char*)p + 6 * s0) + k);
+                __m256 a7 = _mm256_loadu_ps((const float*)((const char*)p + 7 * s0) + k);
+                __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+                __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+                __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+                __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+                __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+                __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+                __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+                __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+                __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+                __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+                __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+                __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+                float *q = (float*)(dst + k * h + r);
+                _mm256_storeu_ps(q + 0 * h, _mm256_permute2f128_ps(u0, u4, 0x20));
+                _mm256_storeu_ps(q + 1 * h, _mm256_permute2f128_ps(u1, u5, 0x20));
+                _mm256_storeu_ps(q + 2 * h, _mm256_permute2f128_ps(u2, u6, 0x20));
+                _mm256_storeu_ps(q + 3 * h, _mm256_permute2f128_ps(u3, u7, 0x20));
+                _mm256_storeu_ps(q + 4 * h, _mm256_permute2f128_ps(u0, u4, 0x31));
+                _mm256_storeu_ps(q + 5 * h, _mm256_permute2f128_ps(u1, u5, 0x31));
+                _mm256_storeu_ps(q + 6 * h, _mm256_permute2f128_ps(u2, u6, 0x31));
+                _mm256_storeu_ps(q + 7 * h, _mm256_permute2f128_ps(u3, u7, 0x31));
+            }
+            for (k = kb; k < kc; k++)
+                for (i = 0; i < 8; i++)
+                    dst[k * h + r + i] = ((const uint32_t*)(src + (r + i) * s0))[c0 + k];
+        }
+        for (r = rb; r < h; r++)
+            for (k = 0; k < kc; k++)
+                dst[k * h + r] = ((const uint32_t*)(src + r * s0))[c0 + k];
+    }
+    static int ntk_cpu_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
+    #else
+    #define NTK_HAVE_AVX2_PATH 0
+    static void ntk_t32_avx2(const char *src, long s0, long h, long c0, long kc,
+                             uint32_t *dst) { (void)src; (void)s0; (void)h; (void)c0; (void)kc; (void)dst; }
+    static int ntk_cpu_avx2(void) { return 0; }
+    #endif
+    static long long ntk_pwrite(int fd, const void *buf, long long n, long long off) {
+        return (long long)pwrite(fd, buf, (size_t)n, (off_t)off);
+    }
+    """
+    int ntk_sync_range(int fd, long long off, long long n, unsigned int flags) nogil
+    int ntk_dontneed(int fd, long long off, long long n) nogil
+    long long ntk_pwrite(int fd, const void *buf, long long n, long long off) nogil
+    void ntk_t32_avx2(const char *src, long s0, long h, long c0, long kc, uint32_t *dst) nogil
+    int ntk_cpu_avx2() nogil
+    unsigned int NTK_SFR_WAIT_BEFORE, NTK_SFR_WRITE, NTK_SFR_WAIT_AFTER
+    int NTK_HAVE_SFR, NTK_HAVE_FADVISE
+
+cdef bint _AVX2 = ntk_cpu_avx2() != 0
+HAVE_SYNC_FILE_RANGE = bool(NTK_HAVE_SFR)
+HAVE_FADVISE = bool(NTK_HAVE_FADVISE)
+PAGE = 4096
+
+import os
+import numpy as np
+
+
+cdef int _pwrite_all(int fd, const char *buf, long long n, long long off) noexcept nogil:
+    """0, or an errno (ENOSPC for a write that makes no progress)."""
+    cdef long long done
+    while n > 0:
+        done = ntk_pwrite(fd, buf, n, off)
+        if done < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if done == 0:
+            return ENOSPC
+        buf += done
+        off += done
+        n -= done
+    return 0
+
+
+cdef inline void _raise(int err):
+    raise OSError(err, os.strerror(err))
+
+
+cdef const char* _data(object arr):
+    cdef Py_ssize_t addr = arr.__array_interface__["data"][0]
+    return <const char*>addr
+
+
+def write_rows(int fd, block, long long offset, long long row_bytes,
+               long long chunk_rows=0):
+    """pwrite row r of ``block`` (2-D, unit column stride) at offset + r * row_bytes.
+
+    chunk_rows > 0: after every chunk_rows rows, start writeback of the byte
+    range those rows span (sync_file_range WRITE).
+    """
+    if block.ndim != 2 or (block.shape[1] > 1 and block.strides[1] != block.itemsize):
+        raise ValueError("write_rows: rows must be contiguous")
+    cdef Py_ssize_t h = block.shape[0], w = block.shape[1]
+    cdef Py_ssize_t s0 = block.strides[0]
+    cdef long long nbytes = <long long>w * block.itemsize
+    cdef const char *src = _data(block)
+    cdef Py_ssize_t r, r0 = 0
+    cdef int err = 0
+    if h == 0 or w == 0:
+        return
+    with nogil:
+        for r in range(h):
+            err = _pwrite_all(fd, src + r * s0, nbytes, offset + r * row_bytes)
+            if err:
+                break
+            if chunk_rows > 0 and (r + 1 - r0 == chunk_rows or r + 1 == h):
+                ntk_sync_range(fd, offset + r0 * row_bytes,
+                               (r - r0) * row_bytes + nbytes, NTK_SFR_WRITE)
+                r0 = r + 1
+    if err:
+        _raise(err)
+
+
+cdef void _transpose32(const char *src, Py_ssize_t s0, Py_ssize_t h, Py_ssize_t c0,
+                       Py_ssize_t kc, uint32_t *dst) noexcept nogil:
+    """dst[k * h + r] = src[r, c0 + k] for r < h, k < kc (4-byte items)."""
+    cdef Py_ssize_t r, k, i, rb
+    cdef const uint32_t *row
+    rb = h - h % 8
+    for r in range(0, rb, 8):
+        for k in range(kc):
+            for i in range(8):
+                dst[k * h + r + i] = (<const uint32_t*>(src + (r + i) * s0))[c0 + k]
+    for r in range(rb, h):
+        row = <const uint32_t*>(src + r * s0)
+        for k in range(kc):
+            dst[k * h + r] = row[c0 + k]
+
+
+cdef void _transpose64(const char *src, Py_ssize_t s0, Py_ssize_t h, Py_ssize_t c0,
+                       Py_ssize_t kc, uint64_t *dst) noexcept nogil:
+    cdef Py_ssize_t r, k, i, rb
+    cdef const uint64_t *row
+    rb = h - h % 8
+    for r in range(0, rb, 8):
+        for k in range(kc):
+            for i in range(8):
+                dst[k * h + r + i] = (<const uint64_t*>(src + (r + i) * s0))[c0 + k]
+    for r in range(rb, h):
+        row = <const uint64_t*>(src + r * s0)
+        for k in range(kc):
+            dst[k * h + r] = row[c0 + k]
+
+
+def write_transposed(int fd, block, long long offset, long long row_bytes, scratch,
+                     long long chunk_rows=0):
+    """pwrite column c of ``block`` (h × w, unit column stride) as the row at
+    offset + c * row_bytes (h items), i.e. store block.T.
+
+    ``scratch``: a C-contiguous array of at least ``cols_per_pass(itemsize) * h``
+    items of the block's itemsize (bit copies; no conversion).  chunk_rows: as
+    in write_rows, counted in output rows.
+    """
+    if block.ndim != 2 or (block.shape[1] > 1 and block.strides[1] != block.itemsize):
+        raise ValueError("write_transposed: block rows must be contiguous")
+    cdef int isz = block.itemsize
+    if isz != 4 and isz != 8:
+        raise ValueError("write_transposed: 4- or 8-byte items only")
+    cdef Py_ssize_t h = block.shape[0], w = block.shape[1]
+    if h == 0 or w == 0:
+        return
+    cdef Py_ssize_t K = cols_per_pass(isz)
+    if (not scratch.flags.c_contiguous or scratch.itemsize != isz
+            or scratch.size < K * h or not scratch.flags.writeable):
+        raise ValueError("write_transposed: scratch too small or of the wrong itemsize")
+    cdef Py_ssize_t s0 = block.strides[0]
+    cdef const char *src = _data(block)
+    cdef char *buf = <char*>_data(scratch)
+    cdef long long nbytes = <long long>h * isz
+    cdef Py_ssize_t c0, kc, k, r0 = 0, c
+    cdef int err = 0
+    with nogil:
+        c0 = 0
+        while c0 < w:
+            kc = min(K, w - c0)
+            if isz == 4 and _AVX2:
+                ntk_t32_avx2(src, s0, h, c0, kc, <uint32_t*>buf)
+            elif isz == 4:
+                _transpose32(src, s0, h, c0, kc, <uint32_t*>buf)
+            else:
+                _transpose64(src, s0, h, c0, kc, <uint64_t*>buf)
+            for k in range(kc):
+                c = c0 + k
+                err = _pwrite_all(fd, buf + k * nbytes, nbytes, offset + c * row_bytes)
+                if err:
+                    break
+                if chunk_rows > 0 and (c + 1 - r0 == chunk_rows or c + 1 == w):
+                    ntk_sync_range(fd, offset + r0 * row_bytes,
+                                   (c - r0) * row_bytes + nbytes, NTK_SFR_WRITE)
+                    r0 = c + 1
+            if err:
+                break
+            c0 += K
+    if err:
+        _raise(err)
+
+
+def cols_per_pass(int itemsize):
+    """Output rows ``write_transposed`` builds per pass (64 bytes of each source row)."""
+    return 64 if itemsize <= 4 else 32
+
+
+def start_writeback(int fd, long long offset, long long nbytes):
+    """Start writing back the dirty pages of a byte range (sync_file_range WRITE)."""
+    cdef int rc
+    if nbytes <= 0:
+        return
+    with nogil:
+        rc = ntk_sync_range(fd, offset, nbytes, NTK_SFR_WRITE)
+    if rc != 0:
+        _raise(errno)
+
+
+def wait_writeback(int fd, long long offset, long long nbytes):
+    """Write back the dirty pages of a byte range and wait for them (no metadata,
+    no disk cache flush: not a substitute for fsync)."""
+    cdef int rc
+    if nbytes <= 0:
+        return
+    with nogil:
+        rc = ntk_sync_range(fd, offset, nbytes,
+                            NTK_SFR_WAIT_BEFORE | NTK_SFR_WRITE | NTK_SFR_WAIT_AFTER)
+    if rc != 0:
+        _raise(errno)
+
+
+def drop_rows(int fd, long long offset, long long row_bytes, Py_ssize_t n_rows,
+              long long seg_bytes, bint left_done, bint right_done):
+    """posix_fadvise(DONTNEED) on n_rows row segments [offset + r * row_bytes, + seg_bytes).
+
+    A page only partly covered by a segment is included only when all its
+    other bytes are already written (``left_done`` / ``right_done``, the
+    caller's judgement); otherwise it stays cached, so that the neighbour's
+    later write does not have to read it back from disk.  Dirty pages are
+    never dropped (the kernel skips them): this only affects what stays cached.
+    """
+    cdef Py_ssize_t r
+    cdef long long s, e, lo, hi, P = PAGE
+    if not NTK_HAVE_FADVISE or n_rows <= 0 or seg_bytes <= 0:
+        return
+    with nogil:
+        for r in range(n_rows):
+            s = offset + r * row_bytes
+            e = s + seg_bytes
+            lo = s - s % P if left_done else s
+            hi = e + (P - e % P) % P if right_done else e
+            if hi - lo >= P:
+                ntk_dontneed(fd, lo, hi - lo)
