@@ -146,10 +146,10 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
     cdef real *sp_out = &out_s[0, 0] if want_s else NULL
     cdef real *tp_out = &out_t[0, 0] if want_t else NULL
 
-    # Per-thread scratch: a tile of dot products and 6 rows of recursion state.
+    # Per-thread scratch: a tile of dot products and 8 rows of recursion state.
     dtype = np.float64 if real is double else np.float32
     cdef real[:, ::1] gram_buf = np.empty((n_jobs, tile * panel), dtype=dtype)
-    cdef real[:, ::1] work_buf = np.empty((n_jobs, 6 * panel), dtype=dtype)
+    cdef real[:, ::1] work_buf = np.empty((n_jobs, 8 * panel), dtype=dtype)
 
     cdef Py_ssize_t t, i0, j0
     cdef int bi, w, off, tid

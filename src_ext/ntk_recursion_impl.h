@@ -111,7 +111,7 @@ NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
     const REAL a = lo ? sn : cs, b = lo ? cs : sn;
     /* big as 0/1 arithmetic, not a select: a select on `big` twice makes gcc
      * evaluate the polynomial for both branches */
-    const REAL big = (REAL)(a > (REAL)0.41421356237309504880 * b);
+    const REAL big = a > (REAL)0.41421356237309504880 * b ? (REAL)1 : (REAL)0;
     const REAL x = a + big * ((b - a) * (REAL)0.70710678118654752440 - a);
     const REAL u = x * x;
 #if NTK_REAL_IS_DOUBLE
@@ -149,30 +149,37 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl, REAL i
                                      const REAL *restrict Sin, const REAL *restrict Din,
                                      const REAL *restrict Tin, REAL *restrict Sout,
                                      REAL *restrict Dout, REAL *restrict Tout,
+                                     REAL *restrict Phi, REAL *restrict Sq,
                                      const int need_d, int diag_col)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
     const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
-    int nflag = 0;
+    REAL nflag = 0;  /* counted in REAL lanes: no narrowing of double masks */
+    /* Two passes (angle, then the rest): each has a short dependency chain, so the
+     * out-of-order core keeps more columns in flight than in one long loop body. */
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL sq = RSQRT(Din[j]), irz = irzl[j];
+        Sq[j] = sq;
+        Phi[j] = SUF(ntk_angle)(sq * irxl * irz, RFABS(Sin[j]) * irxl * irz);
+    }
 #pragma omp simd reduction(+:nflag)
     for (int j = 0; j < n; j++) {
-        const REAL s = Sin[j], irz = irzl[j];
-        const REAL sq = RSQRT(Din[j]), as = RFABS(s);
+        const REAL s = Sin[j], sq = Sq[j], phi = Phi[j];
+        const REAL as = RFABS(s);
         const int neg = s < 0;
-        const REAL cs = as * irxl * irz;
-        const REAL phi = SUF(ntk_angle)(sq * irxl * irz, cs);
         const REAL h = sq - phi * as;
         const REAL e = neg ? c1 * h - ab * as : c0 * s + c1 * h;
         const REAL edot = neg ? ab + c1 * phi : c0 - c1 * phi;
         const REAL snew = w2 * e + b2;
         Tout[j] = w2 * edot * Tin[j] + lam * e + mu;
         Sout[j] = snew;
-        int flag = neg & (cs > cos_cut);
+        REAL flag = (s < 0 && as * irxl * irzl[j] > cos_cut) ? (REAL)1 : (REAL)0;
         if (need_d) {
             const REAL dnew = qx1 * qz1[j] - snew * snew;
             Dout[j] = dnew > 0 ? dnew : 0;
-            flag |= dnew < tq * qz1[j];
+            flag = dnew < tq * qz1[j] ? (REAL)1 : flag;
         }
         nflag += flag;
     }
@@ -183,33 +190,25 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl, REAL i
     }
     (void)rxl;
     (void)rzl;
-    return nflag;
+    return (int)nflag;
 }
 
 /* One column of the [ABReLU, Dense] step, exact for near-parallel and
- * near-antiparallel pairs: h = r s(phi) by its series for phi < NTK_SERIES_CUT, and D
+ * near-antiparallel pairs: h = r s(phi) by its series for phi < NTK_SERIES_CUT, and D'
  * carried without cancellation.  With hv = sin^2(phi/2) = D / (2 r (r + |S|)), the gap
  * G = sqrt(Ex Ez) - E = c0 r - E is
  *   S >= 0:  G = r (2 c0 hv) - c1 h
  *   S <  0:  G = r ((a+b)^2/2 - 2ab hv) - c1 h            (phi = pi - theta)
  * and with m = sqrt(alpha_x alpha_z) = w2 c0 r, g = w2 G:
- *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g). */
-static void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REAL rz, REAL irz,
-                                  REAL s, REAL dd, REAL t, REAL *Sout, REAL *Dout,
-                                  REAL *Tout, int need_d)
+ *   D' = g (2m - g) + b2 (w2 c0 (rx - rz)^2 + 2 g).
+ * Branch-free (zero rows: S = D = 0 give E = 0, G = 0) so that it vectorises. */
+NTK_INLINE void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REAL rz,
+                                      REAL irz, REAL s, REAL dd, REAL t, REAL *Sout,
+                                      REAL *Dout, REAL *Tout, int need_d)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
     const REAL r = rx * rz;
-    if (!(irx > 0 && irz > 0)) {  /* a zero row: theta = pi/2 by convention, E = 0 */
-        *Tout = w2 * (REAL)(sp->c0 - sp->c1 * NTK_PI / 2) * t + mu;
-        *Sout = b2;
-        if (need_d) {
-            const REAL dr = rx - rz;
-            *Dout = b2 * (w2 * c0 * dr * dr);
-        }
-        return;
-    }
     const REAL sq = RSQRT(dd), as = RFABS(s);
     const int neg = s < 0;
     const REAL phi = SUF(ntk_angle)(sq * irx * irz, as * irx * irz);
@@ -219,7 +218,7 @@ static void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REAL rz
     *Tout = w2 * edot * t + lam * e + mu;
     *Sout = w2 * e + b2;
     if (need_d) {
-        const REAL hv = dd / ((REAL)2 * r * (r + as));
+        const REAL hv = dd > 0 ? dd / ((REAL)2 * r * (r + as)) : (REAL)0;
         const REAL gap = neg ? r * ((REAL)sp->apb2h - (REAL)(2 * sp->ab) * hv) - c1 * h
                              : r * ((REAL)2 * c0 * hv) - c1 * h;
         const REAL m = w2 * c0 * r, gw = w2 * gap, dr = rx - rz;
@@ -228,32 +227,52 @@ static void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REAL rz
     }
 }
 
-/* Redo the flagged columns of a fast [ABReLU, Dense] step exactly: those whose input
- * D < tau qx qz (near-parallel on entry), whose output D' < tau qx' qz', or with S < 0
- * and cos phi > cos(NTK_SERIES_CUT).  Returns the number of columns (other than
- * diag_col) with the final D' < tau qx' qz' (0 if !need_d). */
-static int SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
-                                     const REAL *rzl, const REAL *irzl,
-                                     REAL qx0, const REAL *qz0, REAL qx1, const REAL *qz1,
-                                     const REAL *Sin, const REAL *Din, const REAL *Tin,
-                                     REAL *Sout, REAL *Dout, REAL *Tout, int need_d,
-                                     int diag_col)
+/* The exact [ABReLU, Dense] step on all columns (vectorised; one division per column
+ * more than the fast path).  Returns the number of columns (other than diag_col) with
+ * D' < tau qx' qz' (0 if !need_d): the caller's guess for the next layer. */
+NTK_INLINE int SUF(ntk_layer_abrelu_exact)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
+                                           const REAL *restrict rzl,
+                                           const REAL *restrict irzl, REAL qx1,
+                                           const REAL *restrict qz1,
+                                           const REAL *restrict Sin,
+                                           const REAL *restrict Din,
+                                           const REAL *restrict Tin, REAL *restrict Sout,
+                                           REAL *restrict Dout, REAL *restrict Tout,
+                                           const int need_d, int diag_col)
 {
-    const REAL tau = (REAL)sp->tau, cos_cut = (REAL)NTK_COS_SERIES_CUT;
+    const REAL tq = (REAL)sp->tau * qx1;
     int nflag = 0;
+#pragma omp simd reduction(+:nflag)
     for (int j = 0; j < n; j++) {
-        if (j == diag_col)
-            continue;
+        SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], Sin[j], Din[j], Tin[j],
+                              Sout + j, Dout + j, Tout + j, need_d);
+        if (need_d)
+            nflag += Dout[j] < tq * qz1[j];
+    }
+    if (need_d && diag_col >= 0)
+        nflag -= Dout[diag_col] < tq * qz1[diag_col];
+    return nflag;
+}
+
+/* Redo exactly the (few) columns a fast step flagged: S < 0 with cos phi >
+ * cos(NTK_SERIES_CUT), or D' < tau qx' qz'.  (Near-parallel columns with S >= 0 need no
+ * redo on entry: their E and Edot only need phi to absolute accuracy, which the exact
+ * D carried in gives; what must be exact is the D' they hand on.) */
+static void SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
+                                      const REAL *rzl, const REAL *irzl, REAL qx1,
+                                      const REAL *qz1, const REAL *Sin, const REAL *Din,
+                                      const REAL *Tin, REAL *Sout, REAL *Dout, REAL *Tout,
+                                      int need_d, int diag_col)
+{
+    const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
+    for (int j = 0; j < n; j++) {
         const REAL s = Sin[j];
-        const int flagged = Din[j] < tau * qx0 * qz0[j]
-                            || (s < 0 && RFABS(s) * irxl * irzl[j] > cos_cut)
-                            || (need_d && Dout[j] < tau * qx1 * qz1[j]);
-        if (flagged)
+        const int flagged = (s < 0 && RFABS(s) * irxl * irzl[j] > cos_cut)
+                            || (need_d && Dout[j] < tq * qz1[j]);
+        if (flagged && j != diag_col)
             SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], s, Din[j], Tin[j],
                                   Sout + j, Dout + j, Tout + j, need_d);
-        nflag += need_d && Dout[j] < tau * qx1 * qz1[j];
     }
-    return nflag;
 }
 
 /* One [Erf(a,b,c), Dense] step: with s = b^2 S, q = b^2 q,
@@ -324,8 +343,8 @@ NTK_INLINE void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, REAL *restric
  * qx, rx: q^l(x_i), sqrt(q^l(x_i)) at [l * ldx], 1/sqrt(q^l(x_i)) (0 for q = 0) at
  * [(depth + 1 + l) * ldx]; qz, rz: the same for the columns, stride ldz.
  * xrow, zrows (n rows of d): inputs for the exact near-parallel first layer.
- * work: 6 rows of ldw >= n (S, D, T twice: the ABReLU step reads one set and writes
- * the other, so flagged columns can be redone from their inputs).
+ * work: 8 rows of ldw >= n (S, D, T twice: the ABReLU step reads one set and writes
+ * the other, so flagged columns can be redone from their inputs; 2 rows of temporaries).
  * diag_col >= 0 marks the column holding x_i itself (S = q exactly, D = 0). */
 NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                                 const REAL *qx, const REAL *rx, ptrdiff_t ldx,
@@ -370,15 +389,35 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                     outT = NULL;
                 }
             }
-            int nout = need_d
-                ? SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
-                                        S2, D2, T2, 1, diag_col)
-                : SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
-                                        S2, D2, T2, 0, diag_col);
-            if (nflag + nout > 0)
-                nout = SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx[l * ldx],
-                                                 qz + l * ldz, qx1, qz1, S, D, T, S2, D2, T2,
-                                                 need_d, diag_col);
+            /* Fast step, then an exact redo of the columns it flags; when many are
+             * flagged (deep nets in the ordered phase: every pair near-parallel),
+             * the exact step on the whole chunk, and directly so on the next layer. */
+            const int many = n / 8;
+            int nout;
+            if (nflag > many) {
+                nout = need_d
+                    ? SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D,
+                                                  T, S2, D2, T2, 1, diag_col)
+                    : SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D,
+                                                  T, S2, D2, T2, 0, diag_col);
+            } else {
+                nout = need_d
+                    ? SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
+                                            S2, D2, T2, work + 6 * ldw, work + 7 * ldw, 1,
+                                            diag_col)
+                    : SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
+                                            S2, D2, T2, work + 6 * ldw, work + 7 * ldw, 0,
+                                            diag_col);
+                if (nout > many)
+                    nout = need_d
+                        ? SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1,
+                                                      S, D, T, S2, D2, T2, 1, diag_col)
+                        : SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1,
+                                                      S, D, T, S2, D2, T2, 0, diag_col);
+                else if (nout > 0)
+                    SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
+                                              S2, D2, T2, need_d, diag_col);
+            }
             if (need_d && diag_col >= 0)
                 D2[diag_col] = 0;
             nflag = nout;
@@ -429,7 +468,7 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
  * first entries of each layer row (strides ldx, ldz; Rx/Rz rows depth+1.. hold the
  * reciprocal square roots).  diag_tile: Z is X, compute
  * j >= i only.  mirror: also write the transposed block (symmetric K(X, X)), in
- * groups of rows while they are in cache.  work: 6 * bj scratch.  outS/outT are the
+ * groups of rows while they are in cache.  work: 8 * chunk scratch.  outS/outT are the
  * whole output matrices (row-major, ld ldos/ldot; NULL = skip). */
 NTK_CLONES
 static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
