@@ -9,16 +9,17 @@
  *
  * Non-smooth activations (ABReLU family) depend on the angle
  * theta = atan2(sqrt(D), S), D = qx qz - S^2, which is ill-conditioned near
- * theta = 0 if D is formed by subtraction.  We therefore carry D itself through
- * the layers with a cancellation-free update (the "gap" form, derived in
- * docs of ntkfast.backends.compiled), and compute D exactly for near-parallel
- * pairs of the first layer with Kahan's formula
+ * theta = 0 if D is formed by subtraction.  D is computed exactly for
+ * near-parallel pairs of the first layer with Kahan's formula
  *     theta = 2 atan2(|x^ - z^|, |x^ + z^|),  D = qx qz (|x^-z^| |x^+z^| / 2)^2
  * on the augmented, normalised inputs x^ = (sw x / sqrt(d), sb) / sqrt(qx).
+ * Each layer runs a fast division-free step (angle by an arcsine polynomial,
+ * D' = qx' qz' - S'^2 by subtraction, exact where D' >= tau qx' qz'), and redoes
+ * the columns it flags with the cancellation-free "gap" update of D (derived in
+ * ntk_recursion_impl.h and ntkfast/backends/compiled.py).
  *
- * The row loops are written for the vectoriser (`omp simd`, no calls: atan2 is
- * an inlined branch-free Cephes rational approximation, ~1 ulp), compiled for
- * x86-64-v3 (AVX2 + FMA) and baseline via gcc's target_clones.  No -ffast-math:
+ * The row loops are written for the vectoriser (`omp simd`, no calls: the angle
+ * and atan2 are inlined, branch-free polynomials), compiled for x86-64-v3 (AVX2 + FMA) and baseline via gcc's target_clones.  No -ffast-math:
  * IEEE semantics are kept.
  */
 #ifndef NTK_RECURSION_H
@@ -54,7 +55,7 @@ typedef struct {
     double c0, c1, apb2h, ab;
     /* Erf(a, b, c): a^2, b^2, c^2 */
     double ea2, eb2, ec2;
-    double tau;       /* first-layer D < tau qx qz  ->  recompute D exactly */
+    double tau;       /* D < tau qx qz  ->  D computed exactly (first layer, each step) */
 } ntk_spec;
 
 #define NTK_PI 3.14159265358979323846

@@ -4,15 +4,21 @@ Accuracy design (see ``src_ext/ntk_recursion.h``):
 
 * Non-smooth activations (ReLU, LeakyReLU, Abs, ABReLU) depend on the angle
   θ = atan2(√D, Σ), D = q(x) q(z) − Σ².  Forming D by subtraction loses
-  log10(1/θ²) digits for near-parallel pairs.  The engine instead computes D
-  exactly for the first layer (Kahan's formula on the augmented inputs, for
-  pairs with D < τ q q'), then propagates it with the cancellation-free update
+  log10(1/θ²) digits for near-parallel pairs.  The engine computes D exactly for
+  the first layer where D < τ q q' (Kahan's formula on the augmented inputs).
+  Each layer then runs a fast, division-free step: φ from √D/√(qq') and
+  |Σ|/√(qq') by an arcsine polynomial, and the next D' = q'q'' − Σ'² by
+  subtraction, which is accurate to ~ε/τ relative wherever D' ≥ τ q'q''.  The
+  columns it flags (D' < τ q'q'', or Σ < 0 near θ = π) are redone with the
+  cancellation-free update
 
       D' = g (2m − g) + σ_b² (σ_w² c₀ (√q_x − √q_z)² + 2g),
 
   where m = σ_w² c₀ √(q_x q_z) and g = σ_w² (c₀ √(q_x q_z) − E[φφ]) is written
-  with sin²(θ/2) and the series of sin θ − θ cos θ.  So near-parallel pairs,
-  duplicates and scaled copies keep full relative accuracy at every depth.
+  with sin²(θ/2) and the series of sin θ − θ cos θ (a whole vectorised exact step
+  when more than 1/8 of a chunk is flagged, as in deep nets where every pair
+  becomes near-parallel).  So near-parallel pairs, duplicates and scaled copies
+  keep full relative accuracy at every depth.
 * Smooth activations (Erf, GELU, Identity) are well-conditioned in Σ.
 * The diagonal of K(X, X) is overwritten by the O(N) diagonal recursion
   (θ = 0 exactly), so ``net.ntk(X)`` and ``net.ntk_diag(X)`` agree bitwise
