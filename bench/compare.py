@@ -9,8 +9,9 @@ For each (D, dtype): our NTK time (Θ only and Σ+Θ), the naive NumPy recursion
 floor: a Gram matrix must at least be formed), their ratios, and peak memory of
 our call relative to its output (NumPy allocations, via tracemalloc).  Then a
 depth sweep.  Ours and syrk run alternately ``--repeat`` times and the ratio is
-the median of the per-pair ratios (robust to drift on a shared machine); other
-times are medians / best of ``--repeat``.  Quote ratios, not seconds.
+the median of the per-pair ratios (robust to drift on a shared machine), each timed call
+after a short pause (BLAS worker threads spin for a while after a threaded call);
+other times are medians / best of ``--repeat``.  Quote ratios, not seconds.
 """
 
 from __future__ import annotations
@@ -55,12 +56,22 @@ def best_time(fn, repeat):
     return best
 
 
+#: pause before each timed call: OpenBLAS's worker threads spin for ~0.1 s after a
+#: multithreaded call (syrk) and would otherwise slow whatever runs next
+SETTLE_S = 0.3
+
+
 def paired_times(fa, fb, repeat):
     """Median times of fa and fb and the median of the per-pair ratios fa/fb, running
-    them alternately (A B A B …) so that drift of a shared machine cancels."""
+    them alternately (A B A B …, after one untimed call of each) so that drift of a
+    shared machine cancels; each timed call starts after a SETTLE_S pause."""
+    fa()
+    fb()
     ta, tb = [], []
     for _ in range(repeat):
+        time.sleep(SETTLE_S)
         ta.append(best_time(fa, 1))
+        time.sleep(SETTLE_S)
         tb.append(best_time(fb, 1))
     ta, tb = np.array(ta), np.array(tb)
     return np.median(ta), np.median(tb), np.median(ta / tb)

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled Gram engine: BLAS GEMM per panel + fused depth recursion, OpenMP over panels.
 
-Work item = a panel of ``tile`` rows × up to ``PANEL_TILES·tile`` columns, with
+Work item = a panel of ``tile`` rows × up to ``panel`` columns (a multiple of tile), with
 per-thread buffers: one GEMM (``scipy.linalg.cython_blas``; SYRK on the diagonal
 tile of K(X, X)), then, row by row, the whole recursion over all layers while the
 row is in L1 (C kernels in ``ntk_recursion.h``), one write, and the mirrored
@@ -37,10 +37,6 @@ cdef extern from "ntk_recursion.h" nogil:
                       int diag_tile, int mirror, float *work,
                       float *outS, ptrdiff_t ldos, float *outT, ptrdiff_t ldot,
                       ptrdiff_t i0, ptrdiff_t j0)
-
-#: columns per work item, in tiles: one GEMM per (row tile, panel) packs the row block once
-cdef enum:
-    PANEL_TILES = 8
 
 ctypedef fused real:
     float
@@ -92,11 +88,13 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
                const real[:, ::1] Qx, const real[:, ::1] Rx,
                const real[:, ::1] Qz, const real[:, ::1] Rz,
                real[:, :] out_s, real[:, :] out_t, bint want_s, bint want_t,
-               bint symmetric, int tile, int n_jobs):
+               bint symmetric, int tile, int n_jobs, int panel_cols=2048):
     """Fill out_s = Σ(X, Z) and/or out_t = Θ(X, Z).
 
     Qx (depth+1, N): per-layer variances q^l(x_i); Rx (2 (depth+1), N): their square
     roots, then their reciprocal square roots (0 where q = 0).
+    tile: rows per work item; panel_cols: its columns (rounded down to a multiple of
+    tile, at least one tile): one GEMM per work item.
     Outputs need unit stride along rows (any row stride).  symmetric: Z is X;
     panels on/above the diagonal are computed and mirrored (diagonal entries are
     left for the caller to overwrite with the exact diagonal recursion).
@@ -127,7 +125,7 @@ def fill_tiles(dict params, const real[:, ::1] X, const real[:, ::1] Z,
     # Work items: panels of `tile` rows x up to `panel` columns (one GEMM each, so the
     # row block is packed once per panel); for K(X, X) only columns >= the panel's
     # first row, whose leading tile is the diagonal one (SYRK).
-    cdef Py_ssize_t panel = tile * PANEL_TILES
+    cdef Py_ssize_t panel = tile * max(1, panel_cols // tile)
     rows, starts = [], []
     for i in range(0, N, tile):
         for j in range(i if symmetric else 0, M, panel):

@@ -468,7 +468,7 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
  * first entries of each layer row (strides ldx, ldz; Rx/Rz rows depth+1.. hold the
  * reciprocal square roots).  diag_tile: Z is X, compute
  * j >= i only.  mirror: also write the transposed block (symmetric K(X, X)), in
- * groups of rows while they are in cache.  work: 8 * chunk scratch.  outS/outT are the
+ * groups of rows while they are in cache.  work: 8 * bj scratch.  outS/outT are the
  * whole output matrices (row-major, ld ldos/ldot; NULL = skip). */
 NTK_CLONES
 static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
@@ -480,12 +480,15 @@ static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
                           ptrdiff_t i0, ptrdiff_t j0)
 {
     const int G = 16;
+    /* columns in chunks whose recursion state (8 rows of ldw = chunk) stays in L1;
+     * chunk <= bj, so the caller's 8 bj of scratch always suffice */
+    const int chunk_max = NTK_CHUNK_BYTES / (int)sizeof(REAL);
+    const int chunk = bj < chunk_max ? bj : chunk_max;
     for (int g0 = 0; g0 < bi; g0 += G) {
         const int g1 = g0 + G < bi ? g0 + G : bi;
         for (int i = g0; i < g1; i++) {
-            /* columns in chunks whose recursion state (6 rows) stays in L1 */
-            for (int js = diag_tile ? i : 0; js < bj; js += NTK_CHUNK_BYTES / (int)sizeof(REAL)) {
-                const int rest = bj - js, chunk = NTK_CHUNK_BYTES / (int)sizeof(REAL);
+            for (int js = diag_tile ? i : 0; js < bj; js += chunk) {
+                const int rest = bj - js;
                 const int n = rest < chunk ? rest : chunk;
                 SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i, ldx,
                              Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d,

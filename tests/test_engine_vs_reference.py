@@ -125,3 +125,28 @@ def test_concurrent_calls_restore_blas_threads(rng):
         t.join()
     assert all(np.array_equal(r, ref) for r in results)
     assert blas_threads() == before
+
+
+@requires_compiled
+@pytest.mark.parametrize("tile, panel", [(16, 16), (32, 96), (256, 2048), (512, 512)])
+def test_compiled_work_item_shapes(tile, panel, rng):
+    """Work items narrower than the engine's column chunk, panels that are not a
+    multiple of the tile, and wide ones all give the reference kernels."""
+    from ntkfast import _engine
+    from ntkfast.backends.compiled import _roots, engine_params
+    from ntkfast.backends.reference import layer_variances
+
+    net = nk.MLP(depth=3, activation="relu", w_std=1.3, b_std=0.2)
+    X, Z = rng.standard_normal((300, 9)), rng.standard_normal((170, 9))
+    spec = net._spec(9)
+    qx, qz = layer_variances(spec, X), layer_variances(spec, Z)
+    params = engine_params(spec, 9, np.float64)
+    for A, B, qa, qb, sym in ((X, Z, qx, qz, False), (X, X, qx, qx, True)):
+        S = np.full((len(A), len(B)), np.nan)
+        T = np.full((len(A), len(B)), np.nan)
+        _engine.fill_tiles(params, A, B, qa, _roots(qa, np.float64), qb,
+                           _roots(qb, np.float64), S, T, True, True, sym, tile, 2, panel)
+        ref = net.kernels(A, None if sym else B, backend="reference")
+        off = ~np.eye(len(A), len(B), dtype=bool) if sym else np.ones(S.shape, bool)
+        assert rel_err(S[off], ref.nngp[off]) < 1e-13
+        assert rel_err(T[off], ref.ntk[off]) < 1e-13

@@ -42,11 +42,14 @@ from .._threads import limited  # noqa: E402
 from ..activations import ABReLU, Erf
 from .reference import diagonal_from_variances
 
-#: D < τ q(x) q(z) (θ ≲ 0.01 in float64, ≲ 0.1 in float32) → exact first-layer D.
+#: D < τ q(x) q(z) (θ ≲ 0.01 in float64, ≲ 0.1 in float32) → D computed exactly (first
+#: layer: Kahan; later layers: the cancellation-free update of the flagged columns).
 TAU = {np.dtype(np.float64): 1e-4, np.dtype(np.float32): 1e-2}
-#: Default tile edge (rows per work item; columns come in panels of 8 tiles): per-thread
-#: scratch is 8·tile² + 24·tile elements (2 MB in float32).
+#: Default work item: TILE rows × PANEL columns (one GEMM; a taller item packs each column
+#: panel for more rows).  Per-thread scratch: TILE·PANEL + 8·PANEL elements (4 MB in
+#: float64).
 DEFAULT_TILE = 256
+PANEL = 2048
 
 
 def engine_params(spec, d, dtype) -> dict:
@@ -99,7 +102,7 @@ class CompiledEngine:
         with limited(1, "blas"):  # our OpenMP loop is the parallelism
             _engine.fill_tiles(params, Xc, Zc, Qx, Rx, Qz, Rz,
                                out_nngp if want_s else dummy, out_ntk if want_t else dummy,
-                               want_s, want_t, symmetric, tile, int(n_jobs))
+                               want_s, want_t, symmetric, tile, int(n_jobs), PANEL)
         if symmetric:
             sig_diag, ntk_diag = diagonal_from_variances(spec, Xc, qx)
             idx = np.arange(Xc.shape[0])
