@@ -191,33 +191,23 @@ def write_rows(int fd, block, long long offset, long long row_bytes,
         _raise(err)
 
 
-cdef void _transpose32(const char *src, Py_ssize_t s0, Py_ssize_t h, Py_ssize_t c0,
-                       Py_ssize_t kc, uint32_t *dst) noexcept nogil:
-    """dst[k * h + r] = src[r, c0 + k] for r < h, k < kc (4-byte items)."""
+ctypedef fused item:
+    uint32_t
+    uint64_t
+
+
+cdef void _transpose(const char *src, Py_ssize_t s0, Py_ssize_t h, Py_ssize_t c0,
+                     Py_ssize_t kc, item *dst) noexcept nogil:
+    """dst[k * h + r] = src[r, c0 + k] for r < h, k < kc (4- or 8-byte items)."""
     cdef Py_ssize_t r, k, i, rb
-    cdef const uint32_t *row
+    cdef const item *row
     rb = h - h % 8
     for r in range(0, rb, 8):
         for k in range(kc):
             for i in range(8):
-                dst[k * h + r + i] = (<const uint32_t*>(src + (r + i) * s0))[c0 + k]
+                dst[k * h + r + i] = (<const item*>(src + (r + i) * s0))[c0 + k]
     for r in range(rb, h):
-        row = <const uint32_t*>(src + r * s0)
-        for k in range(kc):
-            dst[k * h + r] = row[c0 + k]
-
-
-cdef void _transpose64(const char *src, Py_ssize_t s0, Py_ssize_t h, Py_ssize_t c0,
-                       Py_ssize_t kc, uint64_t *dst) noexcept nogil:
-    cdef Py_ssize_t r, k, i, rb
-    cdef const uint64_t *row
-    rb = h - h % 8
-    for r in range(0, rb, 8):
-        for k in range(kc):
-            for i in range(8):
-                dst[k * h + r + i] = (<const uint64_t*>(src + (r + i) * s0))[c0 + k]
-    for r in range(rb, h):
-        row = <const uint64_t*>(src + r * s0)
+        row = <const item*>(src + r * s0)
         for k in range(kc):
             dst[k * h + r] = row[c0 + k]
 
@@ -256,9 +246,9 @@ def write_transposed(int fd, block, long long offset, long long row_bytes, scrat
             if isz == 4 and _AVX2:
                 ntk_t32_avx2(src, s0, h, c0, kc, <uint32_t*>buf)
             elif isz == 4:
-                _transpose32(src, s0, h, c0, kc, <uint32_t*>buf)
+                _transpose(src, s0, h, c0, kc, <uint32_t*>buf)
             else:
-                _transpose64(src, s0, h, c0, kc, <uint64_t*>buf)
+                _transpose(src, s0, h, c0, kc, <uint64_t*>buf)
             for k in range(kc):
                 c = c0 + k
                 err = _pwrite_all(fd, buf + k * nbytes, nbytes, offset + c * row_bytes)
