@@ -19,12 +19,14 @@ sim_only = pytest.mark.skipif(not IN_SIM, reason="runs in the CUDA-simulator sub
 
 
 @pytest.mark.skipif(IN_SIM, reason="this is the launcher")
-def test_simulator_suite():
+def test_simulator_suite(tmp_path):
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # run from a scratch directory: the child imports the installed ntkfast (with its
+    # compiled modules), not a source tree that may not have been built in place
     proc = subprocess.run([sys.executable, "-m", "pytest", os.path.abspath(__file__), "-q",
                            "-k", "test_sim_", "-p", "no:cacheprovider"],
-                          env=env, cwd=root, capture_output=True, text=True, timeout=300)
+                          env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.split("\n")[-2]
 
