@@ -22,9 +22,6 @@ _TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
 #: shared map of the block's pages).  pwrite costs ~40% less CPU than the page faults of
 #: a map, and a write error is an OSError instead of a SIGBUS.
 WRITE_METHOD = "pwrite" if hasattr(os, "pwrite") else "mmap"
-#: with "pwrite", start writing back every this many rows written (sync_file_range), so
-#: the disk works while later rows and blocks are produced; 0: leave it to the kernel
-WRITEBACK_ROWS = 0
 PAGE = _blockio.PAGE
 
 
@@ -180,8 +177,7 @@ class NpyBlockFile:
         transposed a few rows at a time through ``scratch`` (a C-contiguous
         array of at least :func:`transpose_scratch_size` items).  Other layouts,
         and the "mmap" method, copy the block into ``scratch`` (allocated if too
-        small) first.  Writeback of what was written is started at once (see
-        WRITEBACK_ROWS); durability still needs :meth:`sync`.
+        small) first.  Durability needs :meth:`sync`.
         """
         h, w = block.shape
         if h == 0 or w == 0:
@@ -192,7 +188,7 @@ class NpyBlockFile:
         if WRITE_METHOD == "pwrite":
             start = self.offset + i0 * self.row_bytes + j0 * isz
             if w == 1 or block.strides[1] == isz:
-                _blockio.write_rows(self._fd, block, start, self.row_bytes, WRITEBACK_ROWS)
+                _blockio.write_rows(self._fd, block, start, self.row_bytes)
                 return
             if (h == 1 or block.strides[0] == isz) and isz in (4, 8):
                 src = block.T
@@ -201,7 +197,7 @@ class NpyBlockFile:
                         * _blockio.cols_per_pass(isz)):
                     scratch = np.empty(transpose_scratch_size(src.shape[0], isz), self.dtype)
                 _blockio.write_transposed(self._fd, src, start, self.row_bytes,
-                                          scratch.reshape(-1), WRITEBACK_ROWS)
+                                          scratch.reshape(-1))
                 return
         if block.strides[1] != isz or block.strides[0] < w * block.itemsize:
             if scratch is None or scratch.size < h * w:

@@ -161,20 +161,15 @@ cdef const char* _data(object arr):
     return <const char*>addr
 
 
-def write_rows(int fd, block, long long offset, long long row_bytes,
-               long long chunk_rows=0):
-    """pwrite row r of ``block`` (2-D, unit column stride) at offset + r * row_bytes.
-
-    chunk_rows > 0: after every chunk_rows rows, start writeback of the byte
-    range those rows span (sync_file_range WRITE).
-    """
+def write_rows(int fd, block, long long offset, long long row_bytes):
+    """pwrite row r of ``block`` (2-D, unit column stride) at offset + r * row_bytes."""
     if block.ndim != 2 or (block.shape[1] > 1 and block.strides[1] != block.itemsize):
         raise ValueError("write_rows: rows must be contiguous")
     cdef Py_ssize_t h = block.shape[0], w = block.shape[1]
     cdef Py_ssize_t s0 = block.strides[0]
     cdef long long nbytes = <long long>w * block.itemsize
     cdef const char *src = _data(block)
-    cdef Py_ssize_t r, r0 = 0
+    cdef Py_ssize_t r
     cdef int err = 0
     if h == 0 or w == 0:
         return
@@ -183,10 +178,6 @@ def write_rows(int fd, block, long long offset, long long row_bytes,
             err = _pwrite_all(fd, src + r * s0, nbytes, offset + r * row_bytes)
             if err:
                 break
-            if chunk_rows > 0 and (r + 1 - r0 == chunk_rows or r + 1 == h):
-                ntk_sync_range(fd, offset + r0 * row_bytes,
-                               (r - r0) * row_bytes + nbytes, NTK_SFR_WRITE)
-                r0 = r + 1
     if err:
         _raise(err)
 
@@ -212,14 +203,12 @@ cdef void _transpose(const char *src, Py_ssize_t s0, Py_ssize_t h, Py_ssize_t c0
             dst[k * h + r] = row[c0 + k]
 
 
-def write_transposed(int fd, block, long long offset, long long row_bytes, scratch,
-                     long long chunk_rows=0):
+def write_transposed(int fd, block, long long offset, long long row_bytes, scratch):
     """pwrite column c of ``block`` (h × w, unit column stride) as the row at
     offset + c * row_bytes (h items), i.e. store block.T.
 
     ``scratch``: a C-contiguous array of at least ``cols_per_pass(itemsize) * h``
-    items of the block's itemsize (bit copies; no conversion).  chunk_rows: as
-    in write_rows, counted in output rows.
+    items of the block's itemsize (bit copies; no conversion).
     """
     if block.ndim != 2 or (block.shape[1] > 1 and block.strides[1] != block.itemsize):
         raise ValueError("write_transposed: block rows must be contiguous")
@@ -237,7 +226,7 @@ def write_transposed(int fd, block, long long offset, long long row_bytes, scrat
     cdef const char *src = _data(block)
     cdef char *buf = <char*>_data(scratch)
     cdef long long nbytes = <long long>h * isz
-    cdef Py_ssize_t c0, kc, k, r0 = 0, c
+    cdef Py_ssize_t c0, kc, k
     cdef int err = 0
     with nogil:
         c0 = 0
@@ -250,14 +239,9 @@ def write_transposed(int fd, block, long long offset, long long row_bytes, scrat
             else:
                 _transpose(src, s0, h, c0, kc, <uint64_t*>buf)
             for k in range(kc):
-                c = c0 + k
-                err = _pwrite_all(fd, buf + k * nbytes, nbytes, offset + c * row_bytes)
+                err = _pwrite_all(fd, buf + k * nbytes, nbytes, offset + (c0 + k) * row_bytes)
                 if err:
                     break
-                if chunk_rows > 0 and (c + 1 - r0 == chunk_rows or c + 1 == w):
-                    ntk_sync_range(fd, offset + r0 * row_bytes,
-                                   (c - r0) * row_bytes + nbytes, NTK_SFR_WRITE)
-                    r0 = c + 1
             if err:
                 break
             c0 += K
