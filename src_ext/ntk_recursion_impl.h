@@ -143,9 +143,8 @@ NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
  * ntk_abrelu_exact the columns this returns as flagged (their count): D' < tau qx' qz'
  * (D' by subtraction lost digits) or S < 0 with cos phi > cos(NTK_SERIES_CUT)
  * (h then loses digits and E = c1 h has nothing to hide them). */
-NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
-                                     const REAL *restrict rzl, const REAL *restrict irzl,
-                                     REAL qx1, const REAL *restrict qz1,
+NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
+                                     const REAL *restrict irzl, REAL qx1, const REAL *restrict qz1,
                                      const REAL *restrict Sin, const REAL *restrict Din,
                                      const REAL *restrict Tin, REAL *restrict Sout,
                                      REAL *restrict Dout, REAL *restrict Tout,
@@ -188,8 +187,6 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL rxl, REAL i
         nflag -= (Sin[j] < 0 && RFABS(Sin[j]) * irxl * irzl[j] > cos_cut)
                  || (need_d && Dout[j] < tq * qz1[j]);
     }
-    (void)rxl;
-    (void)rzl;
     return (int)nflag;
 }
 
@@ -273,6 +270,32 @@ static void SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL 
             SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], s, Din[j], Tin[j],
                                   Sout + j, Dout + j, Tout + j, need_d);
     }
+}
+
+/* One [ABReLU, Dense] step on a chunk of n columns, from (S, D, T) into (S2, D2, T2):
+ * the fast step, then an exact redo of the columns it flags; when more than n/8 are
+ * flagged (deep nets in the ordered phase: every pair near-parallel), the exact step
+ * on the whole chunk -- directly so when the previous step flagged that many
+ * (nflag_in).  tmp: 2 n scratch.  Returns the number of columns the step flagged. */
+NTK_INLINE int SUF(ntk_abrelu_step)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
+                                    const REAL *rzl, const REAL *irzl, REAL qx1,
+                                    const REAL *qz1, const REAL *S, const REAL *D,
+                                    const REAL *T, REAL *S2, REAL *D2, REAL *T2, REAL *tmp,
+                                    int nflag_in, const int need_d, int diag_col)
+{
+    const int many = n / 8;
+    if (nflag_in <= many) {
+        const int nout = SUF(ntk_layer_abrelu)(sp, n, irxl, irzl, qx1, qz1, S, D, T, S2, D2,
+                                               T2, tmp, tmp + n, need_d, diag_col);
+        if (nout <= many) {
+            if (nout > 0)
+                SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2,
+                                          D2, T2, need_d, diag_col);
+            return nout;
+        }
+    }
+    return SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2, D2,
+                                       T2, need_d, diag_col);
 }
 
 /* One [Erf(a,b,c), Dense] step: with s = b^2 S, q = b^2 q,
@@ -389,38 +412,14 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                     outT = NULL;
                 }
             }
-            /* Fast step, then an exact redo of the columns it flags; when many are
-             * flagged (deep nets in the ordered phase: every pair near-parallel),
-             * the exact step on the whole chunk, and directly so on the next layer. */
-            const int many = n / 8;
-            int nout;
-            if (nflag > many) {
-                nout = need_d
-                    ? SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D,
-                                                  T, S2, D2, T2, 1, diag_col)
-                    : SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D,
-                                                  T, S2, D2, T2, 0, diag_col);
-            } else {
-                nout = need_d
-                    ? SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
-                                            S2, D2, T2, work + 6 * ldw, work + 7 * ldw, 1,
-                                            diag_col)
-                    : SUF(ntk_layer_abrelu)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
-                                            S2, D2, T2, work + 6 * ldw, work + 7 * ldw, 0,
-                                            diag_col);
-                if (nout > many)
-                    nout = need_d
-                        ? SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1,
-                                                      S, D, T, S2, D2, T2, 1, diag_col)
-                        : SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1,
-                                                      S, D, T, S2, D2, T2, 0, diag_col);
-                else if (nout > 0)
-                    SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T,
-                                              S2, D2, T2, need_d, diag_col);
-            }
+            /* need_d a constant in each call, so that each inlined copy is specialised */
+            nflag = need_d
+                ? SUF(ntk_abrelu_step)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2, D2,
+                                       T2, work + 6 * ldw, nflag, 1, diag_col)
+                : SUF(ntk_abrelu_step)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2, D2,
+                                       T2, work + 6 * ldw, nflag, 0, diag_col);
             if (need_d && diag_col >= 0)
                 D2[diag_col] = 0;
-            nflag = nout;
             S = S2;
             D = D2;
             T = T2;
