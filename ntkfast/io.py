@@ -185,8 +185,8 @@ class NpyBlockFile:
         isz = self.dtype.itemsize
         if block.dtype != self.dtype:
             raise ValueError(f"write: block dtype {block.dtype} != file dtype {self.dtype}")
+        start = self.offset + i0 * self.row_bytes + j0 * isz
         if WRITE_METHOD == "pwrite":
-            start = self.offset + i0 * self.row_bytes + j0 * isz
             if w == 1 or block.strides[1] == isz:
                 _blockio.write_rows(self._fd, block, start, self.row_bytes)
                 return
@@ -206,7 +206,7 @@ class NpyBlockFile:
             _copy(dense, block)
             block = dense
         if WRITE_METHOD == "pwrite":
-            self._write_pwrite(i0, j0, block)
+            _blockio.write_rows(self._fd, block, start, self.row_bytes)
         else:
             self._write_mmap(i0, j0, block)
 
@@ -238,15 +238,6 @@ class NpyBlockFile:
                                self.row_bytes, h, w * isz, bool(left_done),
                                bool(right_done))
 
-    def _write_pwrite(self, i0, j0, block):
-        h, w = block.shape
-        start = self.offset + i0 * self.row_bytes + j0 * self.dtype.itemsize
-        if w * self.dtype.itemsize == self.row_bytes and block.flags.c_contiguous:
-            _pwrite_all(self._fd, block, start)  # whole rows: one contiguous extent
-            return
-        for r in range(h):
-            _pwrite_all(self._fd, block[r], start + r * self.row_bytes)
-
     def _write_mmap(self, i0, j0, block):
         h, w = block.shape
         isz = self.dtype.itemsize
@@ -275,16 +266,6 @@ def transpose_scratch_size(h, itemsize) -> int:
     """Items of scratch :meth:`NpyBlockFile.write` needs to store the transpose of a
     block of ``h`` rows."""
     return _blockio.cols_per_pass(itemsize) * max(1, h)
-
-
-def _pwrite_all(fd, buf, offset):
-    mv = memoryview(buf).cast("B")
-    done = os.pwrite(fd, mv, offset)
-    while done < len(mv):  # short writes: regular files rarely do this, but may
-        n = os.pwrite(fd, mv[done:], offset + done)
-        if n == 0:
-            raise OSError(errno.ENOSPC, "out: short write (disk full?)")
-        done += n
 
 
 def _copy(dst, src):

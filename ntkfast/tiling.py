@@ -498,9 +498,9 @@ class _FileSink:
     """Scratch slots filled by the engine, stored and journaled by a writer thread.
 
     The writer stores a block with ``pwrite`` (the mirror of an off-diagonal
-    block through a small transposition buffer) and starts its writeback at
-    once; the sync thread waits for that writeback, fsyncs, journals the
-    blocks, and then drops their pages from the page cache.  Keeping the page
+    block through a small transposition buffer); the sync thread writes back
+    and waits for those pages, fsyncs, journals the blocks, and then drops
+    their pages from the page cache.  Keeping the page
     cache small is not cosmetic: pages that are reused while still hot are
     much cheaper to fill than fresh ones (on VMs that hand freed memory back to
     the host several times cheaper), and the disk gets a steady stream of

@@ -6,8 +6,8 @@
 * ``write_transposed``: the transpose of a block, a few output rows at a time
   (transposed through a small cache-resident buffer, then ``pwrite``), so the
   mirror of an off-diagonal block needs no block-sized scratch;
-* ``start_writeback`` / ``wait_writeback``: ``sync_file_range`` (Linux; no-ops
-  elsewhere): start writing dirty pages of a byte range, or wait for them;
+* ``wait_writeback``: ``sync_file_range`` (Linux; a no-op elsewhere): write back
+  the dirty pages of a byte range and wait for them;
 * ``drop_rows``: ``posix_fadvise(DONTNEED)`` on the pages of row segments that
   are written back (clean), so the page cache does not fill up with the output
   and its pages are reused while still hot.  Pages shared with a neighbouring
@@ -252,17 +252,6 @@ def write_transposed(int fd, block, long long offset, long long row_bytes, scrat
 def cols_per_pass(int itemsize):
     """Output rows ``write_transposed`` builds per pass (64 bytes of each source row)."""
     return 64 if itemsize <= 4 else 32
-
-
-def start_writeback(int fd, long long offset, long long nbytes):
-    """Start writing back the dirty pages of a byte range (sync_file_range WRITE)."""
-    cdef int rc
-    if nbytes <= 0:
-        return
-    with nogil:
-        rc = ntk_sync_range(fd, offset, nbytes, NTK_SFR_WRITE)
-    if rc != 0:
-        _raise(errno)
 
 
 def wait_writeback(int fd, long long offset, long long nbytes):
