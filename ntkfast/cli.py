@@ -178,7 +178,8 @@ def _info(args):
     print(f"cores available: {ncpu}")
     caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in sorted(cache_sizes().items()))
     print(f"caches (per core / shared): {caches or 'unknown'}")
-    print(f"block scratch budget: {default_budget() // 2**20} MiB")
+    print(f"block scratch budget: {default_budget() // 2**20} MiB in RAM, "
+          f"{default_budget(to_file=True) // 2**20} MiB for .npy file outputs")
     try:
         from threadpoolctl import threadpool_info
         pools = threadpool_info()

@@ -15,6 +15,11 @@ from numpy.lib import format as npy_format
 
 from . import _blockio
 
+try:  # page-aligned O_DIRECT + AIO writer (Linux); optional
+    from ._directio import DirectWriter
+except ImportError:  # pragma: no cover - extension not built
+    DirectWriter = None
+
 __all__ = ["load_matrix", "NpyBlockFile", "drop_pages"]
 
 _TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
@@ -129,6 +134,7 @@ class NpyBlockFile:
         self.offset = offset
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         self._fd = os.open(path, os.O_RDWR)
+        self.direct = None  # a DirectWriter once enable_direct() succeeded
 
     @classmethod
     def create(cls, path, shape, dtype) -> "NpyBlockFile":
@@ -210,6 +216,31 @@ class NpyBlockFile:
         else:
             self._write_mmap(i0, j0, block)
 
+    def enable_direct(self, edge, batch=256):
+        """Write through a :class:`~ntkfast._directio.DirectWriter` (O_DIRECT,
+        page-aligned, no page cache) from now on, for blocks of at most ``edge``
+        rows and columns; False (buffered writes stay) where the platform or the
+        filesystem cannot.  The caller must store parts one at a time, in order,
+        and tell which neighbouring segments are written (see :meth:`write_direct`).
+        """
+        if DirectWriter is None or os.environ.get("NTKFAST_DIRECT_IO", "1") == "0":
+            return False
+        try:
+            self.direct = DirectWriter(self.path, self.dtype.itemsize, self.offset,
+                                       self.row_bytes, self.shape[0], edge, edge, batch)
+        except OSError:
+            self.direct = None
+        return self.direct is not None
+
+    def write_direct(self, i0, j0, block, transposed, left, right, carry=False):
+        """Store ``block`` (``block.T`` if ``transposed``) at rows i0…, columns j0…
+        through the direct writer; ``left`` / ``right``: (first row, other rows)
+        and (last row, other rows) flags: is the neighbouring segment written.
+        ``carry``: hand the pages shared with the next block of the same rows over
+        in memory (for consecutive blocks of one row band)."""
+        self.direct.write_part(block, i0, j0, transposed, left[0], left[1], right[0],
+                               right[1], keep_tail=carry, use_carry=carry)
+
     def span(self, i0, j0, h, w):
         """(offset, nbytes): the byte range from element (i0, j0) to (i0+h-1, j0+w-1)."""
         isz = self.dtype.itemsize
@@ -257,6 +288,9 @@ class NpyBlockFile:
         os.fsync(self._fd)
 
     def close(self):
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -57,63 +57,6 @@ cdef extern from *:
     }
     #define NTK_HAVE_FADVISE 0
     #endif
-    #include <stdint.h>
-    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    #include <immintrin.h>
-    #define NTK_HAVE_AVX2_PATH 1
-    /* 8x8 blocks of 4-byte items transposed in registers (pure bit moves). */
-    __attribute__((target("avx2")))
-    static void ntk_t32_avx2(const char *src, long s0, long h, long c0, long kc,
-                             uint32_t *dst) {
-        long rb = h - h % 8, kb = kc - kc % 8, r, k, i;
-        for (r = 0; r < rb; r += 8) {
-            const float *p = (const float*)(src + r * s0) + c0;
-            for (k = 0; k < kb; k += 8) {
-                __m256 a0 = _mm256_loadu_ps((const float*)((const char*)p + 0 * s0) + k);
-                __m256 a1 = _mm256_loadu_ps((const float*)((const char*)p + 1 * s0) + k);
-                __m256 a2 = _mm256_loadu_ps((const float*)((const char*)p + 2 * s0) + k);
-                __m256 a3 = _mm256_loadu_ps((const float*)((const char*)p + 3 * s0) + k);
-                __m256 a4 = _mm256_loadu_ps((const float*)((const char*)p + 4 * s0) + k);
-                __m256 a5 = _mm256_loadu_ps((const float*)((const char*)p + 5 * s0) + k);
-                __m256 a6 = _mm256_loadu_ps((const float*)((const char*)p + 6 * s0) + k);
-                __m256 a7 = _mm256_loadu_ps((const float*)((const char*)p + 7 * s0) + k);
-                __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-                __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-                __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-                __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
-                __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-                __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-                __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-                __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-                __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-                __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-                __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-                __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-                float *q = (float*)(dst + k * h + r);
-                _mm256_storeu_ps(q + 0 * h, _mm256_permute2f128_ps(u0, u4, 0x20));
-                _mm256_storeu_ps(q + 1 * h, _mm256_permute2f128_ps(u1, u5, 0x20));
-                _mm256_storeu_ps(q + 2 * h, _mm256_permute2f128_ps(u2, u6, 0x20));
-                _mm256_storeu_ps(q + 3 * h, _mm256_permute2f128_ps(u3, u7, 0x20));
-                _mm256_storeu_ps(q + 4 * h, _mm256_permute2f128_ps(u0, u4, 0x31));
-                _mm256_storeu_ps(q + 5 * h, _mm256_permute2f128_ps(u1, u5, 0x31));
-                _mm256_storeu_ps(q + 6 * h, _mm256_permute2f128_ps(u2, u6, 0x31));
-                _mm256_storeu_ps(q + 7 * h, _mm256_permute2f128_ps(u3, u7, 0x31));
-            }
-            for (k = kb; k < kc; k++)
-                for (i = 0; i < 8; i++)
-                    dst[k * h + r + i] = ((const uint32_t*)(src + (r + i) * s0))[c0 + k];
-        }
-        for (r = rb; r < h; r++)
-            for (k = 0; k < kc; k++)
-                dst[k * h + r] = ((const uint32_t*)(src + r * s0))[c0 + k];
-    }
-    static int ntk_cpu_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
-    #else
-    #define NTK_HAVE_AVX2_PATH 0
-    static void ntk_t32_avx2(const char *src, long s0, long h, long c0, long kc,
-                             uint32_t *dst) { (void)src; (void)s0; (void)h; (void)c0; (void)kc; (void)dst; }
-    static int ntk_cpu_avx2(void) { return 0; }
-    #endif
     static long long ntk_pwrite(int fd, const void *buf, long long n, long long off) {
         return (long long)pwrite(fd, buf, (size_t)n, (off_t)off);
     }
@@ -121,12 +64,12 @@ cdef extern from *:
     int ntk_sync_range(int fd, long long off, long long n, unsigned int flags) nogil
     int ntk_dontneed(int fd, long long off, long long n) nogil
     long long ntk_pwrite(int fd, const void *buf, long long n, long long off) nogil
-    void ntk_t32_avx2(const char *src, long s0, long h, long c0, long kc, uint32_t *dst) nogil
-    int ntk_cpu_avx2() nogil
     unsigned int NTK_SFR_WAIT_BEFORE, NTK_SFR_WRITE, NTK_SFR_WAIT_AFTER
     int NTK_HAVE_SFR, NTK_HAVE_FADVISE
 
-cdef bint _AVX2 = ntk_cpu_avx2() != 0
+cdef extern from "ntk_transpose.h":
+    void ntk_transpose(const char *src, long s0, long h, long c0, long kc, void *dst,
+                       int isz) nogil
 HAVE_SYNC_FILE_RANGE = bool(NTK_HAVE_SFR)
 HAVE_FADVISE = bool(NTK_HAVE_FADVISE)
 PAGE = 4096
@@ -182,27 +125,6 @@ def write_rows(int fd, block, long long offset, long long row_bytes):
         _raise(err)
 
 
-ctypedef fused item:
-    uint32_t
-    uint64_t
-
-
-cdef void _transpose(const char *src, Py_ssize_t s0, Py_ssize_t h, Py_ssize_t c0,
-                     Py_ssize_t kc, item *dst) noexcept nogil:
-    """dst[k * h + r] = src[r, c0 + k] for r < h, k < kc (4- or 8-byte items)."""
-    cdef Py_ssize_t r, k, i, rb
-    cdef const item *row
-    rb = h - h % 8
-    for r in range(0, rb, 8):
-        for k in range(kc):
-            for i in range(8):
-                dst[k * h + r + i] = (<const item*>(src + (r + i) * s0))[c0 + k]
-    for r in range(rb, h):
-        row = <const item*>(src + r * s0)
-        for k in range(kc):
-            dst[k * h + r] = row[c0 + k]
-
-
 def write_transposed(int fd, block, long long offset, long long row_bytes, scratch):
     """pwrite column c of ``block`` (h × w, unit column stride) as the row at
     offset + c * row_bytes (h items), i.e. store block.T.
@@ -232,12 +154,7 @@ def write_transposed(int fd, block, long long offset, long long row_bytes, scrat
         c0 = 0
         while c0 < w:
             kc = min(K, w - c0)
-            if isz == 4 and _AVX2:
-                ntk_t32_avx2(src, s0, h, c0, kc, <uint32_t*>buf)
-            elif isz == 4:
-                _transpose(src, s0, h, c0, kc, <uint32_t*>buf)
-            else:
-                _transpose(src, s0, h, c0, kc, <uint64_t*>buf)
+            ntk_transpose(src, s0, h, c0, kc, buf, isz)
             for k in range(kc):
                 err = _pwrite_all(fd, buf + k * nbytes, nbytes, offset + (c0 + k) * row_bytes)
                 if err:

@@ -113,6 +113,9 @@ def test_info(capsys):
     out = capsys.readouterr().out
     assert f"ntkfast {nk.__version__}" in out
     assert "compiled backend:" in out and "BLAS:" in out and "OpenMP" in out
+    from ntkfast.tile_plan import default_budget
+    assert (f"{default_budget() // 2**20} MiB in RAM, "
+            f"{default_budget(to_file=True) // 2**20} MiB for .npy file outputs") in out
 
 
 def test_demo_missing_module_is_a_clear_message(capsys):
