@@ -1,7 +1,8 @@
 """Files in and out: loading inputs (.npy memory-mapped, .csv/.txt) and writing
-blocks of a standard ``.npy`` Gram matrix (``os.pwrite`` of row segments by the
-compiled helper :mod:`ntkfast._blockio`, without the GIL; or short-lived
-memory maps).
+blocks of a standard ``.npy`` Gram matrix: page-aligned O_DIRECT writes with
+Linux native AIO (:mod:`ntkfast._directio`; ``NTKFAST_DIRECT_IO=0`` turns them
+off), or ``os.pwrite`` of row segments by the compiled helper
+:mod:`ntkfast._blockio` without the GIL, or short-lived memory maps.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@
   output; an off-diagonal block of K(X, X) is then mirrored below the diagonal;
 * file outputs (``out="K.npy"`` or a pair of paths): the engine writes into a
   scratch slot; a writer thread stores it into ``K.npy.partial`` (see
-  :class:`ntkfast.io.NpyBlockFile`) and a sync thread fsyncs the file and only
+  :class:`ntkfast.io.NpyBlockFile`: page-aligned O_DIRECT writes where the
+  platform, the filesystem and the block shapes allow, buffered ``pwrite``
+  otherwise) and a sync thread fsyncs the file and only
   then records the stored blocks in the journal (:mod:`ntkfast.journal`),
   while the engine already computes the next block.  At the end the partial file is renamed to ``K.npy`` and the journal
   removed.  A killed run started again with the same arguments skips the
@@ -503,10 +505,17 @@ def _fingerprint(A):
 class _FileSink:
     """Scratch slots filled by the engine, stored and journaled by a writer thread.
 
-    The writer stores a block with ``pwrite`` (the mirror of an off-diagonal
-    block through a small transposition buffer); the sync thread writes back
-    and waits for those pages, fsyncs, journals the blocks, and then drops
-    their pages from the page cache.  Keeping the page
+    Direct path (every row segment of a block at least a page long, O_DIRECT
+    and Linux AIO available): the writer stores the block's rows, then its
+    mirror, with page-aligned direct writes, telling the writer which
+    neighbouring segments are already stored (their shared pages are completed
+    by whichever of the two is written later); the sync thread fsyncs and
+    journals every DIRECT_SYNC_BYTES.  No page cache is involved.
+
+    Buffered path: the writer stores a block with ``pwrite`` (the mirror of an
+    off-diagonal block through a small transposition buffer); the sync thread
+    writes back and waits for those pages, fsyncs, journals the blocks, and
+    then drops their pages from the page cache.  Keeping the page
     cache small is not cosmetic: pages that are reused while still hot are
     much cheaper to fill than fresh ones (on VMs that hand freed memory back to
     the host several times cheaper), and the disk gets a steady stream of

@@ -65,27 +65,20 @@ static void ntk_t32_avx2(const char *src, long s0, long h, long c0, long kc,
 static int ntk_cpu_avx2(void) { return 0; }
 #endif
 
-static void ntk_t32_scalar(const char *src, long s0, long h, long c0, long kc, uint32_t *dst) {
-    long r, k, i, rb = h - h % 8;
-    for (r = 0; r < rb; r += 8)
-        for (k = 0; k < kc; k++)
-            for (i = 0; i < 8; i++)
-                dst[k * h + r + i] = ((const uint32_t*)(src + (r + i) * s0))[c0 + k];
-    for (r = rb; r < h; r++)
-        for (k = 0; k < kc; k++)
-            dst[k * h + r] = ((const uint32_t*)(src + r * s0))[c0 + k];
-}
-
-static void ntk_t64_scalar(const char *src, long s0, long h, long c0, long kc, uint64_t *dst) {
-    long r, k, i, rb = h - h % 8;
-    for (r = 0; r < rb; r += 8)
-        for (k = 0; k < kc; k++)
-            for (i = 0; i < 8; i++)
-                dst[k * h + r + i] = ((const uint64_t*)(src + (r + i) * s0))[c0 + k];
-    for (r = rb; r < h; r++)
-        for (k = 0; k < kc; k++)
-            dst[k * h + r] = ((const uint64_t*)(src + r * s0))[c0 + k];
-}
+/* The portable transposes, one per item type. */
+#define NTK_T_SCALAR(name, T)                                                        \
+    static void name(const char *src, long s0, long h, long c0, long kc, T *dst) {   \
+        long r, k, i, rb = h - h % 8;                                                \
+        for (r = 0; r < rb; r += 8)                                                  \
+            for (k = 0; k < kc; k++)                                                 \
+                for (i = 0; i < 8; i++)                                              \
+                    dst[k * h + r + i] = ((const T*)(src + (r + i) * s0))[c0 + k];   \
+        for (r = rb; r < h; r++)                                                     \
+            for (k = 0; k < kc; k++)                                                 \
+                dst[k * h + r] = ((const T*)(src + r * s0))[c0 + k];                 \
+    }
+NTK_T_SCALAR(ntk_t32_scalar, uint32_t)
+NTK_T_SCALAR(ntk_t64_scalar, uint64_t)
 
 static int ntk_avx2_state = -1;
 

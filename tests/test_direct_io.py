@@ -10,7 +10,7 @@ import ntkfast as nk
 from ntkfast import io as nkio
 from ntkfast import journal as J
 from ntkfast import tiling
-from ntkfast.backends.reference_engine import ReferenceEngine
+from test_resume import interrupt_after  # noqa: E402 - the shared crash helper
 
 NET = nk.MLP(depth=2, activation="relu", w_std=1.0, b_std=0.1)
 
@@ -140,19 +140,6 @@ def test_carry_between_consecutive_blocks_of_a_band(folder):
                        carry=True)
     f.close()
     assert np.array_equal(np.load(path), A)
-
-
-def interrupt_after(monkeypatch, n_calls):
-    real = ReferenceEngine.fill
-    calls = {"n": 0}
-
-    def fill(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] > n_calls:
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(ReferenceEngine, "fill", fill)
 
 
 @pytest.mark.parametrize("journaled", [True, False])
