@@ -200,8 +200,8 @@ class NpyBlockFile:
             if (h == 1 or block.strides[0] == isz) and isz in (4, 8):
                 src = block.T
                 if (scratch is None or scratch.dtype != self.dtype
-                        or not scratch.flags.c_contiguous or scratch.size < src.shape[0]
-                        * _blockio.cols_per_pass(isz)):
+                        or not scratch.flags.c_contiguous
+                        or scratch.size < transpose_scratch_size(src.shape[0], isz)):
                     scratch = np.empty(transpose_scratch_size(src.shape[0], isz), self.dtype)
                 _blockio.write_transposed(self._fd, src, start, self.row_bytes,
                                           scratch.reshape(-1))

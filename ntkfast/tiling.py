@@ -536,7 +536,8 @@ class _FileSink:
         # the writer's buffer for transposing mirrored blocks, a few rows at a time
         self._tbuf = np.empty(transpose_scratch_size(h, run.dtype.itemsize)
                               if plan.symmetric else 0, dtype=run.dtype)
-        # cells (row band, column band) of the full matrix already stored, for drop()
+        # cells (row band, column band) of the full matrix already stored: the
+        # neighbour flags of the direct writer and of drop()
         self._cells = set()
         done = run.journal.done if run.journal is not None else ()
         for b in plan.blocks:
@@ -665,22 +666,15 @@ class _FileSink:
             parts.append((b.j0, b.i0, w, h))
         return parts
 
-    def _neighbour_done(self, r0, c0, side):
-        """Is the cell left (side=-1) / right (+1) of the area at (r0, c0) stored, and
-        wide enough to fill the page the two share?"""
-        e = self.plan.edge
-        col = c0 // e + side
-        if col < 0 or col * e >= self.plan.n_cols:
-            return False
-        width = min(e, self.plan.n_cols - col * e)
-        return (width * self.run.dtype.itemsize >= PAGE
-                and (r0 // e, col) in self._cells)
-
     def _drop(self, batch):
+        """Drop the blocks' pages; a page shared with a neighbouring cell of the same
+        file rows only once that cell is stored and fills the rest of the page."""
+        e, n_cols, isz = self.plan.edge, self.plan.n_cols, self.run.dtype.itemsize
         for b in batch:
             for r0, c0, h, w in self._parts(b):
-                left = self._neighbour_done(r0, c0, -1)
-                right = self._neighbour_done(r0, c0, +1)
+                (_, left), (_, right) = self._neighbours(r0, c0, h, w)
+                left = left and c0 > 0 and e * isz >= PAGE
+                right = right and c0 + w < n_cols and min(e, n_cols - c0 - w) * isz >= PAGE
                 for f in self.run.files:
                     f.drop(r0, c0, h, w, left, right)
 

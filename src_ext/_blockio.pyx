@@ -18,8 +18,7 @@ durability still comes from ``fsync`` (sync_file_range writes no metadata and
 flushes no disk cache).
 """
 
-from libc.stdint cimport uint32_t, uint64_t, int64_t
-from libc.errno cimport errno, EINTR, ENOSPC
+from libc.errno cimport errno
 
 cdef extern from *:
     """
@@ -36,7 +35,6 @@ cdef extern from *:
     #define NTK_SFR_WAIT_BEFORE SYNC_FILE_RANGE_WAIT_BEFORE
     #define NTK_SFR_WRITE SYNC_FILE_RANGE_WRITE
     #define NTK_SFR_WAIT_AFTER SYNC_FILE_RANGE_WAIT_AFTER
-    #define NTK_HAVE_SFR 1
     #else
     static int ntk_sync_range(int fd, long long off, long long n, unsigned int flags) {
         (void)fd; (void)off; (void)n; (void)flags; return 0;
@@ -44,7 +42,6 @@ cdef extern from *:
     #define NTK_SFR_WAIT_BEFORE 1
     #define NTK_SFR_WRITE 2
     #define NTK_SFR_WAIT_AFTER 4
-    #define NTK_HAVE_SFR 0
     #endif
     #if defined(POSIX_FADV_DONTNEED)
     static int ntk_dontneed(int fd, long long off, long long n) {
@@ -57,42 +54,22 @@ cdef extern from *:
     }
     #define NTK_HAVE_FADVISE 0
     #endif
-    static long long ntk_pwrite(int fd, const void *buf, long long n, long long off) {
-        return (long long)pwrite(fd, buf, (size_t)n, (off_t)off);
-    }
     """
     int ntk_sync_range(int fd, long long off, long long n, unsigned int flags) nogil
     int ntk_dontneed(int fd, long long off, long long n) nogil
-    long long ntk_pwrite(int fd, const void *buf, long long n, long long off) nogil
     unsigned int NTK_SFR_WAIT_BEFORE, NTK_SFR_WRITE, NTK_SFR_WAIT_AFTER
-    int NTK_HAVE_SFR, NTK_HAVE_FADVISE
+    int NTK_HAVE_FADVISE
+
+cdef extern from "ntk_fileio.h":
+    int ntk_pwrite_all(int fd, const char *buf, long long n, long long off) nogil
 
 cdef extern from "ntk_transpose.h":
     void ntk_transpose(const char *src, long s0, long h, long c0, long kc, void *dst,
                        int isz) nogil
-HAVE_SYNC_FILE_RANGE = bool(NTK_HAVE_SFR)
-HAVE_FADVISE = bool(NTK_HAVE_FADVISE)
 PAGE = 4096
 
 import os
 import numpy as np
-
-
-cdef int _pwrite_all(int fd, const char *buf, long long n, long long off) noexcept nogil:
-    """0, or an errno (ENOSPC for a write that makes no progress)."""
-    cdef long long done
-    while n > 0:
-        done = ntk_pwrite(fd, buf, n, off)
-        if done < 0:
-            if errno == EINTR:
-                continue
-            return errno
-        if done == 0:
-            return ENOSPC
-        buf += done
-        off += done
-        n -= done
-    return 0
 
 
 cdef inline void _raise(int err):
@@ -118,7 +95,7 @@ def write_rows(int fd, block, long long offset, long long row_bytes):
         return
     with nogil:
         for r in range(h):
-            err = _pwrite_all(fd, src + r * s0, nbytes, offset + r * row_bytes)
+            err = ntk_pwrite_all(fd, src + r * s0, nbytes, offset + r * row_bytes)
             if err:
                 break
     if err:
@@ -156,7 +133,7 @@ def write_transposed(int fd, block, long long offset, long long row_bytes, scrat
             kc = min(K, w - c0)
             ntk_transpose(src, s0, h, c0, kc, buf, isz)
             for k in range(kc):
-                err = _pwrite_all(fd, buf + k * nbytes, nbytes, offset + (c0 + k) * row_bytes)
+                err = ntk_pwrite_all(fd, buf + k * nbytes, nbytes, offset + (c0 + k) * row_bytes)
                 if err:
                     break
             if err:

@@ -20,11 +20,6 @@ cdef extern from "ntk_directio.h":
                            long long r0, long long c0, long long n, long long w,
                            int left_first, int left_rest, int right_last, int right_rest,
                            int keep_tail, int use_carry) nogil
-    int NTK_HAVE_DIO
-    long long NTK_DIO_PAGE
-
-HAVE_DIRECT_IO = bool(NTK_HAVE_DIO)
-PAGE = NTK_DIO_PAGE
 
 
 cdef class DirectWriter:

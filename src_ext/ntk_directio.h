@@ -38,9 +38,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ntk_fileio.h"
 #include "ntk_transpose.h"
 
 #define NTK_DIO_PAGE 4096LL
+/* where the outer bytes of a segment's first / last page come from */
+enum { NTK_DIO_ZERO, NTK_DIO_CARRY, NTK_DIO_READ, NTK_DIO_EOF };
 
 #if defined(__linux__) && defined(O_DIRECT)
 #include <linux/aio_abi.h>
@@ -56,6 +59,7 @@ typedef struct {
     char *stage;          /* 2 halves x batch slots of slot_bytes (page aligned) */
     char *pages;          /* 2 halves x batch x (head, tail) read-back pages */
     char *tscratch;       /* batch transposed source rows */
+    unsigned char *head_src, *tail_src;  /* per row of a batch: NTK_DIO_* */
     long long *carry_off; /* offsets of the last kept part's tail pages (-1: none) */
     char *carry;          /* their contents */
     long long carry_r0, carry_h, carry_cap;
@@ -81,6 +85,8 @@ static void ntk_dio_close(ntk_dio *d) {
     if (d->bfd >= 0) close(d->bfd);
     d->fd = d->bfd = -1;
     free(d->stage); free(d->pages); free(d->tscratch); free(d->carry_off); free(d->carry);
+    free(d->head_src); free(d->tail_src);
+    d->head_src = d->tail_src = NULL;
     free(d->cbs); free(d->ptrs); free(d->ev);
     d->stage = d->pages = d->tscratch = d->carry = NULL;
     d->carry_off = NULL; d->cbs = NULL; d->ptrs = NULL; d->ev = NULL;
@@ -114,7 +120,10 @@ static int ntk_dio_open(ntk_dio *d, const char *path, int isz, long long base,
     d->cbs = calloc(4 * batch, sizeof(struct iocb));
     d->ptrs = calloc(4 * batch, sizeof(struct iocb *));
     d->ev = calloc(4 * batch, sizeof(struct io_event));
-    if (!d->tscratch || !d->carry_off || !d->cbs || !d->ptrs || !d->ev) {
+    d->head_src = malloc(batch);
+    d->tail_src = malloc(batch);
+    if (!d->tscratch || !d->carry_off || !d->cbs || !d->ptrs || !d->ev || !d->head_src
+        || !d->tail_src) {
         ntk_dio_close(d); return ENOMEM;
     }
     return 0;
@@ -189,7 +198,7 @@ static int ntk_dio_write_part(ntk_dio *d, const char *src, long long s0, int tra
     int carry_ok = use_carry && d->carry_r0 == r0;
     if (wb < P || wb > d->max_width_bytes) return EINVAL;
     if (keep_tail && n > d->carry_cap) return EINVAL;
-    if (keep_tail && d->carry_r0 != r0) { d->carry_h = 0; d->carry_r0 = r0; carry_ok = 0; }
+    if (keep_tail && d->carry_r0 != r0) { d->carry_h = 0; d->carry_r0 = r0; }
     d->err = 0;
     for (b0 = 0; b0 < n && !rc; b0 += d->batch, batch_no++) {
         const int half = batch_no & 1;
@@ -208,25 +217,32 @@ static int ntk_dio_write_part(ntk_dio *d, const char *src, long long s0, int tra
         } else {
             rows = src + b0 * s0; rstride = s0;
         }
-        /* read back the straddling pages whose other side is already written */
+        /* where each straddling page's other side comes from; read back the pages
+           whose other side is already written and not carried */
         for (i = 0; i < nb; i++) {
             long long r = r0 + b0 + i;
             long long o0 = d->base + r * d->row_bytes + c0 * d->isz, o1 = o0 + wb;
             int first = (b0 + i == 0), last = (b0 + i == n - 1);
+            d->head_src[i] = d->tail_src[i] = NTK_DIO_ZERO;
             if (o0 % P) {
-                int left = (first ? left_first : left_rest) || (r == 0 && c0 == 0);
-                int carried = carry_ok && b0 + i < d->carry_h
-                              && d->carry_off[b0 + i] == ntk_dio_down(o0);
-                if (left && !carried) {
+                if (carry_ok && b0 + i < d->carry_h && d->carry_off[b0 + i] == ntk_dio_down(o0))
+                    d->head_src[i] = NTK_DIO_CARRY;
+                else if ((first ? left_first : left_rest) || (r == 0 && c0 == 0)) {
+                    d->head_src[i] = NTK_DIO_READ;
                     ntk_dio_prep(&rcb[nreads], d->fd, IOCB_CMD_PREAD, pg + 2 * i * P, P,
                                  ntk_dio_down(o0), 2 | half);
                     rp[nreads] = &rcb[nreads]; nreads++;
                 }
             }
-            if (o1 % P && o1 != d->data_end && (last ? right_last : right_rest)) {
-                ntk_dio_prep(&rcb[nreads], d->fd, IOCB_CMD_PREAD, pg + (2 * i + 1) * P, P,
-                             ntk_dio_down(o1), 2 | half);
-                rp[nreads] = &rcb[nreads]; nreads++;
+            if (o1 % P) {
+                if (o1 == d->data_end)
+                    d->tail_src[i] = NTK_DIO_EOF;
+                else if (last ? right_last : right_rest) {
+                    d->tail_src[i] = NTK_DIO_READ;
+                    ntk_dio_prep(&rcb[nreads], d->fd, IOCB_CMD_PREAD, pg + (2 * i + 1) * P,
+                                 P, ntk_dio_down(o1), 2 | half);
+                    rp[nreads] = &rcb[nreads]; nreads++;
+                }
             }
         }
         pending = nreads;
@@ -238,38 +254,23 @@ static int ntk_dio_write_part(ntk_dio *d, const char *src, long long s0, int tra
         /* build each segment's pages in its staging slot and submit the writes */
         for (i = 0; i < nb; i++) {
             long long r = r0 + b0 + i;
-            long long o0 = d->base + r * d->row_bytes + c0 * d->isz, o1 = o0 + wb;
-            long long p0 = ntk_dio_down(o0), head = o0 - p0, end = head + wb, len;
+            long long o0 = d->base + r * d->row_bytes + c0 * d->isz;
+            long long p0 = ntk_dio_down(o0), head = o0 - p0, end = head + wb;
+            long long len = ntk_dio_up(end);
             char *slot = d->stage + ((long long)half * d->batch + i) * d->slot_bytes;
-            int first = (b0 + i == 0), last = (b0 + i == n - 1);
-            if (head) {
-                int left = (first ? left_first : left_rest) || (r == 0 && c0 == 0);
-                int carried = carry_ok && b0 + i < d->carry_h && d->carry_off[b0 + i] == p0;
-                if (carried) memcpy(slot, d->carry + (b0 + i) * P, head);
-                else if (left) memcpy(slot, pg + 2 * i * P, head);
-                else memset(slot, 0, head);
-            }
+            if (d->head_src[i] == NTK_DIO_CARRY) memcpy(slot, d->carry + (b0 + i) * P, head);
+            else if (d->head_src[i] == NTK_DIO_READ) memcpy(slot, pg + 2 * i * P, head);
+            else memset(slot, 0, head);
             memcpy(slot + head, rows + i * rstride, wb);
-            len = ntk_dio_up(end);
-            if (end % P) {
-                if (o1 == d->data_end) {
-                    /* the file's last, partial page: buffered, never past the end */
-                    long long tail = ntk_dio_down(end);
-                    const char *b = slot + tail;
-                    long long m = end - tail, off = p0 + tail;
-                    while (m > 0) {
-                        ssize_t k = pwrite(d->bfd, b, (size_t)m, (off_t)off);
-                        if (k < 0) { if (errno == EINTR) continue; rc = errno; break; }
-                        if (k == 0) { rc = ENOSPC; break; }
-                        b += k; off += k; m -= k;
-                    }
-                    if (rc) break;
-                    len = tail;
-                } else if (last ? right_last : right_rest) {
-                    memcpy(slot + end, pg + (2 * i + 1) * P + end % P, len - end);
-                } else {
-                    memset(slot + end, 0, len - end);
-                }
+            if (d->tail_src[i] == NTK_DIO_EOF) {
+                /* the file's last, partial page: buffered, never past the end */
+                long long tail = ntk_dio_down(end);
+                if ((rc = ntk_pwrite_all(d->bfd, slot + tail, end - tail, p0 + tail))) break;
+                len = tail;
+            } else if (d->tail_src[i] == NTK_DIO_READ) {
+                memcpy(slot + end, pg + (2 * i + 1) * P + end % P, len - end);
+            } else {
+                memset(slot + end, 0, len - end);
             }
             if (keep_tail) {
                 d->carry_off[b0 + i] = (end % P && len > end) ? p0 + len - P : -1;
