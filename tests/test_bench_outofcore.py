@@ -1,0 +1,26 @@
+"""Smoke test of ``bench/bench_outofcore.py`` at toy sizes (the benchmark's numbers
+are not asserted: performance is measured in bench/, not tested)."""
+
+import os
+import re
+import subprocess
+import sys
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                     "bench_outofcore.py")
+
+
+def test_bench_outofcore_rows_and_cleanup(tmp_path):
+    res = subprocess.run([sys.executable, BENCH, "--n", "1200", "--d", "16", "--ram-n", "400",
+                          "--repeat", "2", "--tile", "512", "--probe-seconds", "0.3",
+                          "--dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("|")[1].strip() for line in res.stdout.splitlines()
+            if line.startswith("| ") and "wall (s)" not in line]
+    assert rows == ["in-RAM", "in-RAM, disk busy", "out-of-core (.npy memmap)"]
+    assert re.search(r"in-RAM reference: median of 2 runs \(best: [\d.]+ M elements/s",
+                     res.stdout)
+    assert re.search(r"writer \((O_DIRECT|buffered)\) ran at \d+ MB/s alone and \d+ MB/s "
+                     r"beside the engine, which ran at \d+% of its idle-disk speed", res.stdout)
+    assert os.listdir(tmp_path) == []  # X.npy, K.npy and the probe's scratch file are gone
