@@ -25,11 +25,13 @@
  * time per 36 KiB request instead of about 50 us for a buffered pwrite + its
  * writeback on the reference VM.
  *
- * The staging buffers are backed by transparent huge pages where the kernel
- * allows (2 MiB aligned, MADV_HUGEPAGE), so each request's bytes are
- * physically contiguous: one scatter-gather segment instead of ~10 4 KiB
- * pages.  On the reference VM, whose host charges disk I/O partly to the
- * guest's CPUs, that made whole out-of-core runs ~30 % faster.
+ * The buffers that requests read from or land in (staging slots, read-back
+ * pages) are backed by transparent huge pages where the kernel allows (2 MiB
+ * aligned, MADV_HUGEPAGE), so each request's bytes are physically
+ * contiguous: one scatter-gather segment instead of ~10 4 KiB pages.  On the
+ * reference VM, whose host charges disk I/O partly to the guest's CPUs, that
+ * cut the system time per GB written by ~40 % and made out-of-core runs at
+ * N = 40000 ~30 % faster.
  */
 #ifndef NTK_DIRECTIO_H
 #define NTK_DIRECTIO_H
@@ -101,8 +103,8 @@ static void ntk_dio_close(ntk_dio *d) {
     d->carry_off = NULL; d->cbs = NULL; d->ptrs = NULL; d->ev = NULL;
 }
 
-/* A page-aligned buffer, on transparent huge pages where the kernel allows. */
-static int ntk_dio_alloc_staging(char **p, long long size) {
+/* An I/O buffer, 2 MiB aligned, on transparent huge pages where the kernel allows. */
+static int ntk_dio_alloc_io(char **p, long long size) {
     if (posix_memalign((void **)p, NTK_DIO_HUGE, size)) return ENOMEM;
 #ifdef MADV_HUGEPAGE
     madvise(*p, size, MADV_HUGEPAGE);  /* advisory: 4 KiB pages still work */
@@ -128,8 +130,8 @@ static int ntk_dio_open(ntk_dio *d, const char *path, int isz, long long base,
     if (syscall(SYS_io_setup, 4 * batch, &d->ctx) < 0) {
         int e = errno; d->ctx = 0; ntk_dio_close(d); return e;
     }
-    if (ntk_dio_alloc_staging(&d->stage, 2 * batch * d->slot_bytes)
-        || posix_memalign((void **)&d->pages, NTK_DIO_PAGE, 4 * batch * NTK_DIO_PAGE)
+    if (ntk_dio_alloc_io(&d->stage, 2 * batch * d->slot_bytes)
+        || ntk_dio_alloc_io(&d->pages, 4 * batch * NTK_DIO_PAGE)
         || posix_memalign((void **)&d->carry, NTK_DIO_PAGE, max_rows * NTK_DIO_PAGE)) {
         ntk_dio_close(d); return ENOMEM;
     }
