@@ -101,12 +101,14 @@ def child(args):
 # -- the disk-busy probe -----------------------------------------------------------
 PROBE_CHUNK = 4 * 2**20       # bytes per write
 PROBE_SPAN = 4 * 2**30        # the scratch file's size: writes wrap around
+HUGE = 2 * 2**20              # transparent huge page size
 
 
 def disk_writer(path, alone_s):
     """Write PROBE_CHUNK-sized page-aligned chunks to ``path`` (O_DIRECT where the
     filesystem allows) until SIGTERM or the parent exits; print JSON: bytes/s alone
     (the first ``alone_s`` seconds) and bytes/s after that."""
+    import ctypes
     import errno
     import mmap
     import signal
@@ -120,8 +122,14 @@ def disk_writer(path, alone_s):
         fd = os.open(path, flags | (os.O_DIRECT if direct else 0), 0o600)
     except OSError:
         fd, direct = os.open(path, flags, 0o600), False
-    buf = mmap.mmap(-1, PROBE_CHUNK)              # page aligned, as O_DIRECT needs
-    buf.write(np.random.default_rng(0).bytes(PROBE_CHUNK))
+    # a 2 MiB-aligned chunk on transparent huge pages, like the writer's staging
+    # (each request then is one physically contiguous segment)
+    area = mmap.mmap(-1, PROBE_CHUNK + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        area.madvise(mmap.MADV_HUGEPAGE)
+    start = -ctypes.addressof(ctypes.c_char.from_buffer(area)) % HUGE
+    buf = memoryview(area)[start:start + PROBE_CHUNK]
+    buf[:] = np.random.default_rng(0).bytes(PROBE_CHUNK)
     marks, off, total = [], 0, 0
     t0 = time.perf_counter()
     print("ready", flush=True)
@@ -145,6 +153,7 @@ def disk_writer(path, alone_s):
         t1 = time.perf_counter() - t0
         os.close(fd)
         os.unlink(path)
+        buf.release()
     ta, ba = marks[0] if marks else (t1, total)
     busy = (total - ba) / (t1 - ta) if t1 > ta else float("nan")
     print(json.dumps({"disk_alone": ba / ta, "disk_busy": busy, "direct": direct}))
