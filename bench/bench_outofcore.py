@@ -10,10 +10,11 @@ Each measurement runs in a fresh child process so its peak RSS
   about half a second each; the best of them is printed too);
 * in-RAM at --ram-n while the disk is busy (unless --no-io-probe): the same,
   with a second process writing large sequential O_DIRECT chunks to a scratch
-  file in --dir.  Both the engine's rate and the disk writer's rate (alone,
-  then beside the engine) are printed: on a VM whose disk I/O is paid for in
-  CPU time taken from the guest ("steal"), the engine slows down while the
-  disk writes, which bounds what any out-of-core run can reach there;
+  file in --dir at the bytes/s an out-of-core run must write to reach
+  --probe-fraction (0.8) of the in-RAM throughput.  On a machine whose disk I/O
+  costs CPU time (a VM whose host takes it from the guest as "steal"), the
+  engine slows down beside it; if it falls below that fraction, no out-of-core
+  run can reach it there.  The writer's rate alone (unpaced) is printed too;
 * out-of-core at --n (input X itself a memory-mapped .npy).
 
 Throughput = output elements (N²) per second; the last column is relative to
@@ -74,8 +75,8 @@ def child(args):
     if args.mode in ("ram", "ram-io"):
         X = np.array(X)                   # in-RAM input and output
         net.ntk(X[:256], **kw)            # warm-up (threads, BLAS)
-        probe = (start_disk_writer(args.out, args.probe_seconds) if args.mode == "ram-io"
-                 else None)
+        probe = (start_disk_writer(args.out, args.probe_seconds, args.probe_rate)
+                 if args.mode == "ram-io" else None)
         walls = []
         try:
             for _ in range(args.repeat):  # ~0.5 s timings: median (and best) of a few
@@ -104,10 +105,11 @@ PROBE_SPAN = 4 * 2**30        # the scratch file's size: writes wrap around
 HUGE = 2 * 2**20              # transparent huge page size
 
 
-def disk_writer(path, alone_s):
+def disk_writer(path, alone_s, rate):
     """Write PROBE_CHUNK-sized page-aligned chunks to ``path`` (O_DIRECT where the
-    filesystem allows) until SIGTERM or the parent exits; print JSON: bytes/s alone
-    (the first ``alone_s`` seconds) and bytes/s after that."""
+    filesystem allows) until SIGTERM or the parent exits: as fast as it can for the
+    first ``alone_s`` seconds, then at most ``rate`` bytes/s (if > 0).  Print JSON:
+    bytes/s in either phase."""
     import ctypes
     import errno
     import mmap
@@ -149,6 +151,8 @@ def disk_writer(path, alone_s):
             now = time.perf_counter() - t0
             if not marks and now >= alone_s:
                 marks.append((now, total))
+            elif marks and rate > 0 and total - marks[0][1] > rate * (now - marks[0][0]):
+                time.sleep((total - marks[0][1]) / rate - (now - marks[0][0]))
     finally:
         t1 = time.perf_counter() - t0
         os.close(fd)
@@ -159,11 +163,12 @@ def disk_writer(path, alone_s):
     print(json.dumps({"disk_alone": ba / ta, "disk_busy": busy, "direct": direct}))
 
 
-def start_disk_writer(path, alone_s):
+def start_disk_writer(path, alone_s, rate):
     """Start :func:`disk_writer` in a child and wait until it has written alone for
     ``alone_s`` seconds."""
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--_child", "disk",
-                             "--out", path, "--probe-seconds", str(alone_s)],
+                             "--out", path, "--probe-seconds", str(alone_s),
+                             "--probe-rate", str(rate)],
                             stdout=subprocess.PIPE, text=True)
     proc.stdout.readline()
     time.sleep(alone_s + 0.5)
@@ -188,7 +193,8 @@ def run_child(ns, mode, n, out=None):
         cmd += ["--out", out]
     if ns.progress:
         cmd += ["--progress"]
-    cmd += ["--repeat", str(ns.repeat), "--probe-seconds", str(ns.probe_seconds)]
+    cmd += ["--repeat", str(ns.repeat), "--probe-seconds", str(ns.probe_seconds),
+            "--probe-rate", str(ns.probe_rate)]
     res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -214,12 +220,16 @@ def main(argv=None):
                    "a busy disk")
     p.add_argument("--probe-seconds", type=float, default=5.0, help="disk-busy probe: "
                    "seconds the disk writer runs alone first (default 5)")
+    p.add_argument("--probe-fraction", type=float, default=0.8, help="disk-busy probe: "
+                   "beside the engine, write the bytes/s an out-of-core run needs to reach "
+                   "this fraction of the in-RAM throughput (default 0.8, the target)")
+    p.add_argument("--probe-rate", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--_child", dest="child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--input", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
     if ns.child == "disk":
-        return disk_writer(ns.out, ns.probe_seconds)
+        return disk_writer(ns.out, ns.probe_seconds, ns.probe_rate)
     if ns.child:
         ns.mode = ns.child
         return child(ns)
@@ -244,6 +254,9 @@ def main(argv=None):
         print(f"# input X: {n_in}×{ns.d} float32 written in {time.perf_counter() - t0:.1f} s "
               f"to {ns.input}", flush=True)
         ram = run_child(ns, "ram", ns.ram_n)
+        # the disk-busy probe writes the bytes an out-of-core run needs per second to
+        # reach --probe-fraction of the in-RAM throughput
+        ns.probe_rate = ns.probe_fraction * itemsize * ram["n"] ** 2 / ram["wall"]
         busy = (None if ns.no_io_probe else
                 run_child(ns, "ram-io", ns.ram_n, out=os.path.join(folder, "io_probe.bin")))
         ooc = run_child(ns, "file", ns.n, out=out)
@@ -278,9 +291,11 @@ def main(argv=None):
         alone = busy["disk_alone"]
         print(f"# disk busy: a sequential {PROBE_CHUNK >> 20} MiB-chunk writer "
               f"({'O_DIRECT' if busy['direct'] else 'buffered'}) ran at {alone / 1e6:.0f} "
-              f"MB/s alone and {busy['disk_busy'] / 1e6:.0f} MB/s beside the engine, which "
-              f"ran at {ram['wall'] / busy['wall']:.0%} of its idle-disk speed; writing "
-              f"{size / 1e9:.1f} GB at {alone / 1e6:.0f} MB/s takes {size / alone:.0f} s")
+              f"MB/s alone (so {size / 1e9:.1f} GB take {size / alone:.0f} s), then beside "
+              f"the engine at {busy['disk_busy'] / 1e6:.0f} MB/s (paced to "
+              f"{ns.probe_rate / 1e6:.0f}: the output rate of an out-of-core run at "
+              f"{ns.probe_fraction:.0%} of in-RAM); the engine ran at "
+              f"{ram['wall'] / busy['wall']:.0%} of its idle-disk speed")
     return 0
 
 
