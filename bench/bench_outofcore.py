@@ -101,7 +101,7 @@ def child(args):
 
 # -- the disk-busy probe -----------------------------------------------------------
 PROBE_CHUNK = 4 * 2**20       # bytes per write
-PROBE_SPAN = 4 * 2**30        # the scratch file's size: writes wrap around
+PROBE_SPAN = 4 * 2**30        # the scratch file's size at most: writes wrap around
 HUGE = 2 * 2**20              # transparent huge page size
 
 
@@ -132,6 +132,9 @@ def disk_writer(path, alone_s, rate):
     start = -ctypes.addressof(ctypes.c_char.from_buffer(area)) % HUGE
     buf = memoryview(area)[start:start + PROBE_CHUNK]
     buf[:] = np.random.default_rng(0).bytes(PROBE_CHUNK)
+    # wrap around within half of the free space (and PROBE_SPAN)
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    span = max(PROBE_CHUNK, min(PROBE_SPAN, free // 2) // PROBE_CHUNK * PROBE_CHUNK)
     marks, off, total = [], 0, 0
     t0 = time.perf_counter()
     print("ready", flush=True)
@@ -145,7 +148,7 @@ def disk_writer(path, alone_s, rate):
                 os.close(fd)
                 fd, direct = os.open(path, flags, 0o600), False
                 continue
-            off = (off + PROBE_CHUNK) % PROBE_SPAN
+            off = (off + PROBE_CHUNK) % span
             if not direct and off % (64 * PROBE_CHUNK) == 0:
                 os.fdatasync(fd)
             now = time.perf_counter() - t0
@@ -240,7 +243,7 @@ def main(argv=None):
     folder = ns.dir or tempfile.mkdtemp(prefix="ntkfast-bench-", dir=os.getcwd())
     os.makedirs(folder, exist_ok=True)
     itemsize = np.dtype(ns.dtype).itemsize
-    need = ns.n * ns.n * itemsize + ns.n * ns.d * 4 + (0 if ns.no_io_probe else PROBE_SPAN)
+    need = ns.n * ns.n * itemsize + ns.n * ns.d * 4
     free = shutil.disk_usage(folder).free
     if need > free:
         sys.exit(f"bench_outofcore: needs {need / 1e9:.1f} GB free in {folder}, "
