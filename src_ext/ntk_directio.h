@@ -67,7 +67,7 @@ typedef struct {
     long long base, row_bytes, data_end, max_width_bytes, slot_bytes;
     char *stage;          /* 2 halves x batch slots of slot_bytes (page aligned) */
     char *pages;          /* 2 halves x batch x (head, tail) read-back pages */
-    char *tscratch;       /* batch transposed source rows */
+    void **dst_rows;      /* batch pointers: where each row's data goes in its slot */
     unsigned char *head_src, *tail_src;  /* per row of a batch: NTK_DIO_* */
     long long *carry_off; /* offsets of the last kept part's tail pages (-1: none) */
     char *carry;          /* their contents */
@@ -95,11 +95,12 @@ static void ntk_dio_close(ntk_dio *d) {
     if (d->fd >= 0) close(d->fd);
     if (d->bfd >= 0) close(d->bfd);
     d->fd = d->bfd = -1;
-    free(d->stage); free(d->pages); free(d->tscratch); free(d->carry_off); free(d->carry);
+    free(d->stage); free(d->pages); free(d->dst_rows); free(d->carry_off); free(d->carry);
     free(d->head_src); free(d->tail_src);
     d->head_src = d->tail_src = NULL;
     free(d->cbs); free(d->ptrs); free(d->ev);
-    d->stage = d->pages = d->tscratch = d->carry = NULL;
+    d->stage = d->pages = d->carry = NULL;
+    d->dst_rows = NULL;
     d->carry_off = NULL; d->cbs = NULL; d->ptrs = NULL; d->ev = NULL;
 }
 
@@ -135,14 +136,14 @@ static int ntk_dio_open(ntk_dio *d, const char *path, int isz, long long base,
         || posix_memalign((void **)&d->carry, NTK_DIO_PAGE, max_rows * NTK_DIO_PAGE)) {
         ntk_dio_close(d); return ENOMEM;
     }
-    d->tscratch = malloc(batch * d->max_width_bytes + 64);
+    d->dst_rows = malloc(batch * sizeof(void *));
     d->carry_off = malloc(max_rows * sizeof(long long));
     d->cbs = calloc(4 * batch, sizeof(struct iocb));
     d->ptrs = calloc(4 * batch, sizeof(struct iocb *));
     d->ev = calloc(4 * batch, sizeof(struct io_event));
     d->head_src = malloc(batch);
     d->tail_src = malloc(batch);
-    if (!d->tscratch || !d->carry_off || !d->cbs || !d->ptrs || !d->ev || !d->head_src
+    if (!d->dst_rows || !d->carry_off || !d->cbs || !d->ptrs || !d->ev || !d->head_src
         || !d->tail_src) {
         ntk_dio_close(d); return ENOMEM;
     }
@@ -223,20 +224,24 @@ static int ntk_dio_write_part(ntk_dio *d, const char *src, long long s0, int tra
     for (b0 = 0; b0 < n && !rc; b0 += d->batch, batch_no++) {
         const int half = batch_no & 1;
         const long long nb = (n - b0 < d->batch) ? n - b0 : d->batch;
-        const char *rows;
-        long long rstride;
         int nreads = 0, pending;
         struct iocb **rp = d->ptrs + 2 * d->batch;
         struct iocb *rcb = d->cbs + 2 * d->batch;
         char *pg = d->pages + (long long)half * 2 * d->batch * P;
         if ((rc = ntk_dio_wait_half(d, half))) break;
         if (d->err) { rc = d->err; break; }
-        if (transposed) {
-            ntk_transpose(src, (long)s0, (long)w, (long)b0, (long)nb, d->tscratch, d->isz);
-            rows = d->tscratch; rstride = wb;
-        } else {
-            rows = src + b0 * s0; rstride = s0;
+        /* each row's data goes to its slot at its offset within the file page */
+        for (i = 0; i < nb; i++) {
+            long long o0 = d->base + (r0 + b0 + i) * d->row_bytes + c0 * d->isz;
+            d->dst_rows[i] = d->stage + ((long long)half * d->batch + i) * d->slot_bytes
+                             + (o0 - ntk_dio_down(o0));
         }
+        if (transposed)  /* straight into the slots */
+            ntk_transpose_rows(src, (long)s0, (long)w, (long)b0, (long)nb, d->dst_rows,
+                               d->isz);
+        else
+            for (i = 0; i < nb; i++)
+                memcpy(d->dst_rows[i], src + (b0 + i) * s0, wb);
         /* where each straddling page's other side comes from; read back the pages
            whose other side is already written and not carried */
         for (i = 0; i < nb; i++) {
@@ -281,7 +286,6 @@ static int ntk_dio_write_part(ntk_dio *d, const char *src, long long s0, int tra
             if (d->head_src[i] == NTK_DIO_CARRY) memcpy(slot, d->carry + (b0 + i) * P, head);
             else if (d->head_src[i] == NTK_DIO_READ) memcpy(slot, pg + 2 * i * P, head);
             else memset(slot, 0, head);
-            memcpy(slot + head, rows + i * rstride, wb);
             if (d->tail_src[i] == NTK_DIO_EOF) {
                 /* the file's last, partial page: buffered, never past the end */
                 long long tail = ntk_dio_down(end);
