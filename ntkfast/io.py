@@ -233,6 +233,12 @@ class NpyBlockFile:
             self.direct = None
         return self.direct is not None
 
+    def disable_direct(self):
+        """Back to buffered writes (closes the direct writer, if any)."""
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
+
     def write_direct(self, i0, j0, block, transposed, left, right, carry=False):
         """Store ``block`` (``block.T`` if ``transposed``) at rows i0…, columns j0…
         through the direct writer; ``left`` / ``right``: (first row, other rows)
@@ -289,9 +295,7 @@ class NpyBlockFile:
         os.fsync(self._fd)
 
     def close(self):
-        if self.direct is not None:
-            self.direct.close()
-            self.direct = None
+        self.disable_direct()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -593,19 +593,19 @@ class _FileSink:
 
     def _store(self, b, views):
         if self._direct:
-            e = self.plan.edge
+            # a block's two parts lie in different row bands, so neither is the
+            # other's neighbour: the cells can be added after both
             for r0, c0, h, w in self._parts(b):
                 transposed = (r0, c0) != (b.i0, b.j0)
                 left, right = self._neighbours(r0, c0, h, w)
                 for f, v in zip(self.run.files, views):
                     f.write_direct(r0, c0, v, transposed, left, right, carry=not transposed)
-                self._cells.add((r0 // e, c0 // e))
         else:
             for f, v in zip(self.run.files, views):
                 f.write(b.i0, b.j0, v)
                 if b.mirror:
                     f.write(b.j0, b.i0, v.T, scratch=self._tbuf)
-            self._add_cells(b)
+        self._add_cells(b)
         with self._cv:
             self._written.append(b)
             self._unsynced += b.elements * self.run.dtype.itemsize * len(self.run.files)
@@ -626,9 +626,7 @@ class _FileSink:
         if all([f.enable_direct(p.edge) for f in files]):
             return True
         for f in files:
-            if f.direct is not None:
-                f.direct.close()
-                f.direct = None
+            f.disable_direct()
         return False
 
     def _neighbours(self, r0, c0, h, w):

@@ -230,24 +230,15 @@ static int ntk_dio_write_part(ntk_dio *d, const char *src, long long s0, int tra
         char *pg = d->pages + (long long)half * 2 * d->batch * P;
         if ((rc = ntk_dio_wait_half(d, half))) break;
         if (d->err) { rc = d->err; break; }
-        /* each row's data goes to its slot at its offset within the file page */
-        for (i = 0; i < nb; i++) {
-            long long o0 = d->base + (r0 + b0 + i) * d->row_bytes + c0 * d->isz;
-            d->dst_rows[i] = d->stage + ((long long)half * d->batch + i) * d->slot_bytes
-                             + (o0 - ntk_dio_down(o0));
-        }
-        if (transposed)  /* straight into the slots */
-            ntk_transpose_rows(src, (long)s0, (long)w, (long)b0, (long)nb, d->dst_rows,
-                               d->isz);
-        else
-            for (i = 0; i < nb; i++)
-                memcpy(d->dst_rows[i], src + (b0 + i) * s0, wb);
-        /* where each straddling page's other side comes from; read back the pages
-           whose other side is already written and not carried */
+        /* where each row's data goes in its slot (at its offset within the file
+           page), and where each straddling page's other side comes from; read back
+           the pages whose other side is already written and not carried */
         for (i = 0; i < nb; i++) {
             long long r = r0 + b0 + i;
             long long o0 = d->base + r * d->row_bytes + c0 * d->isz, o1 = o0 + wb;
             int first = (b0 + i == 0), last = (b0 + i == n - 1);
+            d->dst_rows[i] = d->stage + ((long long)half * d->batch + i) * d->slot_bytes
+                             + (o0 - ntk_dio_down(o0));
             d->head_src[i] = d->tail_src[i] = NTK_DIO_ZERO;
             if (o0 % P) {
                 if (carry_ok && b0 + i < d->carry_h && d->carry_off[b0 + i] == ntk_dio_down(o0))
@@ -272,6 +263,13 @@ static int ntk_dio_write_part(ntk_dio *d, const char *src, long long s0, int tra
         }
         pending = nreads;
         if (nreads && (rc = ntk_dio_submit(d, rp, nreads))) break;
+        /* the rows into their slots while the reads are in flight */
+        if (transposed)
+            ntk_transpose_rows(src, (long)s0, (long)w, (long)b0, (long)nb, d->dst_rows,
+                               d->isz);
+        else
+            for (i = 0; i < nb; i++)
+                memcpy(d->dst_rows[i], src + (b0 + i) * s0, wb);
         while (pending > 0)
             if ((rc = ntk_dio_reap(d, 1, &pending))) break;
         if (rc) break;
