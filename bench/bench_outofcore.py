@@ -10,7 +10,9 @@ Each measurement runs in a fresh child process so its peak RSS
   about half a second each; the best of them is printed too);
 * in-RAM at --ram-n while the disk is busy (unless --no-io-probe): the same,
   with a second process writing large sequential O_DIRECT chunks to a scratch
-  file in --dir at the bytes/s an out-of-core run must write to reach
+  file in --dir (always to fresh blocks, as an output run writes: the file's
+  blocks are freed before each pass over it) at the bytes/s an out-of-core run
+  must write to reach
   --probe-fraction (0.8) of the in-RAM throughput.  On a machine whose disk I/O
   costs CPU time (a VM whose host takes it from the guest as "steal"), the
   engine slows down beside it; if it falls below that fraction, no out-of-core
@@ -105,6 +107,21 @@ PROBE_SPAN = 4 * 2**30        # the scratch file's size at most: writes wrap aro
 HUGE = 2 * 2**20              # transparent huge page size
 
 
+def _hole_puncher():
+    """f(fd, n): free the first n bytes' blocks of fd, keeping its size (Linux
+    fallocate PUNCH_HOLE); a no-op where that is unavailable."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        fallocate = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).fallocate
+    except (OSError, AttributeError, TypeError):
+        return lambda fd, n: None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    punch_keep_size = 0x02 | 0x01   # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    return lambda fd, n: fallocate(fd, punch_keep_size, 0, n)
+
+
 def disk_writer(path, alone_s, rate):
     """Write PROBE_CHUNK-sized page-aligned chunks to ``path`` (O_DIRECT where the
     filesystem allows) until SIGTERM or the parent exits: as fast as it can for the
@@ -132,14 +149,20 @@ def disk_writer(path, alone_s, rate):
     start = -ctypes.addressof(ctypes.c_char.from_buffer(area)) % HUGE
     buf = memoryview(area)[start:start + PROBE_CHUNK]
     buf[:] = np.random.default_rng(0).bytes(PROBE_CHUNK)
-    # wrap around within half of the free space (and PROBE_SPAN)
+    # wrap around within half of the free space (and PROBE_SPAN); the span's blocks are
+    # freed before each pass, so that every write lands on fresh blocks as the
+    # output's writes do (rewriting allocated blocks is 2-3x cheaper on the reference
+    # VM, whose host allocates storage on first write)
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     span = max(PROBE_CHUNK, min(PROBE_SPAN, free // 2) // PROBE_CHUNK * PROBE_CHUNK)
+    punch = _hole_puncher()
     marks, off, total = [], 0, 0
     t0 = time.perf_counter()
     print("ready", flush=True)
     try:
         while not stop and os.getppid() == parent:
+            if off == 0 and total:
+                punch(fd, span)
             try:
                 total += os.pwrite(fd, buf, off)
             except OSError as exc:                # O_DIRECT opened but refused
@@ -292,7 +315,7 @@ def main(argv=None):
     if busy:
         size = ns.n ** 2 * itemsize
         alone = busy["disk_alone"]
-        print(f"# disk busy: a sequential {PROBE_CHUNK >> 20} MiB-chunk writer "
+        print(f"# disk busy: a sequential {PROBE_CHUNK >> 20} MiB-chunk writer to fresh blocks "
               f"({'O_DIRECT' if busy['direct'] else 'buffered'}) ran at {alone / 1e6:.0f} "
               f"MB/s alone (so {size / 1e9:.1f} GB take {size / alone:.0f} s), then beside "
               f"the engine at {busy['disk_busy'] / 1e6:.0f} MB/s (paced to "

@@ -21,7 +21,7 @@ def test_bench_outofcore_rows_and_cleanup(tmp_path):
     assert rows == ["in-RAM", "in-RAM, disk busy", "out-of-core (.npy memmap)"]
     assert re.search(r"in-RAM reference: median of 2 runs \(best: [\d.]+ M elements/s",
                      res.stdout)
-    m = re.search(r"writer \((O_DIRECT|buffered)\) ran at \d+ MB/s alone \(so [\d.]+ GB take "
+    m = re.search(r"writer to fresh blocks \((O_DIRECT|buffered)\) ran at \d+ MB/s alone \(so [\d.]+ GB take "
                   r"\d+ s\), then beside the engine at (\d+) MB/s \(paced to (\d+): the output "
                   r"rate of an out-of-core run at 80% of in-RAM\); the engine ran at \d+% of its "
                   r"idle-disk speed", res.stdout)
@@ -29,3 +29,26 @@ def test_bench_outofcore_rows_and_cleanup(tmp_path):
     got, paced = int(m.group(2)), int(m.group(3))
     assert 0 < got <= 1.1 * paced + 10  # the pace holds (one 4 MiB chunk of slack)
     assert os.listdir(tmp_path) == []  # X.npy, K.npy and the probe's scratch file are gone
+
+
+def test_probe_frees_its_blocks_before_each_pass(tmp_path):
+    """The disk-busy probe must write fresh blocks, as an output run does: its hole
+    puncher frees a file's blocks and keeps its size (a no-op where unsupported)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_outofcore", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "probe.bin"
+    path.write_bytes(os.urandom(8 * 2**20))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+        before = os.fstat(fd).st_blocks
+        bench._hole_puncher()(fd, 8 * 2**20)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    assert after.st_size == 8 * 2**20
+    if sys.platform.startswith("linux"):
+        assert before > 0 and after.st_blocks < before // 8
