@@ -109,17 +109,18 @@ HUGE = 2 * 2**20              # transparent huge page size
 
 def _hole_puncher():
     """f(fd, n): free the first n bytes' blocks of fd, keeping its size (Linux
-    fallocate PUNCH_HOLE); a no-op where that is unavailable."""
+    fallocate PUNCH_HOLE); True if done (a no-op returning False where that is
+    unavailable)."""
     import ctypes
     import ctypes.util
 
     try:
         fallocate = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).fallocate
     except (OSError, AttributeError, TypeError):
-        return lambda fd, n: None
+        return lambda fd, n: False
     fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     punch_keep_size = 0x02 | 0x01   # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-    return lambda fd, n: fallocate(fd, punch_keep_size, 0, n)
+    return lambda fd, n: fallocate(fd, punch_keep_size, 0, n) == 0
 
 
 def disk_writer(path, alone_s, rate):
@@ -155,14 +156,14 @@ def disk_writer(path, alone_s, rate):
     # VM, whose host allocates storage on first write)
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     span = max(PROBE_CHUNK, min(PROBE_SPAN, free // 2) // PROBE_CHUNK * PROBE_CHUNK)
-    punch = _hole_puncher()
+    punch, fresh = _hole_puncher(), True
     marks, off, total = [], 0, 0
     t0 = time.perf_counter()
     print("ready", flush=True)
     try:
         while not stop and os.getppid() == parent:
-            if off == 0 and total:
-                punch(fd, span)
+            if off == 0 and total and not punch(fd, span):
+                fresh = False                     # rewrites its blocks from now on
             try:
                 total += os.pwrite(fd, buf, off)
             except OSError as exc:                # O_DIRECT opened but refused
@@ -186,7 +187,8 @@ def disk_writer(path, alone_s, rate):
         buf.release()
     ta, ba = marks[0] if marks else (t1, total)
     busy = (total - ba) / (t1 - ta) if t1 > ta else float("nan")
-    print(json.dumps({"disk_alone": ba / ta, "disk_busy": busy, "direct": direct}))
+    print(json.dumps({"disk_alone": ba / ta, "disk_busy": busy, "direct": direct,
+                      "fresh": fresh}))
 
 
 def start_disk_writer(path, alone_s, rate):
@@ -315,8 +317,9 @@ def main(argv=None):
     if busy:
         size = ns.n ** 2 * itemsize
         alone = busy["disk_alone"]
-        print(f"# disk busy: a sequential {PROBE_CHUNK >> 20} MiB-chunk writer to fresh blocks "
-              f"({'O_DIRECT' if busy['direct'] else 'buffered'}) ran at {alone / 1e6:.0f} "
+        blocks = "fresh" if busy.get("fresh", True) else "its own, rewritten,"
+        print(f"# disk busy: a sequential {PROBE_CHUNK >> 20} MiB-chunk writer to {blocks} "
+              f"blocks ({'O_DIRECT' if busy['direct'] else 'buffered'}) ran at {alone / 1e6:.0f} "
               f"MB/s alone (so {size / 1e9:.1f} GB take {size / alone:.0f} s), then beside "
               f"the engine at {busy['disk_busy'] / 1e6:.0f} MB/s (paced to "
               f"{ns.probe_rate / 1e6:.0f}: the output rate of an out-of-core run at "
