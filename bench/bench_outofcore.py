@@ -12,11 +12,11 @@ Each measurement runs in a fresh child process so its peak RSS
   with a second process writing large sequential O_DIRECT chunks to a scratch
   file in --dir (always to fresh blocks, as an output run writes: the file's
   blocks are freed before each pass over it) at the bytes/s an out-of-core run
-  must write to reach
-  --probe-fraction (0.8) of the in-RAM throughput.  On a machine whose disk I/O
-  costs CPU time (a VM whose host takes it from the guest as "steal"), the
-  engine slows down beside it; if it falls below that fraction, no out-of-core
-  run can reach it there.  The writer's rate alone (unpaced) is printed too;
+  must write to reach --probe-fraction (0.8) of the in-RAM throughput.  On a
+  machine whose disk I/O costs CPU time (a VM whose host takes it from the
+  guest as "steal"), the engine slows down beside it; if it falls below that
+  fraction, no out-of-core run can reach it there.  The writer's rate alone
+  (unpaced) is printed too;
 * out-of-core at --n (input X itself a memory-mapped .npy).
 
 Throughput = output elements (N²) per second; the last column is relative to
@@ -317,7 +317,7 @@ def main(argv=None):
     if busy:
         size = ns.n ** 2 * itemsize
         alone = busy["disk_alone"]
-        blocks = "fresh" if busy.get("fresh", True) else "its own, rewritten,"
+        blocks = "fresh" if busy["fresh"] else "its own, rewritten,"
         print(f"# disk busy: a sequential {PROBE_CHUNK >> 20} MiB-chunk writer to {blocks} "
               f"blocks ({'O_DIRECT' if busy['direct'] else 'buffered'}) ran at {alone / 1e6:.0f} "
               f"MB/s alone (so {size / 1e9:.1f} GB take {size / alone:.0f} s), then beside "
