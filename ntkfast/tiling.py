@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 import queue
 import warnings
 
@@ -48,12 +49,13 @@ from .tile_plan import plan_gram
 __all__ = ["compute_gram", "PARTIAL_SUFFIX"]
 
 PARTIAL_SUFFIX = ".partial"
-#: with direct writes, fsync (and journal) once this many bytes are stored: an fsync
-#: commits the filesystem's conversions of the written extents and flushes the disk
-#: cache, stalling the writes meanwhile; one per block (~0.7 GB) cost ~1/3 of the
-#: write rate on the reference VM, one per 4 GiB ~1/10.  A killed run redoes at
-#: most this much.
-DIRECT_SYNC_BYTES = 4 * 2**30
+#: with direct writes, fsync (and journal) at most this often: an fsync commits the
+#: filesystem's conversions of the written extents and flushes the disk cache, stalling
+#: the writes meanwhile (on the reference VM ~0.35 s of a run's time per fsync: a run
+#: at N = 100 000 took 85.3-85.5 s with one fsync at the end, 88.2-89.3 s with one per
+#: 4 GiB).  A killed run redoes the blocks stored since the last fsync: at most about
+#: this many seconds of work.
+DIRECT_SYNC_SECONDS = 30.0
 _KINDS = ("nngp", "ntk")
 _VARIANCE_CHUNK = 8192
 
@@ -510,7 +512,7 @@ class _FileSink:
     mirror, with page-aligned direct writes, telling the writer which
     neighbouring segments are already stored (their shared pages are completed
     by whichever of the two is written later); the sync thread fsyncs and
-    journals every DIRECT_SYNC_BYTES.  No page cache is involved.
+    journals every DIRECT_SYNC_SECONDS.  No page cache is involved.
 
     Buffered path: the writer stores a block with ``pwrite`` (the mirror of an
     off-diagonal block through a small transposition buffer); the sync thread
@@ -549,7 +551,7 @@ class _FileSink:
             self._free.put(s)
         self._queue = queue.Queue()
         self._written = []                 # stored, not yet fsync'ed blocks
-        self._unsynced = 0                 # their bytes
+        self._last_sync = time.monotonic()  # when the last fsync started
         self._cv = threading.Condition()
         self._writing = True
         self._writer = threading.Thread(target=self._write_loop, name="ntkfast-writer",
@@ -608,7 +610,6 @@ class _FileSink:
         self._add_cells(b)
         with self._cv:
             self._written.append(b)
-            self._unsynced += b.elements * self.run.dtype.itemsize * len(self.run.files)
             self._cv.notify()
         self.progress.update(b.elements)
 
@@ -686,11 +687,13 @@ class _FileSink:
         """
         while True:
             with self._cv:
-                while self._writing and not (self._written and (
-                        not self._direct or self._unsynced >= DIRECT_SYNC_BYTES)):
-                    self._cv.wait()
+                while self._writing:
+                    wait = self._sync_wait()
+                    if wait == 0.0:
+                        break
+                    self._cv.wait(wait)
                 batch, self._written = self._written, []
-                self._unsynced = 0
+                self._last_sync = time.monotonic()
                 last = not self._writing
             if batch and self.error is None:
                 try:
@@ -710,6 +713,16 @@ class _FileSink:
                 with self._cv:
                     if not self._written:
                         return
+
+    def _sync_wait(self):
+        """0.0 when stored blocks are due for an fsync, else how long to wait (None:
+        until notified).  Buffered writes are synced as they come, direct ones every
+        DIRECT_SYNC_SECONDS."""
+        if not self._written:
+            return None
+        if not self._direct:
+            return 0.0
+        return max(0.0, self._last_sync + DIRECT_SYNC_SECONDS - time.monotonic())
 
     def _stop_writer(self):
         self._queue.put(None)

@@ -2,6 +2,7 @@
 buffered writer and the in-RAM path, in any block order, across a resume."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import ntkfast as nk
 from ntkfast import io as nkio
 from ntkfast import journal as J
 from ntkfast import tiling
-from test_resume import interrupt_after  # noqa: E402 - the shared crash helper
+from ntkfast.backends.reference_engine import ReferenceEngine
+from test_resume import interrupt_after, journal_blocks  # noqa: E402 - shared helpers
 
 NET = nk.MLP(depth=2, activation="relu", w_std=1.0, b_std=0.1)
 
@@ -150,7 +152,7 @@ def test_interrupted_direct_run_resumes_bit_identical(folder, spy, monkeypatch, 
     X = np.random.default_rng(5).standard_normal((2170, 5))
     kw = dict(backend="reference", tile=550, n_jobs=1)          # 4 bands, 10 blocks
     out = str(folder / "K.npy")
-    monkeypatch.setattr(tiling, "DIRECT_SYNC_BYTES", 0)
+    monkeypatch.setattr(tiling, "DIRECT_SYNC_SECONDS", 0.0)
     if not journaled:
         monkeypatch.setattr(J.Journal, "mark", lambda self, blocks: None)
     interrupt_after(monkeypatch, 6)
@@ -166,3 +168,34 @@ def test_interrupted_direct_run_resumes_bit_identical(folder, spy, monkeypatch, 
     with open(out, "rb") as f1, open(fresh, "rb") as f2:
         assert f1.read() == f2.read()
     assert np.array_equal(K, NET.ntk(X, **kw))
+
+
+@pytest.mark.parametrize("interval", [0.0, 1e9])
+def test_direct_runs_fsync_and_journal_at_most_every_interval(folder, spy, monkeypatch,
+                                                              interval):
+    """Stored blocks reach the journal only after DIRECT_SYNC_SECONDS (0: at once;
+    1e9: only at the end), and the result is the same either way."""
+    X = np.random.default_rng(6).standard_normal((2170, 5))
+    kw = dict(backend="reference", tile=550, n_jobs=1)          # 4 bands, 10 blocks
+    out = str(folder / "K.npy")
+    monkeypatch.setattr(tiling, "DIRECT_SYNC_SECONDS", interval)
+    real = ReferenceEngine.fill
+    seen = []
+
+    def fill(self, *a, **k):
+        if len(seen) == 5:  # the sixth block: five are stored or on their way
+            deadline = time.monotonic() + (10.0 if interval == 0.0 else 0.3)
+            while journal_blocks(out) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        seen.append(journal_blocks(out))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ReferenceEngine, "fill", fill)
+    K = NET.ntk(X, out=out, **kw)
+    assert spy == [True] and len(seen) == 10
+    if interval == 0.0:
+        assert seen[5] >= 1
+    else:
+        assert max(seen) == 0
+    assert np.array_equal(K, NET.ntk(X, **kw))
+
