@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.join(os.path.dirname(HERE), "src")
 
 
 def make_input(path, n, d, dtype, seed=0, chunk=8192):

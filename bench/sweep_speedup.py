@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 
