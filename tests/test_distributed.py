@@ -20,6 +20,14 @@ from ntkfast.distributed import (StoreMismatch, gram_dask, to_npy,  # noqa: E402
 NET = nk.MLP(depth=2, activation="relu", w_std=1.3, b_std=0.2)
 
 
+def assert_close(a, b, rtol=1e-13):
+    """Equal to ``rtol`` of the matrix scale.  Blocks of other shapes make other GEMM
+    calls, and BLAS does not promise one summation order across shapes (OpenBLAS's
+    SkylakeX kernels differ in the last bit), so only same-shape results are bitwise."""
+    assert a.shape == b.shape and a.dtype == b.dtype
+    assert np.max(np.abs(a - b)) <= rtol * np.max(np.abs(b))
+
+
 @pytest.fixture(scope="module")
 def client():
     from distributed import Client, LocalCluster
@@ -76,13 +84,17 @@ class KillOnce:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_threaded_bitwise(data):
+def test_threaded_equals_sync_bitwise(data):
+    """The same blocks computed by threads or in sequence: the same bits."""
     X, Z, K, S = data
     Kd = gram_dask(NET, X, chunks=256).compute(scheduler="threads")
-    assert np.array_equal(Kd, K)
+    assert_close(Kd, K)
     assert np.array_equal(Kd, Kd.T)
+    assert np.array_equal(Kd, gram_dask(NET, X, chunks=256).compute(scheduler="sync"))
     Sd = gram_dask(NET, X, Z, kind="nngp", chunks=(256, 128)).compute(scheduler="sync")
-    assert np.array_equal(Sd, S)
+    assert_close(Sd, S)
+    assert np.array_equal(
+        Sd, gram_dask(NET, X, Z, kind="nngp", chunks=(256, 128)).compute(scheduler="threads"))
 
 
 def test_odd_chunks_close(data):
@@ -102,22 +114,28 @@ def test_lower_blocks_are_transposes(data):
 
 
 def test_local_cluster_equals_single_process(client, data, tmp_path):
+    """Two worker processes compute the same blocks as one process: the same bits."""
     X, Z, K, S = data
     Kd = gram_dask(NET, X, chunks=256).compute(scheduler=client)
-    assert np.array_equal(Kd, K)
+    K1 = gram_dask(NET, X, chunks=256).compute(scheduler="sync")
+    assert np.array_equal(Kd, K1)
+    assert_close(Kd, K)
     Sd = client.compute(gram_dask(NET, X, Z, kind="nngp", chunks=256)).result()
-    assert np.array_equal(Sd, S)
+    assert np.array_equal(Sd, gram_dask(NET, X, Z, kind="nngp", chunks=256).compute(
+        scheduler="sync"))
+    assert_close(Sd, S)
     # X from a shared .npy path, output to a shared .npy memmap
     np.save(tmp_path / "X.npy", X)
     m = to_npy(NET, str(tmp_path / "X.npy"), tmp_path / "K.npy", chunks=256, scheduler=client)
-    assert np.array_equal(np.asarray(m), K)
+    assert np.array_equal(np.asarray(m), K1)
 
 
 def test_dask_array_input(data):
     import dask.array as da
     X, _, K, _ = data
     Kd = gram_dask(NET, da.from_array(X, chunks=(111, 24)), chunks=256).compute()
-    assert np.array_equal(Kd, K)
+    assert np.array_equal(Kd, gram_dask(NET, X, chunks=256).compute(scheduler="sync"))
+    assert_close(Kd, K)
 
 
 def test_zarr_resume_no_recompute(data, tmp_path):
@@ -134,7 +152,8 @@ def test_zarr_resume_no_recompute(data, tmp_path):
         os.unlink(calls / f)
     z = to_zarr(NET, X, path, chunks=256, backend=CountingEngine(calls), scheduler="threads")
     assert len(os.listdir(calls)) == 6 - 2  # only the unfinished upper blocks
-    assert np.array_equal(z[...], K)
+    assert np.array_equal(z[...], gram_dask(NET, X, chunks=256).compute(scheduler="sync"))
+    assert_close(z[...], K)
     z = to_zarr(NET, X, path, chunks=256, backend=CountingEngine(calls))
     assert len(os.listdir(calls)) == 4  # finished: nothing recomputed
 
@@ -150,7 +169,9 @@ def test_zarr_blocks_subset_then_rest(client, data, tmp_path):
     z = to_zarr(NET, X, path, Z=Z, kind="nngp", chunks=256, backend=CountingEngine(calls),
                 scheduler=client)
     assert len(os.listdir(calls)) == 6  # 3x2 blocks in all
-    assert np.array_equal(z[...], S)
+    assert np.array_equal(z[...], gram_dask(NET, X, Z, kind="nngp", chunks=256).compute(
+        scheduler="sync"))
+    assert_close(z[...], S)
 
 
 def test_zarr_mismatch(data, tmp_path):
@@ -169,7 +190,7 @@ def test_zarr_mismatch(data, tmp_path):
         to_zarr(NET, X[:300], path, chunks=256, dtype=np.float32)
     # overwrite=True replaces it
     z = to_zarr(NET, X2, path, chunks=256, overwrite=True, scheduler="sync")
-    assert np.array_equal(z[...], NET.ntk(X2))
+    assert_close(z[...], NET.ntk(X2))
     other = tmp_path / "plain.zarr"
     zarr.open_group(str(other), mode="w")
     with pytest.raises(StoreMismatch, match="not written by"):
@@ -182,7 +203,7 @@ def test_worker_killed_is_retried(client, data, tmp_path):
     before = set(client.scheduler_info()["workers"])
     Kd = gram_dask(NET, X, chunks=256, backend=KillOnce(marker)).compute(scheduler=client)
     assert marker.exists()  # a worker really died
-    assert np.array_equal(Kd, K)
+    assert np.array_equal(Kd, gram_dask(NET, X, chunks=256).compute(scheduler="sync"))
     client.wait_for_workers(2, timeout=30)  # the nanny restarted it
     assert set(client.scheduler_info()["workers"]) != before
 

@@ -9,7 +9,6 @@ import pytest
 import ntkfast as nk
 from ntkfast import io as nio
 from ntkfast import tiling
-from ntkfast.backends import compiled_available
 from ntkfast.tile_plan import GRANULE, block_edge, plan_gram
 
 NET = nk.MLP(depth=3, activation="relu", w_std=1.2, b_std=0.1)
@@ -65,6 +64,10 @@ def test_default_edge_from_budget():
 # -- independence of block edge and threads ------------------------------------------
 @pytest.mark.parametrize("tile", [37, 64, 100, 256, 1000])
 def test_tile_independence_float64(tile):
+    """Other block edges make GEMM calls of other shapes, and BLAS promises no summation
+    order across shapes (OpenBLAS's SkylakeX kernels differ in the last bit from its
+    Haswell ones): equal to 1e-13, not bitwise.  Bitwise holds where the same calls
+    compute each element: thread counts (below), resumes (test_resume.py)."""
     X, Z = data()
     for args in ((X,), (X, Z)):
         ref = NET.kernels(*args)
@@ -73,19 +76,6 @@ def test_tile_independence_float64(tile):
     sym = NET.ntk(X, tile=tile)
     assert np.array_equal(sym, sym.T)
     assert np.array_equal(np.diag(sym), NET.ntk_diag(X))
-
-
-@pytest.mark.skipif(not compiled_available(), reason="compiled engine not built")
-def test_tile_independence_bitwise_where_gemm_allows():
-    """Block edges that are multiples of the engine's cache tile give the same GEMM
-    calls, hence the same bits (other edges agree to 1e-13, see above)."""
-    from ntkfast.backends.compiled import DEFAULT_TILE
-    X, Z = data(n=2 * DEFAULT_TILE + 90, m=DEFAULT_TILE + 30)
-    for args in ((X,), (X, Z)):
-        ref = NET.kernels(*args)
-        for tile in (DEFAULT_TILE, 2 * DEFAULT_TILE):
-            got = NET.kernels(*args, tile=tile)
-            assert np.array_equal(got.ntk, ref.ntk) and np.array_equal(got.nngp, ref.nngp)
 
 
 def test_tile_independence_float32():
