@@ -10,6 +10,15 @@ ALL_ACTIVATIONS = [
 ]
 
 
+def pytest_report_header(config):
+    """Which ntkfast (installed, compiled?) and which BLAS kernels this run tests."""
+    from threadpoolctl import threadpool_info
+    blas = sorted({f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+                   for i in threadpool_info() if i.get("user_api") == "blas"})
+    return [f"ntkfast {nk.__version__} from {nk.__file__} (compiled: {compiled_available()})",
+            f"BLAS: {', '.join(blas) or 'unknown'}"]
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="run tests marked slow")
