@@ -9,6 +9,9 @@ from . import activations
 from .activations import (ABReLU, Abs, Cos, Custom, Erf, GELU, Identity, LeakyReLU, ReLU, SiLU,
                           Sigmoid, Sin, Softplus, Tanh)
 from .network import MLP, Kernels
+from . import layers
+from .layers import (AvgPool, Conv, Dense, FanInSum, FanOut, Flatten, GlobalAvgPool, LayerNorm,
+                     parallel, serial)
 from . import experiments, finite, multidepth, solve, sweep
 from .multidepth import MultiKernels, kernels_multi
 from .finite import FiniteMLP, finite_network
@@ -18,7 +21,8 @@ from .solve import (GradientFlow, InfiniteEnsemble, JitterWarning, KernelRegress
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Kernels", "activations",
+    "MLP", "Kernels", "activations", "layers", "serial", "parallel", "Dense", "Conv",
+    "AvgPool", "GlobalAvgPool", "Flatten", "FanOut", "FanInSum", "LayerNorm",
     "solve", "KernelRegression", "GradientFlow", "InfiniteEnsemble", "JitterWarning",
     "NotPositiveDefiniteError", "finite", "experiments", "FiniteMLP", "finite_network",
     "multidepth", "sweep", "kernels_multi", "MultiKernels",
