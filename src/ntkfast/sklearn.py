@@ -17,7 +17,11 @@ imported only by this module.
 Every hyperparameter of the network is a constructor argument:
 ``depth, activation, w_std, b_std, parameterization, width`` as in
 :class:`ntkfast.MLP`, plus ``kernel`` ('ntk' | 'nngp'), ``dtype`` of the
-kernel computation and ``n_jobs`` (threads; None = all cores).
+kernel computation and ``n_jobs`` (threads; None = all cores).  Any other
+architecture: ``network=nk.serial(...)`` (or an ``nk.MLP``) instead of the MLP
+hyperparameters, with ``input_shape`` to view each row of the 2-D ``X`` that
+scikit-learn passes as one example, e.g. ``input_shape=(8, 8, 1)`` for digits'
+64 pixels as an 8×8 one-channel image.
 """
 
 from __future__ import annotations
@@ -51,10 +55,65 @@ def _check_ridge(ridge):
     return float(ridge)
 
 
-def _build_net(obj) -> MLP:
-    """The MLP of an estimator's / kernel's parameters (validated by MLP)."""
-    return MLP(depth=obj.depth, activation=obj.activation, w_std=obj.w_std, b_std=obj.b_std,
-               parameterization=obj.parameterization, width=obj.width)
+_MLP_DEFAULTS = dict(depth=1, activation="relu", w_std=1.0, b_std=None,
+                    parameterization="ntk", width=None)
+
+
+class _RowsAsExamples:
+    """A network whose kernel methods take 2-D X, each row viewed as ``input_shape``."""
+
+    def __init__(self, net, input_shape):
+        self.net, self.input_shape = net, input_shape
+
+    def _view(self, X):
+        if X is None or self.input_shape is None:
+            return X
+        X = np.asarray(X)
+        size = int(np.prod(self.input_shape))
+        if X.ndim != 2 or X.shape[1] != size:
+            raise ValueError(f"X: input_shape={self.input_shape} needs rows of "
+                             f"{size} features, got X of shape {X.shape}")
+        return X.reshape((X.shape[0],) + self.input_shape)
+
+    def ntk(self, X, Z=None, **kw):
+        return self.net.ntk(self._view(X), self._view(Z), **kw)
+
+    def nngp(self, X, Z=None, **kw):
+        return self.net.nngp(self._view(X), self._view(Z), **kw)
+
+    def ntk_diag(self, X, **kw):
+        return self.net.ntk_diag(self._view(X), **kw)
+
+    def nngp_diag(self, X, **kw):
+        return self.net.nngp_diag(self._view(X), **kw)
+
+
+def _build_net(obj):
+    """The network of an estimator's / kernel's parameters: ``network`` (any
+    architecture) or the MLP of the hyperparameters (validated by MLP)."""
+    network = getattr(obj, "network", None)
+    input_shape = getattr(obj, "input_shape", None)
+    if input_shape is not None:
+        try:
+            input_shape = tuple(int(n) for n in input_shape)
+        except TypeError:
+            raise ValueError(f"input_shape: expected a tuple of ints such as (8, 8, 1), "
+                             f"got {input_shape!r}") from None
+        if not input_shape or min(input_shape) < 1:
+            raise ValueError(f"input_shape: expected positive ints, got {input_shape!r}")
+    if network is None:
+        net = MLP(depth=obj.depth, activation=obj.activation, w_std=obj.w_std,
+                  b_std=obj.b_std, parameterization=obj.parameterization, width=obj.width)
+    else:
+        changed = [k for k, v in _MLP_DEFAULTS.items() if getattr(obj, k) != v]
+        if changed:
+            raise ValueError(f"network: give either network= or the MLP hyperparameters, "
+                             f"not both ({', '.join(changed)} set); put them in the network")
+        if not all(callable(getattr(network, m, None)) for m in ("ntk", "nngp")):
+            raise TypeError(f"network: expected an ntkfast network (nk.serial(...) or "
+                            f"nk.MLP(...)), got {network!r}")
+        net = network
+    return net if input_shape is None else _RowsAsExamples(net, input_shape)
 
 
 class _NTKModel(BaseEstimator):
@@ -99,6 +158,11 @@ class NTKRegressor(RegressorMixin, _NTKModel):
         observation-noise variance ``ridge``).
     depth, activation, w_std, b_std, parameterization, width
         The network, as in :class:`ntkfast.MLP`.
+    network : network, optional
+        Any architecture (``nk.serial(...)``, ``nk.MLP(...)``) instead of the MLP
+        hyperparameters above.
+    input_shape : tuple, optional
+        The shape of one example, e.g. ``(8, 8, 1)``: each row of X is reshaped to it.
     ridge : float >= 0
         Added to the kernel diagonal, K + ridge·I (absolute, like
         ``KernelRidge(alpha=...)``).  Jitter is added (with a
@@ -110,7 +174,7 @@ class NTKRegressor(RegressorMixin, _NTKModel):
 
     Attributes
     ----------
-    net_ : ntkfast.MLP;  X_fit_ : training inputs;  regression_ :
+    net_ : the network (ntkfast.MLP or ``network``);  X_fit_ : training inputs;  regression_ :
     :class:`ntkfast.KernelRegression` on K(X_fit_, X_fit_);  n_features_in_.
 
     Multi-output y (n_samples, n_targets) is supported.
@@ -118,7 +182,7 @@ class NTKRegressor(RegressorMixin, _NTKModel):
 
     def __init__(self, kernel="ntk", depth=1, activation="relu", w_std=1.0, b_std=None,
                  parameterization="ntk", width=None, ridge=1e-4, dtype="float64",
-                 n_jobs=None):
+                 n_jobs=None, network=None, input_shape=None):
         self.kernel = kernel
         self.depth = depth
         self.activation = activation
@@ -129,6 +193,8 @@ class NTKRegressor(RegressorMixin, _NTKModel):
         self.ridge = ridge
         self.dtype = dtype
         self.n_jobs = n_jobs
+        self.network = network
+        self.input_shape = input_shape
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -177,7 +243,7 @@ class NTKClassifier(ClassifierMixin, _NTKModel):
 
     def __init__(self, kernel="ntk", depth=1, activation="relu", w_std=1.0, b_std=None,
                  parameterization="ntk", width=None, ridge=1e-4, target_encoding="pm1",
-                 dtype="float64", n_jobs=None):
+                 dtype="float64", n_jobs=None, network=None, input_shape=None):
         self.kernel = kernel
         self.depth = depth
         self.activation = activation
@@ -189,6 +255,8 @@ class NTKClassifier(ClassifierMixin, _NTKModel):
         self.target_encoding = target_encoding
         self.dtype = dtype
         self.n_jobs = n_jobs
+        self.network = network
+        self.input_shape = input_shape
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -242,7 +310,8 @@ class NTKKernel(Kernel):
     """
 
     def __init__(self, kernel="ntk", depth=1, activation="relu", w_std=1.0, b_std=None,
-                 parameterization="ntk", width=None, dtype="float64", n_jobs=None):
+                 parameterization="ntk", width=None, dtype="float64", n_jobs=None,
+                 network=None, input_shape=None):
         self.kernel = kernel
         self.depth = depth
         self.activation = activation
@@ -252,6 +321,8 @@ class NTKKernel(Kernel):
         self.width = width
         self.dtype = dtype
         self.n_jobs = n_jobs
+        self.network = network
+        self.input_shape = input_shape
 
     @property
     def hyperparameter_w_std(self):
