@@ -36,12 +36,32 @@ class Layer:
     kind = "linear"
     #: True for layers after which the representation has no spatial axes.
     is_readout = False
+    #: True for layers whose kernel mixes different positions (p ≠ p'): pooling.  A
+    #: network containing one is computed on all pixel pairs (full mode), otherwise
+    #: on the same-position pairs only (see :mod:`.state`).
+    mixes_positions = False
 
     def output_spatial(self, spatial: tuple, where: str) -> tuple:
         """The spatial shape this layer outputs for input spatial shape ``spatial``
         (``()`` for vectors); ``where`` names the layer in error messages, e.g.
         "layer 3 (AvgPool)".  Raises :class:`LayerError` if the input does not fit."""
         return spatial
+
+    def output_meta(self, meta, where: str):
+        """The :class:`~.state.Meta` (spatial shape, channel count, Gaussianity) this
+        layer outputs for input ``meta``; raises :class:`LayerError` naming ``where``
+        if the input does not fit.  Default: the spatial rule, channels and
+        Gaussianity unchanged."""
+        from .state import Meta
+        if isinstance(meta, list):
+            raise LayerError(f"{where}: {type(self).__name__} needs one input, got "
+                             f"{len(meta)} branches; join them with FanInSum first")
+        return Meta(self.output_spatial(meta.spatial, where), meta.channels, meta.gaussian)
+
+    def kernel(self, state):
+        """The kernel rule: the :class:`~.state.KernelState` after this layer given
+        the state before it (plain NumPy, the oracle of every faster engine)."""
+        raise NotImplementedError(f"{type(self).__name__} has no kernel rule")
 
     def describe(self) -> dict:
         """A JSON-able description: the layer's type and hyperparameters (journal keys,

@@ -27,19 +27,163 @@ def as_layer(obj, where):
                     f"got {obj!r}")
 
 
-class Serial(Layer):
-    """Layers applied in order: an infinitely wide network."""
+_BACKENDS = ("auto", "reference", "compiled", "numba", "cuda")
+
+
+class KernelMethods:
+    """``nngp``, ``ntk``, ``kernels``, ``nngp_diag``, ``ntk_diag`` of a network, with the
+    keywords of :class:`ntkfast.MLP` (``dtype``, ``out``, ``tile``, ``n_jobs``,
+    ``backend``, ``progress``).
+
+    Inputs: X (N, D), (N, L, C) or (N, H, W, C), channels last as in neural-tangents; Z
+    (M, …) with the same per-example shape, or None for K(X, X) (exactly symmetric, the
+    diagonal equal to the ``*_diag`` methods bitwise).
+
+    Engines: a network that is exactly a fully-connected chain ``Dense, [φ, Dense] *
+    depth`` (one φ, one w_std/b_std/parameterization, equal hidden widths) on vectors
+    runs on the MLP's engines (``backend`` 'auto', 'compiled', 'numba', 'cuda': the same
+    numbers as :class:`ntkfast.MLP`, ``out='K.npy'`` out of core included).  Every other
+    network — and every network with ``backend='reference'`` — runs the layer rules of
+    :mod:`ntkfast.layers` in NumPy (:mod:`ntkfast.backends.reference_network`), in blocks
+    of pairs with bounded memory; ``out`` is then None or arrays.
+    """
+
+    def _mlp_equivalent(self):
+        """The :class:`ntkfast.MLP` this network equals, or None."""
+        from ..network import MLP
+        from .linear import Dense
+        layers = _flat_layers(self)
+        if len(layers) % 2 == 0:
+            return None
+        dense, acts = layers[0::2], layers[1::2]
+        if not all(type(l) is Dense for l in dense) or \
+                not all(type(a) is Elementwise for a in acts):
+            return None
+        first = dense[0]
+        key = (first.w_std, first.b_std, first.parameterization)
+        if any((l.w_std, l.b_std, l.parameterization) != key for l in dense):
+            return None
+        if any(a.activation != acts[0].activation for a in acts):
+            return None
+        width = None
+        if first.parameterization == "standard":
+            hidden = {l.width for l in dense[:-1]}
+            if not hidden:
+                width = 1  # depth 0: the hidden width never enters
+            elif len(hidden) == 1 and None not in hidden:
+                width = hidden.pop()
+            else:
+                return None
+        return MLP(depth=len(acts), activation=acts[0].activation if acts else "identity",
+                   w_std=first.w_std, b_std=first.b_std,
+                   parameterization=first.parameterization, width=width)
+
+    def _fast_path(self, X, backend):
+        """The equivalent MLP when the fully-connected fast path applies, else None."""
+        if not isinstance(backend, str) or backend not in _BACKENDS:
+            valid = ", ".join(map(repr, _BACKENDS))
+            raise ValueError(f"backend: unknown backend {backend!r}; use one of {valid}")
+        if backend == "reference":
+            return None
+        from .._validation import as_numeric_array
+        mlp = self._mlp_equivalent()
+        if mlp is not None and as_numeric_array(X, "X").ndim == 2:
+            return mlp
+        if backend != "auto":
+            raise ValueError(f"backend={backend!r}: only fully-connected chains Dense, [φ, "
+                             "Dense] * depth on vectors have a compiled engine so far; use "
+                             "backend='auto' or 'reference' for this network")
+        return None
+
+    def _compute(self, X, Z, want_nngp, want_ntk, dtype=None, out=None, tile=None,
+                 n_jobs=None, backend="auto", progress=False, **kw):
+        mlp = self._fast_path(X, backend)
+        if mlp is not None:
+            return mlp._compute(X, Z, want_nngp, want_ntk, dtype=dtype, out=out, tile=tile,
+                                n_jobs=n_jobs, backend=backend, progress=progress, **kw)
+        if kw:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(kw)}")
+        from ..backends.reference_network import compute_gram
+        return compute_gram(self, X, Z, want_nngp, want_ntk, dtype=dtype, out=out, tile=tile,
+                            n_jobs=n_jobs, progress=progress)
+
+    def kernels(self, X, Z=None, **kw):
+        """Σ(X, Z) and Θ(X, Z) from one pass, as :class:`ntkfast.Kernels`."""
+        from ..network import Kernels
+        nngp, ntk = self._compute(X, Z, True, True, **kw)
+        return Kernels(nngp, ntk)
+
+    def nngp(self, X, Z=None, **kw):
+        """The NNGP kernel Σ(X, Z) (N×M)."""
+        return self._compute(X, Z, True, False, **kw)[0]
+
+    def ntk(self, X, Z=None, **kw):
+        """The neural tangent kernel Θ(X, Z) (N×M)."""
+        return self._compute(X, Z, False, True, **kw)[1]
+
+    def _diag(self, X, dtype, out, backend, kind):
+        mlp = self._fast_path(X, backend)
+        if mlp is not None:
+            return mlp._diag(X, dtype, out, backend, kind)
+        from ..backends.reference_network import compute_diagonal
+        return compute_diagonal(self, X, kind, dtype=dtype, out=out)
+
+    def nngp_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+                  progress=False):
+        """Σ(x_i, x_i) for every example (θ = 0 exactly); ``tile``, ``n_jobs`` and
+        ``progress`` are accepted for uniformity and have no effect."""
+        return self._diag(X, dtype, out, backend, 0)
+
+    def ntk_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+                 progress=False):
+        """Θ(x_i, x_i) for every example (θ = 0 exactly); ``tile``, ``n_jobs`` and
+        ``progress`` are accepted for uniformity and have no effect."""
+        return self._diag(X, dtype, out, backend, 1)
+
+
+def _layer_name(layer):
+    if isinstance(layer, Elementwise):
+        return type(layer.activation).__name__
+    return type(layer).__name__
+
+
+def _flat_layers(serial):
+    out = []
+    for layer in serial.layers:
+        out.extend(_flat_layers(layer) if isinstance(layer, Serial) else [layer])
+    return out
+
+
+class Serial(KernelMethods, Layer):
+    """Layers applied in order: an infinitely wide network (see :class:`KernelMethods`
+    for its kernel methods)."""
 
     kind = "combinator"
 
     def __init__(self, *layers):
         self.layers = tuple(as_layer(l, f"serial: layer {i}") for i, l in enumerate(layers))
 
+    def _name(self, where, i):
+        return f"{where + ' ' if where else ''}layer {i} ({_layer_name(self.layers[i])})"
+
     def output_spatial(self, spatial, where=""):
         for i, layer in enumerate(self.layers):
-            name = f"{where + ' ' if where else ''}layer {i} ({type(layer).__name__})"
-            spatial = layer.output_spatial(spatial, name)
+            spatial = layer.output_spatial(spatial, self._name(where, i))
         return spatial
+
+    def output_meta(self, meta, where=""):
+        for i, layer in enumerate(self.layers):
+            meta = layer.output_meta(meta, self._name(where, i))
+        return meta
+
+    @property
+    def mixes_positions(self):
+        return any(l.mixes_positions for l in self.layers)
+
+    def kernel(self, state):
+        for layer in self.layers:
+            state = layer.kernel(state)
+        return state
 
     def describe(self):
         return {"layer": "Serial", "layers": [l.describe() for l in self.layers]}

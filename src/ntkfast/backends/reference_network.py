@@ -1,0 +1,462 @@
+"""The whole-network NumPy engine of ``nk.serial`` networks: the layer rules of
+:mod:`ntkfast.layers` run on blocks of input pairs (the oracle of faster engines).
+
+Pieces:
+
+* :class:`NetworkPlan` — a network validated for one per-example input shape (N, D),
+  (N, L, C) or (N, H, W, C): its layers' shapes, channel counts and Gaussianity
+  (errors name the layer by index and type), and the spatial mode: **full** (all
+  pixel pairs) when any layer pools, **same-position** otherwise (see
+  :mod:`ntkfast.layers.state`).
+* :class:`NetworkReferenceEngine` — ``variances(plan, A)`` runs the *self pass* on
+  rows of A and returns their :class:`RowStats` (the per-position variances every
+  activation / LayerNorm reads, and the exact diagonals Σ(x, x), Θ(x, x), θ = 0);
+  ``fill(plan, Xb, Zb, out_nngp, out_ntk, symmetric=…, qx=…, qz=…)`` runs the *cross
+  pass* on one block of pairs and writes it into 2-D output views, splitting the
+  block so that no more than ``budget`` bytes of kernel state are alive.
+* :func:`compute_gram` / :func:`compute_diagonal` — the in-memory drivers behind
+  ``Serial.nngp/ntk/kernels/nngp_diag/ntk_diag`` (blocks on/above the diagonal only
+  when Z is None, mirrored; threads over blocks).
+
+What tiling (:mod:`ntkfast.tiling`) needs to drive this engine out of core (``out=
+"K.npy"``), the same contract as the MLP engines':
+
+1. per-row statistics computed once up front, in row chunks:
+   ``stats = engine.variances(plan, X[r0:r1])`` concatenated with
+   :meth:`RowStats.concat` (the analogue of ``layer_variances``; size N·Σ_l P_l), and
+   checked with :meth:`RowStats.check` (the analogue of ``check_variances``);
+2. per block ``engine.fill(plan, Xb, Zb, out_nngp, out_ntk, symmetric=b.diagonal,
+   dtype=dtype, qx=stats_x[:, i0:i1], qz=stats_z[:, j0:j1])`` — ``RowStats`` slices
+   like tiling's ``(depth+1, N)`` variance array; with ``symmetric=True`` (a diagonal
+   block, Xb is Zb) the engine symmetrises the block exactly and writes the exact
+   diagonal itself; the caller mirrors off-diagonal blocks;
+3. the block inputs Xb, Zb keep their per-example shape (N_b, *S, C) — tiling's
+   ``np.ascontiguousarray(X[i0:i1])`` does;
+4. a journal key: ``plan.describe()`` (the network's ``describe()`` and the input
+   shape) in place of the MLP spec.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _validation as V
+from ..layers.base import LayerError
+from ..layers.state import KernelState, Meta, RecordTape, ReplayTape
+
+__all__ = ["NetworkPlan", "NetworkReferenceEngine", "RowStats", "compute_gram",
+           "compute_diagonal", "check_batch", "STATE_BUDGET"]
+
+#: bytes of kernel state (all arrays alive in one block, temporaries included) per call
+STATE_BUDGET = 256 << 20
+#: estimated float64 arrays of the per-pair size alive at once (Σ, Θ, the activation
+#: rules' temporaries, padded copies, branches); measured peak ≈ 10-12 for conv nets
+ARRAYS_ALIVE = 16
+#: default block edge of the in-memory driver (the engine splits blocks further to fit
+#: the budget)
+DEFAULT_EDGE = 256
+
+
+# -- inputs -------------------------------------------------------------------------
+def check_batch(X, name="X", example_shape=None) -> np.ndarray:
+    """X as a float array (N, *S, C) with N ≥ 1 examples; rejects non-numeric, empty
+    and non-finite input (naming the first bad example) and, with ``example_shape``,
+    a different per-example shape."""
+    arr = V.as_numeric_array(X, name)
+    if arr.ndim < 2:
+        raise ValueError(f"{name}: expected a batch (N, D), (N, L, C) or (N, H, W, C), got "
+                         f"{arr.ndim}-D shape {arr.shape}; use {name}[None] for one example")
+    if arr.size == 0:
+        raise ValueError(f"{name}: empty array of shape {arr.shape}; need at least one "
+                         "example with at least one feature")
+    if example_shape is not None and arr.shape[1:] != tuple(example_shape):
+        raise ValueError(f"{name}: examples of shape {arr.shape[1:]} but X's are "
+                         f"{tuple(example_shape)}; both inputs must have the same shape per "
+                         "example (channels last)")
+    if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        arr = arr.astype(np.float64)
+    flat = arr.reshape(arr.shape[0], -1)
+    finite = np.concatenate([np.isfinite(flat[i:i + 4096]).all(axis=1)
+                             for i in range(0, flat.shape[0], 4096)])
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        more = f" (and {rows.size - 1} more)" if rows.size > 1 else ""
+        raise ValueError(f"{name}: example {rows[0]}{more} contains NaN or inf; remove or "
+                         "impute non-finite values first")
+    return arr
+
+
+# -- the plan ----------------------------------------------------------------------
+class NetworkPlan:
+    """A network checked against one per-example input shape ``(*S, C)``.
+
+    ``full``: None chooses the spatial mode from the layers (full iff one pools);
+    True forces all pixel pairs (a check that both modes agree)."""
+
+    def __init__(self, network, example_shape, full=None):
+        example_shape = tuple(int(n) for n in example_shape)
+        self.network = network
+        self.example_shape = example_shape
+        self.in_meta = Meta(example_shape[:-1], example_shape[-1], False)
+        out = network.output_meta(self.in_meta, "")
+        if isinstance(out, list):
+            raise LayerError(f"the network ends with {len(out)} branches; join them with "
+                             "FanInSum()")
+        if out.spatial:
+            last = len(network.layers) - 1
+            where = (f"layer {last} ({type(network.layers[last]).__name__})" if last >= 0
+                     else "the input")
+            raise LayerError(
+                f"{where}: the network's output is still spatial (shape {out.spatial}) for "
+                f"inputs of per-example shape {example_shape}; end it with a readout, "
+                "Flatten() or GlobalAvgPool() (then Dense), or pass vectors (N, D)")
+        self.out_meta = out
+        if full is False and network.mixes_positions:
+            raise ValueError("NetworkPlan: a network that pools needs full=True")
+        self.full = bool(network.mixes_positions) if full is None else bool(full)
+        self.P = self.in_meta.size
+        self.C = example_shape[-1]
+        #: float64 elements per pair (cross) or row (self) of one state array at the input
+        #: (no layer increases the spatial size)
+        self.pair_elems = self.P * self.P if self.full else self.P
+
+    def describe(self) -> dict:
+        return {"network": self.network.describe(), "example_shape": list(self.example_shape),
+                "full": self.full}
+
+    # -- input states --------------------------------------------------------------
+    def _interleave(self, a, nb):
+        """(batch…, *S, *S) → (batch…, S_1, S_1', S_2, S_2', …) (nt's zipped layout)."""
+        d = len(self.in_meta.spatial)
+        a = a.reshape(a.shape[:nb] + self.in_meta.spatial * 2)
+        axes = list(range(nb))
+        for i in range(d):
+            axes += [nb + i, nb + d + i]
+        return np.ascontiguousarray(a.transpose(axes))
+
+    def self_state(self, A, want_ntk) -> KernelState:
+        """Σ⁰(x, x)[p, p'] = x[p]·x[p']/C of rows A (n, *S, C)."""
+        A2 = np.asarray(A, dtype=np.float64).reshape(A.shape[0], self.P, self.C)
+        if self.full:
+            cov = self._interleave(np.matmul(A2, A2.transpose(0, 2, 1)) / self.C, 1)
+        else:
+            cov = np.einsum("npc,npc->np", A2, A2).reshape(
+                (A.shape[0],) + self.in_meta.spatial) / self.C
+        return KernelState(nngp=None, ntk=0.0 if want_ntk else None, cov=cov,
+                           full=self.full, meta=self.in_meta, tape=RecordTape())
+
+    def cross_state(self, Xb, Zb, tape, want_ntk) -> KernelState:
+        """Σ⁰(x, z)[p, p'] = x[p]·z[p']/C (nt's input covariance: the channel mean)."""
+        n1, n2 = Xb.shape[0], Zb.shape[0]
+        X2 = np.asarray(Xb, dtype=np.float64).reshape(n1, self.P, self.C)
+        Z2 = np.asarray(Zb, dtype=np.float64).reshape(n2, self.P, self.C)
+        if self.full:
+            g = (X2.reshape(n1 * self.P, self.C) @ Z2.reshape(n2 * self.P, self.C).T)
+            g = g.reshape(n1, self.P, n2, self.P).transpose(0, 2, 1, 3) / self.C
+            nngp = self._interleave(g, 2)
+        else:
+            g = np.matmul(X2.transpose(1, 0, 2), Z2.transpose(1, 2, 0))  # (P, n1, n2)
+            nngp = np.ascontiguousarray(g.transpose(1, 2, 0)).reshape(
+                (n1, n2) + self.in_meta.spatial) / self.C
+        return KernelState(nngp=nngp, ntk=0.0 if want_ntk else None, cov=None,
+                           full=self.full, meta=self.in_meta, tape=tape)
+
+    def run(self, state) -> KernelState:
+        return self.network.kernel(state)
+
+
+# -- per-row statistics ----------------------------------------------------------------
+@dataclass
+class RowStats:
+    """What the self pass leaves for the cross pass, per row: the variances q(p) of
+    every variance-reading layer (``tapes``: arrays (n, *S_l)) and the exact diagonals
+    Σ(x, x) (``nngp``) and Θ(x, x) (``ntk``, None if not wanted), float64."""
+
+    tapes: list
+    nngp: np.ndarray
+    ntk: np.ndarray | None
+
+    def __len__(self):
+        return self.nngp.shape[0]
+
+    def __getitem__(self, key):
+        # rows, or tiling's ``q[:, i0:i1]`` of the (depth+1, N) MLP variances
+        if isinstance(key, tuple):
+            if len(key) != 2 or key[0] != slice(None):
+                raise IndexError("RowStats: index rows as stats[i0:i1] or stats[:, i0:i1]")
+            key = key[1]
+        if not isinstance(key, slice):
+            raise IndexError("RowStats: only slices of rows")
+        return RowStats([t[key] for t in self.tapes], self.nngp[key],
+                        None if self.ntk is None else self.ntk[key])
+
+    @staticmethod
+    def concat(parts) -> "RowStats":
+        parts = list(parts)
+        if len(parts) == 1:
+            return parts[0]
+        return RowStats([np.concatenate(ts) for ts in zip(*(p.tapes for p in parts))],
+                        np.concatenate([p.nngp for p in parts]),
+                        None if parts[0].ntk is None else
+                        np.concatenate([p.ntk for p in parts]))
+
+    def check(self, dtype, name="X"):
+        """Reject rows whose variances would overflow ``dtype`` kernels (products of
+        two variances are formed): every q must stay below √(max float)/16."""
+        limit = np.sqrt(np.finfo(dtype).max) / 16
+        for k, arr in enumerate(self.tapes + [self.nngp]):
+            flat = arr.reshape(arr.shape[0], -1)
+            bad = ~(flat <= limit).all(axis=1)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"{name}: example {row} is too large for {np.dtype(dtype).name} kernels "
+                    f"(a layer variance {np.max(flat[row]):.3g} exceeds {limit:.3g}); "
+                    "rescale the inputs (or w_std/b_std), or use dtype='float64'")
+
+
+# -- the engine ----------------------------------------------------------------------
+class NetworkReferenceEngine:
+    """Plain-NumPy execution of a :class:`NetworkPlan` (see the module doc)."""
+
+    name = "network-reference"
+
+    def __init__(self, budget=STATE_BUDGET):
+        self.budget = int(budget)
+
+    def _rows_per_chunk(self, plan, factor=1):
+        per = 8 * ARRAYS_ALIVE * plan.pair_elems * factor
+        return max(1, self.budget // per)
+
+    def variances(self, plan, A, want_ntk=True) -> RowStats:
+        """The self pass over the rows of A (n, *S, C), in chunks within the budget."""
+        step = self._rows_per_chunk(plan)
+        parts = []
+        for r in range(0, A.shape[0], step):
+            state = plan.self_state(A[r:r + step], want_ntk)
+            out = plan.run(state)
+            n = min(step, A.shape[0] - r)
+            ntk = None if out.ntk is None else np.broadcast_to(out.ntk, (n,)).astype(
+                np.float64)
+            parts.append(RowStats(state.tape.records, np.asarray(out.cov, np.float64), ntk))
+        return RowStats.concat(parts)
+
+    def sub_block(self, plan, n1, n2):
+        """Edge of the square sub-blocks of pairs that fit the budget."""
+        pairs = self._rows_per_chunk(plan)
+        edge = max(1, math.isqrt(pairs))
+        return min(edge, max(n1, n2))
+
+    def _cross(self, plan, Xb, Zb, sx, sz, want_ntk):
+        tape = ReplayTape(sx.tapes, sz.tapes)
+        out = plan.run(plan.cross_state(Xb, Zb, tape, want_ntk))
+        shape = (Xb.shape[0], Zb.shape[0])
+        ntk = None if out.ntk is None else np.broadcast_to(out.ntk, shape)
+        return np.broadcast_to(out.nngp, shape), ntk
+
+    def fill(self, plan, Xb, Zb, out_nngp, out_ntk, *, symmetric, dtype=None, tile=None,
+             n_jobs=1, qx, qz):
+        """Write Σ(Xb, Zb) / Θ(Xb, Zb) into the 2-D views ``out_nngp`` / ``out_ntk``
+        (either may be None).  ``qx``, ``qz``: the rows' :class:`RowStats`.
+        ``symmetric``: Xb is Zb (a block on the diagonal of K(X, X)): only sub-blocks
+        on/above the diagonal are computed, the block is made exactly symmetric and its
+        diagonal is the self pass's (θ = 0), equal to the ``*_diag`` methods bitwise.
+        ``tile`` (sub-block edge) overrides the budget; ``n_jobs`` is unused (the
+        caller's threads run blocks)."""
+        want_ntk = out_ntk is not None
+        outs = [o for o in (out_nngp, out_ntk) if o is not None]
+        if not outs:
+            return
+        n1, n2 = Xb.shape[0], Zb.shape[0]
+        edge = int(tile) if tile else self.sub_block(plan, n1, n2)
+        for i0 in range(0, n1, edge):
+            i1 = min(n1, i0 + edge)
+            for j0 in range(i0 if symmetric else 0, n2, edge):
+                j1 = min(n2, j0 + edge)
+                s, t = self._cross(plan, Xb[i0:i1], Zb[j0:j1], qx[i0:i1], qz[j0:j1],
+                                   want_ntk)
+                for o, v in zip((out_nngp, out_ntk), (s, t)):
+                    if o is None:
+                        continue
+                    o[i0:i1, j0:j1] = v
+                    if symmetric and j0 > i0:
+                        o[j0:j1, i0:i1] = o[i0:i1, j0:j1].T
+        if symmetric:
+            idx = np.arange(n1)
+            for o in outs:
+                iu = np.triu_indices(n1, 1)
+                o.T[iu] = o[iu]
+            if out_nngp is not None:
+                out_nngp[idx, idx] = qx.nngp
+            if out_ntk is not None:
+                out_ntk[idx, idx] = qx.ntk
+
+
+# -- in-memory drivers -------------------------------------------------------------
+def _resolve_out(out, want_nngp, want_ntk, shape, dtype):
+    wanted = [w for w in (want_nngp, want_ntk)]
+    n_wanted = sum(wanted)
+    if out is None:
+        pair = (None, None)
+    elif isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError("out: for kernels() pass a pair (out_nngp, out_ntk)")
+        pair = tuple(out)
+    elif n_wanted == 2:
+        raise ValueError("out: kernels() computes two matrices; pass a pair "
+                         "(out_nngp, out_ntk)")
+    else:
+        pair = (out, None) if want_nngp else (None, out)
+    arrays = []
+    for name, w, target in zip(("nngp", "ntk"), wanted, pair):
+        if not w:
+            arrays.append(None)
+            continue
+        if target is None:
+            arrays.append(np.empty(shape, dtype=dtype))
+            continue
+        if not isinstance(target, np.ndarray):
+            raise NotImplementedError(
+                f"out: {name}: networks other than fully-connected chains write to NumPy "
+                f"arrays for now (got {type(target).__name__}); pass out=None or an array "
+                f"of shape {shape} (out-of-core .npy output is planned)")
+        if target.shape != shape or target.dtype != dtype:
+            raise ValueError(f"out: {name} output must have shape {shape} and dtype "
+                             f"{dtype}, got shape {target.shape} and dtype {target.dtype}")
+        if not target.flags.writeable:
+            raise ValueError(f"out: the {name} output array is read-only")
+        arrays.append(target)
+    return arrays
+
+
+def _prepare(network, X, Z, dtype):
+    X = check_batch(X, "X")
+    if Z is not None:
+        Z = check_batch(Z, "Z", X.shape[1:])
+    dt = V.check_dtype(dtype, X if Z is None or Z.dtype == X.dtype
+                       else np.empty(0, np.result_type(X, Z)))
+    X = X.astype(dt, copy=False)
+    Z = None if Z is None else Z.astype(dt, copy=False)
+    return X, Z, dt, NetworkPlan(network, X.shape[1:])
+
+
+def compute_gram(network, X, Z, want_nngp, want_ntk, *, dtype=None, out=None, tile=None,
+                 n_jobs=None, progress=False):
+    """(Σ(X, Z) or None, Θ(X, Z) or None) of a network, in memory (see the module doc)."""
+    X, Z, dt, plan = _prepare(network, X, Z, dtype)
+    n_threads = V.check_n_jobs(n_jobs)
+    if tile is not None:
+        tile = V.check_int(tile, "tile", minimum=1)
+    symmetric = Z is None
+    Zm = X if symmetric else Z
+    shape = (X.shape[0], Zm.shape[0])
+    out_nngp, out_ntk = _resolve_out(out, want_nngp, want_ntk, shape, dt)
+    if tile is None:
+        edge = max(16, min(DEFAULT_EDGE, -(-max(shape) // (2 * n_threads))))
+    else:
+        edge = tile
+    blocks = [(i0, min(shape[0], i0 + edge), j0, min(shape[1], j0 + edge))
+              for i0 in range(0, shape[0], edge)
+              for j0 in range(i0 if symmetric else 0, shape[1], edge)]
+    workers = max(1, min(n_threads, len(blocks)))
+    engine = NetworkReferenceEngine(STATE_BUDGET // workers)
+    want_t = out_ntk is not None
+    sx = engine.variances(plan, X, want_t)
+    sx.check(dt, "X")
+    sz = sx if symmetric else engine.variances(plan, Zm, want_t)
+    if not symmetric:
+        sz.check(dt, "Z")
+    bar = _progress_bar(progress, len(blocks))
+
+    def run(block):
+        i0, i1, j0, j1 = block
+        diag = symmetric and i0 == j0
+        views = [None if o is None else o[i0:i1, j0:j1] for o in (out_nngp, out_ntk)]
+        engine.fill(plan, X[i0:i1], Zm[j0:j1], views[0], views[1], symmetric=diag,
+                    dtype=dt, qx=sx[i0:i1], qz=sz[j0:j1])
+        if symmetric and not diag:
+            for o in (out_nngp, out_ntk):
+                if o is not None:
+                    o[j0:j1, i0:i1] = o[i0:i1, j0:j1].T
+        bar.update(1)
+
+    try:
+        _run_blocks(run, blocks, workers)
+    finally:
+        bar.close()
+    return out_nngp, out_ntk
+
+
+def _run_blocks(run, blocks, workers):
+    if workers == 1:
+        for b in blocks:
+            run(b)
+        return
+    from .._threads import limited
+    lock = threading.Lock()
+    it = iter(blocks)
+    errors = []
+
+    def work():
+        while True:
+            with lock:
+                if errors:
+                    return
+                b = next(it, None)
+            if b is None:
+                return
+            try:
+                run(b)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                with lock:
+                    errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=work, name=f"ntkfast-net-{k}", daemon=True)
+               for k in range(workers)]
+    with limited(1, "blas"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(enabled, total):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return _NoBar()
+    return tqdm(total=total, unit="block", desc="kernel blocks")
+
+
+def compute_diagonal(network, X, kind, *, dtype=None, out=None):
+    """Σ(x_i, x_i) (kind 0) or Θ(x_i, x_i) (kind 1): the self pass only, O(N P²) (full
+    mode) or O(N P); bitwise the diagonal of K(X, X)."""
+    X, _, dt, plan = _prepare(network, X, None, dtype)
+    engine = NetworkReferenceEngine()
+    stats = engine.variances(plan, X, want_ntk=kind == 1)
+    stats.check(dt, "X")
+    value = (stats.nngp if kind == 0 else stats.ntk).astype(dt)
+    if out is None:
+        return value
+    if not isinstance(out, np.ndarray) or out.shape != value.shape or out.dtype != dt:
+        raise ValueError(f"out: the diagonal needs an array of shape {value.shape} and "
+                         f"dtype {dt}")
+    out[...] = value
+    return out
