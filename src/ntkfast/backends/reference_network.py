@@ -108,8 +108,7 @@ class NetworkPlan:
                              "FanInSum()")
         if out.spatial:
             last = len(network.layers) - 1
-            where = (f"layer {last} ({type(network.layers[last]).__name__})" if last >= 0
-                     else "the input")
+            where = network._name("", last) if last >= 0 else "the input"
             raise LayerError(
                 f"{where}: the network's output is still spatial (shape {out.spatial}) for "
                 f"inputs of per-example shape {example_shape}; end it with a readout, "
@@ -213,10 +212,11 @@ class RowStats:
             bad = ~(flat <= limit).all(axis=1)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
+                hint = (", or use dtype='float64'" if np.dtype(dtype) != np.float64 else "")
                 raise ValueError(
                     f"{name}: example {row} is too large for {np.dtype(dtype).name} kernels "
                     f"(a layer variance {np.max(flat[row]):.3g} exceeds {limit:.3g}); "
-                    "rescale the inputs (or w_std/b_std), or use dtype='float64'")
+                    f"rescale the inputs (or w_std/b_std){hint}")
 
 
 # -- the engine ----------------------------------------------------------------------
@@ -237,8 +237,10 @@ class NetworkReferenceEngine:
         step = self._rows_per_chunk(plan)
         parts = []
         for r in range(0, A.shape[0], step):
-            state = plan.self_state(A[r:r + step], want_ntk)
-            out = plan.run(state)
+            # overflow (huge inputs) gives inf/NaN here; RowStats.check rejects it clearly
+            with np.errstate(over="ignore", invalid="ignore"):
+                state = plan.self_state(A[r:r + step], want_ntk)
+                out = plan.run(state)
             n = min(step, A.shape[0] - r)
             ntk = None if out.ntk is None else np.broadcast_to(out.ntk, (n,)).astype(
                 np.float64)
