@@ -8,6 +8,13 @@ rules and their kernel rules (the plain-NumPy oracle):
 - :mod:`.branching`: FanOut, parallel, FanInSum
 - :mod:`.normalization`: LayerNorm
 - :mod:`.combinators`: serial (the network users compute kernels with), parallel
+- :mod:`.state`: the kernel state the rules act on (a block of input pairs; all pixel
+  pairs or the same-position ones) and the spatial helpers the rules share
+
+Each layer has ``output_spatial``/``output_meta`` (shape, channel and Gaussianity
+inference; errors name the layer) and ``kernel(state) -> state`` (its rule, in the
+conventions of neural-tangents 0.6.5 ``stax``).  Networks run on the rules through
+:mod:`ntkfast.backends.reference_network`.
 """
 
 from .base import Layer, LayerError

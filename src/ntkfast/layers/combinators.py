@@ -2,7 +2,8 @@
 
 ``nk.serial(*layers)`` is the network object users compute kernels with: it has the
 kernel methods of :class:`ntkfast.MLP` (``nngp``, ``ntk``, ``kernels``, ``nngp_diag``,
-``ntk_diag``) with the same keywords, and is itself a layer (serial networks nest).
+``ntk_diag``) with the same keywords (:class:`KernelMethods`), and is itself a layer
+(serial networks nest; its kernel rule applies its layers in order).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class KernelMethods:
         if mlp is not None:
             return mlp._compute(X, Z, want_nngp, want_ntk, dtype=dtype, out=out, tile=tile,
                                 n_jobs=n_jobs, backend=backend, progress=progress, **kw)
+        kw.pop("resume", None)  # only meaningful for out-of-core output (fast path)
         if kw:
             raise TypeError(f"unexpected keyword argument(s) {sorted(kw)}")
         from ..backends.reference_network import compute_gram

@@ -15,8 +15,13 @@ previous layer's output at the pixel pair (p, p'), one pair of inputs (x, z)):
 - Flatten: Σ' = mean over the same-position pairs (p, p) of Φ (the readout Dense after it
   has fan-in P·C); a vector afterwards.
 
-'standard' parameterization (Dense, Conv; needs the input width): Θ' = n_in Σ_in + σ_w² Ψ
-(+1 with a bias), n_in the fan-in without the filter size, as in neural-tangents.
+'standard' parameterization (Dense, Conv; needs the input width C, see ``width=``):
+Σ' as above, Θ' = n_in · M(Φ) + σ_w² M(Ψ) (+1 with a bias, even b_std = 0), M the layer's
+window mean (identity for Dense), n_in = C for Dense (P·C after Flatten) and C·|k| for
+Conv (nt's ``get_fan_in`` times its mean-normalised ``conv_unscaled``).
+
+The input layer (nt's ``_inputs_to_kernel``): Σ⁰[p, p'] = x[p]·z[p']/C (the channel
+mean), Θ⁰ = 0.
 """
 
 from __future__ import annotations
