@@ -110,6 +110,22 @@ def test_branch_errors():
                      nk.Flatten()), IMG, "layer 4 (FanInSum)", "branch(es) [1]", "Gaussian")
 
 
+def test_activations_need_gaussian_input():
+    # (nt) an activation needs a random affine layer before it
+    _fails(nk.serial(nk.ReLU(), nk.Dense()), VEC, "layer 0 (ReLU)", "Gaussian",
+           "put a Dense or Conv before it")
+    _fails(nk.serial(nk.Dense(), nk.ReLU(), nk.Erf(), nk.Dense()), VEC, "layer 2 (Erf)")
+    _fails(nk.serial(nk.Conv((3, 3)), nk.ReLU(), nk.AvgPool((2, 2)), nk.ReLU(),
+                     nk.Flatten()), IMG, "layer 3 (ReLU)")
+    _fails(nk.serial(nk.Conv((3, 3)), nk.Flatten(), nk.ReLU(), nk.Dense()), IMG,
+           "layer 2 (ReLU)")
+    # the identity is a no-op anywhere; pooling, LayerNorm and sums keep Gaussianity
+    nk.serial(nk.Identity(), nk.Dense(), nk.Identity(), nk.Identity(), nk.Erf(),
+              nk.Identity(), nk.Dense()).ntk(VEC)
+    nk.serial(nk.Conv((3, 3)), nk.AvgPool((2, 2)), nk.LayerNorm(), nk.ReLU(),
+              nk.GlobalAvgPool(), nk.Dense()).ntk(IMG)
+
+
 def test_layernorm_needs_gaussian_input_and_standard_needs_widths():
     _fails(nk.serial(nk.Conv((3, 3)), nk.ReLU(), nk.LayerNorm(), nk.Flatten()), IMG,
            "layer 2 (LayerNorm)", "Gaussian", "put a Dense or Conv before it")

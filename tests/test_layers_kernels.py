@@ -177,7 +177,7 @@ ARCHS = {
         nk.Conv((3, 3), w_std=1.3, b_std=0.2), nk.ReLU(),
         nk.AvgPool((2, 2), strides=(2, 1), padding="SAME"), nk.Conv((2, 2), padding="VALID"),
         nk.LeakyReLU(0.1), nk.AvgPool((3, 2)), nk.AvgPool((2, 2), padding="CIRCULAR"),
-        nk.ReLU(), nk.Flatten(), nk.Dense(w_std=1.0))),
+        nk.Flatten(), nk.Dense(w_std=1.0))),
     "residual_layernorm": ((4, 4, 3), nk.serial(
         nk.Conv((3, 3), w_std=1.4, b_std=0.1), *_res_block(), nk.LayerNorm(), nk.ReLU(),
         nk.Conv((1, 1), w_std=1.2), nk.LayerNorm(eps=0.1), nk.Erf(), nk.GlobalAvgPool(),
@@ -193,8 +193,8 @@ ARCHS = {
         nk.ReLU(), nk.GlobalAvgPool(), nk.Dense(parameterization="standard", b_std=0.1))),
     "signal_1d": ((7, 2), nk.serial(
         nk.Conv((3,), padding="SAME", w_std=1.4, b_std=0.1), nk.ReLU(),
-        nk.Conv((2,), strides=(2,), padding="VALID"), nk.Tanh(), nk.AvgPool((2,)),
-        nk.ReLU(), nk.GlobalAvgPool(), nk.Dense())),
+        nk.Conv((2,), strides=(2,), padding="VALID"), nk.AvgPool((2,)), nk.Tanh(),
+        nk.AvgPool((2,), padding="SAME"), nk.GlobalAvgPool(), nk.Dense())),
     "signal_1d_flatten": ((6, 3), nk.serial(
         nk.Conv((3,), padding="CIRCULAR", strides=(2,), w_std=1.4), nk.ReLU(),
         nk.Dense(w_std=1.2, b_std=0.3), nk.Sin(), nk.Flatten(), nk.Dense())),

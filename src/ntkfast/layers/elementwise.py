@@ -6,7 +6,9 @@ Rule, at every pixel pair (p, p') with the per-position variances q_x(p), q_z(p'
 ``kernel_rule``.  In the self pass (Σ(x, x)) the same-position pairs p = p' use
 the activation's ``diag_rule`` (θ = 0 exactly), so the diagonals are exact.
 
-The output is not Gaussian (nt's ``is_gaussian=False``), except for the identity.
+As in neural-tangents 0.6.5 (``_elementwise`` raises unless ``k.is_gaussian``), the
+input must be a zero-mean Gaussian (after a Dense/Conv, possibly pooled, normalised or
+summed), and the output is not one (``is_gaussian=False``); the identity is a no-op.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..activations import Activation, Identity, get_activation
-from .base import Layer
+from .base import Layer, LayerError
 from .state import Meta, scale_ntk, set_spatial_diagonal
 
 __all__ = ["Elementwise"]
@@ -32,6 +34,12 @@ class Elementwise(Layer):
         meta = super().output_meta(meta, where)
         if isinstance(self.activation, Identity):
             return meta
+        if not meta.gaussian:
+            raise LayerError(
+                f"{where}: an activation is defined (as in neural-tangents) only on "
+                "zero-mean Gaussian input, i.e. after a Dense/Conv (possibly pooled, "
+                "normalised or summed), not after another activation, Flatten or on the raw "
+                "input; put a Dense or Conv before it")
         return Meta(meta.spatial, meta.channels, False)
 
     def kernel(self, state):
