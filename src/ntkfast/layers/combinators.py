@@ -142,6 +142,14 @@ class KernelMethods:
         ``progress`` are accepted for uniformity and have no effect."""
         return self._diag(X, dtype, out, backend, 1)
 
+    def finite(self, width, seed=0, **kw):
+        """The finite-width network of this architecture, parameters drawn N(0, 1) from
+        ``seed`` (see :func:`ntkfast.finite_layers.finite_network_for`; keywords
+        ``input_shape``, ``n_out``); its empirical NTK converges to :meth:`ntk` as
+        ``width`` grows (Jacot et al. 2018, Theorem 1)."""
+        from ..finite_layers import finite_network_for
+        return finite_network_for(self, width, seed=seed, **kw)
+
 
 def _layer_name(layer):
     if isinstance(layer, Elementwise):
