@@ -18,7 +18,11 @@ cos θ = Σ / √(qx qz), computed as ``atan2(√max(qx qz − Σ², 0), Σ)``, 
 
 from __future__ import annotations
 
+import dis
+import functools
+import hashlib
 import math
+import types
 
 import numpy as np
 from scipy import special
@@ -466,15 +470,31 @@ class Custom(QuadratureActivation):
     cannot compile, that takes the wrong number of arguments, returns something other
     than a real scalar, or returns non-finite values raises a ``ValueError`` naming
     the activation.
+
+    ``name``: shown in messages, and — when given — the activation's identity: two
+    Custom activations with the same ``name`` (and ``kink``, ``degree``, ``rule``)
+    are equal, and an out-of-core run resumes another process's run with it.  Without
+    ``name`` the identity is a fingerprint of ``fn`` and ``dfn`` derived from their
+    code (:func:`_callable_fingerprint`: bytecode, constants, default arguments,
+    closure and global values that are numbers, strings or arrays, functions they
+    call), so the same function defined again in a new process is recognised and a
+    changed constant is not.  Give ``name=`` when the function's identity cannot be
+    derived from its code, e.g. a C function or a closure over other objects (such
+    a function is fingerprinted by object identity, so its runs resume only in the
+    same process); a ``name`` must then change whenever the function does.
     """
 
     def __init__(self, fn, dfn=None, *, kink=False, degree=None, rule="trapezoid", name=None):
         self._init_degree(degree, rule)
         if not callable(fn) or (dfn is not None and not callable(dfn)):
             raise ValueError(f"Custom: fn and dfn must be callables, got {fn!r}, {dfn!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"Custom: name must be a non-empty string, got {name!r}")
         self.name = name or getattr(fn, "__name__", repr(fn))
+        self._given_name = name
         self.kink = bool(kink)
         self.py_fn, self.py_dfn = fn, dfn
+        self._fingerprint = name if name is not None else _callable_fingerprint((fn, dfn))
         try:
             import numba
         except ImportError as exc:  # pragma: no cover - numba is an optional extra
@@ -552,10 +572,128 @@ class Custom(QuadratureActivation):
         return f.reshape(u.shape), d.reshape(u.shape)
 
     def _key(self):
-        return ("Custom", id(self.py_fn), id(self.py_dfn), self.kink, self.degree, self.rule)
+        # stable across processes (the journal of an out-of-core run holds it)
+        ident = ("name", self._given_name) if self._given_name is not None else \
+            ("code", self._fingerprint)
+        return ("Custom", *ident, self.kink, self.degree, self.rule)
 
     def __repr__(self):
         return f"Custom({self.name})"
+
+
+def _callable_fingerprint(obj) -> str:
+    """A hex digest that identifies what a function computes, the same in every process.
+
+    Python functions: their code (bytecode, constants — nested code objects
+    included — and names), default arguments, and the values of their closure
+    cells and of the globals their code loads; numbers, strings, bytes, arrays,
+    tuples/lists/dicts of them, modules (by name), builtins and NumPy ufuncs (by
+    qualified name), types (by qualified name) and other Python or Numba-compiled
+    functions (recursively) enter by value.  Anything else enters by its type
+    and ``id()``, i.e. such a function is only recognised within one process (give
+    ``Custom(..., name=...)`` then).  The bytecode depends on the Python version.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        _feed(h, obj, set())
+    except RecursionError:  # pragma: no cover - absurdly deep structures
+        h.update(b"opaque-deep:%d" % id(obj))
+    return h.hexdigest()
+
+
+def _feed(h, obj, seen):
+    """Hash ``obj`` into ``h`` by value (see :func:`_callable_fingerprint`)."""
+    def tag(t, payload=b""):
+        h.update(b"<" + t.encode() + b":" + payload + b">")
+
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        tag(type(obj).__name__, repr(obj).encode())
+    elif isinstance(obj, np.generic):
+        tag("npscalar", obj.dtype.str.encode() + b"|" + obj.tobytes())
+    elif isinstance(obj, np.ndarray):
+        tag("ndarray", f"{obj.dtype.str}|{obj.shape}".encode())
+        if obj.dtype.hasobject:
+            for v in obj.ravel():
+                _feed(h, v, seen)
+        else:
+            h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, (tuple, list, frozenset, set)):
+        items = sorted(obj, key=repr) if isinstance(obj, (frozenset, set)) else obj
+        tag(type(obj).__name__, str(len(items)).encode())
+        for v in items:
+            _feed(h, v, seen)
+    elif isinstance(obj, dict):
+        tag("dict", str(len(obj)).encode())
+        for k in sorted(obj, key=repr):
+            _feed(h, k, seen)
+            _feed(h, obj[k], seen)
+    elif isinstance(obj, types.CodeType):
+        _feed_code(h, obj, None, seen)
+    elif isinstance(obj, types.FunctionType):
+        if id(obj) in seen:  # recursion (a function calling itself)
+            tag("recursive", obj.__qualname__.encode())
+            return
+        seen.add(id(obj))
+        tag("function")
+        _feed_code(h, obj.__code__, obj.__globals__, seen)
+        _feed(h, obj.__defaults__, seen)
+        _feed(h, obj.__kwdefaults__, seen)
+        cells = []
+        for c in obj.__closure__ or ():
+            try:
+                cells.append(c.cell_contents)
+            except ValueError:  # an empty cell
+                cells.append(None)
+        _feed(h, cells, seen)
+    elif isinstance(obj, types.ModuleType):
+        tag("module", obj.__name__.encode())
+    elif isinstance(obj, np.ufunc):
+        tag("ufunc", obj.__name__.encode())
+    elif isinstance(obj, (types.BuiltinFunctionType, type)):
+        tag("named", f"{getattr(obj, '__module__', None)}."
+                     f"{getattr(obj, '__qualname__', getattr(obj, '__name__', ''))}".encode())
+    elif isinstance(obj, functools.partial):
+        tag("partial")
+        _feed(h, (obj.func, obj.args, obj.keywords), seen)
+    elif isinstance(getattr(obj, "py_func", None), types.FunctionType):  # numba dispatcher
+        tag("jitted")
+        _feed(h, obj.py_func, seen)
+    else:  # identity cannot be derived: valid in this process only
+        tag("opaque", f"{type(obj).__module__}.{type(obj).__qualname__}:{id(obj)}".encode())
+
+
+def _feed_code(h, code, globs, seen):
+    h.update(b"<code:")
+    h.update(code.co_code)
+    h.update(repr((code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount,
+                   code.co_flags, code.co_names)).encode())
+    h.update(b">")
+    _feed(h, code.co_consts, seen)
+    if globs is None:
+        return
+    # the values of the globals the code (and its nested functions) loads
+    builtins = globs.get("__builtins__", {})
+    builtins = getattr(builtins, "__dict__", builtins)
+    names = sorted(_global_names(code))
+    for name in names:
+        h.update(b"<global:" + name.encode() + b">")
+        if name in globs:
+            _feed(h, globs[name], seen)
+        elif name in builtins:
+            _feed(h, builtins[name], seen)
+        else:
+            h.update(b"<undefined>")
+
+
+def _global_names(code):
+    names = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            names.add(ins.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
 
 
 def _custom_kernels(numba, jf, jd):
