@@ -68,7 +68,7 @@ DIRECT_SYNC_SECONDS = 30.0
 #: block checksums (zlib CRC-32, 2.6-4 GB/s on one core; :func:`ntkfast.journal.checksum`)
 #: cost, measured on a shared 2-core VM under other load (N = 6000 float32, depth-3
 #: ReLU K(X, X) to a 144 MB file, compiled engine, 12 runs of each variant in rotating
-#: order, medians; /tmp bench of issue 17): one 6000² block: 0.56 s with checksums,
+#: order, medians): one 6000² block: 0.56 s with checksums,
 #: 0.50 s without (process CPU 0.28 vs 0.25 s); 10 blocks of edge 1536: 0.85 vs 0.86 s
 #: (CPU 0.39 vs 0.36 s).  That is ~0.035 s of CPU per 144 MB of block values; the
 #: wall-time differences are within the run-to-run noise (±0.1 s), computing them
