@@ -43,7 +43,8 @@ def test_gram_subprocess_roundtrip(files):
     K = np.load(tmp / "K.npy")
     assert K.dtype == np.float32
     assert np.array_equal(K, net.ntk(X.astype(np.float32), tile=64))
-    assert sorted(os.listdir(tmp)) == ["K.npy", "X.npy", "Z.csv", "Z.txt", "bad.npy"]
+    assert sorted(os.listdir(tmp)) == ["K.npy", "K.npy.ntkfast.json", "X.npy", "Z.csv",
+                                       "Z.txt", "bad.npy"]
 
 
 def test_gram_in_process_both_and_text_inputs(files):
@@ -68,7 +69,7 @@ def test_no_resume_flag_and_progress(files, capsys):
     args = ["gram", str(tmp / "X.npy"), "-o", str(tmp / "K.npy"), "--tile", "64"]
     assert main(args + ["--progress"]) == 0
     assert "blocks" in capsys.readouterr().err
-    assert main(args + ["--no-resume", "-q"]) == 0
+    assert main(args + ["--no-resume", "--overwrite", "-q"]) == 0
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -128,3 +129,100 @@ def test_demo_missing_module_is_a_clear_message(capsys):
         with pytest.raises(SystemExit) as info:
             main(["demo", "--help"])
         assert info.value.code == 0
+
+
+# -- issue 17: existing outputs and input files are not overwritten -------------------
+def _gram(tmp, *extra):
+    return main(["gram", str(tmp / "X.npy"), "-o", str(tmp / "K.npy"), "--tile", "64",
+                 "--backend", "reference", "--no-progress", *extra])
+
+
+def test_output_never_overwrites_an_input(files, capsys, monkeypatch):
+    """`ntkfast gram X.npy -o X.npy` replaced its own input."""
+    tmp, X = files
+    monkeypatch.chdir(tmp)
+    np.save(tmp / "Z.npy", X[:7])
+    os.symlink(tmp / "X.npy", tmp / "link.npy")
+    before = np.load(tmp / "X.npy")
+    for args in (["gram", "X.npy", "-o", "X.npy"],
+                 ["gram", "X.npy", "-o", "./X.npy", "--overwrite"],
+                 ["gram", "X.npy", "-o", "link.npy", "--overwrite"],
+                 ["gram", "X.npy", "Z.npy", "-o", "S.npy", "-o", "Z.npy", "--get", "both",
+                  "--overwrite"]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "is the input file" in err and "--overwrite never applies" in err, err
+    assert np.array_equal(np.load(tmp / "X.npy"), before)
+    assert np.array_equal(np.load(tmp / "Z.npy"), X[:7])
+    assert not os.path.exists(tmp / "S.npy")
+
+
+def test_existing_output_needs_overwrite(files, capsys):
+    tmp, X = files
+    (tmp / "K.npy").write_bytes(b"precious")
+    assert _gram(tmp) == 1
+    err = capsys.readouterr().err
+    assert "K.npy: the output already exists" in err and "--overwrite" in err
+    assert (tmp / "K.npy").read_bytes() == b"precious"
+    assert _gram(tmp, "--overwrite", "-q") == 0
+    ref = nk.MLP().ntk(X.astype(np.float32), backend="reference", tile=64)
+    assert np.array_equal(np.load(tmp / "K.npy"), ref)
+
+
+def test_same_command_again_is_reported_not_recomputed(files, capsys, monkeypatch):
+    tmp, X = files
+    assert _gram(tmp, "--depth", "2", "-q") == 0
+    stamp = os.stat(tmp / "K.npy").st_mtime_ns
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(nk.MLP, "_compute", boom)
+    assert _gram(tmp, "--depth", "2") == 0
+    out = capsys.readouterr().out
+    assert "K.npy already holds this kernel (same arguments); nothing to do; use " \
+           "--overwrite to recompute" in out
+    assert os.stat(tmp / "K.npy").st_mtime_ns == stamp
+    # other arguments, or an output changed since: refused without --overwrite
+    assert _gram(tmp, "--depth", "3") == 1
+    assert "already exists" in capsys.readouterr().err
+    K = np.load(tmp / "K.npy")
+    np.save(tmp / "K.npy", K * 2)
+    assert _gram(tmp, "--depth", "2") == 1
+    assert "already exists" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert _gram(tmp, "--depth", "3", "--overwrite", "-q") == 0
+    ref = nk.MLP(depth=3).ntk(X.astype(np.float32), backend="reference", tile=64)
+    assert np.array_equal(np.load(tmp / "K.npy"), ref)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_interrupted_run_resumes_without_overwrite(files, capsys, monkeypatch, existing):
+    """A rerun of an interrupted run (fresh, or started with --overwrite over an older
+    output) resumes: it is not refused for lack of --overwrite."""
+    from ntkfast.backends.reference_engine import ReferenceEngine
+    tmp, X = files
+    if existing:
+        assert _gram(tmp, "--depth", "4", "-q") == 0
+    real = ReferenceEngine.fill
+    calls = {"n": 0}
+
+    def failing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ReferenceEngine, "fill", failing)
+    extra = ["--overwrite"] if existing else []
+    assert _gram(tmp, "--depth", "2", *extra) == 130
+    assert os.path.exists(tmp / "K.npy.partial")
+    assert os.path.exists(tmp / "K.npy") == existing
+    monkeypatch.setattr(ReferenceEngine, "fill", real)
+    capsys.readouterr()
+    assert _gram(tmp, "--depth", "2", "-q") == 0, capsys.readouterr().err
+    ref = nk.MLP(depth=2).ntk(X.astype(np.float32), backend="reference", tile=64)
+    assert np.array_equal(np.load(tmp / "K.npy"), ref)
+    assert not os.path.exists(tmp / "K.npy.partial")
+    assert _gram(tmp, "--depth", "2") == 0
+    assert "nothing to do" in capsys.readouterr().out

@@ -123,3 +123,112 @@ def test_diag_methods_take_the_kernel_keywords(net, rng):
         net.nngp_diag(X, out=np.empty(6))
     with pytest.raises(ValueError, match="backend"):
         net.ntk_diag(X, backend="gpu")
+
+
+# -- issue 17: the fault probe ------------------------------------------------------
+def test_out_overlapping_an_input_is_rejected(rng):
+    """net.ntk(X, out=X) read X while overwriting it: 31 % wrong values, silently."""
+    net = nk.MLP(depth=2)
+    X = rng.standard_normal((6, 6))
+    ref = net.ntk(X)
+    with pytest.raises(ValueError, match=r"out: the output array shares memory with X.*"
+                                         r"separate output array"):
+        net.ntk(X, out=X)
+    np.testing.assert_array_equal(net.ntk(X), ref)             # X untouched
+    Z = rng.standard_normal((6, 6))
+    with pytest.raises(ValueError, match="shares memory with Z"):
+        net.nngp(X, Z, out=Z)
+    big = np.zeros((12, 6))
+    big[:6] = X
+    with pytest.raises(ValueError, match="shares memory with X"):
+        net.ntk(big[:6], out=big[:6])
+    # a disjoint part of the same buffer is fine
+    out = net.ntk(big[:6], out=big[6:])
+    assert out.base is big and np.allclose(out, ref, rtol=1e-12)
+
+
+def test_kernels_pair_outputs_must_not_overlap(rng):
+    net = nk.MLP(depth=2)
+    X = rng.standard_normal((5, 3))
+    buf = np.ones((5, 5))
+    with pytest.raises(ValueError, match=r"out: the two output arrays \(nngp, ntk\) share"):
+        net.kernels(X, out=(buf, buf))
+    with pytest.raises(ValueError, match=r"out: the two output arrays \(nngp, ntk\) share"):
+        net.kernels(X, out=(buf[:, :], buf.reshape(5, 5)))
+    with pytest.raises(ValueError, match="shares memory with X"):
+        net.kernels(buf, out=(np.empty((5, 5)), buf))
+    S, T = net.kernels(X, out=(np.empty((5, 5)), np.empty((5, 5))))
+    assert np.allclose(T, net.ntk(X), rtol=1e-12)
+
+
+def test_huge_std_is_rejected_at_construction():
+    """w_std ≳ 1e154 gave a bare OverflowError at compute time."""
+    for name in ("w_std", "b_std"):
+        with pytest.raises(ValueError, match=rf"{name}: must be below 1.34e\+154 .*variance"):
+            nk.MLP(**{name: 1e155})
+    nk.MLP(w_std=1e150)  # representable: accepted (the inputs' check decides later)
+
+
+def test_depth_is_capped():
+    """depth=10**8 ended in a MemoryError (or hours of work) that did not name depth."""
+    with pytest.raises(ValueError, match=r"depth: at most 10000 hidden layers"):
+        nk.MLP(depth=10**8)
+    assert nk.MLP(depth=10_000).depth == 10_000
+
+
+def test_out_of_memory_names_depth(monkeypatch):
+    import ntkfast.tiling
+
+    def oom(*a, **k):
+        raise MemoryError("Unable to allocate 3.81 TiB")
+
+    monkeypatch.setattr(ntkfast.tiling, "compute_gram", oom)
+    with pytest.raises(MemoryError, match=r"depth-3 network on 4×4 kernels: the per-row "
+                                          r"layer variances .*reduce depth"):
+        nk.MLP(depth=3).ntk(np.ones((4, 2)))
+
+
+def test_n_jobs_is_capped_at_the_cores(rng):
+    """n_jobs=10**6 tried to allocate 3.81 TiB of per-thread scratch."""
+    import os
+
+    from ntkfast._validation import check_n_jobs
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert check_n_jobs(10**6) == ncpu
+    assert check_n_jobs(None) == check_n_jobs(-1) == ncpu
+    assert check_n_jobs(1) == 1 and check_n_jobs(-10**6) == 1
+    X = rng.standard_normal((30, 4))
+    np.testing.assert_allclose(nk.MLP(depth=2).ntk(X, n_jobs=10**6),
+                               nk.MLP(depth=2).ntk(X, n_jobs=1), rtol=1e-13)
+
+
+def test_unwritable_output_directory(tmp_path):
+    """An output under /proc said 'needs 0.0 MB but only 0.0 MB is free'."""
+    import os
+    X = np.ones((3, 2))
+    if os.path.isdir("/proc"):
+        with pytest.raises(OSError, match=r"out: cannot create files in '/proc'.*not "
+                                          r"writable"):
+            nk.MLP().ntk(X, out="/proc/K.npy")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    try:
+        if os.access(ro, os.W_OK) and os.geteuid() == 0:
+            pass  # root may write anyway: only /proc is checked then
+        else:
+            with pytest.raises(OSError, match="not writable"):
+                nk.MLP().ntk(X, out=str(ro / "K.npy"))
+    finally:
+        os.chmod(ro, 0o755)
+    assert not [p for p in os.listdir(tmp_path / "ro")]       # no probe file left behind
+
+
+def test_out_path_that_is_a_mapped_input_is_rejected(tmp_path, rng):
+    path = tmp_path / "X.npy"
+    np.save(path, rng.standard_normal((4, 4)))
+    X = np.load(path, mmap_mode="r")
+    with pytest.raises(ValueError, match=r"out: .*X.npy' is the file X is read from"):
+        nk.MLP().ntk(X, out=str(path))
+    with pytest.raises(ValueError, match="out: both kernels would go to the same file"):
+        nk.MLP().kernels(X, out=(str(tmp_path / "K.npy"), str(tmp_path / "." / "K.npy")))

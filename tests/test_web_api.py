@@ -389,3 +389,76 @@ def test_real_server_on_a_free_loopback_port():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# -- issue 17: DNS-rebinding / cross-origin guard --------------------------------------
+def _bound_client(host="127.0.0.1", port=8765):
+    a = webapp.create_app(host, port)
+    a.testing = True
+    return a.test_client()
+
+
+FIT = json.dumps({"points": [[0.0, 1.0], [1.0, 0.0]]})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8765", "localhost:8765", "[::1]:8765",
+                                  "LOCALHOST:8765"])
+def test_loopback_host_is_served(host):
+    c = _bound_client()
+    assert c.get("/api/config", headers={"Host": host}).status_code == 200
+    r = c.post("/api/fit", data=FIT, content_type="application/json",
+               headers={"Host": host, "Origin": f"http://{host}"})
+    assert r.status_code == 200, r.get_json()
+
+
+@pytest.mark.parametrize("headers,needle", [
+    ({"Host": "evil.example:8765"}, "not this server's address"),
+    ({"Host": "evil.example"}, "not this server's address"),
+    ({"Host": "127.0.0.1:9999"}, "another port"),
+    ({"Host": "127.0.0.1"}, "another port"),
+    ({"Host": "127.0.0.1:8765", "Origin": "http://evil.example"}, "cross-origin"),
+    ({"Host": "127.0.0.1:8765", "Origin": "http://localhost:8765"}, "cross-origin"),
+    ({"Host": "127.0.0.1:8765", "Origin": "https://127.0.0.1:8765"}, "cross-origin"),
+    ({"Host": "127.0.0.1:8765", "Origin": "null"}, "cross-origin"),
+    ({"Host": "127.0.0.1:8765:1"}, "malformed"),
+])
+def test_foreign_host_or_origin_is_refused(headers, needle):
+    """A page on another origin (or a rebound DNS name) got answers to its POSTs."""
+    c = _bound_client()
+    r = c.post("/api/fit", data=FIT, content_type="application/json", headers=headers)
+    assert r.status_code == 403
+    body = r.get_json()
+    assert body["error"].startswith("forbidden: ") and needle in body["error"]
+    page = c.get("/", headers=headers)
+    assert page.status_code == 403 and needle in page.get_data(as_text=True)
+
+
+def test_explicit_host_and_wildcard_bind():
+    c = _bound_client("myhost.lan", 8000)
+    assert c.get("/api/config", headers={"Host": "myhost.lan:8000"}).status_code == 200
+    assert c.get("/api/config", headers={"Host": "localhost:8000"}).status_code == 200
+    assert c.get("/api/config", headers={"Host": "other.lan:8000"}).status_code == 403
+    c = _bound_client("0.0.0.0", 8000)
+    assert c.get("/api/config", headers={"Host": "192.168.1.20:8000"}).status_code == 200
+    assert c.get("/api/config", headers={"Host": "evil.example:8000"}).status_code == 403
+
+
+def test_real_server_refuses_a_foreign_host():
+    import http.client
+
+    srv, url = webapp.start_background(port=0)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_port, timeout=10)
+        conn.request("POST", "/api/fit", body=FIT,
+                     headers={"Host": f"rebind.example:{srv.server_port}",
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 403 and b"DNS rebinding" in resp.read()
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_port, timeout=10)
+        conn.request("GET", "/api/config")  # http.client sends Host: 127.0.0.1:port
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -17,12 +17,21 @@ examples:
       Σ and Θ from one pass into two files (one -o: K_nngp.npy and K_ntk.npy)
   ntkfast gram X.npy -o K.npy --no-resume
       start over instead of resuming an interrupted run of the same command
+  ntkfast gram X.npy -o K.npy --depth 5 --overwrite
+      replace an existing K.npy (without --overwrite an existing output is kept)
   ntkfast info
       version, compiled backend, OpenMP threads and BLAS in use
 
 An interrupted `gram` (Ctrl-C, kill, power loss) resumes where it stopped when the
 same command is run again; the output appears under its name only when complete.
+An existing output is never replaced without --overwrite (and an input file never);
+a finished output records its arguments in OUT.npy.ntkfast.json, so running the same
+command again reports that there is nothing to do.
 """
+
+#: the record a finished `gram` leaves next to each output (see _write_record)
+RECORD_SUFFIX = ".ntkfast.json"
+_RECORD_FORMAT = 1
 
 
 def _parser():
@@ -64,6 +73,10 @@ def _parser():
     g.add_argument("--backend", choices=("auto", "compiled", "reference"), default="auto")
     g.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over, deleting a partial output of an earlier run")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (never the input files); without "
+                   "it an existing output is an error, or, if it holds this very kernel, "
+                   "nothing is done")
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
@@ -122,6 +135,131 @@ def _output_paths(outs, get):
     return outs
 
 
+def _same_file(a, b) -> bool:
+    """Do the paths name the same file (links and relative spellings included)?"""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _file_fingerprint(path):
+    """Cheap identity of a finished output file: size, mtime, inode and a hash of its
+    first and last MiB (a full hash would read the whole, possibly huge, file)."""
+    import hashlib
+
+    st = os.stat(path)
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > 2 << 20:
+            f.seek(st.st_size - (1 << 20))
+            h.update(f.read(1 << 20))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino,
+            "head_tail_blake2b": h.hexdigest()}
+
+
+def _run_records(args, X, Z, kinds):
+    """What determines the kernel in each output (``kinds``: 'nngp'/'ntk') of this
+    command: the network, dtype, backend and the inputs' shapes, dtypes and content
+    hashes (inputs hashed once)."""
+    from .journal import content_hash
+
+    def fingerprint(A):
+        return None if A is None else {"shape": list(A.shape), "dtype": A.dtype.str,
+                                        "blake2b": content_hash(A)}
+
+    common = {"format": _RECORD_FORMAT,
+              "network": {"depth": args.depth, "activation": args.activation,
+                          "w_std": args.w_std, "b_std": args.b_std,
+                          "parameterization": args.parameterization, "width": args.width},
+              "dtype": args.dtype, "backend": args.backend,
+              "X": fingerprint(X), "Z": fingerprint(Z)}
+    return [dict(common, kernel=k) for k in kinds]
+
+
+def _read_record(path):
+    import json
+    try:
+        with open(path + RECORD_SUFFIX) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _holds(path, record) -> bool:
+    """Does the existing output ``path`` hold the kernel ``record`` describes (its
+    record file matches and the file is the one the record was written for)?"""
+    saved = _read_record(path)
+    if not isinstance(saved, dict) or saved.get("run") != record:
+        return False
+    try:
+        return saved.get("file") == _file_fingerprint(path)
+    except OSError:
+        return False
+
+
+def _write_record(path, record):
+    """Write ``path`` + RECORD_SUFFIX atomically: the run's arguments and the output's
+    fingerprint (written after the output is complete)."""
+    import json
+    tmp = path + RECORD_SUFFIX + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"run": record, "file": _file_fingerprint(path)}, f, indent=1,
+                  sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path + RECORD_SUFFIX)
+
+
+def _remove_record(path):
+    try:
+        os.unlink(path + RECORD_SUFFIX)
+    except FileNotFoundError:
+        pass
+
+
+def _check_outputs(args, paths, X, Z, kinds):
+    """Decide what to do with existing outputs: (nothing_to_do, the run records if they
+    were computed, else None).
+
+    * an output that is an input file (X or Z): always an error, even with --overwrite;
+    * a journal next to the (first) output: an interrupted run of this output (fresh, or
+      one started with --overwrite): resume it; the tiling layer checks its arguments;
+    * existing outputs without --overwrite: nothing to do if every output holds this
+      very kernel (its record matches), else an error;
+    * --overwrite: the old records are removed, the outputs recomputed.
+    """
+    import errno
+
+    from .journal import journal_path
+
+    for p in paths:
+        for name, inp in (("X", args.X), ("Z", args.Z)):
+            if inp is not None and _same_file(p, inp):
+                raise ValueError(f"-o/--out: {p!r} is the input file {name} ({inp!r}); "
+                                 "the kernel would overwrite its own input; choose another "
+                                 "output name (--overwrite never applies to input files)")
+    if len(paths) == 2 and _same_file(paths[0], paths[1]):
+        raise ValueError(f"-o/--out: both kernels would go to the same file {paths[0]!r}; "
+                         "pass two different paths")
+    existing = [p for p in paths if os.path.exists(p)]
+    if not existing or os.path.exists(journal_path(os.path.abspath(paths[0]))):
+        return False, None
+    if args.overwrite:
+        for p in paths:
+            _remove_record(p)
+        return False, None
+    records = _run_records(args, X, Z, kinds)
+    if len(existing) == len(paths) and all(_holds(p, r) for p, r in zip(paths, records)):
+        return True, records
+    raise FileExistsError(errno.EEXIST, f"-o/--out: {', '.join(existing)}: the output "
+                          "already exists (and was not written by `ntkfast gram` with "
+                          "these arguments); pass --overwrite to replace it, or choose "
+                          "another output name")
+
+
 def _gram(args):
     import numpy as np
 
@@ -136,6 +274,14 @@ def _gram(args):
     Z = None if args.Z is None else load_matrix(args.Z, "Z")
     net = MLP(depth=args.depth, activation=args.activation, w_std=args.w_std,
               b_std=args.b_std, parameterization=args.parameterization, width=args.width)
+    kinds = ["nngp", "ntk"] if args.get == "both" else [args.get]
+    done, records = _check_outputs(args, paths, X, Z, kinds)
+    if done:
+        if not args.quiet:
+            for p in paths:
+                print(f"{p} already holds this kernel (same arguments); nothing to do; use "
+                      "--overwrite to recompute")
+        return 0
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     kw = dict(dtype=args.dtype, tile=args.tile, n_jobs=args.jobs, backend=args.backend,
               progress=progress, resume=args.resume)
@@ -148,6 +294,8 @@ def _gram(args):
     else:
         arrays = [net.ntk(X, Z, out=paths[0], **kw)]
     elapsed = time.perf_counter() - t0
+    for p, r in zip(paths, records or _run_records(args, X, Z, kinds)):
+        _write_record(p, r)
     if not args.quiet:
         for p, a in zip(paths, arrays):
             size = a.size * a.itemsize

@@ -23,6 +23,9 @@ Accuracy design (see ``src_ext/ntk_recursion.h``):
 * The diagonal of K(X, X) is overwritten by the O(N) diagonal recursion
   (θ = 0 exactly), so ``net.ntk(X)`` and ``net.ntk_diag(X)`` agree bitwise
   and the result is exactly symmetric (upper tiles are mirrored).
+* Tiny rows of positively homogeneous networks without bias (whose variance
+  products would underflow) are rescaled by powers of two and the block scaled
+  back (:func:`ntkfast.backends.reference.fill_rescaled`; exact).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .. import _engine  # noqa: E402
 from .._threads import limited  # noqa: E402
 from ..activations import ABReLU, Erf
-from .reference import diagonal_from_variances
+from .reference import diagonal_from_variances, fill_rescaled
 
 #: D < τ q(x) q(z) (θ ≲ 0.01 in float64, ≲ 0.1 in float32) → D computed exactly (first
 #: layer: Kahan; later layers: the cancellation-free update of the flagged columns).
@@ -85,6 +88,11 @@ class CompiledEngine:
 
         qx, qz: float64 per-layer variances (depth+1, n) from ``layer_variances``.
         """
+        fill_rescaled(self._fill, spec, Xb, Zb, out_nngp, out_ntk, symmetric=symmetric,
+                      dtype=np.dtype(dtype), tile=tile, n_jobs=n_jobs, qx=qx, qz=qz)
+
+    def _fill(self, spec, Xb, Zb, out_nngp, out_ntk, *, symmetric, dtype, tile=None,
+              n_jobs=1, qx, qz):
         dtype = np.dtype(dtype)
         tile = int(tile or DEFAULT_TILE)
         Xc = np.ascontiguousarray(Xb, dtype=dtype)
