@@ -166,8 +166,6 @@ def test_bad_keywords():
         net.ntk(IMG, backend="gpu")
     with pytest.raises(ValueError, match="backend='compiled'.*'reference'"):
         net.ntk(IMG, backend="compiled")
-    with pytest.raises(NotImplementedError, match="out-of-core"):
-        net.ntk(IMG, out="K.npy")
     with pytest.raises(ValueError, match=r"shape \(2, 2\) and dtype float64"):
         net.ntk(IMG, out=np.empty((3, 3)))
     with pytest.raises(ValueError, match="pass a pair"):

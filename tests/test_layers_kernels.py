@@ -371,7 +371,8 @@ def test_fully_connected_chain_is_the_mlp(case, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the network reference engine ran")
 
-    monkeypatch.setattr(RN, "compute_gram", boom)
+    monkeypatch.setattr(RN.NetworkReferenceEngine, "fill", boom)
+    monkeypatch.setattr(RN.NetworkReferenceEngine, "variances", boom)
     monkeypatch.setattr(RN, "compute_diagonal", boom)
     for z in (None, Z):
         k = net.kernels(X, z)

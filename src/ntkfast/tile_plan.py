@@ -40,7 +40,7 @@ PROGRESS_EDGE = 2048
 #: evaluate a whole block with NumPy (the others only need per-cache-tile scratch)
 _ENGINE_TEMPS = {"reference": 16}
 #: engines without internal threads: blocks are spread over n_jobs workers instead
-_SINGLE_THREADED = {"reference"}
+_SINGLE_THREADED = {"reference", "network-reference"}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -126,10 +127,8 @@ def compute_gram(engine, spec, X, Z, dtype, want_nngp, want_ntk, *, out=None, ti
         sink.progress = bar
         try:
             if pending:
-                qx = _variances(spec, X)
-                qz = qx if symmetric else _variances(spec, Zm)
-                check_variances(qx, dtype, "X")
-                check_variances(qz, dtype, "Z")
+                qx = _row_stats(engine, spec, X, dtype, "X")
+                qz = qx if symmetric else _row_stats(engine, spec, Zm, dtype, "Z")
                 _execute(engine, spec, X, Zm, dtype, plan, pending, sink, kinds, qx, qz)
             results = sink.finish()
         except BaseException:
@@ -248,6 +247,21 @@ def _check_out(out, shape, dtype, name):
 def _describe_target(targets):
     names = [os.path.basename(t) if isinstance(t, str) else k for k, t in targets]
     return " + ".join(names)
+
+
+def _row_stats(engine, spec, A, dtype, name):
+    """What the engine needs of every row, computed once up front and checked against
+    overflow in ``dtype``: the MLP's per-layer variances (depth+1, N), or — engines of
+    layer networks, which have ``variances`` — their self pass (a ``RowStats`` that
+    slices like it; see :mod:`ntkfast.backends.reference_network`)."""
+    if hasattr(engine, "variances"):
+        stats = engine.variances(spec, A)
+        drop_pages(A)
+        stats.check(dtype, name)
+        return stats
+    q = _variances(spec, A)
+    check_variances(q, dtype, name)
+    return q
 
 
 def _variances(spec, A):
@@ -415,9 +429,12 @@ class _FileRun:
             "dtype": dtype.str,
             "X": _fingerprint(X),
             "Z": None if symmetric else _fingerprint(Z),
-            "network": {"activation": J.describe(spec.activation), "depth": spec.depth,
-                        "w2": spec.w2, "b2": spec.b2, "lam0": spec.lam0, "lam": spec.lam,
-                        "mu": spec.mu},
+            # JSON-normalised (tuples as lists), as the journal stores it
+            "network": json.loads(json.dumps(spec.describe())) if hasattr(spec, "describe")
+            else {
+                "activation": J.describe(spec.activation), "depth": spec.depth,
+                "w2": spec.w2, "b2": spec.b2, "lam0": spec.lam0, "lam": spec.lam,
+                "mu": spec.mu},
             "backend": engine_name,
         }
 

@@ -14,32 +14,29 @@ Pieces:
   ``fill(plan, Xb, Zb, out_nngp, out_ntk, symmetric=…, qx=…, qz=…)`` runs the *cross
   pass* on one block of pairs and writes it into 2-D output views, splitting the
   block so that no more than ``budget`` bytes of kernel state are alive.
-* :func:`compute_gram` / :func:`compute_diagonal` — the in-memory drivers behind
-  ``Serial.nngp/ntk/kernels/nngp_diag/ntk_diag`` (blocks on/above the diagonal only
-  when Z is None, mirrored; threads over blocks).
+* :func:`prepare` (validated inputs and plan) and :func:`compute_diagonal` (the self
+  pass alone, for ``*_diag``).
 
-What tiling (:mod:`ntkfast.tiling`) needs to drive this engine out of core (``out=
-"K.npy"``), the same contract as the MLP engines':
+``Serial.nngp/ntk/kernels`` drive the engine through :func:`ntkfast.tiling.compute_gram`
+like the MLP engines (in-RAM or ``out="K.npy"`` out of core and resumable), by this
+contract:
 
-1. per-row statistics computed once up front, in row chunks:
-   ``stats = engine.variances(plan, X[r0:r1])`` concatenated with
-   :meth:`RowStats.concat` (the analogue of ``layer_variances``; size N·Σ_l P_l), and
-   checked with :meth:`RowStats.check` (the analogue of ``check_variances``);
+1. per-row statistics computed once up front: ``stats = engine.variances(plan, A)``
+   (the analogue of ``layer_variances``; size N·Σ_l P_l), checked with
+   :meth:`RowStats.check` (the analogue of ``check_variances``);
 2. per block ``engine.fill(plan, Xb, Zb, out_nngp, out_ntk, symmetric=b.diagonal,
    dtype=dtype, qx=stats_x[:, i0:i1], qz=stats_z[:, j0:j1])`` — ``RowStats`` slices
    like tiling's ``(depth+1, N)`` variance array; with ``symmetric=True`` (a diagonal
    block, Xb is Zb) the engine symmetrises the block exactly and writes the exact
-   diagonal itself; the caller mirrors off-diagonal blocks;
-3. the block inputs Xb, Zb keep their per-example shape (N_b, *S, C) — tiling's
-   ``np.ascontiguousarray(X[i0:i1])`` does;
-4. a journal key: ``plan.describe()`` (the network's ``describe()`` and the input
-   shape) in place of the MLP spec.
+   diagonal itself; tiling mirrors off-diagonal blocks;
+3. the block inputs Xb, Zb keep their per-example shape (N_b, *S, C);
+4. the journal key of a file output is ``plan.describe()`` (the network's
+   ``describe()`` and the input shape) in place of the MLP spec.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +45,7 @@ from .. import _validation as V
 from ..layers.base import LayerError
 from ..layers.state import KernelState, Meta, RecordTape, ReplayTape
 
-__all__ = ["NetworkPlan", "NetworkReferenceEngine", "RowStats", "compute_gram",
+__all__ = ["NetworkPlan", "NetworkReferenceEngine", "RowStats", "prepare",
            "compute_diagonal", "check_batch", "STATE_BUDGET"]
 
 #: bytes of kernel state (all arrays alive in one block, temporaries included) per call
@@ -56,9 +53,6 @@ STATE_BUDGET = 256 << 20
 #: estimated float64 arrays of the per-pair size alive at once (Σ, Θ, the activation
 #: rules' temporaries, padded copies, branches); measured peak ≈ 10-12 for conv nets
 ARRAYS_ALIVE = 16
-#: default block edge of the in-memory driver (the engine splits blocks further to fit
-#: the budget)
-DEFAULT_EDGE = 256
 
 
 # -- inputs -------------------------------------------------------------------------
@@ -298,44 +292,9 @@ class NetworkReferenceEngine:
                 out_ntk[idx, idx] = qx.ntk
 
 
-# -- in-memory drivers -------------------------------------------------------------
-def _resolve_out(out, want_nngp, want_ntk, shape, dtype):
-    wanted = [w for w in (want_nngp, want_ntk)]
-    n_wanted = sum(wanted)
-    if out is None:
-        pair = (None, None)
-    elif isinstance(out, (tuple, list)):
-        if len(out) != 2:
-            raise ValueError("out: for kernels() pass a pair (out_nngp, out_ntk)")
-        pair = tuple(out)
-    elif n_wanted == 2:
-        raise ValueError("out: kernels() computes two matrices; pass a pair "
-                         "(out_nngp, out_ntk)")
-    else:
-        pair = (out, None) if want_nngp else (None, out)
-    arrays = []
-    for name, w, target in zip(("nngp", "ntk"), wanted, pair):
-        if not w:
-            arrays.append(None)
-            continue
-        if target is None:
-            arrays.append(np.empty(shape, dtype=dtype))
-            continue
-        if not isinstance(target, np.ndarray):
-            raise NotImplementedError(
-                f"out: {name}: networks other than fully-connected chains write to NumPy "
-                f"arrays for now (got {type(target).__name__}); pass out=None or an array "
-                f"of shape {shape} (out-of-core .npy output is planned)")
-        if target.shape != shape or target.dtype != dtype:
-            raise ValueError(f"out: {name} output must have shape {shape} and dtype "
-                             f"{dtype}, got shape {target.shape} and dtype {target.dtype}")
-        if not target.flags.writeable:
-            raise ValueError(f"out: the {name} output array is read-only")
-        arrays.append(target)
-    return arrays
-
-
-def _prepare(network, X, Z, dtype):
+# -- drivers ----------------------------------------------------------------------
+def prepare(network, X, Z, dtype):
+    """Validated (X, Z, dtype, NetworkPlan): batches with one per-example shape."""
     X = check_batch(X, "X")
     if Z is not None:
         Z = check_batch(Z, "Z", X.shape[1:])
@@ -346,111 +305,10 @@ def _prepare(network, X, Z, dtype):
     return X, Z, dt, NetworkPlan(network, X.shape[1:])
 
 
-def compute_gram(network, X, Z, want_nngp, want_ntk, *, dtype=None, out=None, tile=None,
-                 n_jobs=None, progress=False):
-    """(Σ(X, Z) or None, Θ(X, Z) or None) of a network, in memory (see the module doc)."""
-    X, Z, dt, plan = _prepare(network, X, Z, dtype)
-    n_threads = V.check_n_jobs(n_jobs)
-    if tile is not None:
-        tile = V.check_int(tile, "tile", minimum=1)
-    symmetric = Z is None
-    Zm = X if symmetric else Z
-    shape = (X.shape[0], Zm.shape[0])
-    out_nngp, out_ntk = _resolve_out(out, want_nngp, want_ntk, shape, dt)
-    if tile is None:
-        edge = max(16, min(DEFAULT_EDGE, -(-max(shape) // (2 * n_threads))))
-    else:
-        edge = tile
-    blocks = [(i0, min(shape[0], i0 + edge), j0, min(shape[1], j0 + edge))
-              for i0 in range(0, shape[0], edge)
-              for j0 in range(i0 if symmetric else 0, shape[1], edge)]
-    workers = max(1, min(n_threads, len(blocks)))
-    engine = NetworkReferenceEngine(STATE_BUDGET // workers)
-    want_t = out_ntk is not None
-    sx = engine.variances(plan, X, want_t)
-    sx.check(dt, "X")
-    sz = sx if symmetric else engine.variances(plan, Zm, want_t)
-    if not symmetric:
-        sz.check(dt, "Z")
-    bar = _progress_bar(progress, len(blocks))
-
-    def run(block):
-        i0, i1, j0, j1 = block
-        diag = symmetric and i0 == j0
-        views = [None if o is None else o[i0:i1, j0:j1] for o in (out_nngp, out_ntk)]
-        engine.fill(plan, X[i0:i1], Zm[j0:j1], views[0], views[1], symmetric=diag,
-                    dtype=dt, qx=sx[i0:i1], qz=sz[j0:j1])
-        if symmetric and not diag:
-            for o in (out_nngp, out_ntk):
-                if o is not None:
-                    o[j0:j1, i0:i1] = o[i0:i1, j0:j1].T
-        bar.update(1)
-
-    try:
-        _run_blocks(run, blocks, workers)
-    finally:
-        bar.close()
-    return out_nngp, out_ntk
-
-
-def _run_blocks(run, blocks, workers):
-    if workers == 1:
-        for b in blocks:
-            run(b)
-        return
-    from .._threads import limited
-    lock = threading.Lock()
-    it = iter(blocks)
-    errors = []
-
-    def work():
-        while True:
-            with lock:
-                if errors:
-                    return
-                b = next(it, None)
-            if b is None:
-                return
-            try:
-                run(b)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                with lock:
-                    errors.append(exc)
-                return
-
-    threads = [threading.Thread(target=work, name=f"ntkfast-net-{k}", daemon=True)
-               for k in range(workers)]
-    with limited(1, "blas"):
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[0]
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress_bar(enabled, total):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return _NoBar()
-    return tqdm(total=total, unit="block", desc="kernel blocks")
-
-
 def compute_diagonal(network, X, kind, *, dtype=None, out=None):
     """Σ(x_i, x_i) (kind 0) or Θ(x_i, x_i) (kind 1): the self pass only, O(N P²) (full
     mode) or O(N P); bitwise the diagonal of K(X, X)."""
-    X, _, dt, plan = _prepare(network, X, None, dtype)
+    X, _, dt, plan = prepare(network, X, None, dtype)
     engine = NetworkReferenceEngine()
     stats = engine.variances(plan, X, want_ntk=kind == 1)
     stats.check(dt, "X")

@@ -102,12 +102,20 @@ class KernelMethods:
         if mlp is not None:
             return mlp._compute(X, Z, want_nngp, want_ntk, dtype=dtype, out=out, tile=tile,
                                 n_jobs=n_jobs, backend=backend, progress=progress, **kw)
-        kw.pop("resume", None)  # only meaningful for out-of-core output (fast path)
+        resume = kw.pop("resume", True)
         if kw:
             raise TypeError(f"unexpected keyword argument(s) {sorted(kw)}")
-        from ..backends.reference_network import compute_gram
-        return compute_gram(self, X, Z, want_nngp, want_ntk, dtype=dtype, out=out, tile=tile,
-                            n_jobs=n_jobs, progress=progress)
+        from .. import _validation as V
+        from ..backends.reference_network import (STATE_BUDGET, NetworkReferenceEngine,
+                                                  prepare)
+        from ..tiling import compute_gram
+        X, Z, dt, plan = prepare(self, X, Z, dtype)
+        n_threads = V.check_n_jobs(n_jobs)
+        if tile is not None:
+            tile = V.check_int(tile, "tile", minimum=1)
+        engine = NetworkReferenceEngine(STATE_BUDGET // n_threads)
+        return compute_gram(engine, plan, X, Z, dt, want_nngp, want_ntk, out=out, tile=tile,
+                            n_jobs=n_threads, progress=progress, resume=resume)
 
     def kernels(self, X, Z=None, **kw):
         """Σ(X, Z) and Θ(X, Z) from one pass, as :class:`ntkfast.Kernels`."""
