@@ -226,3 +226,30 @@ def test_bad_input(data, tmp_path):
         to_zarr(NET, X, tmp_path / "b.zarr", chunks=256, blocks=[(1, 0)])
     with pytest.raises(FileNotFoundError, match="path"):
         to_npy(NET, X, tmp_path / "missing" / "K.npy")
+
+
+CNN = nk.serial(nk.Conv((3, 3), w_std=1.4, b_std=0.1), nk.ReLU(), nk.AvgPool((2, 2), (2, 2)),
+                nk.Conv((3, 3)), nk.ReLU(), nk.GlobalAvgPool(), nk.Dense(b_std=0.1))
+
+
+def test_layer_network_blocks(client, tmp_path):
+    """A conv network's blocks on the workers: the same numbers as one process; images
+    from an array, a shared .npy path and a dask.array; zarr output resumable."""
+    import dask.array as da
+    rng = np.random.default_rng(11)
+    X, Z = rng.standard_normal((19, 6, 6, 2)), rng.standard_normal((7, 6, 6, 2))
+    K, S = CNN.ntk(X), CNN.nngp(X, Z)
+    Kd = gram_dask(CNN, X, chunks=8).compute(scheduler=client)
+    assert_close(Kd, K) and np.array_equal(Kd, Kd.T)
+    np.save(tmp_path / "X.npy", X)
+    Sd = gram_dask(CNN, str(tmp_path / "X.npy"), da.from_array(Z, chunks=(4, 6, 6, 2)),
+                   kind="nngp", chunks=(8, 4)).compute(scheduler="threads")
+    assert_close(Sd, S)
+    z = to_zarr(CNN, X, tmp_path / "K.zarr", chunks=8, scheduler="sync")
+    assert_close(z[...], K)
+    with pytest.raises(StoreMismatch, match="network"):
+        to_zarr(nk.serial(*CNN.layers[:-1], nk.Dense()), X, tmp_path / "K.zarr", chunks=8)
+    with pytest.raises(ValueError, match="Z: examples of shape"):
+        gram_dask(CNN, X, Z[:, :5])
+    with pytest.raises(ValueError, match="X: expected a 2-D array"):
+        gram_dask(NET, X)

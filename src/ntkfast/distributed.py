@@ -83,7 +83,7 @@ import numpy as np
 
 from . import _validation as V
 from ._threads import limited
-from .backends import get_backend
+from .backends import check_examples, engine_and_spec, get_backend
 from .backends.reference import layer_variances
 
 __all__ = ["gram_dask", "to_zarr", "to_npy", "StoreMismatch", "DEFAULT_CHUNK"]
@@ -125,31 +125,35 @@ def _thread_limits(n):
 
 # -- inputs ----------------------------------------------------------------------------
 class _Source:
-    """Rows of X (or Z): a NumPy array, a shared .npy path, or a dask.array."""
+    """Examples of X (or Z): a NumPy array, a shared .npy path, or a dask.array; rows
+    (N, D) or, for layer networks, signals/images (N, ..., C).  ``net`` validates them
+    (with ``example_shape``: Z must match X's per-example shape)."""
 
-    def __init__(self, A, name, d=None):
+    def __init__(self, A, name, net, example_shape=None):
         self.name = name
         self.path = None
         self.dask = None
         if isinstance(A, (str, os.PathLike)):
             self.path = os.path.abspath(os.fspath(A))
             arr = np.load(self.path, mmap_mode="r")
-            self.array = V.check_inputs(arr, name, d=d)  # validates on the client
+            self.array = check_examples(net, arr, name, example_shape)  # on the client
             if self.array is not arr:  # ints/bools: the file cannot be used as is
                 self.path = None
         elif _is_dask_array(A):
-            if A.ndim != 2:
-                raise ValueError(f"{name}: expected a 2-D dask array (n_samples, n_features), "
-                                 f"got shape {A.shape}")
-            if d is not None and A.shape[1] != d:
-                raise ValueError(f"{name}: has {A.shape[1]} features but X has {d}")
+            if A.ndim < 2:
+                raise ValueError(f"{name}: expected a dask array of examples (n_samples, "
+                                 f"n_features) or (n_samples, ..., channels), got shape "
+                                 f"{A.shape}")
+            if example_shape is not None and tuple(A.shape[1:]) != tuple(example_shape):
+                raise ValueError(f"{name}: has examples of shape {tuple(A.shape[1:])} but X's "
+                                 f"are {tuple(example_shape)}")
             if any(np.isnan(s) for s in A.shape):
                 raise ValueError(f"{name}: dask array with unknown shape; call "
                                  f"{name}.compute_chunk_sizes() first")
             self.dask = A
             self.array = None
         else:
-            self.array = V.check_inputs(A, name, d=d)
+            self.array = check_examples(net, A, name, example_shape)
         self.shape = tuple(int(s) for s in (A.shape if self.dask is not None
                                               else self.array.shape))
 
@@ -176,10 +180,11 @@ class _Source:
         name = f"ntkfast-rows-{self.name}-{token}"
         deps = []
         if self.dask is not None:
-            A = self.dask.rechunk((edge, self.shape[1]))
+            A = self.dask.rechunk((edge,) + self.shape[1:])
             deps.append(A)
+            rest = (0,) * (len(self.shape) - 1)
             for b in range(len(starts)):
-                dsk[(name, b)] = (_as_rows, (A.name, b, 0), dtype.str)
+                dsk[(name, b)] = (_as_rows, (A.name, b) + rest, dtype.str)
         elif self.path is not None:
             for b, r0 in enumerate(starts):
                 dsk[(name, b)] = (_load_rows, self.path, r0, min(r0 + edge, n), dtype.str)
@@ -210,14 +215,19 @@ def _load_rows(path, r0, r1, dtype):
 
 
 # -- tasks -------------------------------------------------------------------------------
-def _variances(spec, rows):
+def _variances(spec, backend, rows):
+    """Per-row statistics of a row block: the MLP's layer variances, or the self pass of
+    a layer network's engine."""
+    engine = _engine_for(spec, backend)
+    if hasattr(engine, "variances"):
+        return engine.variances(spec, rows)
     return layer_variances(spec, rows)
 
 
 def _engine_for(spec, backend):
     if isinstance(backend, str):
         return get_backend(backend, spec.activation)
-    return backend  # an engine object (tests, custom engines)
+    return backend  # an engine object (layer networks, tests, custom engines)
 
 
 def _fill(spec, backend, kind, Xb, Zb, qx, qz, diagonal, dtype, n_jobs):
@@ -272,20 +282,24 @@ class _Problem:
     def __init__(self, net, X, Z, kind, chunks, dtype, n_jobs, backend):
         _require_dask()
         self.kind = _check_kind(kind)
-        self.xs = _Source(X, "X")
+        self.xs = _Source(X, "X", net)
         self.symmetric = Z is None
-        self.zs = self.xs if self.symmetric else _Source(Z, "Z", d=self.xs.shape[1])
+        self.zs = self.xs if self.symmetric else _Source(Z, "Z", net, self.xs.shape[1:])
         if dtype is None and not self.symmetric:
             a = np.dtype(self.xs.dtype_for(None))
             b = np.dtype(self.zs.dtype_for(None))
             dtype = np.result_type(a, b)
         self.dtype = np.dtype(self.xs.dtype_for(dtype))
         self.n_jobs = V.check_n_jobs(1 if n_jobs is None else n_jobs)
-        if isinstance(backend, str):
-            get_backend(backend, net.activation)  # validate the name on the client
+        if isinstance(backend, str):  # validates the name on the client
+            engine, self.spec = engine_and_spec(net, self.xs.shape[1:], backend, self.n_jobs)
+            # MLP engines are looked up by name on the worker; layer networks' engine
+            # (plain Python) travels with the graph
+            backend = engine if hasattr(engine, "variances") else backend
+        else:
+            _, self.spec = engine_and_spec(net, self.xs.shape[1:], "auto", self.n_jobs)
         self.backend = backend
         self.net = net
-        self.spec = net._spec(self.xs.shape[1])
         self.shape = (self.xs.shape[0], self.zs.shape[0])
         self.edges = _check_chunks(chunks, *self.shape, self.symmetric)
         self.nb = (len(range(0, self.shape[0], self.edges[0])),
@@ -293,7 +307,7 @@ class _Problem:
 
     def engine_name(self):
         if isinstance(self.backend, str):
-            return get_backend(self.backend, self.net.activation).name
+            return get_backend(self.backend, self.spec.activation).name
         return getattr(self.backend, "name", type(self.backend).__name__)
 
     def describe(self):
@@ -305,8 +319,9 @@ class _Problem:
             "chunks": list(self.edges), "dtype": self.dtype.str,
             "X": self.xs.fingerprint(),
             "Z": None if self.symmetric else self.zs.fingerprint(),
-            "network": {"activation": describe(s.activation), "depth": s.depth, "w2": s.w2,
-                        "b2": s.b2, "lam0": s.lam0, "lam": s.lam, "mu": s.mu},
+            "network": json.loads(json.dumps(s.describe())) if hasattr(s, "describe") else
+            {"activation": describe(s.activation), "depth": s.depth, "w2": s.w2,
+             "b2": s.b2, "lam0": s.lam0, "lam": s.lam, "mu": s.mu},
             "backend": self.engine_name(),
         }
 
@@ -324,10 +339,10 @@ class _Problem:
             deps += dz_deps
         qxname, qzname = f"ntkfast-q-x-{token}", f"ntkfast-q-z-{token}"
         for b in range(self.nb[0]):
-            dsk[(qxname, b)] = (_variances, self.spec, (xname, b))
+            dsk[(qxname, b)] = (_variances, self.spec, self.backend, (xname, b))
         if not self.symmetric:
             for b in range(self.nb[1]):
-                dsk[(qzname, b)] = (_variances, self.spec, (zname, b))
+                dsk[(qzname, b)] = (_variances, self.spec, self.backend, (zname, b))
         else:
             qzname = qxname
         name = f"ntkfast-{self.kind}-{token}"
@@ -366,9 +381,10 @@ def gram_dask(net, X, Z=None, kind="ntk", chunks=None, dtype=None, *, n_jobs=1,
 
     Parameters
     ----------
-    net : ntkfast.MLP
-    X : (N, d) array, path to a ``.npy`` file every worker can read, or a dask.array
-    Z : (M, d) like X, or None for K(X, X) (upper blocks computed, lower = transposes)
+    net : ntkfast.MLP or a layer network (``nk.serial(...)``)
+    X : (N, d) array — or (N, ..., C) signals/images for a layer network — a path to a
+        ``.npy`` file every worker can read, or a dask.array
+    Z : (M, ...) like X, or None for K(X, X) (upper blocks computed, lower = transposes)
     kind : 'ntk' | 'nngp'
     chunks : int or (rows, cols)
         Block edge (default :data:`DEFAULT_CHUNK` = 4096; multiples of 256 give

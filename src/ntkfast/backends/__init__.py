@@ -64,3 +64,30 @@ def get_backend(name, activation):
         return CompiledEngine()
     valid = ", ".join(repr(b) for b in BACKENDS)
     raise ValueError(f"backend: unknown backend {name!r}; use one of {valid}")
+
+
+def engine_and_spec(net, example_shape, backend="auto", n_jobs=1):
+    """(engine, spec) that compute the kernels of ``net`` (an :class:`ntkfast.MLP` or a
+    ``nk.serial`` network) on examples of ``example_shape`` (one example, no batch
+    axis): ``engine.fill(spec, ...)`` fills blocks, as :func:`ntkfast.tiling.compute_gram`
+    and :mod:`ntkfast.distributed` drive it."""
+    setup = getattr(net, "_engine_and_spec", None)
+    example_shape = tuple(int(n) for n in example_shape)
+    if setup is not None:
+        return setup(example_shape, backend, n_jobs)
+    if len(example_shape) != 1:
+        raise ValueError(f"X: {type(net).__name__} takes vectors (N, D), got examples of "
+                         f"shape {example_shape}; use nk.serial(...) with Conv/Flatten layers "
+                         "for signals and images")
+    return get_backend(backend, net.activation), net._spec(example_shape[0])
+
+
+def check_examples(net, A, name, example_shape=None):
+    """``A`` validated as a batch of examples for ``net`` (NaN, shape, dtype), with the
+    per-example shape ``example_shape`` when given (Z against X)."""
+    check = getattr(net, "_check_examples", None)
+    if check is not None:
+        return check(A, name, example_shape)
+    from .._validation import check_inputs
+    return check_inputs(A, name, d=None if example_shape is None else example_shape[0])
+

@@ -8,6 +8,8 @@ kernel methods of :class:`ntkfast.MLP` (``nngp``, ``ntk``, ``kernels``, ``nngp_d
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..activations import Activation
 from .base import Layer, LayerError
 from .branching import Parallel
@@ -95,6 +97,24 @@ class KernelMethods:
                              "Dense] * depth on vectors have a compiled engine so far; use "
                              "backend='auto' or 'reference' for this network")
         return None
+
+    def _engine_and_spec(self, example_shape, backend="auto", n_jobs=1):
+        """(engine, spec) for examples of ``example_shape`` (see
+        :func:`ntkfast.backends.engine_and_spec`): the MLP's for fully-connected chains
+        on vectors, else the network reference engine and its plan."""
+        mlp = self._mlp_equivalent() if len(example_shape) == 1 else None
+        if mlp is not None and backend != "reference":
+            from ..backends import engine_and_spec
+            return engine_and_spec(mlp, example_shape, backend, n_jobs)
+        self._fast_path(np.empty((0,) + tuple(example_shape)), backend)  # checks backend
+        from ..backends.reference_network import (STATE_BUDGET, NetworkPlan,
+                                                  NetworkReferenceEngine)
+        return (NetworkReferenceEngine(STATE_BUDGET // max(1, n_jobs)),
+                NetworkPlan(self, tuple(example_shape)))
+
+    def _check_examples(self, A, name, example_shape=None):
+        from ..backends.reference_network import check_batch
+        return check_batch(A, name, example_shape)
 
     def _compute(self, X, Z, want_nngp, want_ntk, dtype=None, out=None, tile=None,
                  n_jobs=None, backend="auto", progress=False, **kw):
