@@ -166,3 +166,24 @@ def test_bad_input(problem):
     m = NystromRegression(NET, X, Y, n_centers=10)
     with pytest.raises(ValueError, match="X_test: has 3 features"):
         m.predict(X[:, :3])
+
+
+@pytest.mark.parametrize("centers", ["uniform", "leverage"])
+def test_layer_network_solves_the_nystrom_system(centers):
+    """A conv network's kernel, tile by tile from images: α solves the dense system."""
+    cnn = nk.serial(nk.Conv((3, 3), w_std=1.4, b_std=0.1), nk.ReLU(),
+                    nk.AvgPool((2, 2), (2, 2)), nk.Conv((2, 2)), nk.ReLU(), nk.GlobalAvgPool(),
+                    nk.Dense(b_std=0.1))
+    rng = np.random.default_rng(4)
+    X, Xt = rng.standard_normal((60, 4, 4, 2)), rng.standard_normal((9, 4, 4, 2))
+    y = np.sin(X[:, 0, 0, 0]) + X[:, 1, 2, 1]
+    ridge = 1e-2
+    m = NystromRegression(cnn, X, y, n_centers=25, ridge=ridge, centers=centers,
+                          tol=1e-12, maxiter=500, tile=16)
+    C = X[m.center_indices_]
+    Knm, Kmm = cnn.ntk(X, C), cnn.ntk(C)
+    direct = np.linalg.solve(Knm.T @ Knm + ridge * Kmm, Knm.T @ y)
+    np.testing.assert_allclose(m.predict(Xt), cnn.ntk(Xt, C) @ direct, rtol=1e-7,
+                               atol=1e-7 * np.abs(cnn.ntk(Xt, C) @ direct).max())
+    with pytest.raises(ValueError, match="X_test: examples of shape"):
+        m.predict(Xt[:, :3])

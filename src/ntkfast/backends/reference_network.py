@@ -183,7 +183,9 @@ class RowStats:
                 raise IndexError("RowStats: index rows as stats[i0:i1] or stats[:, i0:i1]")
             key = key[1]
         if not isinstance(key, slice):
-            raise IndexError("RowStats: only slices of rows")
+            key = np.asarray(key)
+            if key.dtype.kind not in "iu" or key.ndim != 1:
+                raise IndexError("RowStats: index rows by a slice or a 1-D integer array")
         return RowStats([t[key] for t in self.tapes], self.nngp[key],
                         None if self.ntk is None else self.ntk[key])
 

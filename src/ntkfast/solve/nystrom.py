@@ -49,7 +49,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .. import _validation as V
-from ..backends import get_backend
+from ..backends import check_examples, engine_and_spec
 from ..backends.reference import diagonal_from_variances, layer_variances
 from ._checks import NotPositiveDefiniteError, as_ridge, as_targets
 from .regression import JitterWarning
@@ -123,8 +123,8 @@ class NystromRegression:
                  tol=1e-6, maxiter=100, tile=None, progress=False, seed=0, *, dtype=None,
                  n_jobs=None, backend="auto", memory_budget=None):
         t_start = time.perf_counter()
-        X = V.check_inputs(X, "X")
-        n, d = X.shape
+        X = check_examples(net, X, "X")
+        n = X.shape[0]
         self.dtype = V.check_dtype(dtype, X)
         X = X.astype(self.dtype, copy=False)
         Y, self._1d = as_targets(y, "y", n, "X")
@@ -149,8 +149,7 @@ class NystromRegression:
         self.net, self.kernel, self.tol, self.n_centers = net, kernel, tol, m
         self.centers, self.seed, self.progress = centers, seed, bool(progress)
         self.n_train = n
-        self._engine = get_backend(backend, net.activation)
-        self._spec = net._spec(d)
+        self._engine, self._spec = engine_and_spec(net, X.shape[1:], backend, self.n_jobs)
         itemsize = np.dtype(self.dtype).itemsize
         self._tile = tile or max(1, min(n, _BLOCK_BYTES // (itemsize * m)))
         self._X = X
@@ -168,7 +167,7 @@ class NystromRegression:
                 idx, dw = self._leverage_centers(rng, m)
         self.center_indices_ = idx
         self.centers_ = np.ascontiguousarray(X[idx])
-        self._qC = np.ascontiguousarray(self._qX[:, idx])
+        self._qC = self._qX[:, idx]
         self.timings_["centers"] = time.perf_counter() - t0
 
         with _small_lapack(m):
@@ -214,6 +213,10 @@ class NystromRegression:
 
     # -- kernel evaluation ------------------------------------------------------------
     def _variances(self, A):
+        """Per-row statistics the engine needs: the MLP's layer variances (depth+1, n),
+        or a layer network's self pass (``RowStats``, sliced alike)."""
+        if hasattr(self._engine, "variances"):
+            return self._engine.variances(self._spec, A)
         q = np.empty((self._spec.depth + 1, A.shape[0]))
         for r in range(0, A.shape[0], _VAR_CHUNK):
             q[:, r:r + _VAR_CHUNK] = layer_variances(self._spec, A[r:r + _VAR_CHUNK])
@@ -352,8 +355,11 @@ class NystromRegression:
         R = min(n, 2 * m)
         J = np.sort(rng.choice(n, size=R, replace=False))
         XJ = np.ascontiguousarray(self._X[J])
-        qJ = np.ascontiguousarray(self._qX[:, J])
-        sig, theta = diagonal_from_variances(self._spec, self._X, self._qX)
+        qJ = self._qX[:, J]
+        if hasattr(self._qX, "ntk"):  # a layer network's RowStats carry the diagonals
+            sig, theta = self._qX.nngp, self._qX.ntk
+        else:
+            sig, theta = diagonal_from_variances(self._spec, self._X, self._qX)
         kdiag = np.asarray(theta if self.kernel == "ntk" else sig, dtype=np.float64)
         mean_diag = float(kdiag.mean())
         lam = max(self.ridge / n, 1e-6 * mean_diag / n)
@@ -394,7 +400,7 @@ class NystromRegression:
 
     def predict(self, X_test, progress=None):
         """f(X_test) = k(X_test, C) α, in row blocks; (n_test,) or (n_test, k)."""
-        Xt = V.check_inputs(X_test, "X_test", d=self.centers_.shape[1])
+        Xt = check_examples(self.net, X_test, "X_test", self.centers_.shape[1:])
         Xt = Xt.astype(self.dtype, copy=False)
         out = np.empty((Xt.shape[0], self._alpha.shape[1]))
         q = self._variances(Xt)
