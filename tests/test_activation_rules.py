@@ -98,3 +98,23 @@ def test_zero_rows_follow_pi_over_2_convention():
     # Ė(0, ·) = (a+b)²/4 for ABReLU (θ = π/2): standard param. with b_std = 0 makes Θ see it.
     net = nk.MLP(depth=1, activation="relu", b_std=0.0, parameterization="standard", width=8)
     assert abs(net.ntk(X[:1], X[1:])[0, 0] - (0.25 + 1)) < 1e-15
+
+
+@pytest.mark.parametrize("act, c", [(nk.Sin(), 0.0), (nk.Cos(), np.pi / 2),
+                                    (nk.Sin(2.0, 0.7, 0.3), 0.3)], ids=repr)
+def test_sin_cos_rules_keep_their_digits_at_small_inputs(act, c):
+    """The closed form as a difference of exponentials lost every digit at norms ~1e-12
+    (Σ came out 0); against a 40-digit evaluation of that same difference."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    a, b = act.a, act.b
+    for scale in (1e-14, 1e-9, 1e-4, 1.0, 4.0):
+        for sigma, qx, qz in ((0.7, 1.1, 0.9), (-0.5, 0.8, 1.3)):
+            sigma, qx, qz = sigma * scale, qx * scale, qz * scale
+            S, X, Z = (mpmath.mpf(v) for v in (sigma, qx, qz))
+            s1 = mpmath.exp(b * b * (S - (X + Z) / 2))
+            s2 = mpmath.exp(-b * b * (S + (X + Z) / 2)) * mpmath.cos(2 * mpmath.mpf(c))
+            want = (a * a * (s1 - s2) / 2, a * a * b * b * (s1 + s2) / 2)
+            got = act.kernel_rule(np.float64(sigma), np.float64(qx), np.float64(qz))
+            for g, w in zip(got, want):
+                assert abs(g - float(w)) <= 1e-14 * abs(float(w)), (scale, sigma, g, w)
