@@ -116,6 +116,7 @@ class NetworkPlan:
         #: float64 elements per pair (cross) or row (self) of one state array at the input
         #: (no layer increases the spatial size)
         self.pair_elems = self.P * self.P if self.full else self.P
+        self.homogeneous = is_homogeneous(network)
 
     def describe(self) -> dict:
         return {"network": self.network.describe(), "example_shape": list(self.example_shape),
@@ -172,6 +173,9 @@ class RowStats:
     tapes: list
     nngp: np.ndarray
     ntk: np.ndarray | None
+    #: per-row exponents k (int64): the self pass (and the tapes) ran on 2^k x, the
+    #: diagonals are scaled back; None when no row is rescaled (see ``_tiny_exponents``)
+    k: np.ndarray | None = None
 
     def __len__(self):
         return self.nngp.shape[0]
@@ -187,17 +191,20 @@ class RowStats:
             if key.dtype.kind not in "iu" or key.ndim != 1:
                 raise IndexError("RowStats: index rows by a slice or a 1-D integer array")
         return RowStats([t[key] for t in self.tapes], self.nngp[key],
-                        None if self.ntk is None else self.ntk[key])
+                        None if self.ntk is None else self.ntk[key],
+                        None if self.k is None else self.k[key])
 
     @staticmethod
     def concat(parts) -> "RowStats":
         parts = list(parts)
         if len(parts) == 1:
             return parts[0]
+        ks = [p.k if p.k is not None else np.zeros(len(p), np.int64) for p in parts]
         return RowStats([np.concatenate(ts) for ts in zip(*(p.tapes for p in parts))],
                         np.concatenate([p.nngp for p in parts]),
                         None if parts[0].ntk is None else
-                        np.concatenate([p.ntk for p in parts]))
+                        np.concatenate([p.ntk for p in parts]),
+                        np.concatenate(ks) if any(p.k is not None for p in parts) else None)
 
     def check(self, dtype, name="X"):
         """Reject rows whose variances would overflow ``dtype`` kernels (products of
@@ -213,6 +220,70 @@ class RowStats:
                     f"{name}: example {row} is too large for {np.dtype(dtype).name} kernels "
                     f"(a layer variance {np.max(flat[row]):.3g} exceeds {limit:.3g}); "
                     f"rescale the inputs (or w_std/b_std){hint}")
+
+
+# -- tiny inputs -----------------------------------------------------------------------
+#: rows whose mean square is below this are rescaled (homogeneous networks) before the
+#: self pass: far above the float64 window's q_lo ≈ 1e-146, so rows in the ordinary range
+#: keep their exact bits
+TINY_MEAN_SQUARE = 2.0 ** -200
+
+
+def is_homogeneous(layer) -> bool:
+    """True when the network's kernels are positively homogeneous of degree 1 in each
+    input, K(a x, b z) = a b K(x, z) for a, b > 0: linear layers without bias (Dense,
+    Conv; both parameterizations, whose Θ terms all scale alike), pooling, readouts,
+    branches of such layers, and the ABReLU family / Identity.  Bias and LayerNorm are
+    not (LayerNorm's ε sets a scale)."""
+    from ..activations import ABReLU, Identity
+    from ..layers import (AvgPool, Conv, Dense, Elementwise, FanInSum, FanOut, Flatten,
+                          GlobalAvgPool, Parallel, Serial)
+    if isinstance(layer, Serial):
+        return all(is_homogeneous(l) for l in layer.layers)
+    if isinstance(layer, Parallel):
+        return all(is_homogeneous(b) for b in layer.branches)
+    if isinstance(layer, (Dense, Conv)):
+        return layer.b_std is None or (layer.b_std == 0 and layer.parameterization == "ntk")
+    if isinstance(layer, Elementwise):
+        return isinstance(layer.activation, (ABReLU, Identity))
+    return isinstance(layer, (AvgPool, GlobalAvgPool, Flatten, FanOut, FanInSum))
+
+
+def _tiny_exponents(plan, rows):
+    """Per-row exponents k with 2^k x of mean square ≈ 1 for the non-zero rows whose mean
+    square is below :data:`TINY_MEAN_SQUARE`, when the network is homogeneous (exact
+    power-of-two scaling, undone on the results); None when no row needs it."""
+    if not plan.homogeneous or rows.shape[0] == 0:
+        return None
+    flat = rows.reshape(rows.shape[0], -1)
+    # the largest |x| first, so the mean square itself cannot underflow
+    top = np.max(np.abs(flat), axis=1)
+    small = (top > 0) & (top < math.sqrt(TINY_MEAN_SQUARE))
+    if not small.any():
+        return None
+    k = np.zeros(rows.shape[0], np.int64)
+    k[small] = -np.frexp(top[small])[1]  # 2^k · top in [0.5, 1)
+    return k
+
+
+def _check_tiny(plan, tapes, row0):
+    """Reject examples whose layer variances fell below the float64 window (products of
+    two variances underflow: the angle between inputs is lost) — for networks that
+    could not be rescaled exactly (bias, LayerNorm, smooth activations)."""
+    q_lo = V.variance_window(np.float64)[0]
+    for arr in tapes:
+        flat = np.asarray(arr).reshape(arr.shape[0], -1)
+        bad = ((flat > 0) & (flat < q_lo)).any(axis=1)
+        if bad.any():
+            row = row0 + int(np.flatnonzero(bad)[0])
+            fix = ("rescale the inputs (and b_std with them: the kernels scale as "
+                   "K(s x, s z; s b_std) = s² K for networks of ReLU-like layers)"
+                   if not plan.homogeneous else
+                   "the layers shrink the variance too far for float64; use larger w_std")
+            raise ValueError(
+                f"X: example {row} is too small for an accurate kernel (a layer variance "
+                f"{flat[int(np.flatnonzero(bad)[0])][flat[int(np.flatnonzero(bad)[0])] > 0].min():.3g} "
+                f"is below {q_lo:.3g}, where q·q' underflows); {fix}")
 
 
 # -- the engine ----------------------------------------------------------------------
@@ -233,14 +304,23 @@ class NetworkReferenceEngine:
         step = self._rows_per_chunk(plan)
         parts = []
         for r in range(0, A.shape[0], step):
+            rows = np.asarray(A[r:r + step], dtype=np.float64)
+            k = _tiny_exponents(plan, rows)
+            if k is not None:
+                rows = np.ldexp(rows, k.reshape((-1,) + (1,) * (rows.ndim - 1)))
             # overflow (huge inputs) gives inf/NaN here; RowStats.check rejects it clearly
-            with np.errstate(over="ignore", invalid="ignore"):
-                state = plan.self_state(A[r:r + step], want_ntk)
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+                state = plan.self_state(rows, want_ntk)
                 out = plan.run(state)
-            n = min(step, A.shape[0] - r)
+            n = rows.shape[0]
             ntk = None if out.ntk is None else np.broadcast_to(out.ntk, (n,)).astype(
                 np.float64)
-            parts.append(RowStats(state.tape.records, np.asarray(out.cov, np.float64), ntk))
+            nngp = np.asarray(out.cov, np.float64)
+            if k is not None:  # K(2^k x, 2^k x) = 4^k K(x, x): scale back (exact)
+                nngp = np.ldexp(nngp, -2 * k)
+                ntk = None if ntk is None else np.ldexp(ntk, -2 * k)
+            _check_tiny(plan, state.tape.records, r)
+            parts.append(RowStats(state.tape.records, nngp, ntk, k))
         return RowStats.concat(parts)
 
     def sub_block(self, plan, n1, n2):
@@ -270,6 +350,13 @@ class NetworkReferenceEngine:
         if not outs:
             return
         n1, n2 = Xb.shape[0], Zb.shape[0]
+        kx, kz = qx.k, qz.k
+        if kx is not None:
+            Xb = np.ldexp(np.asarray(Xb, np.float64), kx.reshape((-1,) + (1,) * (Xb.ndim - 1)))
+        if symmetric:
+            Zb = Xb
+        elif kz is not None:
+            Zb = np.ldexp(np.asarray(Zb, np.float64), kz.reshape((-1,) + (1,) * (Zb.ndim - 1)))
         edge = int(tile) if tile else self.sub_block(plan, n1, n2)
         for i0 in range(0, n1, edge):
             i1 = min(n1, i0 + edge)
@@ -283,6 +370,10 @@ class NetworkReferenceEngine:
                     o[i0:i1, j0:j1] = v
                     if symmetric and j0 > i0:
                         o[j0:j1, i0:i1] = o[i0:i1, j0:j1].T
+        if kx is not None or kz is not None:  # K(2^a x, 2^b z) = 2^(a+b) K(x, z)
+            from .reference import unscale
+            for o in outs:
+                unscale(o, kx, kz)
         if symmetric:
             idx = np.arange(n1)
             for o in outs:
