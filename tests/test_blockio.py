@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ntkfast import _blockio
-from ntkfast.io import NpyBlockFile
+from ntkfast.outofcore.io import NpyBlockFile
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ntkfast as nk
-from ntkfast.cli import main
+from ntkfast.apps.cli import main
 
 
 
@@ -29,7 +29,7 @@ def files(tmp_path):
 def run(args, cwd):
     """The CLI in a subprocess, importing the same (installed) ntkfast as this process."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(nk.__file__)))
-    return subprocess.run([sys.executable, "-m", "ntkfast.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "ntkfast.apps.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -114,17 +114,17 @@ def test_info(capsys):
     out = capsys.readouterr().out
     assert f"ntkfast {nk.__version__}" in out
     assert "compiled backend:" in out and "BLAS:" in out and "OpenMP" in out
-    from ntkfast.tile_plan import default_budget
+    from ntkfast.outofcore.tile_plan import default_budget
     assert (f"{default_budget() // 2**20} MiB in RAM, "
             f"{default_budget(to_file=True) // 2**20} MiB for .npy file outputs") in out
 
 
 def test_demo_missing_module_is_a_clear_message(capsys):
     try:
-        import ntkfast.demo  # noqa: F401
+        import ntkfast.apps.demo  # noqa: F401
     except ModuleNotFoundError:
         assert main(["demo"]) == 2
-        assert "ntkfast.demo is missing" in capsys.readouterr().err
+        assert "ntkfast.apps.demo is missing" in capsys.readouterr().err
     else:
         with pytest.raises(SystemExit) as info:
             main(["demo", "--help"])

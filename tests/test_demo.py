@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
-from ntkfast import demo  # noqa: E402
+from ntkfast.apps import demo  # noqa: E402
 
 FIGURES = {"one_d", "kernel_convergence", "kernel_change", "training_vs_ntk", "spectrum",
            "eigen_dynamics"}

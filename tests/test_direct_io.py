@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import ntkfast as nk
-from ntkfast import io as nkio
-from ntkfast import journal as J
-from ntkfast import tiling
+from ntkfast.outofcore import io as nkio
+from ntkfast.outofcore import journal as J
+from ntkfast.outofcore import tiling
 from ntkfast.backends.reference_engine import ReferenceEngine
 from test_resume import interrupt_after, journal_blocks  # noqa: E402 - shared helpers
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import ntkfast as nk
-from ntkfast import journal as J
-from ntkfast import tiling
+from ntkfast.outofcore import journal as J
+from ntkfast.outofcore import tiling
 from ntkfast.backends.reference_engine import ReferenceEngine
 from test_resume import interrupt_after  # noqa: E402 - shared helper
 from test_direct_io import direct_supported  # noqa: E402

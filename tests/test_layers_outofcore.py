@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ntkfast as nk
-from ntkfast import journal as J
+from ntkfast.outofcore import journal as J
 from ntkfast.backends import reference_network as RN
 
 NET = nk.serial(nk.Conv((3, 3), w_std=1.3, b_std=0.1), nk.ReLU(),

@@ -33,7 +33,7 @@ def _rel(a, b):
 
 
 def _run(net, X, Z, engine, dtype=np.float64):
-    from ntkfast.tiling import compute_gram
+    from ntkfast.outofcore.tiling import compute_gram
     spec = net._spec(X.shape[1])
     return compute_gram(engine, spec, X.astype(dtype), None if Z is None else Z.astype(dtype),
                         np.dtype(dtype), True, True, n_jobs=2)

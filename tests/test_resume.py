@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ntkfast as nk
-from ntkfast import journal as J
+from ntkfast.outofcore import journal as J
 from ntkfast.backends import compiled_available
 from ntkfast.backends.reference_engine import ReferenceEngine
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import ntkfast as nk
-from ntkfast import io as nio
-from ntkfast import tiling
-from ntkfast.tile_plan import GRANULE, block_edge, plan_gram
+from ntkfast.outofcore import io as nio
+from ntkfast.outofcore import tiling
+from ntkfast.outofcore.tile_plan import GRANULE, block_edge, plan_gram
 
 NET = nk.MLP(depth=3, activation="relu", w_std=1.2, b_std=0.1)
 

@@ -177,12 +177,12 @@ def test_depth_is_capped():
 
 
 def test_out_of_memory_names_depth(monkeypatch):
-    import ntkfast.tiling
+    import ntkfast.outofcore.tiling
 
     def oom(*a, **k):
         raise MemoryError("Unable to allocate 3.81 TiB")
 
-    monkeypatch.setattr(ntkfast.tiling, "compute_gram", oom)
+    monkeypatch.setattr(ntkfast.outofcore.tiling, "compute_gram", oom)
     with pytest.raises(MemoryError, match=r"depth-3 network on 4×4 kernels: the per-row "
                                           r"layer variances .*reduce depth"):
         nk.MLP(depth=3).ntk(np.ones((4, 2)))

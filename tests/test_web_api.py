@@ -14,10 +14,10 @@ import pytest
 import ntkfast as nk
 from ntkfast.experiments import default_lr
 from ntkfast.solve import GradientFlow, InfiniteEnsemble, KernelRegression
-from ntkfast.web import api
+from ntkfast.apps.web import api
 
 flask = pytest.importorskip("flask", reason="ntkfast serve needs Flask (pip install flask)")
-from ntkfast.web import app as webapp  # noqa: E402
+from ntkfast.apps.web import app as webapp  # noqa: E402
 
 
 @pytest.fixture(scope="module")

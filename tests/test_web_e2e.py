@@ -51,7 +51,7 @@ TIMEOUT = 30
 
 @pytest.fixture(scope="module")
 def server():
-    from ntkfast.web.app import start_background
+    from ntkfast.apps.web.app import start_background
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     srv, url = start_background("127.0.0.1", 0)
     yield url

@@ -162,7 +162,7 @@ class _Source:
         return V.check_dtype(dtype, src)
 
     def fingerprint(self):
-        from .journal import content_hash
+        from .outofcore.journal import content_hash
         if self.dask is not None:
             from dask.base import tokenize
             return {"shape": list(self.shape), "dtype": self.dask.dtype.str,
@@ -312,7 +312,7 @@ class _Problem:
 
     def describe(self):
         """A JSON-able description of everything that determines the result."""
-        from .journal import describe
+        from .outofcore.journal import describe
         s = self.spec
         return {
             "format": _FORMAT, "kind": self.kind, "shape": list(self.shape),

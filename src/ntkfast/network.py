@@ -121,7 +121,7 @@ class MLP:
         V.check_tiny_variances(spec, X, Z, dt)
         if getattr(engine, "name", None) not in ("compiled", "reference"):
             engine = _TinyRowRescaling(engine)  # the others do not rescale themselves
-        from .tiling import compute_gram
+        from .outofcore.tiling import compute_gram
         try:
             return compute_gram(engine, spec, X, Z, dt, want_nngp, want_ntk, out=out,
                                 tile=tile, n_jobs=n_threads, progress=progress,

@@ -1,7 +1,7 @@
 """Figures for the finite-width experiments (matplotlib, Agg backend).
 
 One function per figure; each takes the dict returned by the matching function of
-:mod:`ntkfast.experiments` (or :mod:`ntkfast.demo`) and a ``path``: the PNG is written
+:mod:`ntkfast.experiments` (or :mod:`ntkfast.apps.demo`) and a ``path``: the PNG is written
 there and the path returned (``path=None``: the Figure is returned instead).
 """
 

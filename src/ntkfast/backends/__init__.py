@@ -3,7 +3,7 @@
 A backend is an object with ``name`` and
 ``fill(spec, X, Z, rows, cols, out_nngp, out_ntk, n_jobs)`` that writes the
 block ``K[rows, cols]`` (Z None: K(X, X) where only tiles on/above the diagonal
-are requested and mirrored by the backend itself; see :mod:`ntkfast.tiling`).
+are requested and mirrored by the backend itself; see :mod:`ntkfast.outofcore.tiling`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def get_backend(name, activation):
 def engine_and_spec(net, example_shape, backend="auto", n_jobs=1):
     """(engine, spec) that compute the kernels of ``net`` (an :class:`ntkfast.MLP` or a
     ``nk.serial`` network) on examples of ``example_shape`` (one example, no batch
-    axis): ``engine.fill(spec, ...)`` fills blocks, as :func:`ntkfast.tiling.compute_gram`
+    axis): ``engine.fill(spec, ...)`` fills blocks, as :func:`ntkfast.outofcore.tiling.compute_gram`
     and :mod:`ntkfast.distributed` drive it."""
     setup = getattr(net, "_engine_and_spec", None)
     example_shape = tuple(int(n) for n in example_shape)

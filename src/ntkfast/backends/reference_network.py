@@ -17,7 +17,7 @@ Pieces:
 * :func:`prepare` (validated inputs and plan) and :func:`compute_diagonal` (the self
   pass alone, for ``*_diag``).
 
-``Serial.nngp/ntk/kernels`` drive the engine through :func:`ntkfast.tiling.compute_gram`
+``Serial.nngp/ntk/kernels`` drive the engine through :func:`ntkfast.outofcore.tiling.compute_gram`
 like the MLP engines (in-RAM or ``out="K.npy"`` out of core and resumable), by this
 contract:
 

@@ -128,7 +128,7 @@ class KernelMethods:
         from .. import _validation as V
         from ..backends.reference_network import (STATE_BUDGET, NetworkReferenceEngine,
                                                   prepare)
-        from ..tiling import compute_gram
+        from ..outofcore.tiling import compute_gram
         X, Z, dt, plan = prepare(self, X, Z, dtype)
         n_threads = V.check_n_jobs(n_jobs)
         if tile is not None:

@@ -66,7 +66,7 @@ class Elementwise(Layer):
         return state.evolve(sigma=e, ntk=scale_ntk(state.ntk, edot), meta=meta)
 
     def describe(self):
-        from ..journal import describe
+        from ..outofcore.journal import describe
         return {"layer": "Elementwise", "activation": describe(self.activation)}
 
     def __repr__(self):

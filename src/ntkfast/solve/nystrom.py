@@ -65,7 +65,7 @@ _SMALL_FACTOR = 4096
 
 
 def _default_budget():
-    from ..tile_plan import total_memory
+    from ..outofcore.tile_plan import total_memory
     return int(min(4 * 2**30, total_memory() // 4))
 
 

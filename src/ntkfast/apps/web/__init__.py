@@ -2,8 +2,8 @@
 infinite-width network (NTK regression / gradient flow), with the NTK-GP band, finite-width
 networks trained by gradient descent, and a heatmap of Θ(x, x').
 
-- :mod:`ntkfast.web.api`: the JSON API as pure functions (no web framework needed);
-- :mod:`ntkfast.web.app`: the Flask application, ``add_serve_arguments`` and
+- :mod:`ntkfast.apps.web.api`: the JSON API as pure functions (no web framework needed);
+- :mod:`ntkfast.apps.web.app`: the Flask application, ``add_serve_arguments`` and
   ``main_from_args`` for the command line (Flask: ``pip install 'ntkfast[serve]'``).
 """
 

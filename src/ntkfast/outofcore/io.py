@@ -14,10 +14,10 @@ import os
 import numpy as np
 from numpy.lib import format as npy_format
 
-from . import _blockio
+from .. import _blockio
 
 try:  # page-aligned O_DIRECT + AIO writer (Linux); optional
-    from ._directio import DirectWriter
+    from .._directio import DirectWriter
 except ImportError:  # pragma: no cover - extension not built
     DirectWriter = None
 

@@ -286,9 +286,9 @@ def _heatmap(net, n):
 def compute(p):
     """The response for validated parameters ``p`` (from :func:`parse_request`)."""
     import ntkfast as nk
-    from ..experiments import default_lr
-    from ..solve import GradientFlow, InfiniteEnsemble, KernelRegression
-    from ..solve import NotPositiveDefiniteError
+    from ...experiments import default_lr
+    from ...solve import GradientFlow, InfiniteEnsemble, KernelRegression
+    from ...solve import NotPositiveDefiniteError
 
     t_start = time.perf_counter()
     timing = {}

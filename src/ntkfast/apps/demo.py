@@ -1,7 +1,7 @@
 """``ntkfast demo``: NTK regression on scikit-learn's digits, and the finite-width
 experiments drawn as PNG figures.
 
-    >>> from ntkfast.demo import run_demo
+    >>> from ntkfast.apps.demo import run_demo
     >>> summary = run_demo("ntkfast-demo", width=512, depth=2)   # about a minute on 2 cores
 
 Steps: (1) Θ_∞ on the digits training set (timed, with a progress bar), kernel regression
@@ -18,9 +18,9 @@ import time
 import numpy as np
 from scipy import linalg
 
-from . import _validation as V
-from . import experiments as E
-from . import plotting as P
+from .. import _validation as V
+from .. import experiments as E
+from .. import plotting as P
 
 __all__ = ["run_demo", "add_demo_arguments", "main_from_args", "kernel_regression"]
 
@@ -61,7 +61,7 @@ def run_demo(out_dir="ntkfast-demo", width=512, depth=2, n_train=None, progress=
     ``kernel_change_slope``, ``train_vs_ntk_slope``, ``kernel_change`` and
     ``train_vs_ntk_rms`` (per width, at the last step), ``widths_bc``.
     """
-    from .network import MLP
+    from ..network import MLP
 
     width = V.check_int(width, "width", minimum=1)
     depth = V.check_int(depth, "depth", minimum=0)
@@ -95,7 +95,7 @@ def run_demo(out_dir="ntkfast-demo", width=512, depth=2, n_train=None, progress=
 
     # spectrum of Θ_∞ and of finite networks on the same training set -------------------------
     t = time.perf_counter()
-    from .finite import finite_network
+    from ..finite import finite_network
     n_sp = min(len(Xtr), 150 if quick else 600)
     spec = dict(eigvals=np.sort(linalg.eigvalsh(K_tr[:n_sp, :n_sp]))[::-1], empirical={},
                 title=f"NTK spectrum on {n_sp} digits (depth {depth})")

@@ -35,7 +35,7 @@ _RECORD_FORMAT = 1
 
 
 def _parser():
-    from . import __version__
+    from .. import __version__
     p = argparse.ArgumentParser(
         prog="ntkfast", description="Infinite-width NNGP kernels and NTKs of "
         "fully-connected networks, on datasets larger than memory.",
@@ -89,7 +89,7 @@ def _parser():
                    add_help=False)
     sub.add_parser("serve", help="interactive NTK page on http://127.0.0.1:8765/ "
                    "(see `ntkfast serve --help`)", add_help=False)
-    from . import sweep
+    from .. import sweep
     s = sub.add_parser("sweep", help="cross-validated depth/ridge sweep over datasets",
                        description="Score NTK/NNGP kernel regression for every depth, "
                        "frozen-layer count and ridge from one kernel pass and one eigh "
@@ -107,7 +107,7 @@ def _serve(argv):
 
 
 def _sweep(args):
-    from .sweep import main_from_args
+    from ..sweep import main_from_args
     return main_from_args(args)
 
 
@@ -165,7 +165,7 @@ def _run_records(args, X, Z, kinds):
     """What determines the kernel in each output (``kinds``: 'nngp'/'ntk') of this
     command: the network, dtype, backend and the inputs' shapes, dtypes and content
     hashes (inputs hashed once)."""
-    from .journal import content_hash
+    from ..outofcore.journal import content_hash
 
     def fingerprint(A):
         return None if A is None else {"shape": list(A.shape), "dtype": A.dtype.str,
@@ -233,7 +233,7 @@ def _check_outputs(args, paths, X, Z, kinds):
     """
     import errno
 
-    from .journal import journal_path
+    from ..outofcore.journal import journal_path
 
     for p in paths:
         for name, inp in (("X", args.X), ("Z", args.Z)):
@@ -263,8 +263,8 @@ def _check_outputs(args, paths, X, Z, kinds):
 def _gram(args):
     import numpy as np
 
-    from .io import load_matrix
-    from .network import MLP
+    from ..outofcore.io import load_matrix
+    from ..network import MLP
 
     paths = _output_paths(args.out, args.get)
     for p in paths:
@@ -309,10 +309,10 @@ def _info(args):
 
     import numpy as np
 
-    from . import __version__
-    from .backends import compiled_available
-    from . import backends as B
-    from .tile_plan import cache_sizes, default_budget
+    from .. import __version__
+    from ..backends import compiled_available
+    from .. import backends as B
+    from ..outofcore.tile_plan import cache_sizes, default_budget
 
     import scipy.linalg  # noqa: F401 - load the BLAS so threadpoolctl sees it
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -358,12 +358,12 @@ def _info(args):
 def _demo(argv):
     import importlib
     try:
-        demo = importlib.import_module("ntkfast.demo")
+        demo = importlib.import_module("ntkfast.apps.demo")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("ntkfast.demo",):
+        if exc.name not in ("ntkfast.apps.demo",):
             raise
         print("ntkfast: error: the demo is not available in this version "
-              "(module ntkfast.demo is missing)", file=sys.stderr)
+              "(module ntkfast.apps.demo is missing)", file=sys.stderr)
         return 2
     p = argparse.ArgumentParser(prog="ntkfast demo",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

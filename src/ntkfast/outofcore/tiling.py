@@ -1,17 +1,17 @@
 """The block loop between the public API and an engine: outputs, threads, resume.
 
 ``compute_gram`` cuts Σ(X, Z) / Θ(X, Z) into the blocks of
-:mod:`ntkfast.tile_plan` and has the engine fill each block into a *sink*:
+:mod:`ntkfast.outofcore.tile_plan` and has the engine fill each block into a *sink*:
 
 * in-RAM outputs (``out=None`` or an array): the engine writes straight into the
   output; an off-diagonal block of K(X, X) is then mirrored below the diagonal;
 * file outputs (``out="K.npy"`` or a pair of paths): the engine writes into a
   scratch slot; a writer thread stores it into ``K.npy.partial`` (see
-  :class:`ntkfast.io.NpyBlockFile`: page-aligned O_DIRECT writes where the
+  :class:`ntkfast.outofcore.io.NpyBlockFile`: page-aligned O_DIRECT writes where the
   platform, the filesystem and the block shapes allow, buffered ``pwrite``
   otherwise) and a sync thread fsyncs the file and only
   then records the stored blocks, each with a checksum of its values, in the
-  journal (:mod:`ntkfast.journal`), while the engine already computes the next
+  journal (:mod:`ntkfast.outofcore.journal`), while the engine already computes the next
   block.  At the end, once every block of the plan is recorded, the partial file
   is renamed to ``K.npy`` and the journal removed.  A killed run started again
   with the same arguments skips the recorded blocks whose data in the partial
@@ -47,9 +47,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import journal as J
-from ._threads import limited
-from ._validation import check_variances
-from .backends.reference import layer_variances
+from .._threads import limited
+from .._validation import check_variances
+from ..backends.reference import layer_variances
 from .io import (PAGE, NpyBlockFile, allocated_bytes, drop_pages, npy_bytes, _copy,
                  transpose_scratch_size)
 from .tile_plan import plan_gram
@@ -66,7 +66,7 @@ PARTIAL_SUFFIX = ".partial"
 DIRECT_SYNC_SECONDS = 30.0
 #: blocks of at least this many bytes (all outputs) are checksummed on a helper thread
 #: while the writer stores them; smaller ones by the writer itself.  What the journal's
-#: block checksums (zlib CRC-32, 2.6-4 GB/s on one core; :func:`ntkfast.journal.checksum`)
+#: block checksums (zlib CRC-32, 2.6-4 GB/s on one core; :func:`ntkfast.outofcore.journal.checksum`)
 #: cost, measured on a shared 2-core VM under other load (N = 6000 float32, depth-3
 #: ReLU K(X, X) to a 144 MB file, compiled engine, 12 runs of each variant in rotating
 #: order, medians): one 6000² block: 0.56 s with checksums,
@@ -87,7 +87,7 @@ def compute_gram(engine, spec, X, Z, dtype, want_nngp, want_ntk, *, out=None, ti
 
     ``out``: None (allocate), an array, a ``.npy`` path, or a pair of either
     for (nngp, ntk).  Paths give read-only memory maps of the finished files.
-    ``tile``: block edge (default from :mod:`ntkfast.tile_plan`).
+    ``tile``: block edge (default from :mod:`ntkfast.outofcore.tile_plan`).
     ``resume``: continue an interrupted run on the same path (False: start over).
     """
     dtype = np.dtype(dtype)

@@ -5,7 +5,7 @@ Routes:
 - ``GET /``                 the page (``static/index.html``; its JS/CSS under ``/static/``,
                             all served from this package: no CDN, works offline);
 - ``GET /api/config``       defaults and limits of the request fields;
-- ``POST /api/fit``         the computation (:func:`ntkfast.web.api.handle`): 200 with the
+- ``POST /api/fit``         the computation (:func:`ntkfast.apps.web.api.handle`): 200 with the
                             JSON result, 400/413/422 ``{"error": "field: message", "field"}``
                             for bad input, 500 ``{"error"}`` as the last resort.
 
@@ -145,7 +145,7 @@ def create_app(host=DEFAULT_HOST, port=None):
     flask = _flask()
     from werkzeug.exceptions import HTTPException
 
-    app = flask.Flask("ntkfast.web", static_folder=STATIC_DIR, static_url_path="/static")
+    app = flask.Flask("ntkfast.apps.web", static_folder=STATIC_DIR, static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.config["NTKFAST_BIND"] = (host, port)
     app.json.sort_keys = False
@@ -260,7 +260,7 @@ def main_from_args(args) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m ntkfast.web.app [--port ...]
+if __name__ == "__main__":  # python -m ntkfast.apps.web.app [--port ...]
     import argparse
-    _p = add_serve_arguments(argparse.ArgumentParser(prog="python -m ntkfast.web.app"))
+    _p = add_serve_arguments(argparse.ArgumentParser(prog="python -m ntkfast.apps.web.app"))
     sys.exit(main_from_args(_p.parse_args()))

@@ -20,7 +20,7 @@ Lines are appended with ``O_APPEND`` and fsync'ed, so a kill at any moment
 leaves at most a torn last line (no newline).  :meth:`Journal.open_existing`
 cuts such a fragment off before anything is appended, so a torn line is never
 joined with the next entry (``1`` + ``4 …\\n`` would read as block 14).  On a
-resume (:class:`ntkfast.tiling._FileRun`) entries that are malformed or whose
+resume (:class:`ntkfast.outofcore.tiling._FileRun`) entries that are malformed or whose
 index lies outside the plan are discarded with a warning, and every block the
 journal lists is read back from the partial file and skipped only if its
 checksum matches; the others are computed again and the journal is rewritten
@@ -81,7 +81,7 @@ def checksum(block, index, transposed=False) -> int:
     Cost: zlib's CRC-32 runs at ~4 GB/s on one core.  An out-of-core run computes
     it from the in-memory block while the writer stores it, beside the engine
     computing the next block (measured run times: ``CHECKSUM_OVERLAP_BYTES`` in
-    :mod:`ntkfast.tiling`).
+    :mod:`ntkfast.outofcore.tiling`).
     """
     crc = zlib.crc32(b"ntkfast-block %d" % int(index))
     if transposed:
