@@ -73,14 +73,22 @@ def check_inputs(X, name="X", d=None) -> np.ndarray:
                          "must have the same feature dimension")
     if arr.dtype not in _FLOAT_DTYPES:
         arr = arr.astype(np.float64)
-    finite = np.concatenate([np.isfinite(arr[i:i + 65536]).all(axis=1)
-                             for i in range(0, arr.shape[0], 65536)])
+    reject_nonfinite(arr, name, "row")
+    return arr
+
+
+def reject_nonfinite(arr, name, what="row"):
+    """ValueError naming the first example (``what``) of ``arr`` (N, ...) that holds a
+    NaN or inf; checked in chunks of rows (bounded temporaries for memory maps)."""
+    flat = arr.reshape(arr.shape[0], -1)
+    step = max(1, (1 << 22) // max(1, flat.shape[1]))
+    finite = np.concatenate([np.isfinite(flat[i:i + step]).all(axis=1)
+                             for i in range(0, flat.shape[0], step)])
     if not finite.all():
         rows = np.flatnonzero(~finite)
         more = f" (and {rows.size - 1} more)" if rows.size > 1 else ""
-        raise ValueError(f"{name}: row {rows[0]}{more} contains NaN or inf; remove or "
+        raise ValueError(f"{name}: {what} {rows[0]}{more} contains NaN or inf; remove or "
                          "impute non-finite values first")
-    return arr
 
 
 def check_pair(X, Z, dtype):

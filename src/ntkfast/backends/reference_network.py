@@ -73,14 +73,7 @@ def check_batch(X, name="X", example_shape=None) -> np.ndarray:
                          "example (channels last)")
     if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         arr = arr.astype(np.float64)
-    flat = arr.reshape(arr.shape[0], -1)
-    finite = np.concatenate([np.isfinite(flat[i:i + 4096]).all(axis=1)
-                             for i in range(0, flat.shape[0], 4096)])
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        more = f" (and {rows.size - 1} more)" if rows.size > 1 else ""
-        raise ValueError(f"{name}: example {rows[0]}{more} contains NaN or inf; remove or "
-                         "impute non-finite values first")
+    V.reject_nonfinite(arr, name, "example")
     return arr
 
 
