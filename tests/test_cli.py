@@ -226,3 +226,120 @@ def test_interrupted_run_resumes_without_overwrite(files, capsys, monkeypatch, e
     assert not os.path.exists(tmp / "K.npy.partial")
     assert _gram(tmp, "--depth", "2") == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+# -- issue 18 item 6: --arch ---------------------------------------------------------
+ARCH = "conv3x3-relu,avgpool2,conv3x3-relu,gap,dense-b0.1"
+
+
+def test_gram_arch_with_input_shape(tmp_path, capsys):
+    X = np.random.default_rng(3).standard_normal((9, 16))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Z.npy", X[:4].reshape(4, 4, 4, 1))       # already images
+    args = ["gram", str(tmp_path / "X.npy"), str(tmp_path / "Z.npy"), "-o",
+            str(tmp_path / "K.npy"), "--arch", ARCH, "--input-shape", "4,4,1", "--get",
+            "both", "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    net = nk.serial(nk.Conv((3, 3)), nk.ReLU(), nk.AvgPool((2, 2), (2, 2)), nk.Conv((3, 3)),
+                    nk.ReLU(), nk.GlobalAvgPool(), nk.Dense(b_std=0.1))
+    ref = net.kernels(X.reshape(9, 4, 4, 1), X[:4].reshape(4, 4, 4, 1))
+    np.testing.assert_allclose(np.load(tmp_path / "K_ntk.npy"), ref.ntk, rtol=1e-13)
+    np.testing.assert_allclose(np.load(tmp_path / "K_nngp.npy"), ref.nngp, rtol=1e-13)
+    record = __import__("json").load(open(tmp_path / "K_ntk.npy.ntkfast.json"))["run"]
+    assert record["network"]["architecture"]["layers"][0]["filter_shape"] == [3, 3]
+    assert record["network"]["input_shape"] == [4, 4, 1]
+    capsys.readouterr()
+    # the same kernel again, also written as a JSON file: nothing to do
+    (tmp_path / "net.json").write_text(__import__("json").dumps(net.describe()))
+    for arch in (ARCH, str(tmp_path / "net.json")):
+        assert main(args[:6] + [arch] + args[7:]) == 0
+        assert "already holds this kernel" in capsys.readouterr().out
+    # another architecture or input shape: refused without --overwrite
+    assert main(args[:6] + [ARCH.replace("b0.1", "b0.2")] + args[7:]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(args[:8] + ["2,8,1"] + args[9:]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--arch", ARCH, "--input-shape", "3,3,1", "--depth", "2", "--b-std", "0.1"],
+     "--arch: --depth, --b-std describe(s) an MLP and cannot be combined with --arch"),
+    (["--input-shape", "3,3,1"], "--input-shape: only with --arch"),
+    (["--arch", ARCH], "X holds vectors: give --input-shape H,W,C"),
+    (["--arch", ARCH, "--input-shape", "2,2,2"], "cannot be reshaped to 2×2×2 = 8"),
+    (["--arch", ARCH, "--input-shape", "3,x"], "--input-shape: expected positive integers"),
+    (["--arch", "conv3x3-rleu,gap,dense", "--input-shape", "3,3,1"],
+     "architecture: unknown layer 'rleu'"),
+])
+def test_gram_arch_errors(tmp_path, capsys, extra, needle):
+    np.save(tmp_path / "X.npy", np.ones((4, 9)))
+    assert main(["gram", str(tmp_path / "X.npy"), "-o", str(tmp_path / "K.npy"),
+                 *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ntkfast: error: ") and needle in err, err
+    assert not os.path.exists(tmp_path / "K.npy")
+
+
+def test_gram_help_documents_the_grammar(capsys):
+    with pytest.raises(SystemExit):
+        main(["gram", "--help"])
+    out = capsys.readouterr().out
+    assert "--arch SPEC" in out and "--input-shape H,W,C" in out
+    assert "architecture specs (--arch)" in out and "res(A)" in out and "myrtle5" in out
+    assert out.count("--arch '") >= 2
+
+
+# -- SIGTERM / Ctrl-C: how much is saved -----------------------------------------------
+STOP_SCRIPT = """
+import sys, time
+from ntkfast.backends.reference_engine import ReferenceEngine
+from ntkfast.apps.cli import main
+real, calls = ReferenceEngine.fill, [0]
+def fill(self, *a, **k):
+    calls[0] += 1
+    if calls[0] == 6:
+        print("filled 5", flush=True)
+        time.sleep(60)                      # the signal arrives here
+    return real(self, *a, **k)
+ReferenceEngine.fill = fill
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_stopped_gram_says_what_is_saved(tmp_path, sig, status):
+    import select
+    import signal
+    X = np.random.default_rng(5).standard_normal((1100, 5))
+    np.save(tmp_path / "X.npy", X)
+    args = ["gram", "X.npy", "-o", "K.npy", "--backend", "reference", "--tile", "275",
+            "--jobs", "1", "--b-std", "0.1", "--depth", "2"]        # 4 bands: 10 blocks
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(nk.__file__)),
+               NTKFAST_DIRECT_IO="0")
+    with subprocess.Popen([sys.executable, "-c", STOP_SCRIPT, *args], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            line = proc.stdout.readline() if ready else b""
+            if line == b"filled 5\n":
+                proc.send_signal(getattr(signal, sig))
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read().decode()
+    assert line == b"filled 5\n", err
+    assert proc.returncode == status, err
+    assert err == ("ntkfast: stopped; 5 of 10 blocks are saved; run the same command again "
+                   "to resume\n"), err
+    assert os.path.exists(tmp_path / "K.npy.partial") and not os.path.exists(tmp_path / "K.npy")
+    if sig == "SIGTERM":                                   # and it resumes
+        cwd = os.getcwd()
+        try:
+            os.chdir(tmp_path)
+            assert main(args + ["-q", "--no-progress"]) == 0
+        finally:
+            os.chdir(cwd)
+        ref = nk.MLP(2, b_std=0.1).ntk(X, backend="reference", tile=275)
+        assert np.array_equal(np.load(tmp_path / "K.npy"), ref)

@@ -161,3 +161,35 @@ def test_bad_inputs():
         kernels_multi(nk.MLP(), np.ones((3, 2)), np.ones((3, 3)))
     with pytest.raises(ValueError, match="X"):
         kernels_multi(nk.MLP(), np.array([[1.0, np.nan]]))
+
+
+# -- issue 17 on the multi-depth pass: tiny inputs ------------------------------------
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_tiny_inputs_are_rescaled_exactly(symmetric):
+    """kernels(X · 1e-90, depths=[1, 2, 3]) was NaN off the diagonal (q q' underflows);
+    homogeneous networks (ReLU, no bias) now scale tiny rows by powers of two and every
+    (depth, k) kernel back: the unit-scale kernels times the scales, to 1e-12."""
+    rng = np.random.default_rng(11)
+    X, Z = rng.standard_normal((7, 5)), rng.standard_normal((4, 5))
+    sx = np.full(7, 1e-90)
+    sx[2] = 1.0                                  # a normal row among tiny ones
+    sz = np.full(4, 1e-80)
+    Zin = None if symmetric else Z * sz[:, None]
+    scale = np.outer(sx, sx if symmetric else sz)
+    got = nk.MLP(3).kernels(X * sx[:, None], Zin, depths=[1, 2, 3], frozen_layers=[0, 1])
+    ref = nk.MLP(3).kernels(X, None if symmetric else Z, depths=[1, 2, 3],
+                            frozen_layers=[0, 1])
+    assert set(got) == set(ref)
+    for key in ref:
+        for kind in ("nngp", "ntk"):
+            a, b = getattr(got[key], kind), getattr(ref[key], kind) * scale
+            assert np.all(np.isfinite(a)), (key, kind)
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=0, err_msg=f"{key} {kind}")
+    if symmetric:
+        assert np.array_equal(got[(3, 0)].ntk, got[(3, 0)].ntk.T)
+
+
+def test_tiny_inputs_without_an_exact_identity_are_rejected():
+    X = np.random.default_rng(2).standard_normal((3, 4)) * 1e-90
+    with pytest.raises(ValueError, match="too small for an accurate"):
+        nk.MLP(3, b_std=1e-100).kernels(X, depths=[1, 2])

@@ -185,3 +185,51 @@ def test_bad_files(tmp_path):
         S.load_dataset(str(tmp_path / "x.json"))
     with pytest.raises(ValueError, match="y of dataset"):
         S.sweep(("bad", np.ones((5, 2)), np.arange(4)), depths=[1], ridges=[1.0], cv=2)
+
+
+# -- issue 18 item 6: --arch (ridge only) ---------------------------------------------
+def test_sweep_architecture_equals_naive_fits(capsys):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((24, 16))
+    y = (X[:, :8].sum(1) > 0).astype(int)
+    ridges = [1e-2, 1.0]
+    res = S.sweep(("img", X, y), architecture="conv3x3-relu,flatten,dense-b0.1",
+                  input_shape=(4, 4, 1), ridges=ridges, cv=3, kernel="both",
+                  random_state=1, verbose=True)
+    out = capsys.readouterr().out
+    assert "img: n=24 d=16" in out and " depth " not in out
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=1).split(X, y))
+    net = nk.serial(nk.Conv((3, 3)), nk.ReLU(), nk.Flatten(), nk.Dense(b_std=0.1))
+    Xs = standardize(X).reshape(24, 4, 4, 1)
+    Y = -np.ones((24, 2))
+    Y[np.arange(24), y] = 1
+    assert len(res.rows) == 2 * len(ridges)
+    for row in res.rows:
+        assert row["depth"] is None and row["frozen_layers"] is None
+        K = getattr(net, row["kernel"])(Xs)
+        scores = []
+        for tr, te in folds:
+            Ktr = K[np.ix_(tr, tr)]
+            reg = nk.KernelRegression(Ktr, Y[tr], ridge=row["ridge"] * np.mean(np.diag(Ktr)))
+            scores.append(np.mean(reg.predict(K[np.ix_(te, tr)]).argmax(1) == y[te]))
+        assert row["score"] == pytest.approx(np.mean(scores), abs=1e-12)
+    assert "   -       -" in res.table()
+
+
+def test_sweep_architecture_cli_and_errors(capsys):
+    p = argparse.ArgumentParser(prog="ntkfast sweep")
+    S.add_sweep_arguments(p)
+    args = p.parse_args(["iris", "--arch", "dense,erf,dense", "--ridges", "0.1", "--cv", "2",
+                         "-q"])
+    assert S.main_from_args(args) == 0
+    assert "iris" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--arch: --depths, --w-std describe"):
+        S.main_from_args(p.parse_args(["iris", "--arch", "dense", "--depths", "1-2",
+                                       "--w-std", "2"]))
+    for kw, match in [(dict(depths=[1, 2]), "architecture: depths describe"),
+                      (dict(activation="erf"), "activation describe"),
+                      (dict(input_shape=(3, 3, 1)), "cannot be reshaped"),
+                      (dict(architecture=None, input_shape=(4,)), "only with architecture")]:
+        kw = {"architecture": "dense", **kw}
+        with pytest.raises(ValueError, match=match):
+            S.sweep("iris", ridges=[0.1], cv=2, **kw)

@@ -39,7 +39,12 @@ near-duplicates keep full relative accuracy and every kernel equals
 ``MLP(depth=d, ...).kernels(X, Z)`` to rounding (≈1e-15 relative); pass
 ``exact_angles=False`` for the textbook rule ``kernel_rule`` of the NumPy
 reference backend instead.  Arithmetic is float64; outputs are cast to
-``dtype``.  For K(X, X) only tiles on and above the diagonal are computed and
+``dtype``.  Tiny inputs are handled as by :class:`ntkfast.MLP` in float64: rows whose
+layer variances leave the float64 window are rescaled by exact powers of two when the
+network is positively homogeneous (ReLU-like or identity, no bias, 'ntk'), and every
+(depth, k) kernel is scaled back exactly (K(a x, b z) = a b K(x, z)); otherwise such
+inputs are rejected with the single-depth path's error
+(:func:`ntkfast._validation.check_tiny_variances`).  For K(X, X) only tiles on and above the diagonal are computed and
 mirrored (exactly symmetric), and the diagonal is the O(N) diagonal recursion
 (θ = 0), as in :meth:`MLP.kernels`.
 """
@@ -55,7 +60,7 @@ from . import _validation as V
 from ._threads import limited
 from ._spec import RecursionSpec
 from .activations import ABReLU
-from .backends.reference import layer_variances
+from .backends.reference import layer_variances, rescale_rows, tiny_row_exponents, unscale
 from .network import Kernels
 
 __all__ = ["kernels_multi", "MultiKernels"]
@@ -347,10 +352,19 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     spec = RecursionSpec.build(net.activation, plan.max_depth, net.w_std, net.b_std,
                                net.parameterization, net.width, X.shape[1])
     symmetric = Z is None
-    Zm = X if symmetric else Z
-    n, m = X.shape[0], Zm.shape[0]
+    # Tiny rows (issue 17; the arithmetic is float64): rejected where no exact identity
+    # rescues them, else rescaled by powers of two and every kernel scaled back below.
+    V.check_tiny_variances(spec, X, Z, np.float64)
     qx = layer_variances(spec, X)
-    qz = qx if symmetric else layer_variances(spec, Zm)
+    kx = tiny_row_exponents(spec, X, qx, np.float64)
+    X, qx = _rescaled(spec, X, qx, kx)
+    if symmetric:
+        Zm, qz, kz = X, qx, kx
+    else:
+        qz = layer_variances(spec, Z)
+        kz = tiny_row_exponents(spec, Z, qz, np.float64)
+        Zm, qz = _rescaled(spec, Z, qz, kz)
+    n, m = X.shape[0], Zm.shape[0]
     rxs = np.sqrt(qx)
     rzs = rxs if symmetric else np.sqrt(qz)
 
@@ -396,7 +410,18 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
                 o_s[idx, idx] = ds
             if o_t is not None:
                 o_t[idx, idx] = dtt
+    if kx is not None or kz is not None:
+        for arr in {id(a): a for pair in outs.values() for a in pair if a is not None}.values():
+            unscale(arr, kx, kz)
     return result
+
+
+def _rescaled(spec, A, q, k):
+    """(2^k A, its layer variances): the rows with k ≠ 0 rescaled exactly (as float64,
+    the arithmetic of this module); A and q unchanged when ``k`` is None."""
+    if k is None:
+        return A, q
+    return rescale_rows(spec, A, q, k, np.float64)
 
 
 def _mirror_block(outs, i0, i1):

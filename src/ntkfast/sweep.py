@@ -40,6 +40,7 @@ scikit-learn is needed for the fold splitters and the bundled datasets only.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
@@ -323,7 +324,8 @@ def _format_table(rows, mark, relative):
     body = []
     for r in rows:
         body.append([r["dataset"], r["task"][:5], str(r["n"]), str(r["d"]), r["kernel"],
-                     str(r["depth"]), "-" if r["frozen_layers"] is None
+                     "-" if r["depth"] is None else str(r["depth"]),
+                     "-" if r["frozen_layers"] is None
                      else str(r["frozen_layers"]), f"{r['ridge']:.3g}", r["metric"],
                      f"{r['score']:.4f}", f"{r['score_std']:.4f}",
                      "*" if id(r) in mark else ""])
@@ -348,11 +350,11 @@ def _check_choice(value, name, choices):
     return value
 
 
-def sweep(datasets, depths=(1, 2, 3, 4, 5), ridges=None, cv=4, kernel="ntk",
-          frozen_layers=(0,), activation="relu", w_std=1.0, b_std=None,
+def sweep(datasets, depths=None, ridges=None, cv=4, kernel="ntk",
+          frozen_layers=None, activation="relu", w_std=1.0, b_std=None,
           parameterization="ntk", width=None, task="auto", metric=None,
           preprocess="standardize", relative_ridge=True, random_state=0, n_jobs=None,
-          verbose=False) -> SweepResult:
+          verbose=False, architecture=None, input_shape=None) -> SweepResult:
     """Score every (depth, frozen layers, ridge) of NTK/NNGP kernel regression by CV.
 
     Parameters
@@ -360,7 +362,7 @@ def sweep(datasets, depths=(1, 2, 3, 4, 5), ridges=None, cv=4, kernel="ntk",
     datasets : path, bundled name, (name, X, y), dict, or a list of them
         See the module docstring.
     depths : sequence of int >= 0
-        Hidden-layer counts; all come from one pass per dataset.
+        Hidden-layer counts; all come from one pass per dataset.  Default 1 … 5.
     ridges : sequence of float >= 0, optional
         Default ``np.logspace(-4, 2, 13)``.  Relative to mean diag(K_train) unless
         ``relative_ridge=False``.
@@ -369,6 +371,7 @@ def sweep(datasets, depths=(1, 2, 3, 4, 5), ridges=None, cv=4, kernel="ntk",
     frozen_layers : sequence of int >= 0
         NTK with the bottom k Dense layers frozen (see :mod:`ntkfast.multidepth`);
         pairs with k > depth are skipped.  The NNGP kernel does not depend on k.
+        Default (0,).
     activation, w_std, b_std, parameterization, width
         The network, as in :class:`ntkfast.MLP`.
     task : {'auto', 'classification', 'regression'}
@@ -382,6 +385,15 @@ def sweep(datasets, depths=(1, 2, 3, 4, 5), ridges=None, cv=4, kernel="ntk",
         Threads for the kernel pass.
     verbose : bool
         Print one line per dataset.
+    architecture : network or spec, optional
+        Any architecture instead of the MLP (an ``nk.serial`` network or what
+        :func:`ntkfast.architecture_spec.parse_architecture` reads); then only the
+        ridge is swept (rows have depth and frozen_layers None), and ``depths``,
+        ``frozen_layers``, ``activation``, ``w_std``, ``b_std``, ``parameterization``
+        and ``width`` must be left at their defaults.
+    input_shape : tuple of int, optional
+        With ``architecture``: each (preprocessed) row is reshaped to this
+        per-example shape, channels last (e.g. (8, 8, 1) for digits).
 
     Returns
     -------
@@ -400,14 +412,16 @@ def sweep(datasets, depths=(1, 2, 3, 4, 5), ridges=None, cv=4, kernel="ntk",
     if not np.all(np.isfinite(ridges)) or np.any(ridges < 0):
         raise ValueError(f"ridges: must be finite and >= 0, got {ridges.tolist()}")
     from .multidepth import _as_int_list
-    depths = _as_int_list(depths, "depths", 0)
-    ks = _as_int_list(frozen_layers, "frozen_layers", 0)
     kinds = ("ntk", "nngp") if kernel == "both" else (kernel,)
-    if "ntk" not in kinds:
+    arch, shape = _sweep_architecture(architecture, input_shape, locals())
+    depths = [None] if arch else _as_int_list((1, 2, 3, 4, 5) if depths is None else depths,
+                                              "depths", 0)
+    ks = _as_int_list((0,) if frozen_layers is None else frozen_layers, "frozen_layers", 0)
+    if "ntk" not in kinds or arch:
         ks = [0]
     # Validates the architecture once, with named errors.
-    net = MLP(depth=max(depths), activation=activation, w_std=w_std, b_std=b_std,
-              parameterization=parameterization, width=width)
+    net = arch or MLP(depth=max(depths), activation=activation, w_std=w_std, b_std=b_std,
+                      parameterization=parameterization, width=width)
 
     rows, best, timings = [], {}, {}
     for ds in _datasets(datasets):
@@ -428,15 +442,22 @@ def sweep(datasets, depths=(1, 2, 3, 4, 5), ridges=None, cv=4, kernel="ntk",
             raise ValueError(f"y of dataset {ds.name!r}: regression needs numeric targets")
         Y, labels = _targets(y, t)
         folds = make_folds(labels if t == "classification" else y, t, cv, random_state)
-        if max(ks) > max(depths):
+        if not arch and max(ks) > max(depths):
             raise ValueError(f"frozen_layers: k = {max(ks)} exceeds the largest depth "
                              f"{max(depths)}")
         t0 = time.perf_counter()
-        mk = kernels_multi(net, X, depths=depths, frozen_layers=ks,
-                           get="both" if kernel == "both" else kernel, n_jobs=n_jobs)
-        t1 = time.perf_counter()
         configs = []
-        for depth in depths:
+        if arch:  # one network: its kernel(s), every ridge
+            Xa = X if shape is None else _reshape_rows(X, shape, ds.name)
+            kern = net.kernels(Xa, n_jobs=n_jobs) if len(kinds) == 2 else \
+                {kinds[0]: getattr(net, kinds[0])(Xa, n_jobs=n_jobs)}
+            configs = [(kind, None, None, kern[kind] if isinstance(kern, dict)
+                        else getattr(kern, kind)) for kind in kinds]
+        else:
+            mk = kernels_multi(net, X, depths=depths, frozen_layers=ks,
+                               get="both" if kernel == "both" else kernel, n_jobs=n_jobs)
+        t1 = time.perf_counter()
+        for depth in depths if not arch else ():
             if "ntk" in kinds:
                 configs += [("ntk", depth, k, mk[(depth, k)].ntk) for k in ks if k <= depth]
             if "nngp" in kinds:
@@ -469,11 +490,42 @@ def sweep(datasets, depths=(1, 2, 3, 4, 5), ridges=None, cv=4, kernel="ntk",
         timings[ds.name] = dict(kernels=t1 - t0, solve=t2 - t1)
         rows += ds_rows
         if verbose:
+            where = "" if b["depth"] is None else f" depth {b['depth']}"
             print(f"{ds.name}: n={X.shape[0]} d={X.shape[1]} {t}; kernels {t1 - t0:.2f} s, "
                   f"{len(configs)} kernels x {len(folds)} folds x {ridges.size} ridges "
-                  f"{t2 - t1:.2f} s; best {b['kernel']} depth {b['depth']} "
+                  f"{t2 - t1:.2f} s; best {b['kernel']}{where} "
                   f"ridge {b['ridge']:.3g}: {m} {b['score']:.4f}")
     return SweepResult(rows, best, timings, bool(relative_ridge))
+
+
+_MLP_DEFAULTS = {"depths": None, "frozen_layers": None, "activation": "relu", "w_std": 1.0,
+                 "b_std": None, "parameterization": "ntk", "width": None}
+
+
+def _sweep_architecture(architecture, input_shape, given):
+    """(network or None, input shape or None) of ``sweep(architecture=...)``."""
+    if architecture is None:
+        if input_shape is not None:
+            raise ValueError("input_shape: only with architecture= (the MLP takes rows as "
+                             "vectors)")
+        return None, None
+    bad = [k for k, v in _MLP_DEFAULTS.items() if given[k] != v]
+    if bad:
+        raise ValueError(f"architecture: {', '.join(bad)} describe(s) an MLP and cannot be "
+                         "combined with architecture= (which sweeps the ridge only)")
+    from .architecture_spec import parse_architecture
+    shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+    if shape is not None and (not shape or min(shape) < 1):
+        raise ValueError(f"input_shape: expected positive integers, got {input_shape!r}")
+    dims = len(shape) - 1 if shape and len(shape) > 1 else None
+    return parse_architecture(architecture, spatial_dims=dims), shape
+
+
+def _reshape_rows(X, shape, name):
+    if math.prod(shape) != X.shape[1]:
+        raise ValueError(f"input_shape: dataset {name!r} has {X.shape[1]} features per "
+                         f"row, which cannot be reshaped to {shape}")
+    return X.reshape((X.shape[0],) + shape)
 
 
 # -- command line ----------------------------------------------------------------------
@@ -522,7 +574,6 @@ def parse_ridges(text, n=13):
 
 
 def _optional_float(text):
-    import argparse
     if text.strip().lower() in ("none", "no", ""):
         return None
     try:
@@ -536,7 +587,9 @@ def add_sweep_arguments(parser):
     parser.add_argument("data", nargs="+", metavar="DATA",
                         help=".npz (X, y) / .csv (last column y) files, or bundled "
                         f"scikit-learn datasets: {', '.join(BUNDLED)}")
-    parser.add_argument("--depths", default="1-5",
+    # MLP options default to "not given" (SUPPRESS) so that --arch can reject them
+    unset = argparse.SUPPRESS
+    parser.add_argument("--depths", default=unset,
                         help="hidden-layer counts, e.g. 1-5 or 1,3,5 (default: 1-5)")
     parser.add_argument("--ridges", default="1e-4..1e2",
                         help="LO..HI (log-spaced, --n-ridges values) or a list "
@@ -549,17 +602,23 @@ def add_sweep_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="fold shuffling seed (default: 0)")
     parser.add_argument("--kernel", choices=("ntk", "nngp", "both"), default="ntk",
                         help="default: ntk")
-    parser.add_argument("--frozen-layers", default="0",
+    parser.add_argument("--frozen-layers", default=unset,
                         help="frozen bottom layers k of the NTK (Arora et al.'s fix_dep), "
                         "e.g. 0-2 (default: 0)")
-    parser.add_argument("--activation", default="relu",
+    parser.add_argument("--activation", default=unset,
                         help="relu, leaky_relu, abs, erf, gelu, identity (default: relu)")
-    parser.add_argument("--w-std", type=float, default=1.0, help="σ_w (default: 1.0)")
-    parser.add_argument("--b-std", type=_optional_float, default=None,
+    parser.add_argument("--w-std", type=float, default=unset, help="σ_w (default: 1.0)")
+    parser.add_argument("--b-std", type=_optional_float, default=unset,
                         help="σ_b, or 'none' for no bias (default: none)")
-    parser.add_argument("--parameterization", choices=("ntk", "standard"), default="ntk")
-    parser.add_argument("--width", type=int, default=None,
+    parser.add_argument("--parameterization", choices=("ntk", "standard"), default=unset)
+    parser.add_argument("--width", type=int, default=unset,
                         help="hidden width, needed by --parameterization standard")
+    parser.add_argument("--arch", metavar="SPEC", default=None,
+                        help="any architecture instead of the MLP options (see `ntkfast "
+                        "gram --help`); only the ridge is swept")
+    parser.add_argument("--input-shape", metavar="H,W,C", default=None,
+                        help="with --arch: reshape each row to this shape, e.g. 8,8,1 "
+                        "for digits")
     parser.add_argument("--task", choices=("auto", "classification", "regression"),
                         default="auto", help="default: detected from y")
     parser.add_argument("--metric", choices=METRICS, default=None,
@@ -578,15 +637,27 @@ def add_sweep_arguments(parser):
 
 def main_from_args(args):
     """Run ``ntkfast sweep`` from parsed arguments; returns the exit code (0)."""
-    result = sweep(args.data, depths=parse_int_list(args.depths, "depths"),
-                   ridges=parse_ridges(args.ridges, args.n_ridges), cv=args.cv,
-                   kernel=args.kernel,
-                   frozen_layers=parse_int_list(args.frozen_layers, "frozen_layers"),
-                   activation=args.activation, w_std=args.w_std, b_std=args.b_std,
-                   parameterization=args.parameterization, width=args.width,
-                   task=args.task, metric=args.metric, preprocess=args.preprocess,
-                   relative_ridge=not args.absolute_ridge, random_state=args.seed,
-                   n_jobs=args.jobs, verbose=not args.quiet)
+    mlp = {k: getattr(args, k) for k in _MLP_DEFAULTS if hasattr(args, k)}
+    arch = getattr(args, "arch", None)
+    if arch is not None and mlp:
+        flags = ", ".join("--" + k.replace("_", "-") for k in mlp)
+        raise ValueError(f"--arch: {flags} describe(s) an MLP and cannot be combined with "
+                         "--arch (which sweeps the ridge only)")
+    for key in ("depths", "frozen_layers"):
+        if key in mlp:
+            mlp[key] = parse_int_list(mlp[key], key)
+    shape = getattr(args, "input_shape", None)
+    if shape is not None:
+        try:
+            shape = tuple(int(v) for v in shape.split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape: expected integers such as 8,8,1, got "
+                             f"{shape!r}") from None
+    result = sweep(args.data, ridges=parse_ridges(args.ridges, args.n_ridges), cv=args.cv,
+                   kernel=args.kernel, task=args.task, metric=args.metric,
+                   preprocess=args.preprocess, relative_ridge=not args.absolute_ridge,
+                   random_state=args.seed, n_jobs=args.jobs, verbose=not args.quiet,
+                   architecture=arch, input_shape=shape, **mlp)
     if not args.quiet:
         print()
         print(result.table(all_ridges=args.all))

@@ -19,6 +19,11 @@ examples:
       start over instead of resuming an interrupted run of the same command
   ntkfast gram X.npy -o K.npy --depth 5 --overwrite
       replace an existing K.npy (without --overwrite an existing output is kept)
+  ntkfast gram X.npy -o K.npy --arch 'conv3x3-relu,avgpool2,gap,dense' --input-shape 8,8,1
+      Θ of a convolutional network; each row of X is reshaped to an 8×8×1 image
+      (X.npy may also hold the images (N, H, W, C) or signals (N, L, C) already)
+  ntkfast gram X.npy -o K.npy --arch myrtle5 --get both
+      a preset (Myrtle-5 of Shankar et al. 2020); --arch net.json / net.py read files
   ntkfast info
       version, compiled backend, OpenMP threads and BLAS in use
 
@@ -26,8 +31,13 @@ An interrupted `gram` (Ctrl-C, kill, power loss) resumes where it stopped when t
 same command is run again; the output appears under its name only when complete.
 An existing output is never replaced without --overwrite (and an input file never);
 a finished output records its arguments in OUT.npy.ntkfast.json, so running the same
-command again reports that there is nothing to do.
+command again reports that there is nothing to do.  A run stopped by Ctrl-C or SIGTERM
+says how many blocks are saved and exits with status 130 / 143.
 """
+
+#: `gram` options that describe an MLP (mutually exclusive with --arch), their defaults
+_MLP_DEFAULTS = {"depth": 1, "activation": "relu", "w_std": 1.0, "b_std": None,
+                 "parameterization": "ntk", "width": None}
 
 #: the record a finished `gram` leaves next to each output (see _write_record)
 RECORD_SUFFIX = ".ntkfast.json"
@@ -38,16 +48,18 @@ def _parser():
     from .. import __version__
     p = argparse.ArgumentParser(
         prog="ntkfast", description="Infinite-width NNGP kernels and NTKs of "
-        "fully-connected networks, on datasets larger than memory.",
+        "fully-connected and convolutional networks, on datasets larger than memory.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"ntkfast {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{gram,info,demo,sweep,serve}")
     sub.required = True
 
+    from ..architecture_spec import GRAMMAR_HELP
     g = sub.add_parser("gram", help="compute Σ and/or Θ into .npy files",
                        description="Compute the NNGP kernel Σ and/or the NTK Θ of X "
                        "against X (or Z) and write them to .npy files, resumably.",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_EPILOG + "\n" + GRAMMAR_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("X", help="input rows: .npy (memory-mapped) or .csv/.txt")
     g.add_argument("Z", nargs="?", help="second input (default: X against itself)")
     g.add_argument("-o", "--out", action="append", required=True, metavar="OUT.npy",
@@ -55,16 +67,26 @@ def _parser():
                    "(OUT_nngp.npy and OUT_ntk.npy are written)")
     g.add_argument("--get", choices=("ntk", "nngp", "both"), default="ntk",
                    help="which kernel(s) to compute (default: ntk)")
-    g.add_argument("--depth", type=int, default=1, help="hidden layers (default: 1)")
-    g.add_argument("--activation", default="relu",
+    # the MLP's options default to "not given" (argparse.SUPPRESS) so that combining
+    # them with --arch is detected; _mlp_arguments fills in _MLP_DEFAULTS
+    unset = argparse.SUPPRESS
+    g.add_argument("--depth", type=int, default=unset, help="hidden layers (default: 1)")
+    g.add_argument("--activation", default=unset,
                    help="relu, leaky_relu, abs, erf, gelu, identity (default: relu)")
-    g.add_argument("--w-std", type=float, default=1.0, help="σ_w (default: 1.0)")
-    g.add_argument("--b-std", type=_optional_float, default=None,
+    g.add_argument("--w-std", type=float, default=unset, help="σ_w (default: 1.0)")
+    g.add_argument("--b-std", type=_optional_float, default=unset,
                    help="σ_b, or 'none' for no bias (default: none)")
-    g.add_argument("--parameterization", choices=("ntk", "standard"), default="ntk",
+    g.add_argument("--parameterization", choices=("ntk", "standard"), default=unset,
                    help="default: ntk")
-    g.add_argument("--width", type=int, default=None,
+    g.add_argument("--width", type=int, default=unset,
                    help="hidden width, needed by --parameterization standard")
+    g.add_argument("--arch", metavar="SPEC", default=None,
+                   help="any architecture instead of the MLP options above: a spec "
+                   "string (grammar below), a preset, a .json file (the network's "
+                   "describe()) or a .py file defining `network`")
+    g.add_argument("--input-shape", metavar="H,W,C", default=None,
+                   help="with --arch: reshape each row of a 2-D X (and Z) to this "
+                   "per-example shape, channels last (e.g. 8,8,1 or L,C)")
     g.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="output dtype (default: follows X; text input gives float64)")
     g.add_argument("--tile", type=int, default=None,
@@ -171,10 +193,17 @@ def _run_records(args, X, Z, kinds):
         return None if A is None else {"shape": list(A.shape), "dtype": A.dtype.str,
                                         "blake2b": content_hash(A)}
 
-    common = {"format": _RECORD_FORMAT,
-              "network": {"depth": args.depth, "activation": args.activation,
-                          "w_std": args.w_std, "b_std": args.b_std,
-                          "parameterization": args.parameterization, "width": args.width},
+    if args.arch is not None:
+        import json
+        # as it reads back from the record file (tuples become lists)
+        network = {"architecture": json.loads(json.dumps(args.network.describe())),
+                   "input_shape": None if args.input_shape is None else
+                   list(_parse_shape(args.input_shape))}
+    else:
+        network = {"depth": args.depth, "activation": args.activation,
+                   "w_std": args.w_std, "b_std": args.b_std,
+                   "parameterization": args.parameterization, "width": args.width}
+    common = {"format": _RECORD_FORMAT, "network": network,
               "dtype": args.dtype, "backend": args.backend,
               "X": fingerprint(X), "Z": fingerprint(Z)}
     return [dict(common, kernel=k) for k in kinds]
@@ -260,20 +289,98 @@ def _check_outputs(args, paths, X, Z, kinds):
                           "another output name")
 
 
+def _mlp_arguments(args):
+    """Fill in the MLP options' defaults; with --arch none of them may be given."""
+    given = [k for k in _MLP_DEFAULTS if hasattr(args, k)]
+    if args.arch is not None and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"--arch: {flags} describe(s) an MLP and cannot be combined with "
+                         "--arch; put the layers' settings into the spec instead (e.g. "
+                         "'dense-w1.5-b0.1,relu,dense-w1.5-b0.1')")
+    if args.arch is None and args.input_shape is not None:
+        raise ValueError("--input-shape: only with --arch (the MLP takes rows of X as "
+                         "vectors)")
+    for k, v in _MLP_DEFAULTS.items():
+        if not hasattr(args, k):
+            setattr(args, k, v)
+
+
+def _parse_shape(text):
+    try:
+        shape = tuple(int(v) for v in str(text).strip().replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise ValueError(f"--input-shape: expected positive integers such as 8,8,1 (H,W,C) "
+                         f"or 64,3 (L,C), got {text!r}")
+    return shape
+
+
+def _reshaped(A, shape, name):
+    """A (N, ...) as (N, *shape) (--input-shape); a view where possible."""
+    if shape is None or A is None:
+        return A
+    if A.shape[1:] == shape:
+        return A
+    import math
+    size, per_row = math.prod(shape), math.prod(A.shape[1:])
+    if per_row != size:
+        raise ValueError(f"--input-shape: {name} has {per_row} values per example (shape "
+                         f"{A.shape}), which cannot be reshaped to "
+                         f"{'×'.join(map(str, shape))} = {size}")
+    return A.reshape((A.shape[0],) + shape)
+
+
+def _network(args, X):
+    """The network of this command: an MLP, or the --arch spec read for X's shape."""
+    from ..network import MLP
+    if args.arch is None:
+        return MLP(depth=args.depth, activation=args.activation, w_std=args.w_std,
+                   b_std=args.b_std, parameterization=args.parameterization,
+                   width=args.width)
+    from ..architecture_spec import parse_architecture
+    from ..backends.reference_network import NetworkPlan
+    from ..layers import LayerError
+    example = X.shape[1:]
+    net = parse_architecture(args.arch, spatial_dims=len(example) - 1 if len(example) > 1
+                             else None)
+    try:
+        NetworkPlan(net, example)  # shape errors now, naming the layer
+    except LayerError as exc:
+        hint = ("; X holds vectors: give --input-shape H,W,C (or L,C) to read each row as "
+                "an image (or signal)" if len(example) == 1 else "")
+        raise LayerError(f"--arch: {exc}{hint}") from None
+    return net
+
+
+def _stopped(paths, status):
+    """Say how much of an interrupted run is saved; the exit status (130 or 143)."""
+    from ..outofcore import journal as J
+    counts = ""
+    try:
+        header, done = J.read(J.journal_path(os.path.abspath(paths[0])))
+        counts = f" {len(done)} of {int(header['n_blocks'])} blocks are saved;"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    print(f"ntkfast: stopped;{counts} run the same command again to resume",
+          file=sys.stderr)
+    return status
+
+
 def _gram(args):
     import numpy as np
 
     from ..outofcore.io import load_matrix
-    from ..network import MLP
 
+    _mlp_arguments(args)
     paths = _output_paths(args.out, args.get)
     for p in paths:
         if not p.lower().endswith(".npy"):
             raise ValueError(f"-o/--out: {p!r} must end in .npy")
-    X = load_matrix(args.X, "X")
-    Z = None if args.Z is None else load_matrix(args.Z, "Z")
-    net = MLP(depth=args.depth, activation=args.activation, w_std=args.w_std,
-              b_std=args.b_std, parameterization=args.parameterization, width=args.width)
+    shape = None if args.input_shape is None else _parse_shape(args.input_shape)
+    X = _reshaped(load_matrix(args.X, "X"), shape, "X")
+    Z = None if args.Z is None else _reshaped(load_matrix(args.Z, "Z"), shape, "Z")
+    net = args.network = _network(args, X)
     kinds = ["nngp", "ntk"] if args.get == "both" else [args.get]
     done, records = _check_outputs(args, paths, X, Z, kinds)
     if done:
@@ -286,13 +393,21 @@ def _gram(args):
     kw = dict(dtype=args.dtype, tile=args.tile, n_jobs=args.jobs, backend=args.backend,
               progress=progress, resume=args.resume)
     t0 = time.perf_counter()
-    if args.get == "both":
-        result = net.kernels(X, Z, out=tuple(paths), **kw)
-        arrays = [result.nngp, result.ntk]
-    elif args.get == "nngp":
-        arrays = [net.nngp(X, Z, out=paths[0], **kw)]
-    else:
-        arrays = [net.ntk(X, Z, out=paths[0], **kw)]
+    try:
+        if args.get == "both":
+            result = net.kernels(X, Z, out=tuple(paths), **kw)
+            arrays = [result.nngp, result.ntk]
+        elif args.get == "nngp":
+            arrays = [net.nngp(X, Z, out=paths[0], **kw)]
+        else:
+            arrays = [net.ntk(X, Z, out=paths[0], **kw)]
+    except KeyboardInterrupt:
+        return _stopped(paths, 130)
+    except SystemExit as exc:  # SIGTERM: the library stored and journaled the blocks
+        from ..outofcore.tiling import SIGTERM_EXIT
+        if exc.code != SIGTERM_EXIT:
+            raise
+        return _stopped(paths, SIGTERM_EXIT)
     elapsed = time.perf_counter() - t0
     for p, r in zip(paths, records or _run_records(args, X, Z, kinds)):
         _write_record(p, r)
