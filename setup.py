@@ -52,6 +52,16 @@ extensions = [
         extra_link_args=link_args,
         define_macros=macros + [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
+    # the compiled network engine (conv / pooling / branching networks, per pair of
+    # inputs; ntk_conv.h), OpenMP + BLAS like _engine
+    Extension(
+        "ntkfast._conv_engine",
+        sources=["src_ext/_conv_engine.pyx"],
+        include_dirs=["src_ext", np.get_include()],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        define_macros=macros + [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
     # the out-of-core writer's block I/O (pwrite rows / transposed rows, writeback
     # control) without the GIL; plain C, no OpenMP or BLAS
     Extension(

@@ -8,11 +8,13 @@ import pytest
 
 import ntkfast as nk
 from ntkfast.outofcore import journal as J
-from ntkfast.backends import reference_network as RN
 
 NET = nk.serial(nk.Conv((3, 3), w_std=1.3, b_std=0.1), nk.ReLU(),
                 nk.AvgPool((2, 2), strides=(2, 2)), nk.Conv((2, 2), padding="VALID"),
                 nk.Erf(), nk.GlobalAvgPool(), nk.Dense(b_std=0.2))
+#: the engine backend='auto' runs NET on (6, 6, 2) images (the compiled network engine
+#: where it is built, else the reference engine)
+ENGINE = type(NET._engine_and_spec((6, 6, 2))[0])
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def test_file_output_equals_in_ram(tmp_path, X):
 
 def test_interrupted_then_resumed_is_bit_identical(tmp_path, X, monkeypatch):
     out = str(tmp_path / "K.npy")
-    real = RN.NetworkReferenceEngine.fill
+    real = ENGINE.fill
     calls = {"n": 0}
 
     def interrupting(self, *a, **k):
@@ -43,7 +45,7 @@ def test_interrupted_then_resumed_is_bit_identical(tmp_path, X, monkeypatch):
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(RN.NetworkReferenceEngine, "fill", interrupting)
+    monkeypatch.setattr(ENGINE, "fill", interrupting)
     with pytest.raises(KeyboardInterrupt):
         NET.ntk(X, out=out, tile=6, n_jobs=1)
     _, done = J.read(out + J.SUFFIX)
@@ -58,7 +60,7 @@ def test_interrupted_then_resumed_is_bit_identical(tmp_path, X, monkeypatch):
 
 def test_other_network_or_shape_is_not_resumed(tmp_path, X, monkeypatch):
     out = str(tmp_path / "K.npy")
-    real = RN.NetworkReferenceEngine.fill
+    real = ENGINE.fill
     calls = {"n": 0}
 
     def interrupting(self, *a, **k):
@@ -67,7 +69,7 @@ def test_other_network_or_shape_is_not_resumed(tmp_path, X, monkeypatch):
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(RN.NetworkReferenceEngine, "fill", interrupting)
+    monkeypatch.setattr(ENGINE, "fill", interrupting)
     with pytest.raises(KeyboardInterrupt):
         NET.ntk(X, out=out, tile=6, n_jobs=1)
     monkeypatch.undo()

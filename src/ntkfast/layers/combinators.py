@@ -92,11 +92,39 @@ class KernelMethods:
         mlp = self._mlp_equivalent()
         if mlp is not None and as_numeric_array(X, "X").ndim == 2:
             return mlp
-        if backend != "auto":
+        if backend == "compiled":
+            from ..backends.compiled_network import unsupported_layer
+            bad = unsupported_layer(self)
+            if bad:
+                raise ValueError(
+                    f"backend='compiled': {bad} has no compiled kernel rule (the compiled "
+                    "network engine runs Dense, Conv, AvgPool, GlobalAvgPool, Flatten, "
+                    "FanOut/parallel/FanInSum, Identity and the ReLU family, Erf, GELU); "
+                    "use backend='auto' or 'reference' for this network")
+        elif backend != "auto":
             raise ValueError(f"backend={backend!r}: only fully-connected chains Dense, [φ, "
-                             "Dense] * depth on vectors have a compiled engine so far; use "
-                             "backend='auto' or 'reference' for this network")
+                             f"Dense] * depth on vectors have a {backend} engine so far; "
+                             "use backend='auto', 'compiled' or 'reference' for this "
+                             "network")
         return None
+
+    def _network_engine(self, backend, n_threads):
+        """The engine of a network that is not an MLP chain: the compiled network
+        engine for 'auto' and 'compiled' when it runs every layer, else the NumPy
+        reference engine."""
+        from ..backends.reference_network import STATE_BUDGET, NetworkReferenceEngine
+        budget = STATE_BUDGET // max(1, n_threads)
+        if backend in ("auto", "compiled"):
+            from ..backends.compiled_network import unsupported_layer
+            if unsupported_layer(self) is None:
+                try:
+                    from ..backends.compiled_network import CompiledNetworkEngine
+                except ImportError:  # pragma: no cover - extension not built
+                    if backend == "compiled":
+                        raise
+                else:
+                    return CompiledNetworkEngine(budget)
+        return NetworkReferenceEngine(budget)
 
     def _engine_and_spec(self, example_shape, backend="auto", n_jobs=1):
         """(engine, spec) for examples of ``example_shape`` (see
@@ -107,9 +135,8 @@ class KernelMethods:
             from ..backends import engine_and_spec
             return engine_and_spec(mlp, example_shape, backend, n_jobs)
         self._fast_path(np.empty((0,) + tuple(example_shape)), backend)  # checks backend
-        from ..backends.reference_network import (STATE_BUDGET, NetworkPlan,
-                                                  NetworkReferenceEngine)
-        return (NetworkReferenceEngine(STATE_BUDGET // max(1, n_jobs)),
+        from ..backends.reference_network import NetworkPlan
+        return (self._network_engine(backend, n_jobs),
                 NetworkPlan(self, tuple(example_shape)))
 
     def _check_examples(self, A, name, example_shape=None):
@@ -126,14 +153,13 @@ class KernelMethods:
         if kw:
             raise TypeError(f"unexpected keyword argument(s) {sorted(kw)}")
         from .. import _validation as V
-        from ..backends.reference_network import (STATE_BUDGET, NetworkReferenceEngine,
-                                                  prepare)
+        from ..backends.reference_network import prepare
         from ..outofcore.tiling import compute_gram
         X, Z, dt, plan = prepare(self, X, Z, dtype)
         n_threads = V.check_n_jobs(n_jobs)
         if tile is not None:
             tile = V.check_int(tile, "tile", minimum=1)
-        engine = NetworkReferenceEngine(STATE_BUDGET // n_threads)
+        engine = self._network_engine(backend, n_threads)
         return compute_gram(engine, plan, X, Z, dt, want_nngp, want_ntk, out=out, tile=tile,
                             n_jobs=n_threads, progress=progress, resume=resume)
 

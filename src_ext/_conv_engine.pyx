@@ -1,0 +1,164 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled network engine: per pair of inputs, the whole network (ntk_conv.h), OpenMP
+over work items, BLAS for the first layer's pixel-pair products.
+
+Work item = (row i, columns j0:j1): in full mode one GEMM x_i (P x C) . Z[j0:j1]^T
+(a tile of P x (j1 - j0) P pixel-pair products, ``scipy.linalg.cython_blas``), then each
+pair (i, j) through the network's program in per-thread workspaces.  The GIL is
+released; BLAS must be pinned to one thread by the caller (our loop is the
+parallelism).  See ntkfast/backends/compiled_network.py for the program.
+"""
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport int32_t, int64_t
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
+
+cdef extern from "ntk_conv.h" nogil:
+    ctypedef struct ncv_op:
+        int kind, dst, src
+        int hi, wi, ho, wo
+        int kh, kw, sh, sw
+        int lo_h, lo_w
+        int circ, act, qoff, standard, flag
+        double w2, b2, cs, c0, inv, pa, pb, pc
+
+    ctypedef struct ncv_prog:
+        int n_ops
+        const ncv_op *ops
+        int full
+        int H, W, C
+        int n_slots
+        long maxsize
+        int want_ntk
+        int idx_size
+        double tau
+
+    int ncv_pair_f64(const ncv_prog *pg, const double *g, long ldg, const double *x,
+                     const double *z, const double *qx, const double *qz, double *ws,
+                     int *iws, double *out_s, double *out_t)
+    int ncv_pair_f32(const ncv_prog *pg, const float *g, long ldg, const float *x,
+                     const float *z, const float *qx, const float *qz, float *ws,
+                     int *iws, float *out_s, float *out_t)
+
+ctypedef fused real:
+    float
+    double
+
+#: int fields of one op, in ncv_op order (the Python compiler writes these columns)
+INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
+              "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag")
+FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
+
+
+cdef void _gemm(real *g, int ldc, const real *xb, const real *zb, int bi, int bj,
+                int d) noexcept nogil:
+    """g[i * ldc + j] = x_i . z_j (row-major), as a column-major g^T = Zb^T' Xb'."""
+    cdef char tr = b'T'
+    cdef char nt = b'N'
+    cdef int lda = d
+    cdef real one = 1.0
+    cdef real zero = 0.0
+    if real is double:
+        dgemm(&tr, &nt, &bj, &bi, &d, &one, <double *> zb, &lda, <double *> xb, &lda,
+              &zero, g, &ldc)
+    else:
+        sgemm(&tr, &nt, &bj, &bi, &d, &one, <float *> zb, &lda, <float *> xb, &lda,
+              &zero, g, &ldc)
+
+
+cdef inline int _pair(const ncv_prog *pg, const real *g, long ldg, const real *x,
+                      const real *z, const real *qx, const real *qz, real *ws, int *iws,
+                      real *out_s, real *out_t) noexcept nogil:
+    if real is double:
+        return ncv_pair_f64(pg, g, ldg, x, z, qx, qz, ws, iws, out_s, out_t)
+    else:
+        return ncv_pair_f32(pg, g, ldg, x, z, qx, qz, ws, iws, out_s, out_t)
+
+
+def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
+              const real[:, ::1] X, const real[:, ::1] Z, const real[:, ::1] Qx,
+              const real[:, ::1] Qz, const int64_t[:, ::1] items,
+              real[:, ::1] out_s, real[:, ::1] out_t, int32_t[:, ::1] flags,
+              bint want_ntk, int n_jobs, int tile_cols):
+    """Σ (and Θ) of the pairs of the work items ``items`` (rows (i, j0, j1): pairs
+    (i, j) for j0 <= j < j1, at most ``tile_cols`` columns) into out_s[i, j] /
+    out_t[i, j]; flags[i, j] = the number of near-parallel pixel pairs met.
+    X (n1, P C), Z (n2, P C): the inputs, channels last; Qx, Qz: the packed
+    variance tapes.  ``prog``: full, H, W, C, n_slots, maxsize, idx_size, tau."""
+    cdef Py_ssize_t n_ops = iops.shape[0], t
+    if fops.shape[0] != n_ops or iops.shape[1] != len(INT_FIELDS) or \
+            fops.shape[1] != len(FLOAT_FIELDS):
+        raise ValueError("run_pairs: malformed program")
+    ops_buf = bytearray(max(1, n_ops) * sizeof(ncv_op))
+    cdef ncv_op *ops = <ncv_op *> (<char *> ops_buf)
+    for t in range(n_ops):
+        ops[t].kind = iops[t, 0]; ops[t].dst = iops[t, 1]; ops[t].src = iops[t, 2]
+        ops[t].hi = iops[t, 3]; ops[t].wi = iops[t, 4]; ops[t].ho = iops[t, 5]
+        ops[t].wo = iops[t, 6]; ops[t].kh = iops[t, 7]; ops[t].kw = iops[t, 8]
+        ops[t].sh = iops[t, 9]; ops[t].sw = iops[t, 10]; ops[t].lo_h = iops[t, 11]
+        ops[t].lo_w = iops[t, 12]; ops[t].circ = iops[t, 13]; ops[t].act = iops[t, 14]
+        ops[t].qoff = iops[t, 15]; ops[t].standard = iops[t, 16]; ops[t].flag = iops[t, 17]
+        ops[t].w2 = fops[t, 0]; ops[t].b2 = fops[t, 1]; ops[t].cs = fops[t, 2]
+        ops[t].c0 = fops[t, 3]; ops[t].inv = fops[t, 4]; ops[t].pa = fops[t, 5]
+        ops[t].pb = fops[t, 6]; ops[t].pc = fops[t, 7]
+    cdef ncv_prog pg
+    pg.n_ops = <int> n_ops
+    pg.ops = ops
+    pg.full = prog["full"]
+    pg.H = prog["H"]; pg.W = prog["W"]; pg.C = prog["C"]
+    pg.n_slots = prog["n_slots"]
+    pg.maxsize = prog["maxsize"]
+    pg.want_ntk = want_ntk
+    pg.idx_size = prog["idx_size"]
+    pg.tau = prog["tau"]
+    if pg.n_slots < 1 or pg.n_slots > 16:
+        raise ValueError("run_pairs: 1 to 16 slots")
+    cdef int P = pg.H * pg.W, C = pg.C
+    if X.shape[1] != P * C or Z.shape[1] != P * C:
+        raise ValueError("run_pairs: inputs of the wrong size")
+
+    dtype = np.float64 if real is double else np.float32
+    cdef Py_ssize_t gsize = (<Py_ssize_t> P) * P * tile_cols if pg.full else 1
+    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize
+    cdef real[:, ::1] gbuf = np.empty((n_jobs, gsize), dtype=dtype)
+    cdef real[:, ::1] wbuf = np.empty((n_jobs, wsize), dtype=dtype)
+    cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)
+    cdef Py_ssize_t n_items = items.shape[0]
+    cdef Py_ssize_t lq = Qx.shape[1]
+    cdef Py_ssize_t row = P * C
+    cdef int tid, bj, nf
+    cdef Py_ssize_t i, j, j0, j1, it
+    cdef real *g
+    cdef real *ws
+    cdef int *iws
+    cdef real *ot
+    cdef const real *xp = &X[0, 0]
+    cdef const real *zp = &Z[0, 0]
+    cdef const real *qxp = &Qx[0, 0]
+    cdef const real *qzp = &Qz[0, 0]
+    for it in range(n_items):
+        if items[it, 0] < 0 or items[it, 0] >= X.shape[0] or items[it, 1] < 0 or \
+                items[it, 2] > Z.shape[0] or items[it, 2] - items[it, 1] > tile_cols:
+            raise ValueError("run_pairs: work item out of range")
+
+    with nogil, parallel(num_threads=n_jobs):
+        tid = threadid()
+        g = &gbuf[tid, 0]
+        ws = &wbuf[tid, 0]
+        iws = &ibuf[tid, 0]
+        for it in prange(n_items, schedule="dynamic"):
+            i = items[it, 0]
+            j0 = items[it, 1]
+            j1 = items[it, 2]
+            bj = <int> (j1 - j0)
+            if bj <= 0:
+                continue
+            if pg.full:
+                _gemm(g, bj * P, xp + i * row, zp + j0 * row, P, bj * P, C)
+            for j in range(j0, j1):
+                ot = &out_t[i, j] if want_ntk else NULL
+                nf = _pair(&pg, g + (j - j0) * P, bj * P, xp + i * row, zp + j * row,
+                           qxp + i * lq, qzp + j * lq, ws, iws, &out_s[i, j], ot)
+                flags[i, j] = nf

@@ -1,0 +1,105 @@
+/*
+ * The compiled network engine's per-pair interpreter (C99, no Python API).
+ *
+ * A network (ntkfast.layers: Conv, Dense, activations, AvgPool, GlobalAvgPool,
+ * Flatten, FanOut / parallel / FanInSum) is compiled in Python
+ * (ntkfast/backends/compiled_network.py) into a short program of ops on "slots":
+ * each slot holds the pixel-pair covariances Sigma and Theta of one pair of inputs
+ * (x, z) in neural-tangents' zipped layout (H, H', W, W') in full mode (all pixel
+ * pairs, networks that pool) or (H, W) in same-position mode (Flatten readouts:
+ * O(P) per pair).  1-D signals are (L, 1) images, vectors (1, 1).
+ *
+ * ncv_pair_*: the whole network for one pair (x_i, z_j), layer by layer in
+ * per-thread workspaces:
+ *   - input: Sigma0[p, p'] = x[p].z[p'] / C from the caller's GEMM tile (full mode)
+ *     or direct per-position dot products (same-position mode), Theta0 = 0;
+ *   - Conv: the window sum along the diagonal (p + a, p' + a) is separable: one
+ *     pass along the (h, h') diagonal adding whole W x W planes, one along the
+ *     (w, w') diagonal over contiguous rows: 2k loads per element, not k^2;
+ *   - activations: the closed forms (ABReLU family, Erf, GELU) with an inlined
+ *     vectorisable atan2 (ntk_recursion.h); angle-reading activations flag the
+ *     pair when a pixel pair is near-parallel, D < tau q q' (the caller recomputes
+ *     flagged pairs with the reference engine's double-double pass);
+ *   - AvgPool: four one-axis window sums; GlobalAvgPool / Flatten: means.
+ * Each pair is computed by the same sequence of operations whatever the thread or
+ * the tile it falls in, so results do not depend on either.
+ */
+#ifndef NTK_CONV_H
+#define NTK_CONV_H
+
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "ntk_recursion.h"
+
+enum {
+    NCV_INPUT = 0,   /* dst = input covariances */
+    NCV_AFFINE = 1,  /* Dense (per position / on vectors), in place */
+    NCV_CONV = 2,
+    NCV_ACT = 3,
+    NCV_POOL = 4,
+    NCV_GAP = 5,
+    NCV_FLATTEN = 6,
+    NCV_COPY = 7,    /* dst = src (FanOut) */
+    NCV_ADD = 8      /* dst += src (FanInSum) */
+};
+
+enum { NCV_ACT_ABRELU = 1, NCV_ACT_ERF = 2, NCV_ACT_GELU = 3 };
+
+#define NCV_MAX_SLOTS 16
+
+typedef struct {
+    int kind, dst, src;
+    int hi, wi, ho, wo;      /* spatial shape in and out */
+    int kh, kw, sh, sw;      /* window and strides */
+    int lo_h, lo_w;          /* low padding */
+    int circ;                /* CIRCULAR padding */
+    int act;                 /* NCV_ACT_* */
+    int qoff;                /* activation: offset of its variances in a packed tape row */
+    int standard;            /* 'standard' parameterization */
+    int flag;                /* activation: angle-reading (flags near-parallel pairs) */
+    double w2, b2;           /* Sigma' = w2 M(Sigma) + b2 (M: window mean) */
+    double cs, c0;           /* standard: Theta' = cs M(Sigma) + w2 M(Theta) + c0 */
+    double inv;              /* 1 / window size (Conv), 1 / window^2 (AvgPool) */
+    double pa, pb, pc;       /* activation parameters (ABReLU: c0, f = (a-b)^2/2pi) */
+} ncv_op;
+
+typedef struct {
+    int n_ops;
+    const ncv_op *ops;
+    int full;                /* all pixel pairs */
+    int H, W, C;             /* input spatial shape and channels */
+    int n_slots;
+    long maxsize;            /* elements of the largest state array */
+    int want_ntk;
+    int idx_size;            /* ints of index scratch */
+    double tau;
+} ncv_prog;
+
+#define NCV_PI 3.14159265358979323846
+
+#define REAL double
+#define NCV(name) name##_f64
+#define NCV_ATAN2 ntk_atan2_xpos_f64
+#define RSQRT sqrt
+#define RFABS fabs
+#include "ntk_conv_impl.h"
+#undef REAL
+#undef NCV
+#undef NCV_ATAN2
+#undef RSQRT
+#undef RFABS
+
+#define REAL float
+#define NCV(name) name##_f32
+#define NCV_ATAN2 ntk_atan2_xpos_f32
+#define RSQRT sqrtf
+#define RFABS fabsf
+#include "ntk_conv_impl.h"
+#undef REAL
+#undef NCV
+#undef NCV_ATAN2
+#undef RSQRT
+#undef RFABS
+
+#endif /* NTK_CONV_H */

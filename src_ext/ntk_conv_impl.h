@@ -1,0 +1,431 @@
+/*
+ * Type-generic body of ntk_conv.h, included once per REAL (double, float);
+ * names suffixed by NCV(): ncv_pair_f64, ncv_pair_f32.
+ */
+
+/* Source index of window offset a for output i along one axis (lax's padding:
+ * SAME / VALID zeros, CIRCULAR wrap), idx[a * n_out + i] (-1: a padded zero), and
+ * the range [rlo[a], rhi[a]) of outputs with a valid source (an interval). */
+static inline void NCV(ncv_map)(int n_in, int n_out, int k, int s, int lo, int circ,
+                                int *idx, int *rlo, int *rhi)
+{
+    for (int a = 0; a < k; a++) {
+        int first = n_out, last = -1;
+        for (int i = 0; i < n_out; i++) {
+            int src = s * i + a - lo;
+            if (circ) {
+                src %= n_in;
+                if (src < 0)
+                    src += n_in;
+            } else if (src < 0 || src >= n_in) {
+                src = -1;
+            }
+            idx[a * n_out + i] = src;
+            if (src >= 0) {
+                if (i < first)
+                    first = i;
+                last = i;
+            }
+        }
+        rlo[a] = first;
+        rhi[a] = last + 1 > first ? last + 1 : first;
+    }
+}
+
+/* out[o, i, r] = sum_a in[o, idx[a][i], r]: a window sum along one axis
+ * (dims (outer, n_in, inner) -> (outer, n_out, inner)). */
+NTK_INLINE void NCV(ncv_wsum1)(const REAL *restrict in, REAL *restrict out, long outer,
+                               int n_in, int n_out, long inner, int k, const int *idx)
+{
+    for (long o = 0; o < outer; o++) {
+        const REAL *ib = in + o * n_in * inner;
+        REAL *ob = out + o * n_out * inner;
+        if (inner == 1) {
+            for (int i = 0; i < n_out; i++) {
+                REAL acc = 0;
+                for (int a = 0; a < k; a++) {
+                    const int src = idx[a * n_out + i];
+                    if (src >= 0)
+                        acc += ib[src];
+                }
+                ob[i] = acc;
+            }
+            continue;
+        }
+        for (int i = 0; i < n_out; i++) {
+            REAL *restrict dst = ob + i * inner;
+            int started = 0;
+            for (int a = 0; a < k; a++) {
+                const int src = idx[a * n_out + i];
+                if (src < 0)
+                    continue;
+                const REAL *restrict sp = ib + src * inner;
+                if (!started) {
+                    memcpy(dst, sp, sizeof(REAL) * inner);
+                    started = 1;
+                } else {
+#pragma omp simd
+                    for (long r = 0; r < inner; r++)
+                        dst[r] += sp[r];
+                }
+            }
+            if (!started)
+                memset(dst, 0, sizeof(REAL) * inner);
+        }
+    }
+}
+
+/* out[o, i, i', r] = sum_a in[o, idx[a][i], idx[a][i'], r]: the window sum along the
+ * diagonal of a pair of axes (the same offset on both: a convolution's
+ * Phi[s p + a, s p' + a]); (outer, n_in, n_in, inner) -> (outer, n_out, n_out, inner).
+ * inner == 1 (the last pair of axes): rows of i' with contiguous sources when the
+ * axis is not circular and has stride 1. */
+NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long outer,
+                               int n_in, int n_out, long inner, int k, const int *idx,
+                               const int *rlo, const int *rhi, int contig, int lo)
+{
+    const long pin = (long)n_in * n_in * inner, pout = (long)n_out * n_out * inner;
+    for (long o = 0; o < outer; o++) {
+        const REAL *ib = in + o * pin;
+        REAL *ob = out + o * pout;
+        if (inner > 1) {
+            for (int i = 0; i < n_out; i++)
+                for (int i2 = 0; i2 < n_out; i2++) {
+                    REAL *restrict dst = ob + ((long)i * n_out + i2) * inner;
+                    int started = 0;
+                    for (int a = 0; a < k; a++) {
+                        const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
+                        if (s1 < 0 || s2 < 0)
+                            continue;
+                        const REAL *restrict sp = ib + ((long)s1 * n_in + s2) * inner;
+                        if (!started) {
+                            memcpy(dst, sp, sizeof(REAL) * inner);
+                            started = 1;
+                        } else {
+#pragma omp simd
+                            for (long r = 0; r < inner; r++)
+                                dst[r] += sp[r];
+                        }
+                    }
+                    if (!started)
+                        memset(dst, 0, sizeof(REAL) * inner);
+                }
+            continue;
+        }
+        for (int i = 0; i < n_out; i++) {
+            REAL *restrict row = ob + (long)i * n_out;
+            memset(row, 0, sizeof(REAL) * n_out);
+            for (int a = 0; a < k; a++) {
+                const int s1 = idx[a * n_out + i];
+                if (s1 < 0)
+                    continue;
+                const REAL *restrict rin = ib + (long)s1 * n_in;
+                const int j0 = rlo[a], j1 = rhi[a];
+                if (contig) {
+                    const REAL *restrict rs = rin + (a - lo);
+#pragma omp simd
+                    for (int j = j0; j < j1; j++)
+                        row[j] += rs[j];
+                } else {
+                    const int *ia = idx + a * n_out;
+                    for (int j = j0; j < j1; j++)
+                        row[j] += rin[ia[j]];
+                }
+            }
+        }
+    }
+}
+
+/* The activation on one row of n pixel pairs: S <- E[phi phi], T <- T E[phi' phi']
+ * (T NULL: Theta identically zero or not wanted).  qx: the row's x variances with
+ * stride xs (0: one value, full mode), qz: the z variances.  Returns the number of
+ * near-parallel pixel pairs (D < tau q q') for angle-reading activations. */
+NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
+                                const REAL *restrict qx, int xs, const REAL *restrict qz,
+                                REAL tau)
+{
+    if (op->act == NCV_ACT_ABRELU) {
+        const REAL c0 = (REAL)op->pa, f = (REAL)op->pb;
+        const REAL pi = (REAL)NCV_PI, half_pi = (REAL)(NCV_PI / 2);
+        REAL nf = 0;
+#pragma omp simd reduction(+:nf)
+        for (int j = 0; j < n; j++) {
+            const REAL s = S[j], qq = qx[j * xs] * qz[j];
+            const REAL gap = qq - s * s;
+            nf += gap < tau * qq ? (REAL)1 : (REAL)0;
+            const REAL sn = RSQRT(gap > 0 ? gap : (REAL)0);
+            const REAL phi = NCV_ATAN2(sn, RFABS(s));
+            REAL th = s < 0 ? pi - phi : phi;
+            th = (sn == 0 && s == 0) ? half_pi : th;
+            const REAL ed = c0 - f * th;
+            S[j] = f * sn + ed * s;
+            if (T)
+                T[j] *= ed;
+        }
+        return op->flag ? (int)nf : 0;
+    }
+    if (op->act == NCV_ACT_ERF) {
+        const REAL a2 = (REAL)op->pa, b2 = (REAL)op->pb, c2 = (REAL)op->pc;
+        const REAL ce = a2 * (REAL)(2 / NCV_PI), cd = a2 * b2 * (REAL)(4 / NCV_PI);
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            const REAL s = b2 * S[j], x = b2 * qx[j * xs], z = b2 * qz[j];
+            const REAL g = x * z - s * s;
+            const REAL root = RSQRT(1 + 2 * (x + z) + 4 * (g > 0 ? g : (REAL)0));
+            S[j] = ce * NCV_ATAN2(2 * s, root) + c2;
+            if (T)
+                T[j] *= cd / root;
+        }
+        return 0;
+    }
+    /* GELU */
+    const REAL i2pi = (REAL)(1 / (2 * NCV_PI));
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL s = S[j], x = qx[j * xs], z = qz[j];
+        const REAL pp1 = (x + 1) * (z + 1), prod = x * z;
+        const REAL g = prod - s * s;
+        const REAL d2 = 1 + x + z + (g > 0 ? g : (REAL)0);
+        const REAL d = RSQRT(d2);
+        const REAL ang = NCV_ATAN2(s, d);
+        S[j] = ((s * s + prod * d2) / (pp1 * d) + s * ang) * i2pi + (REAL)0.25 * s;
+        if (T) {
+            const REAL first = (1 / d2 + (1 - prod) / pp1 + 1) * s / d * i2pi;
+            T[j] *= first + (REAL)0.25 + ang * i2pi;
+        }
+    }
+    return 0;
+}
+
+NTK_INLINE REAL NCV(ncv_sum)(const REAL *restrict a, long n)
+{
+    REAL acc = 0;
+#pragma omp simd reduction(+:acc)
+    for (long j = 0; j < n; j++)
+        acc += a[j];
+    return acc;
+}
+
+/* Sigma' = w2 u + b2 with u = inv U, Theta' per parameterization; V the window sum
+ * of Theta (NULL: Theta was zero).  U may be S and V may be T (same index, read
+ * before written): no restrict. */
+NTK_INLINE void NCV(ncv_affine)(const ncv_op *op, long n, const REAL *U, const REAL *V,
+                                REAL *S, REAL *T, REAL inv)
+{
+    const REAL w2 = (REAL)op->w2, b2 = (REAL)op->b2, cs = (REAL)op->cs, c0 = (REAL)op->c0;
+    if (!T) {
+#pragma omp simd
+        for (long j = 0; j < n; j++)
+            S[j] = w2 * (U[j] * inv) + b2;
+    } else if (op->standard) {
+#pragma omp simd
+        for (long j = 0; j < n; j++) {
+            const REAL u = U[j] * inv;
+            const REAL t = V ? w2 * (V[j] * inv) : (REAL)0;
+            S[j] = w2 * u + b2;
+            T[j] = cs * u + t + c0;
+        }
+    } else {
+#pragma omp simd
+        for (long j = 0; j < n; j++) {
+            const REAL s = w2 * (U[j] * inv) + b2;
+            S[j] = s;
+            T[j] = V ? s + w2 * (V[j] * inv) : s;
+        }
+    }
+}
+
+/* The whole network for one pair (x, z).  g: the pair's block of the GEMM tile
+ * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs (P x C, same-position
+ * mode); qx, qz: the packed variance tapes of x and z.  ws: 2 (n_slots + 1) maxsize
+ * elements; iws: idx_size ints.  Writes Sigma, Theta (if wanted) and returns the number
+ * of near-parallel pixel pairs met by angle-reading activations. */
+NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
+                             const REAL *x, const REAL *z, const REAL *qx, const REAL *qz,
+                             REAL *ws, int *iws, REAL *out_s, REAL *out_t)
+{
+    const long M = pg->maxsize;
+    REAL *A = ws + 2L * pg->n_slots * M, *B = A + M;
+    int tz[NCV_MAX_SLOTS];
+    int H = pg->H, W = pg->W;
+    long size = 1;
+    int flags = 0;
+    const REAL tau = (REAL)pg->tau;
+    const int full = pg->full;
+    for (int k = 0; k < pg->n_slots; k++)
+        tz[k] = 1;
+    for (int t = 0; t < pg->n_ops; t++) {
+        const ncv_op *op = pg->ops + t;
+        REAL *S = ws + 2L * op->dst * M, *T = S + M;
+        const int hi = op->hi, wi = op->wi, ho = op->ho, wo = op->wo;
+        const long n_in = full ? (long)hi * hi * wi * wi : (long)hi * wi;
+        const long n_out = full ? (long)ho * ho * wo * wo : (long)ho * wo;
+        switch (op->kind) {
+        case NCV_INPUT: {
+            const int C = pg->C;
+            const REAL invc = (REAL)1 / (REAL)C;
+            if (full) {
+                for (int h = 0; h < H; h++)
+                    for (int h2 = 0; h2 < H; h2++)
+                        for (int w = 0; w < W; w++) {
+                            const REAL *restrict gr = g + (long)(h * W + w) * ldg + h2 * W;
+                            REAL *restrict sr = S + (((long)h * H + h2) * W + w) * W;
+#pragma omp simd
+                            for (int w2 = 0; w2 < W; w2++)
+                                sr[w2] = gr[w2] * invc;
+                        }
+            } else {
+                const long P = (long)H * W;
+                for (long p = 0; p < P; p++) {
+                    REAL acc = 0;
+                    const REAL *xp = x + p * C, *zp = z + p * C;
+                    for (int c = 0; c < C; c++)
+                        acc += xp[c] * zp[c];
+                    S[p] = acc * invc;
+                }
+            }
+            tz[op->dst] = 1;
+            size = n_out;
+            break;
+        }
+        case NCV_AFFINE: {
+            REAL *Tp = pg->want_ntk ? T : NULL;
+            NCV(ncv_affine)(op, n_in, S, tz[op->dst] ? NULL : T, S, Tp, (REAL)1);
+            tz[op->dst] = !pg->want_ntk;
+            break;
+        }
+        case NCV_CONV: {
+            int *ih = iws, *rlh = ih + op->kh * ho, *rhh = rlh + op->kh;
+            int *iw = rhh + op->kh, *rlw = iw + op->kw * wo, *rhw = rlw + op->kw;
+            NCV(ncv_map)(hi, ho, op->kh, op->sh, op->lo_h, op->circ, ih, rlh, rhh);
+            NCV(ncv_map)(wi, wo, op->kw, op->sw, op->lo_w, op->circ, iw, rlw, rhw);
+            const int cw = !op->circ && op->sw == 1, ch = !op->circ && op->sh == 1;
+            const int has_t = pg->want_ntk && !tz[op->dst];
+            if (full) {
+                if (has_t) {  /* Theta first: T -> A -> T */
+                    NCV(ncv_wsum2)(T, A, 1, hi, ho, (long)wi * wi, op->kh, ih, rlh, rhh, ch,
+                                   op->lo_h);
+                    NCV(ncv_wsum2)(A, T, (long)ho * ho, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
+                                   op->lo_w);
+                }
+                NCV(ncv_wsum2)(S, A, 1, hi, ho, (long)wi * wi, op->kh, ih, rlh, rhh, ch,
+                               op->lo_h);
+                NCV(ncv_wsum2)(A, B, (long)ho * ho, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
+                               op->lo_w);
+            } else {
+                if (has_t) {
+                    NCV(ncv_wsum1)(T, A, 1, hi, ho, wi, op->kh, ih);
+                    NCV(ncv_wsum1)(A, T, ho, wi, wo, 1, op->kw, iw);
+                }
+                NCV(ncv_wsum1)(S, A, 1, hi, ho, wi, op->kh, ih);
+                NCV(ncv_wsum1)(A, B, ho, wi, wo, 1, op->kw, iw);
+            }
+            NCV(ncv_affine)(op, n_out, B, has_t ? T : NULL, S, pg->want_ntk ? T : NULL,
+                            (REAL)op->inv);
+            tz[op->dst] = !pg->want_ntk;
+            size = n_out;
+            break;
+        }
+        case NCV_ACT: {
+            REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
+            const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
+            if (full) {
+                for (int h = 0; h < hi; h++)
+                    for (int h2 = 0; h2 < hi; h2++)
+                        for (int w = 0; w < wi; w++) {
+                            const long off = (((long)h * hi + h2) * wi + w) * wi;
+                            flags += NCV(ncv_act_row)(op, wi, S + off, Tp ? Tp + off : NULL,
+                                                      qxl + h * wi + w, 0, qzl + h2 * wi, tau);
+                        }
+            } else {
+                flags += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, tau);
+            }
+            break;
+        }
+        case NCV_POOL: {
+            int *ih = iws, *rlh = ih + op->kh * ho, *rhh = rlh + op->kh;
+            int *iw = rhh + op->kh, *rlw = iw + op->kw * wo, *rhw = rlw + op->kw;
+            NCV(ncv_map)(hi, ho, op->kh, op->sh, op->lo_h, op->circ, ih, rlh, rhh);
+            NCV(ncv_map)(wi, wo, op->kw, op->sw, op->lo_w, op->circ, iw, rlw, rhw);
+            const int has_t = pg->want_ntk && !tz[op->dst];
+            for (int pass = 0; pass < (has_t ? 2 : 1); pass++) {
+                REAL *X0 = pass ? T : S;
+                NCV(ncv_wsum1)(X0, A, 1, hi, ho, (long)hi * wi * wi, op->kh, ih);
+                NCV(ncv_wsum1)(A, X0, ho, hi, ho, (long)wi * wi, op->kh, ih);
+                NCV(ncv_wsum1)(X0, A, (long)ho * ho, wi, wo, wi, op->kw, iw);
+                NCV(ncv_wsum1)(A, X0, (long)ho * ho * wo, wi, wo, 1, op->kw, iw);
+                const REAL inv = (REAL)op->inv;
+#pragma omp simd
+                for (long j = 0; j < n_out; j++)
+                    X0[j] *= inv;
+            }
+            size = n_out;
+            break;
+        }
+        case NCV_GAP: {
+            const int has_t = pg->want_ntk && !tz[op->dst];
+            /* per (h, h') plane, then the planes: short sums */
+            const long plane = (long)wi * wi, np = (long)hi * hi;
+            for (int pass = 0; pass < (has_t ? 2 : 1); pass++) {
+                REAL *X0 = pass ? T : S;
+                for (long q = 0; q < np; q++)
+                    A[q] = NCV(ncv_sum)(X0 + q * plane, plane);
+                X0[0] = NCV(ncv_sum)(A, np) / (REAL)(np * plane);
+            }
+            size = 1;
+            break;
+        }
+        case NCV_FLATTEN: {
+            const int has_t = pg->want_ntk && !tz[op->dst];
+            const long P = (long)hi * wi;
+            for (int pass = 0; pass < (has_t ? 2 : 1); pass++) {
+                REAL *X0 = pass ? T : S;
+                REAL acc;
+                if (full) {
+                    acc = 0;
+                    for (int h = 0; h < hi; h++)
+                        for (int w = 0; w < wi; w++)
+                            acc += X0[(((long)h * hi + h) * wi + w) * wi + w];
+                } else {
+                    acc = NCV(ncv_sum)(X0, P);
+                }
+                X0[0] = acc / (REAL)P;
+            }
+            size = 1;
+            break;
+        }
+        case NCV_COPY: {
+            REAL *Ss = ws + 2L * op->src * M;
+            memcpy(S, Ss, sizeof(REAL) * n_in);
+            if (pg->want_ntk && !tz[op->src])
+                memcpy(T, Ss + M, sizeof(REAL) * n_in);
+            tz[op->dst] = tz[op->src];
+            break;
+        }
+        case NCV_ADD: {
+            REAL *Ss = ws + 2L * op->src * M, *Ts = Ss + M;
+#pragma omp simd
+            for (long j = 0; j < n_in; j++)
+                S[j] += Ss[j];
+            if (pg->want_ntk && !tz[op->src]) {
+                if (tz[op->dst]) {
+                    memcpy(T, Ts, sizeof(REAL) * n_in);
+                } else {
+#pragma omp simd
+                    for (long j = 0; j < n_in; j++)
+                        T[j] += Ts[j];
+                }
+                tz[op->dst] = 0;
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        (void)size;
+    }
+    out_s[0] = ws[0];
+    if (out_t)
+        out_t[0] = (pg->want_ntk && !tz[0]) ? ws[M] : (REAL)0;
+    return flags;
+}
