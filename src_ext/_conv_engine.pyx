@@ -121,7 +121,7 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
 
     dtype = np.float64 if real is double else np.float32
     cdef Py_ssize_t gsize = (<Py_ssize_t> P) * P * tile_cols if pg.full else 1
-    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize
+    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W
     cdef real[:, ::1] gbuf = np.empty((n_jobs, gsize), dtype=dtype)
     cdef real[:, ::1] wbuf = np.empty((n_jobs, wsize), dtype=dtype)
     cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)

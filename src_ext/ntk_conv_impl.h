@@ -136,6 +136,30 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
     }
 }
 
+/* One output plane (i, i') of the (h, h') diagonal window sum:
+ * out = sum_a in[idx[a][i], idx[a][i']] (planes of `plane` elements). */
+NTK_INLINE void NCV(ncv_hplane)(const REAL *restrict in, int n_in, long plane, int n_out,
+                                int i, int i2, int k, const int *idx, REAL *restrict out)
+{
+    int started = 0;
+    for (int a = 0; a < k; a++) {
+        const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
+        if (s1 < 0 || s2 < 0)
+            continue;
+        const REAL *restrict sp = in + ((long)s1 * n_in + s2) * plane;
+        if (!started) {
+            memcpy(out, sp, sizeof(REAL) * plane);
+            started = 1;
+        } else {
+#pragma omp simd
+            for (long r = 0; r < plane; r++)
+                out[r] += sp[r];
+        }
+    }
+    if (!started)
+        memset(out, 0, sizeof(REAL) * plane);
+}
+
 /* The activation on one row of n pixel pairs: S <- E[phi phi], T <- T E[phi' phi']
  * (T NULL: Theta identically zero or not wanted).  qx: the row's x variances with
  * stride xs (0: one value, full mode), qz: the z variances.  Returns the number of
@@ -246,17 +270,24 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
 {
     const long M = pg->maxsize;
     REAL *A = ws + 2L * pg->n_slots * M, *B = A + M;
+    /* four plane buffers of the fused Conv (W x W each) after the spares */
+    REAL *P1 = B + M, *P2 = P1 + (long)pg->W * pg->W, *P3 = P2 + (long)pg->W * pg->W;
+    REAL *P4 = P3 + (long)pg->W * pg->W;
+    REAL *Sb[NCV_MAX_SLOTS], *Tb[NCV_MAX_SLOTS];
     int tz[NCV_MAX_SLOTS];
     int H = pg->H, W = pg->W;
     long size = 1;
     int flags = 0;
     const REAL tau = (REAL)pg->tau;
     const int full = pg->full;
-    for (int k = 0; k < pg->n_slots; k++)
+    for (int k = 0; k < pg->n_slots; k++) {
         tz[k] = 1;
+        Sb[k] = ws + 2L * k * M;
+        Tb[k] = Sb[k] + M;
+    }
     for (int t = 0; t < pg->n_ops; t++) {
         const ncv_op *op = pg->ops + t;
-        REAL *S = ws + 2L * op->dst * M, *T = S + M;
+        REAL *S = Sb[op->dst], *T = Tb[op->dst];
         const int hi = op->hi, wi = op->wi, ho = op->ho, wo = op->wo;
         const long n_in = full ? (long)hi * hi * wi * wi : (long)hi * wi;
         const long n_out = full ? (long)ho * ho * wo * wo : (long)ho * wo;
@@ -302,6 +333,46 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             const int cw = !op->circ && op->sw == 1, ch = !op->circ && op->sh == 1;
             const int has_t = pg->want_ntk && !tz[op->dst];
             if (full) {
+                /* per output plane (i, i'): the (h, h') sum, the (w, w') sum and the
+                 * affine step in L1, then the next op if it is this slot's activation
+                 * (fused); written to the spare buffers, which become the slot's */
+                const ncv_op *nx = (t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
+                                    op[1].dst == op->dst) ? op + 1 : NULL;
+                REAL *So = A, *To = B;
+                const long pin = (long)wi * wi, pout = (long)wo * wo;
+                for (int i = 0; i < ho; i++)
+                    for (int i2 = 0; i2 < ho; i2++) {
+                        const long off = ((long)i * ho + i2) * pout;
+                        NCV(ncv_hplane)(S, hi, pin, ho, i, i2, op->kh, ih, P1);
+                        NCV(ncv_wsum2)(P1, P2, 1, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
+                                       op->lo_w);
+                        if (has_t) {
+                            NCV(ncv_hplane)(T, hi, pin, ho, i, i2, op->kh, ih, P3);
+                            NCV(ncv_wsum2)(P3, P4, 1, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
+                                           op->lo_w);
+                        }
+                        REAL *to = pg->want_ntk ? To + off : NULL;
+                        NCV(ncv_affine)(op, pout, P2, has_t ? P4 : NULL, So + off, to,
+                                        (REAL)op->inv);
+                        if (nx)
+                            for (int w = 0; w < wo; w++)
+                                flags += NCV(ncv_act_row)(
+                                    nx, wo, So + off + (long)w * wo,
+                                    to ? to + (long)w * wo : NULL,
+                                    qx + nx->qoff + i * wo + w, 0, qz + nx->qoff + i2 * wo,
+                                    tau);
+                    }
+                Sb[op->dst] = So;
+                Tb[op->dst] = To;
+                A = S;
+                B = T;
+                tz[op->dst] = !pg->want_ntk;
+                size = n_out;
+                if (nx)
+                    t++;
+                break;
+            }
+            if (0) {
                 if (has_t) {  /* Theta first: T -> A -> T */
                     NCV(ncv_wsum2)(T, A, 1, hi, ho, (long)wi * wi, op->kh, ih, rlh, rhh, ch,
                                    op->lo_h);
@@ -395,15 +466,14 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_COPY: {
-            REAL *Ss = ws + 2L * op->src * M;
-            memcpy(S, Ss, sizeof(REAL) * n_in);
+            memcpy(S, Sb[op->src], sizeof(REAL) * n_in);
             if (pg->want_ntk && !tz[op->src])
-                memcpy(T, Ss + M, sizeof(REAL) * n_in);
+                memcpy(T, Tb[op->src], sizeof(REAL) * n_in);
             tz[op->dst] = tz[op->src];
             break;
         }
         case NCV_ADD: {
-            REAL *Ss = ws + 2L * op->src * M, *Ts = Ss + M;
+            REAL *Ss = Sb[op->src], *Ts = Tb[op->src];
 #pragma omp simd
             for (long j = 0; j < n_in; j++)
                 S[j] += Ss[j];
@@ -424,8 +494,8 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
         }
         (void)size;
     }
-    out_s[0] = ws[0];
+    out_s[0] = Sb[0][0];
     if (out_t)
-        out_t[0] = (pg->want_ntk && !tz[0]) ? ws[M] : (REAL)0;
+        out_t[0] = (pg->want_ntk && !tz[0]) ? Tb[0][0] : (REAL)0;
     return flags;
 }

@@ -1,0 +1,241 @@
+"""Convolutional kernels: ntkfast's compiled network engine against neural-tangents'
+``stax`` (and against ntkfast's own NumPy engine), side by side in one run.
+
+    python bench/vs_neural_tangents_conv.py [--n 8] [--threads 2] [--nt-python /tmp/ntenv/bin/python]
+
+The nt half runs in its own environment (neural-tangents 0.6.5 + jax, CPU) as a
+subprocess of this script (``nt`` sub-command; it does not import ntkfast): the same
+network, built from ntkfast's ``describe()``, K(X, X) of N images of 32×32×3 in
+float32, jit-compiled and warmed up on the same shapes, then timed once, with XLA's
+default threads (all cores: the same 2 as ours on the 2-core machine).
+
+Networks: Myrtle-5 (``parse_architecture('myrtle5')``: conv-relu ×2, avgpool 2,
+conv-relu, avgpool 2, conv-relu, global average pool, dense: all pixel pairs) and a
+5-layer CNN-Flatten (``cnn-flatten(4)``: 4 conv-relu, flatten, dense: the
+same-position pairs only).
+
+Reported per network and dtype, seconds per kernel entry (a K(X, X) of N² entries):
+
+* ``ntkfast`` total: ``net.kernels(X)`` (self pass in NumPy, O(N P²), + the compiled
+  cross pass over the N(N−1)/2 pairs i < j);
+* ``cross``: the compiled cross pass alone (what grows as N²), per pair;
+* ``numpy``: the reference NumPy engine's cross pass, per pair (a few pairs);
+* ``nt``: neural-tangents' K(X, X) time / N²;
+* GFLOP/s of the cross pass against the arithmetic count of :func:`flop_count` (per
+  pair: the input products 2C per pixel pair; Conv 2·(2k + 3) per output pixel pair
+  for Σ and Θ (two separable diagonal window sums of k adds each, then the affine
+  step); ReLU 30 (sqrt, the atan2 polynomial with its division, 10 multiply-adds);
+  AvgPool the four one-axis window sums of Σ and Θ; GAP/Flatten 2 per element).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.abspath(__file__)
+
+
+# -- the nt side (runs in nt's environment) -------------------------------------------
+def nt_layers(desc):
+    from neural_tangents import stax
+    out = []
+    for d in desc["layers"]:
+        kind = d["layer"]
+        if kind == "Conv":
+            out.append(stax.Conv(1, tuple(d["filter_shape"]),
+                                 None if d["strides"] is None else tuple(d["strides"]),
+                                 padding=d["padding"], W_std=d["w_std"], b_std=d["b_std"]))
+        elif kind == "Dense":
+            out.append(stax.Dense(1, W_std=d["w_std"], b_std=d["b_std"]))
+        elif kind == "Elementwise":
+            assert "relu" in json.dumps(d["activation"]).lower(), d
+            out.append(stax.Relu())
+        elif kind == "AvgPool":
+            out.append(stax.AvgPool(tuple(d["window_shape"]),
+                                    None if d["strides"] is None else tuple(d["strides"]),
+                                    d["padding"]))
+        elif kind == "GlobalAvgPool":
+            out.append(stax.GlobalAvgPool())
+        elif kind == "Flatten":
+            out.append(stax.Flatten())
+        else:
+            raise ValueError(kind)
+    return stax.serial(*out)[2]
+
+
+def nt_main(args):
+    import jax
+    import jax.numpy as jnp
+    desc = json.loads(args.desc)
+    kernel_fn = jax.jit(nt_layers(desc), static_argnames=("get",))
+    X = np.load(args.x).astype(np.float32)
+    k = kernel_fn(jnp.asarray(X), None, get=("nngp", "ntk"))  # compile + warm-up
+    jax.block_until_ready(k)
+    t0 = time.perf_counter()
+    k = kernel_fn(jnp.asarray(X), None, get=("nngp", "ntk"))
+    jax.block_until_ready(k)
+    dt = time.perf_counter() - t0
+    np.savez(args.out, nngp=np.asarray(k.nngp), ntk=np.asarray(k.ntk), seconds=dt,
+             versions=json.dumps({"jax": jax.__version__}))
+
+
+# -- our side ---------------------------------------------------------------------------
+def flop_count(program):
+    """Arithmetic of one pair's cross pass (see the module doc), from the op list."""
+    from ntkfast.backends import compiled_network as CN
+    full = program.full
+    total = 0
+    for r in program.rows:
+        hi, wi, ho, wo = r["hi"], r["wi"], r["ho"], r["wo"]
+        n_in = (hi * wi) ** 2 if full else hi * wi
+        n_out = (ho * wo) ** 2 if full else ho * wo
+        k = r.get("kh", 1), r.get("kw", 1)
+        if r["kind"] == CN.INPUT:
+            total += 2 * program.C * n_out
+        elif r["kind"] == CN.CONV:
+            total += 2 * (k[0] + k[1] + 3) * n_out
+        elif r["kind"] == CN.AFFINE:
+            total += 4 * n_in
+        elif r["kind"] == CN.ACT:
+            total += 30 * n_in
+        elif r["kind"] == CN.POOL:
+            total += 2 * (k[0] * (ho * hi * wi * wi) + k[0] * (ho * ho * wi * wi)
+                          + k[1] * (ho * ho * wo * wi) + k[1] * n_out)
+        elif r["kind"] in (CN.GAP, CN.FLATTEN):
+            total += 2 * n_in
+    return total
+
+
+def ours(net, X, dtype, threads, n_numpy_pairs=2):
+    from ntkfast.backends.compiled_network import CompiledNetworkEngine
+    from ntkfast.backends.reference_network import NetworkPlan, NetworkReferenceEngine
+    Xd = X.astype(dtype)
+    n = X.shape[0]
+    t0 = time.perf_counter()
+    k = net.kernels(Xd, n_jobs=threads, backend="compiled")
+    total = time.perf_counter() - t0
+    plan = NetworkPlan(net, X.shape[1:])
+    eng = CompiledNetworkEngine()
+    q = eng.variances(plan, Xd)
+    S = np.empty((n, n), dtype)
+    T = np.empty_like(S)
+    t0 = time.perf_counter()
+    eng.fill(plan, Xd, Xd, S, T, symmetric=True, dtype=dtype, n_jobs=threads, qx=q, qz=q)
+    cross = (time.perf_counter() - t0) / (n * (n - 1) / 2)
+    ref = NetworkReferenceEngine()
+    m = n_numpy_pairs
+    S2 = np.empty((1, m))
+    T2 = np.empty_like(S2)
+    t0 = time.perf_counter()
+    try:
+        ref.fill(plan, X[:1].astype(np.float64), X[1:1 + m].astype(np.float64), S2, T2,
+                 symmetric=False, dtype=np.float64, qx=q[:1], qz=q[1:1 + m])
+        numpy_pair = (time.perf_counter() - t0) / m
+    except Exception as exc:  # the NumPy engine is someone's work in progress
+        print(f"# numpy engine failed: {exc!r}", file=sys.stderr)
+        numpy_pair = float("nan")
+    return k, total / n ** 2, cross, numpy_pair, flop_count(eng.program(plan))
+
+
+def run_nt(desc, X, threads, python, cache=None):
+    """nt's (Σ, Θ, seconds); ``cache``: an .npz path reused when it exists."""
+    if cache and os.path.exists(cache):
+        with np.load(cache) as f:
+            return f["nngp"], f["ntk"], float(f["seconds"])
+    with tempfile.TemporaryDirectory() as tmp:
+        xp, op = os.path.join(tmp, "x.npy"), os.path.join(tmp, "k.npz")
+        np.save(xp, X)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), JAX_PLATFORMS="cpu")
+        subprocess.run([python, HERE, "nt", "--desc", json.dumps(desc), "--x", xp,
+                        "--out", op], check=True, env=env)
+        if cache:
+            import shutil
+            shutil.copy(op, cache)
+        with np.load(op) as f:
+            return f["nngp"], f["ntk"], float(f["seconds"])
+
+
+def peak_gflops(threads):
+    """2 cores × 16 float64 flops/cycle (two 256-bit FMA pipes; Zen 3/4 with AVX2) × the
+    clock in /proc/cpuinfo; float32 twice that."""
+    ghz = 3.0
+    try:
+        with open("/proc/cpuinfo") as fh:
+            mhz = [float(l.split(":")[1]) for l in fh if l.startswith("cpu MHz")]
+        ghz = max(mhz) / 1000 if mhz else ghz
+    except OSError:
+        pass
+    return threads * 16 * ghz
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd")
+    p_nt = sub.add_parser("nt")
+    p_nt.add_argument("--desc")
+    p_nt.add_argument("--x")
+    p_nt.add_argument("--out")
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--nt-python", default="/tmp/ntenv/bin/python")
+    ap.add_argument("--archs", default="myrtle5,cnn-flatten(4)")
+    ap.add_argument("--nt-cache", default="", help="a folder: reuse nt's kernels and times")
+    args = ap.parse_args()
+    if args.cmd == "nt":
+        return nt_main(args)
+    from ntkfast.architecture_spec import parse_architecture
+    import platform
+    X = np.random.default_rng(0).standard_normal((args.n, 32, 32, 3)).astype(np.float32)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(l.split(":")[1].strip() for l in fh if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    peak = peak_gflops(args.threads)
+    print(f"# {cpu}, {os.cpu_count()} cores, {args.threads} threads; N = {args.n} images "
+          f"32x32x3; K(X, X) (N^2 entries); peak assumed {peak:.0f} GFLOP/s f64, "
+          f"{2 * peak:.0f} f32")
+    head = ("arch", "dtype", "nt s/entry", "ntkfast s/entry", "nt/ntkfast", "cross s/pair",
+            "nt/cross", "numpy s/pair", "numpy/cross", "MFLOP/pair", "GFLOP/s", "% peak",
+            "max rel diff vs nt")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for name in args.archs.split(","):
+        net = parse_architecture(name)
+        nt_s = None
+        if os.path.exists(args.nt_python):
+            cache = None if not args.nt_cache else os.path.join(
+                args.nt_cache, f"nt_{name}_{args.n}_{args.threads}.npz")
+            nt_nngp, nt_ntk, nt_time = run_nt(net.describe(), X, args.threads,
+                                              args.nt_python, cache)
+            nt_s = nt_time / args.n ** 2
+        for dtype in (np.float32, np.float64):
+            k, per_entry, cross, numpy_pair, flops = ours(net, X, dtype, args.threads)
+            gf = flops / cross / 1e9
+            pk = peak * (2 if dtype == np.float32 else 1)
+            if nt_s is not None:
+                diff = max(np.max(np.abs(k.ntk - nt_ntk.reshape(k.ntk.shape)))
+                           / np.max(np.abs(nt_ntk)),
+                           np.max(np.abs(k.nngp - nt_nngp.reshape(k.nngp.shape)))
+                           / np.max(np.abs(nt_nngp)))
+                cols = (f"{nt_s:.3g}", f"{per_entry:.3g}", f"{nt_s / per_entry:.0f}x",
+                        f"{cross:.3g}", f"{nt_s / cross:.0f}x")
+            else:
+                diff = float("nan")
+                cols = ("-", f"{per_entry:.3g}", "-", f"{cross:.3g}", "-")
+            print("| " + " | ".join((name, np.dtype(dtype).name) + cols + (
+                f"{numpy_pair:.3g}", f"{numpy_pair / cross:.0f}x", f"{flops / 1e6:.1f}",
+                f"{gf:.1f}", f"{100 * gf / pk:.1f}", f"{diff:.1e}")) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
