@@ -43,6 +43,15 @@ def _angle(sigma, qx, qz):
     return theta, sin_part
 
 
+def _near_parallel(theta, tau):
+    """The mask of entries with sin²θ < τ (near-parallel or near-antiparallel), or None
+    when there is none (two reductions decide that without a mask)."""
+    t = math.asin(math.sqrt(tau))
+    if theta.size == 0 or (theta.min() >= t and theta.max() <= math.pi - t):
+        return None
+    return (theta < t) | (theta > math.pi - t)
+
+
 class Activation:
     """Base class: an elementwise nonlinearity with a closed-form kernel rule.
 
@@ -62,6 +71,35 @@ class Activation:
     def diag_rule(self, q):
         """(E, Ė) on the diagonal: the kernel rule with Σ = qx = qz = q (θ = 0)."""
         return self.kernel_rule(q, q, q)
+
+    #: True if :meth:`kernel_rule_dd` evaluates E in double-double (a closed form
+    #: written in double-double arithmetic); else it is the float64 rule.
+    dd_exact: bool = False
+
+    @property
+    def angle_sensitive(self) -> bool:
+        """True if E[φ'φ'] reads the angle θ to first order near θ = 0 (the ReLU
+        family), so that float64 loses digits on near-parallel pairs and the network
+        engine recomputes such pairs in double-double (which needs
+        :attr:`dd_exact`)."""
+        return not self.smooth and self.dd_exact
+
+    def kernel_rule_dd(self, sigma, qx, qz):
+        """(E, Ė) with Σ, qx, qz and E double-doubles
+        (:class:`ntkfast.layers.doubledouble.DD`) and Ė float64, for the precise pass
+        of near-parallel pairs.  Default (no double-double closed form): the float64
+        rule on the leading parts."""
+        from .layers.doubledouble import DD, as_float
+        e, edot = self.kernel_rule(as_float(sigma), as_float(qx), as_float(qz))
+        return DD(e), edot
+
+    def diag_rule_dd(self, q):
+        """:meth:`diag_rule` in double-double (θ = 0)."""
+        if self.dd_exact:
+            return self.kernel_rule_dd(q, q, q)
+        from .layers.doubledouble import DD, as_float
+        e, edot = self.diag_rule(as_float(q))
+        return DD(e), edot
 
     def fn(self, u):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -97,6 +135,7 @@ class ABReLU(Activation):
 
     engine_code = 1
     smooth = False
+    dd_exact = True
 
     def __init__(self, a: float, b: float):
         a, b = float(a), float(b)
@@ -105,12 +144,49 @@ class ABReLU(Activation):
                 raise ValueError(f"{type(self).__name__}: {name} must be finite, got {v!r}")
         self.a, self.b = a, b
 
-    def kernel_rule(self, sigma, qx, qz):
+    @property
+    def edot_angle_slope(self) -> float:
+        """|dĖ/dθ| = (a−b)²/(2π): how an error of θ moves E[φ'φ']."""
+        return (self.a - self.b) ** 2 / (2 * np.pi)
+
+    def kernel_rule(self, sigma, qx, qz, near_tau=None):
+        """(E, Ė); with ``near_tau`` also the mask of the near-parallel entries,
+        sin²θ < τ (None if there is none; see :mod:`ntkfast.layers.elementwise`)."""
         a, b = self.a, self.b
         theta, sin_part = _angle(sigma, qx, qz)
         factor = (a - b) ** 2 / (2 * np.pi)
         edot = (a * a + b * b) / 2 - factor * theta
         e = factor * sin_part + edot * sigma
+        if near_tau is None:
+            return e, edot
+        return e, edot, _near_parallel(theta, near_tau)
+
+    def kernel_rule_dd(self, sigma, qx, qz):
+        """The rule in double-double, written (as the compiled engine's exact step)
+        with φ = atan2(√D, |Σ|) in [0, π/2] (θ = φ for Σ >= 0, π − φ for Σ < 0) and
+        h = √D − φ |Σ| = √(qx qz) (sin φ − φ cos φ):
+
+            Σ >= 0:  E = (a²+b²)/2 · Σ + (a−b)²/(2π) · h,   Ė = (a²+b²)/2 − (a−b)² φ/(2π)
+            Σ <  0:  E = (a−b)²/(2π) · h − ab |Σ|,          Ė = ab + (a−b)² φ/(2π)
+
+        (using ab = (a²+b²)/2 − (a−b)²/2 exactly: Abs maps antiparallel inputs to
+        exactly parallel outputs, E = √(E_x E_z)).  D, √D, φ, h and E in double-double;
+        Ė from φ (1e-16 absolute however small the angle)."""
+        from .layers.doubledouble import HALF_PI, as_dd, atan2, where
+        a, b = self.a, self.b
+        sigma, qx, qz = as_dd(sigma), as_dd(qx), as_dd(qz)
+        root = (qx * qz - sigma * sigma).maximum0().sqrt()
+        mag = abs(sigma)
+        phi = atan2(root, mag)
+        degenerate = (root.hi == 0) & (sigma.hi == 0)  # θ = π/2 by convention
+        if np.any(degenerate):
+            phi = where(degenerate, HALF_PI, phi)
+        factor = (a - b) ** 2 / (2 * np.pi)
+        half, ab = (a * a + b * b) / 2, a * b
+        h = root - phi * mag
+        neg = sigma.hi < 0
+        e = where(neg, h * factor - mag * ab, sigma * half + h * factor)
+        edot = np.where(neg, ab + factor * phi.hi, half - factor * phi.hi)
         return e, edot
 
     def fn(self, u):
@@ -168,6 +244,7 @@ class Erf(Activation):
     """
 
     engine_code = 2
+    dd_exact = True
 
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
         self.a, self.b, self.c = float(a), float(b), float(c)
@@ -175,6 +252,16 @@ class Erf(Activation):
             v = getattr(self, name)
             if not math.isfinite(v):
                 raise ValueError(f"Erf: {name} must be finite, got {v!r}")
+
+    def kernel_rule_dd(self, sigma, qx, qz):
+        """The rule below with Σ, q and E in double-double."""
+        from .layers.doubledouble import as_dd, atan2
+        a, b, c = self.a, self.b, self.c
+        b2 = b * b
+        s, qx, qz = as_dd(sigma) * b2, as_dd(qx) * b2, as_dd(qz) * b2
+        root = (1.0 + 2.0 * (qx + qz) + 4.0 * (qx * qz - s * s).maximum0()).sqrt()
+        e = atan2(2.0 * s, root) * (a * a * (2 / np.pi)) + c * c
+        return e, a * a * b2 * (4 / np.pi) / root.hi
 
     def kernel_rule(self, sigma, qx, qz):
         a, b, c = self.a, self.b, self.c
@@ -213,6 +300,19 @@ class GELU(Activation):
     """
 
     engine_code = 3
+    dd_exact = True
+
+    def kernel_rule_dd(self, sigma, qx, qz):
+        """E of the rule below in double-double (Ė float64: smooth in Σ)."""
+        from .layers.doubledouble import as_dd, as_float, atan2
+        s, qx, qz = as_dd(sigma), as_dd(qx), as_dd(qz)
+        pp1 = (qx + 1.0) * (qz + 1.0)
+        prod = qx * qz
+        delta2 = qx + qz + 1.0 + (prod - s * s).maximum0()
+        delta = delta2.sqrt()
+        e = ((s * s + prod * delta2) / (pp1 * delta) + s * atan2(s, delta)) * (0.5 / np.pi)
+        e = e + s * 0.25
+        return e, self.kernel_rule(as_float(sigma), as_float(qx), as_float(qz))[1]
 
     def kernel_rule(self, sigma, qx, qz):
         pp1 = (qx + 1) * (qz + 1)
@@ -237,9 +337,16 @@ class Identity(Activation):
     """φ(u) = u:  E[φφ] = Σ,  E[φ'φ'] = 1."""
 
     engine_code = 0
+    dd_exact = True
 
     def kernel_rule(self, sigma, qx, qz):
         return sigma + 0 * (qx + qz), np.ones_like(sigma + 0 * (qx + qz))
+
+    def kernel_rule_dd(self, sigma, qx, qz):
+        from .layers.doubledouble import as_dd, as_float
+        shape = np.broadcast_shapes(np.shape(as_float(sigma)), np.shape(as_float(qx)),
+                                    np.shape(as_float(qz)))
+        return as_dd(sigma).broadcast_to(shape), np.ones(shape)
 
     def fn(self, u):
         return np.asarray(u, dtype=float)

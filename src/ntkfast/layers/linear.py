@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from .base import Layer, LayerError, check_padding, check_std, check_window, window_output
+from .doubledouble import as_float
 from .state import Meta, same_position_mean, spatial_mean, window_sum
 
 __all__ = ["Dense", "Conv", "AvgPool", "GlobalAvgPool", "Flatten"]
@@ -52,7 +53,8 @@ def _check_fan_in(layer, meta, where):
 
 def _affine_ntk(layer, sig_in_unscaled, sig, ntk_unscaled, fan_in):
     """nt's Θ' of Dense/Conv: 'ntk' Σ' + σ_w² Θ; 'standard' n_in Σ_in + σ_w² Θ (+1 with
-    a bias, even b_std = 0)."""
+    a bias, even b_std = 0).  Θ is float64 also in a precise (double-double) pass."""
+    sig_in_unscaled, sig = as_float(sig_in_unscaled), as_float(sig)
     w2 = layer.w_std ** 2
     if layer.parameterization == "ntk":
         return sig + w2 * ntk_unscaled

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Layer, LayerError
+from .doubledouble import as_float, is_dd
 
 __all__ = ["LayerNorm"]
 
@@ -42,6 +43,14 @@ class LayerNorm(Layer):
 
     def kernel(self, state):
         qx, qz, _ = state.variances()
+        if is_dd(state.sigma):
+            # precise pass: Σ / n_x / n_z with n = √(q + ε) per position (float64, the
+            # same for a row's self and cross states), so q' q' − Σ'² = D / (n_x n_z)²
+            nx, nz = np.sqrt(self.eps + as_float(qx)), np.sqrt(self.eps + as_float(qz))
+            ntk = state.ntk
+            if ntk is not None and np.ndim(ntk) > 0:
+                ntk = ntk / (nx * nz)
+            return state.evolve(sigma=state.sigma / nx / nz, ntk=ntk)
         norm = np.sqrt((self.eps + qx) * (self.eps + qz))
         ntk = state.ntk
         if ntk is not None and np.ndim(ntk) > 0:

@@ -26,6 +26,14 @@ Arrays are float64 with the batch axes first and the spatial axes last, so every
 spatial rule below acts on the trailing axes whatever the number of batch axes.
 ``ntk`` may be the Python float 0.0 (identically zero: the input layer, as in nt)
 or None (not wanted).
+
+**Precise passes.**  In the precise pass of a block with near-parallel pairs (see
+:mod:`ntkfast.backends.reference_network`) Σ (``nngp``/``cov``) and the recorded
+variances are double-doubles (:class:`~.doubledouble.DD`, ~32 digits); Θ stays
+float64 (it needs no more).  The rules below and the layers' rules accept both.  In
+the float64 passes the angle-reading activations add to the tape, per pair of the
+block, the estimated error their float64 angles cause
+(:meth:`RecordTape.add_angle_error`), from which the engine picks the pairs to redo.
 """
 
 from __future__ import annotations
@@ -36,9 +44,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .doubledouble import DD, is_dd
+
 __all__ = ["Meta", "KernelState", "RecordTape", "ReplayTape", "window_pads", "window_sum",
            "spatial_diagonal", "set_spatial_diagonal", "pair_broadcast", "spatial_mean",
-           "same_position_mean"]
+           "same_position_mean", "broadcast"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,22 @@ class Meta:
 
 
 # -- variance tapes --------------------------------------------------------------
-class RecordTape:
+class _AngleErrors:
+    #: per pair of the block (cross pass: (n1, n2); self pass: (n,)), the estimated
+    #: relative error of Θ that float64 angles of near-parallel pixel pairs cause,
+    #: summed over the angle-reading activations (see :mod:`.elementwise`); None
+    #: while no activation has estimated one
+    angle_error = None
+    #: True once an activation without a double-double rule ran: a precise pass would
+    #: evaluate it in float64, so later angles are not estimated (nothing to gain)
+    float64_only = False
+
+    def add_angle_error(self, est):
+        """Add ``est`` (the block's batch shape) to :attr:`angle_error`."""
+        self.angle_error = est if self.angle_error is None else self.angle_error + est
+
+
+class RecordTape(_AngleErrors):
     """Self pass: records the variances q(p) of each variance-reading layer, in
     the order the layers run (branches in order, depth first)."""
 
@@ -71,14 +96,21 @@ class RecordTape:
         return q
 
 
-class ReplayTape:
+class ReplayTape(_AngleErrors):
     """Cross pass: hands back the recorded variances of the x rows and the z rows
-    in the same order (``xs``, ``zs``: lists of arrays (n, *S_l))."""
+    in the same order (``xs``, ``zs``: lists of arrays (n, *S_l)).
 
-    def __init__(self, xs, zs):
+    ``zipped``: the block is the list of pairs (x_k, z_k) (batch shape (n, 1)) instead
+    of all pairs x_i × z_j (n1, n2): the precise pass of scattered pairs."""
+
+    def __init__(self, xs, zs, zipped=False, skip_diagonal=False):
         if len(xs) != len(zs):
             raise ValueError("ReplayTape: the two sides recorded different layer counts")
         self.xs, self.zs, self.pos = xs, zs, 0
+        self.zipped = zipped
+        #: the block is x against itself and its pairs (i, i) are not wanted (their
+        #: values come from the self pass): no angle errors are estimated for them
+        self.skip_diagonal = skip_diagonal
 
     def next(self):
         if self.pos >= len(self.xs):
@@ -149,7 +181,10 @@ class KernelState:
                 return _interleave(q, d, 0), _interleave(q, d, 1), q
             return q, q, q
         q1, q2 = self.tape.next()
-        return pair_broadcast(q1, q2, d, self.full) + (None,)
+        a, b = pair_broadcast(q1, q2, d, self.full)
+        if self.tape.zipped:  # (1, n, *A) → (n, 1, *A): pair k is (x_k, z_k)
+            b = b.reshape(b.shape[1:2] + (1,) + b.shape[2:])
+        return a, b, None
 
 
 def scale_ntk(ntk, factor):
@@ -216,9 +251,16 @@ def window_pads(n, k, s, padding):
     return total // 2, total - total // 2
 
 
+def broadcast(a, shape):
+    """np.broadcast_to for float64 arrays and double-doubles."""
+    return a.broadcast_to(shape) if is_dd(a) else np.broadcast_to(a, shape)
+
+
 def _pad(a, axes, pads, padding):
     if all(p == (0, 0) for p in pads):
         return a
+    if is_dd(a):
+        return DD(_pad(a.hi, axes, pads, padding), _pad(a.lo, axes, pads, padding))
     width = [(0, 0)] * a.ndim
     for ax, p in zip(axes, pads):
         width[ax % a.ndim] = p
@@ -245,9 +287,9 @@ def window_sum(a, axes, n, k, s, padding):
         for ax in axes:
             view = _take(view, ax, o, count, s)
         if out is None:
-            out = np.array(view, dtype=np.float64)
+            out = view.copy() if is_dd(view) else np.array(view, dtype=np.float64)
         else:
-            out += view
+            out += view  # a double-double sum for DD
     return out
 
 
