@@ -75,6 +75,30 @@ NTK_INLINE void NCV(ncv_wsum1)(const REAL *restrict in, REAL *restrict out, long
     }
 }
 
+/* One output plane (i, i') of the (h, h') diagonal window sum:
+ * out = sum_a in[idx[a][i], idx[a][i']] (planes of `plane` elements). */
+NTK_INLINE void NCV(ncv_hplane)(const REAL *restrict in, int n_in, long plane, int n_out,
+                                int i, int i2, int k, const int *idx, REAL *restrict out)
+{
+    int started = 0;
+    for (int a = 0; a < k; a++) {
+        const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
+        if (s1 < 0 || s2 < 0)
+            continue;
+        const REAL *restrict sp = in + ((long)s1 * n_in + s2) * plane;
+        if (!started) {
+            memcpy(out, sp, sizeof(REAL) * plane);
+            started = 1;
+        } else {
+#pragma omp simd
+            for (long r = 0; r < plane; r++)
+                out[r] += sp[r];
+        }
+    }
+    if (!started)
+        memset(out, 0, sizeof(REAL) * plane);
+}
+
 /* out[o, i, i', r] = sum_a in[o, idx[a][i], idx[a][i'], r]: the window sum along the
  * diagonal of a pair of axes (the same offset on both: a convolution's
  * Phi[s p + a, s p' + a]); (outer, n_in, n_in, inner) -> (outer, n_out, n_out, inner).
@@ -90,26 +114,9 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
         REAL *ob = out + o * pout;
         if (inner > 1) {
             for (int i = 0; i < n_out; i++)
-                for (int i2 = 0; i2 < n_out; i2++) {
-                    REAL *restrict dst = ob + ((long)i * n_out + i2) * inner;
-                    int started = 0;
-                    for (int a = 0; a < k; a++) {
-                        const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
-                        if (s1 < 0 || s2 < 0)
-                            continue;
-                        const REAL *restrict sp = ib + ((long)s1 * n_in + s2) * inner;
-                        if (!started) {
-                            memcpy(dst, sp, sizeof(REAL) * inner);
-                            started = 1;
-                        } else {
-#pragma omp simd
-                            for (long r = 0; r < inner; r++)
-                                dst[r] += sp[r];
-                        }
-                    }
-                    if (!started)
-                        memset(dst, 0, sizeof(REAL) * inner);
-                }
+                for (int i2 = 0; i2 < n_out; i2++)
+                    NCV(ncv_hplane)(ib, n_in, inner, n_out, i, i2, k, idx,
+                                    ob + ((long)i * n_out + i2) * inner);
             continue;
         }
         for (int i = 0; i < n_out; i++) {
@@ -134,30 +141,6 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
             }
         }
     }
-}
-
-/* One output plane (i, i') of the (h, h') diagonal window sum:
- * out = sum_a in[idx[a][i], idx[a][i']] (planes of `plane` elements). */
-NTK_INLINE void NCV(ncv_hplane)(const REAL *restrict in, int n_in, long plane, int n_out,
-                                int i, int i2, int k, const int *idx, REAL *restrict out)
-{
-    int started = 0;
-    for (int a = 0; a < k; a++) {
-        const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
-        if (s1 < 0 || s2 < 0)
-            continue;
-        const REAL *restrict sp = in + ((long)s1 * n_in + s2) * plane;
-        if (!started) {
-            memcpy(out, sp, sizeof(REAL) * plane);
-            started = 1;
-        } else {
-#pragma omp simd
-            for (long r = 0; r < plane; r++)
-                out[r] += sp[r];
-        }
-    }
-    if (!started)
-        memset(out, 0, sizeof(REAL) * plane);
 }
 
 /* The activation on one row of n pixel pairs: S <- E[phi phi], T <- T E[phi' phi']
