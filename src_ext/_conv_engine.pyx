@@ -10,7 +10,7 @@ parallelism).  See ntkfast/backends/compiled_network.py for the program.
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -34,11 +34,12 @@ cdef extern from "ntk_conv.h" nogil:
         int want_ntk
         int idx_size
         double tau
+        int est_mode
 
-    int ncv_pair_f64(const ncv_prog *pg, const double *g, long ldg, const double *x,
+    double ncv_pair_f64(const ncv_prog *pg, const double *g, long ldg, const double *x,
                      const double *z, const double *qx, const double *qz, double *ws,
                      int *iws, double *out_s, double *out_t)
-    int ncv_pair_f32(const ncv_prog *pg, const float *g, long ldg, const float *x,
+    double ncv_pair_f32(const ncv_prog *pg, const float *g, long ldg, const float *x,
                      const float *z, const float *qx, const float *qz, float *ws,
                      int *iws, float *out_s, float *out_t)
 
@@ -68,7 +69,7 @@ cdef void _gemm(real *g, int ldc, const real *xb, const real *zb, int bi, int bj
               &zero, g, &ldc)
 
 
-cdef inline int _pair(const ncv_prog *pg, const real *g, long ldg, const real *x,
+cdef inline double _pair(const ncv_prog *pg, const real *g, long ldg, const real *x,
                       const real *z, const real *qx, const real *qz, real *ws, int *iws,
                       real *out_s, real *out_t) noexcept nogil:
     if real is double:
@@ -80,11 +81,15 @@ cdef inline int _pair(const ncv_prog *pg, const real *g, long ldg, const real *x
 def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
               const real[:, ::1] X, const real[:, ::1] Z, const real[:, ::1] Qx,
               const real[:, ::1] Qz, const int64_t[:, ::1] items,
-              real[:, ::1] out_s, real[:, ::1] out_t, int32_t[:, ::1] flags,
-              bint want_ntk, int n_jobs, int tile_cols):
+              real[:, ::1] out_s, real[:, ::1] out_t, double[:, ::1] flags,
+              bint want_ntk, int n_jobs, int tile_cols, int est_mode=0,
+              const int8_t[:, ::1] mask=None):
     """Σ (and Θ) of the pairs of the work items ``items`` (rows (i, j0, j1): pairs
     (i, j) for j0 <= j < j1, at most ``tile_cols`` columns) into out_s[i, j] /
-    out_t[i, j]; flags[i, j] = the number of near-parallel pixel pairs met.
+    out_t[i, j]; flags[i, j] = what ncv_pair returns (est_mode 0: the number of
+    near-parallel pixel pairs met; 1: Θ's estimated relative error from its float64
+    angles, or without Θ the count of candidate pixel pairs; see ntk_conv_impl.h).
+    ``mask`` (n1, n2): only the pairs with mask[i, j] != 0 are computed.
     X (n1, P C), Z (n2, P C): the inputs, channels last; Qx, Qz: the packed
     variance tapes.  ``prog``: full, H, W, C, n_slots, maxsize, idx_size, tau."""
     cdef Py_ssize_t n_ops = iops.shape[0], t
@@ -113,6 +118,7 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     pg.want_ntk = want_ntk
     pg.idx_size = prog["idx_size"]
     pg.tau = prog["tau"]
+    pg.est_mode = est_mode
     if pg.n_slots < 1 or pg.n_slots > 16:
         raise ValueError("run_pairs: 1 to 16 slots")
     cdef int P = pg.H * pg.W, C = pg.C
@@ -128,7 +134,11 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef Py_ssize_t n_items = items.shape[0]
     cdef Py_ssize_t lq = Qx.shape[1]
     cdef Py_ssize_t row = P * C
-    cdef int tid, bj, nf
+    cdef int tid, bj
+    cdef double nf
+    cdef bint use_mask = mask is not None
+    cdef const int8_t *mp = NULL
+    cdef Py_ssize_t ncol = out_s.shape[1]
     cdef Py_ssize_t i, j, j0, j1, it
     cdef real *g
     cdef real *ws
@@ -138,6 +148,12 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef const real *zp = &Z[0, 0]
     cdef const real *qxp = &Qx[0, 0]
     cdef const real *qzp = &Qz[0, 0]
+    if use_mask:
+        if mask.shape[0] != out_s.shape[0] or mask.shape[1] != out_s.shape[1]:
+            raise ValueError("run_pairs: mask of the wrong shape")
+        mp = &mask[0, 0]
+    if flags.shape[0] != out_s.shape[0] or flags.shape[1] != out_s.shape[1]:
+        raise ValueError("run_pairs: flags of the wrong shape")
     for it in range(n_items):
         if items[it, 0] < 0 or items[it, 0] >= X.shape[0] or items[it, 1] < 0 or \
                 items[it, 2] > Z.shape[0] or items[it, 2] - items[it, 1] > tile_cols:
@@ -158,6 +174,8 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
             if pg.full:
                 _gemm(g, bj * P, xp + i * row, zp + j0 * row, P, bj * P, C)
             for j in range(j0, j1):
+                if use_mask and mp[i * ncol + j] == 0:
+                    continue
                 ot = &out_t[i, j] if want_ntk else NULL
                 nf = _pair(&pg, g + (j - j0) * P, bj * P, xp + i * row, zp + j * row,
                            qxp + i * lq, qzp + j * lq, ws, iws, &out_s[i, j], ot)

@@ -74,7 +74,12 @@ typedef struct {
     int want_ntk;
     int idx_size;            /* ints of index scratch */
     double tau;
+    int est_mode;            /* 0: count near-parallel pixel pairs; 1: bound; 2: estimate */
 } ncv_prog;
+
+/* nu: the float64 noise of D = q q' - Sigma^2 relative to q q' (16 u; elementwise.py's
+ * ANGLE_NOISE) */
+#define NCV_ANGLE_NOISE (16.0 * 1.1102230246251565e-16)
 
 #define NCV_PI 3.14159265358979323846
 

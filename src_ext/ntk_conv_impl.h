@@ -149,26 +149,86 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
  * near-parallel pixel pairs (D < tau q q') for angle-reading activations. */
 NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
                                 const REAL *restrict qx, int xs, const REAL *restrict qz,
-                                REAL tau)
+                                REAL tau, int mode, double *num)
 {
     if (op->act == NCV_ACT_ABRELU) {
         const REAL c0 = (REAL)op->pa, f = (REAL)op->pb;
         const REAL pi = (REAL)NCV_PI, half_pi = (REAL)(NCV_PI / 2);
-        REAL nf = 0;
-#pragma omp simd reduction(+:nf)
-        for (int j = 0; j < n; j++) {
-            const REAL s = S[j], qq = qx[j * xs] * qz[j];
-            const REAL gap = qq - s * s;
-            nf += gap < tau * qq ? (REAL)1 : (REAL)0;
-            const REAL sn = RSQRT(gap > 0 ? gap : (REAL)0);
-            const REAL phi = NCV_ATAN2(sn, RFABS(s));
-            REAL th = s < 0 ? pi - phi : phi;
-            th = (sn == 0 && s == 0) ? half_pi : th;
-            const REAL ed = c0 - f * th;
+        /* the rule at j (s, qq, gap read), writing S[j] and ed */
+#define NCV_RELU_BODY                                                   \
+            const REAL sn = RSQRT(gap > 0 ? gap : (REAL)0);             \
+            const REAL phi = NCV_ATAN2(sn, RFABS(s));                   \
+            REAL th = s < 0 ? pi - phi : phi;                           \
+            th = (sn == 0 && s == 0) ? half_pi : th;                    \
+            const REAL ed = c0 - f * th;                                \
             S[j] = f * sn + ed * s;
-            if (T)
-                T[j] *= ed;
+        /* near-parallel: D < tau q q'; est_mode >= 1 leaves out the pixel pairs with
+         * Sigma = qx = qz to the bit (computed alike on both sides: theta = 0 right) */
+#define NCV_NEAR                                                        \
+            ((gap < tau * qq) & !(ex & (s == qx[j * xs]) & (s == qz[j])))
+        const int ex = mode > 0;
+        if (op->flag && mode == 2) {
+            /* the estimate of elementwise.py, k dtheta |Theta| with dtheta =
+             * nu / (sin theta + sqrt(nu)) in double, read before the rule overwrites
+             * S and T: a pre-pass finds the row's near-parallel pixel pairs */
+            REAL nf = 0;
+#pragma omp simd reduction(+:nf)
+            for (int j = 0; j < n; j++) {
+                const REAL s = S[j], qq = qx[j * xs] * qz[j];
+                const REAL gap = qq - s * s;
+                nf += NCV_NEAR ? (REAL)1 : (REAL)0;
+            }
+            if (nf > 0 && T) {
+                const double nu = NCV_ANGLE_NOISE, rnu = sqrt(NCV_ANGLE_NOISE);
+                double acc = 0;
+                for (int j = 0; j < n; j++) {
+                    const double s = S[j], a = qx[j * xs], b = qz[j], qq = a * b;
+                    const double gap = qq - s * s;
+                    if (!(gap < (double)tau * qq) || (s == a && s == b))
+                        continue;
+                    const double sn = sqrt((gap > 0 ? gap : 0.0) / qq);
+                    acc += nu / (sn + rnu) * fabs((double)T[j]);
+                }
+                *num += op->pb * acc;
+            }
+#pragma omp simd
+            for (int j = 0; j < n; j++) {
+                const REAL s = S[j], qq = qx[j * xs] * qz[j];
+                const REAL gap = qq - s * s;
+                NCV_RELU_BODY
+                if (T)
+                    T[j] *= ed;
+            }
+            return (int)nf;
         }
+        REAL nf = 0;
+        if (T) {
+            /* est_mode 1: an upper bound of the estimate, dtheta <= sqrt(nu) */
+            REAL tn = 0;
+#pragma omp simd reduction(+:nf, tn)
+            for (int j = 0; j < n; j++) {
+                const REAL s = S[j], qq = qx[j * xs] * qz[j];
+                const REAL gap = qq - s * s;
+                const int near = NCV_NEAR;
+                const REAL t = T[j];
+                nf += near ? (REAL)1 : (REAL)0;
+                tn += near ? RFABS(t) : (REAL)0;
+                NCV_RELU_BODY
+                T[j] = t * ed;
+            }
+            if (mode == 1 && op->flag)
+                *num += op->pb * sqrt(NCV_ANGLE_NOISE) * (double)tn;
+        } else {
+#pragma omp simd reduction(+:nf)
+            for (int j = 0; j < n; j++) {
+                const REAL s = S[j], qq = qx[j * xs] * qz[j];
+                const REAL gap = qq - s * s;
+                nf += NCV_NEAR ? (REAL)1 : (REAL)0;
+                NCV_RELU_BODY
+            }
+        }
+#undef NCV_RELU_BODY
+#undef NCV_NEAR
         return op->flag ? (int)nf : 0;
     }
     if (op->act == NCV_ACT_ERF) {
@@ -242,12 +302,35 @@ NTK_INLINE void NCV(ncv_affine)(const ncv_op *op, long n, const REAL *U, const R
     }
 }
 
+/* One activation layer's term of the value ncv_pair returns.  est_mode 0: the count
+ * of its near-parallel pixel pairs.  est_mode 2 with Theta wanted: the estimated
+ * relative error of Theta' its float64 angles cause, num / sum |Theta'| (num: the
+ * near-parallel pixel pairs' k dtheta |Theta|; ntkfast/layers/elementwise.py), 0 when
+ * Theta is identically zero here (T NULL); est_mode 1: the same with dtheta bounded by
+ * sqrt(nu), an upper bound of it at no cost in the rule's loop (the caller reruns the
+ * pairs above the threshold in est_mode 2).  Without Theta (1, 2): the count of
+ * near-parallel pixel pairs not computed alike (candidates: the caller reruns those
+ * pairs with Theta for their estimate). */
+static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
+                                        const REAL *T, long n)
+{
+    if (!pg->est_mode || !pg->want_ntk)
+        return (double)cnt;
+    if (!T || !(num > 0))
+        return 0.0;
+    double den = 0;
+    for (long j = 0; j < n; j++)
+        den += fabs((double)T[j]);
+    const double est = num / den;  /* den 0: inf */
+    return est == est ? est : INFINITY;
+}
+
 /* The whole network for one pair (x, z).  g: the pair's block of the GEMM tile
  * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs (P x C, same-position
  * mode); qx, qz: the packed variance tapes of x and z.  ws: 2 (n_slots + 1) maxsize
  * elements; iws: idx_size ints.  Writes Sigma, Theta (if wanted) and returns the number
  * of near-parallel pixel pairs met by angle-reading activations. */
-NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
+NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                              const REAL *x, const REAL *z, const REAL *qx, const REAL *qz,
                              REAL *ws, int *iws, REAL *out_s, REAL *out_t)
 {
@@ -260,7 +343,8 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
     int tz[NCV_MAX_SLOTS];
     int H = pg->H, W = pg->W;
     long size = 1;
-    int flags = 0;
+    double flags = 0;   /* the estimate (or count) returned: see ncv_layer_est */
+    const int mode = pg->est_mode;
     const REAL tau = (REAL)pg->tau;
     const int full = pg->full;
     for (int k = 0; k < pg->n_slots; k++) {
@@ -323,6 +407,8 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                                     op[1].dst == op->dst) ? op + 1 : NULL;
                 REAL *So = A, *To = B;
                 const long pin = (long)wi * wi, pout = (long)wo * wo;
+                double num = 0;
+                int cnt = 0;
                 for (int i = 0; i < ho; i++)
                     for (int i2 = 0; i2 < ho; i2++) {
                         const long off = ((long)i * ho + i2) * pout;
@@ -339,12 +425,15 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                                         (REAL)op->inv);
                         if (nx)
                             for (int w = 0; w < wo; w++)
-                                flags += NCV(ncv_act_row)(
+                                cnt += NCV(ncv_act_row)(
                                     nx, wo, So + off + (long)w * wo,
                                     to ? to + (long)w * wo : NULL,
                                     qx + nx->qoff + i * wo + w, 0, qz + nx->qoff + i2 * wo,
-                                    tau);
+                                    tau, mode, &num);
                     }
+                if (nx)
+                    flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? To : NULL,
+                                                n_out);
                 Sb[op->dst] = So;
                 Tb[op->dst] = To;
                 A = S;
@@ -383,17 +472,21 @@ NTK_CLONES int NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
         case NCV_ACT: {
             REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
             const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
+            double num = 0;
+            int cnt = 0;
             if (full) {
                 for (int h = 0; h < hi; h++)
                     for (int h2 = 0; h2 < hi; h2++)
                         for (int w = 0; w < wi; w++) {
                             const long off = (((long)h * hi + h2) * wi + w) * wi;
-                            flags += NCV(ncv_act_row)(op, wi, S + off, Tp ? Tp + off : NULL,
-                                                      qxl + h * wi + w, 0, qzl + h2 * wi, tau);
+                            cnt += NCV(ncv_act_row)(op, wi, S + off, Tp ? Tp + off : NULL,
+                                                    qxl + h * wi + w, 0, qzl + h2 * wi, tau,
+                                                    mode, &num);
                         }
             } else {
-                flags += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, tau);
+                cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, tau, mode, &num);
             }
+            flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? Tp : NULL, n_in);
             break;
         }
         case NCV_POOL: {

@@ -195,3 +195,52 @@ def test_dispatch():
     assert type(eng) is NetworkReferenceEngine
     with pytest.raises(ValueError, match=r"backend='compiled'.*branch 0.*Tanh"):
         tanh.ntk(np.ones((2, 5, 2)), backend="compiled")
+
+
+def test_fallback_only_where_the_error_estimate_is_large():
+    """Digits (flat regions): many pairs meet a near-parallel pixel pair, few have an
+    estimated Θ error above NEAR_PARALLEL_RTOL; the compiled engine computes the
+    reference's estimate in C and sends only those to the reference's cross pass — the
+    pairs the reference engine itself recomputes; Σ-only calls pick the same pairs."""
+    pytest.importorskip("sklearn")
+    from ntkfast import experiments as E
+    from ntkfast.layers.elementwise import NEAR_PARALLEL_RTOL
+    from ntkfast.layers.state import ReplayTape
+    rng = np.random.default_rng(0)
+    X = E.load_digits_split(60, 0, 0)["X_train"].reshape(-1, 8, 8, 1)
+    # near-duplicates: a large estimate (the fallback must stay)
+    X = np.concatenate([X, X[:3] + 1e-9 * rng.standard_normal((3, 8, 8, 1))])
+    n = X.shape[0]
+    net = nk.serial(nk.Conv((3, 3), w_std=2 ** .5, b_std=0.1), nk.ReLU(),
+                    nk.Conv((3, 3), w_std=2 ** .5, b_std=0.1), nk.ReLU(),
+                    nk.GlobalAvgPool(), nk.Dense(1.0, 0.1))
+    plan = NetworkPlan(net, X.shape[1:])
+    eng = CompiledNetworkEngine()
+    q = eng.variances(plan, X)
+    # the reference's decision (its float64 cross pass, its estimate)
+    tape = ReplayTape(q.tapes, q.tapes, skip_diagonal=True)
+    plan.run(plan.cross_state(X, X, tape, True))
+    est = np.triu(tape.angle_error, 1)
+    assert (est > 0).sum() > 10 * (est > NEAR_PARALLEL_RTOL).sum() > 0
+    sent = []
+    orig = eng._precise
+
+    def spy(plan_, X64, Z64, near, *args):
+        sent.append(near.copy())
+        return orig(plan_, X64, Z64, near, *args)
+
+    eng._precise = spy
+    S, T = np.empty((n, n)), np.empty((n, n))
+    eng.fill(plan, X, X, S, T, symmetric=True, dtype=np.float64, qx=q, qz=q)
+    S2 = np.empty((n, n))
+    eng.fill(plan, X, X, S2, None, symmetric=True, dtype=np.float64, qx=q, qz=q)
+    assert len(sent) == 2 and np.array_equal(sent[0], sent[1])
+    assert np.array_equal(S, S2)
+    # the same pairs as the reference, but for estimates near the threshold
+    clear = (est > 2 * NEAR_PARALLEL_RTOL) | (est < NEAR_PARALLEL_RTOL / 2)
+    assert np.array_equal(sent[0] & clear, (est > NEAR_PARALLEL_RTOL) & clear)
+    for i in range(3):
+        assert sent[0][i, 60 + i]
+    ref = net.kernels(X, backend="reference")
+    assert _rel(T, ref.ntk) <= 1e-13
+    assert _rel(S, ref.nngp) <= 1e-13

@@ -20,11 +20,18 @@ Design:
   every activation reads, the exact diagonals with θ = 0): O(N P²), done once; so
   ``*_diag`` and the diagonal of K(X, X) are bitwise the reference's.
 * **Accuracy.**  Float64 runs the reference's float64 rules (differences are rounding
-  order: ≲ 1e-14 relative).  Angle-reading activations (the ReLU family) count the
-  near-parallel pixel pairs D < τ q q' (τ = :data:`NEAR_TAU`); the pairs that
-  meet one go through the reference engine's own cross pass (its float64 pass, its
-  error criterion, its double-double pass), so they get the reference's values (rare
-  for natural data after a first Conv: its patches are k²C-dimensional).
+  order: ≲ 1e-14 relative).  Angle-reading activations (the ReLU family) find the
+  near-parallel pixel pairs D < τ q q' (τ = :data:`NEAR_TAU`) and, in float64, compute
+  in C the reference's per-pair estimate of the relative Θ error their float64 angles
+  cause (:mod:`ntkfast.layers.elementwise`: Σ k δθ |Θ| / Σ |Ė Θ| per layer, summed over
+  the layers; pixel pairs with Σ = q = q' to the bit, computed alike, skipped; the
+  first pass bounds it with δθ <= √ν for free, the pairs above the threshold are
+  rerun for the estimate proper, a pre-pass and a scalar loop per row); only
+  the pairs whose estimate exceeds ``NEAR_PARALLEL_RTOL`` (1e-10) go through the
+  reference engine's own cross pass (its float64 pass, its criterion, its
+  double-double pass).  Σ-only calls find the candidates without Θ and rerun just
+  those with Θ for the estimate, so Σ does not depend on whether Θ is wanted.
+  Float32 sends every pair that meets a near-parallel pixel pair.
 * **Symmetric K(X, X).**  Only pairs i < j are computed; the block is mirrored exactly
   and its diagonal is the self pass's.  Every pair is computed by the same operations
   whatever the thread count or tile, so results do not depend on either.
@@ -42,6 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .._threads import limited  # noqa: E402
 from ..activations import ABReLU, Erf, GELU, Identity  # noqa: E402
 from ..layers.state import window_pads  # noqa: E402
+from ..layers.elementwise import NEAR_PARALLEL_RTOL  # noqa: E402
 from .reference_network import STATE_BUDGET, NetworkReferenceEngine  # noqa: E402
 
 __all__ = ["CompiledNetworkEngine", "compile_network", "unsupported_layer", "Program"]
@@ -321,15 +329,22 @@ class CompiledNetworkEngine:
         items = np.array(items, dtype=np.int64).reshape(-1, 3)
         res_s = np.zeros((n1, n2), dtype=dtype)
         res_t = np.zeros((n1, n2), dtype=dtype) if want_t else np.zeros((1, 1), dtype)
-        flags = np.zeros((n1, n2), dtype=np.int32)
+        flags = np.zeros((n1, n2))
+        # float64: Θ's estimated error (elementwise.py's); float32: near-parallel count
+        mode = 1 if dtype == np.float64 else 0
+        jobs = max(1, int(n_jobs or 1))
         if items.shape[0]:
             with limited(1, "blas"):  # our OpenMP loop is the parallelism
                 _conv_engine.run_pairs(prog.iops, prog.fops, prog.prog(dtype), Xc, Zc, Qx,
-                                       Qz, items, res_s, res_t, flags, want_t,
-                                       max(1, int(n_jobs or 1)), cols)
-        near = flags > 0
+                                       Qz, items, res_s, res_t, flags, want_t, jobs, cols,
+                                       mode)
+        # candidates: (float64) with Θ an upper bound of the estimate above the
+        # threshold, without Θ a near-parallel pixel pair not computed alike
+        near = flags > (NEAR_PARALLEL_RTOL if mode and want_t else 0)
         if symmetric:
             near = np.triu(near, 1)
+        if mode and near.any():
+            near = self._estimate(prog, dtype, Xc, Zc, Qx, Qz, items, near, jobs, cols)
         if near.any():
             self._precise(plan, X64, Z64, near, res_s, res_t if want_t else None, want_t,
                           qx, qz)
@@ -349,6 +364,26 @@ class CompiledNetworkEngine:
             out_nngp[...] = res_s
         if want_t:
             out_ntk[...] = res_t
+
+    def _estimate(self, prog, dtype, Xc, Zc, Qx, Qz, items, cand, jobs, cols):
+        """Float64: the candidate pairs rerun with Θ for their error estimate (C's
+        est_mode 2), in the same work items (the same GEMM tiles, so the same values
+        whether Θ is wanted or not); returns the pairs whose estimate exceeds
+        NEAR_PARALLEL_RTOL.  With Θ the first pass bounded the estimate (δθ <= √ν), so
+        the pairs at or under the threshold need no rerun; without Θ every pair with a
+        near-parallel pixel pair not computed alike is a candidate, so Σ does not depend
+        on whether Θ is wanted."""
+        from .. import _conv_engine
+        keep = np.fromiter((cand[i, j0:j1].any() for i, j0, j1 in items), bool,
+                           count=items.shape[0])
+        shape = cand.shape
+        s2, t2 = np.zeros(shape, dtype), np.zeros(shape, dtype)
+        est = np.zeros(shape)
+        with limited(1, "blas"):
+            _conv_engine.run_pairs(prog.iops, prog.fops, prog.prog(dtype), Xc, Zc, Qx, Qz,
+                                   np.ascontiguousarray(items[keep]), s2, t2, est, True,
+                                   jobs, cols, 2, cand.astype(np.int8))
+        return cand & (est > NEAR_PARALLEL_RTOL)
 
     def _precise(self, plan, X64, Z64, near, res_s, res_t, want_t, qx, qz):
         """The flagged pairs (a near-parallel pixel pair met) through the reference
