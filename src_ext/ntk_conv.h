@@ -74,7 +74,8 @@ typedef struct {
     int want_ntk;
     int idx_size;            /* ints of index scratch */
     double tau;
-    int est_mode;            /* 0: count near-parallel pixel pairs; 1: bound; 2: estimate */
+    int est_mode;            /* 0: count near-parallel pixel pairs; 1: those not alike;
+                              2: the Theta error estimate */
 } ncv_prog;
 
 /* nu: the float64 noise of D = q q' - Sigma^2 relative to q q' (16 u; elementwise.py's

@@ -202,30 +202,14 @@ NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL 
             return (int)nf;
         }
         REAL nf = 0;
-        if (T) {
-            /* est_mode 1: an upper bound of the estimate, dtheta <= sqrt(nu) */
-            REAL tn = 0;
-#pragma omp simd reduction(+:nf, tn)
-            for (int j = 0; j < n; j++) {
-                const REAL s = S[j], qq = qx[j * xs] * qz[j];
-                const REAL gap = qq - s * s;
-                const int near = NCV_NEAR;
-                const REAL t = T[j];
-                nf += near ? (REAL)1 : (REAL)0;
-                tn += near ? RFABS(t) : (REAL)0;
-                NCV_RELU_BODY
-                T[j] = t * ed;
-            }
-            if (mode == 1 && op->flag)
-                *num += op->pb * sqrt(NCV_ANGLE_NOISE) * (double)tn;
-        } else {
 #pragma omp simd reduction(+:nf)
-            for (int j = 0; j < n; j++) {
-                const REAL s = S[j], qq = qx[j * xs] * qz[j];
-                const REAL gap = qq - s * s;
-                nf += NCV_NEAR ? (REAL)1 : (REAL)0;
-                NCV_RELU_BODY
-            }
+        for (int j = 0; j < n; j++) {
+            const REAL s = S[j], qq = qx[j * xs] * qz[j];
+            const REAL gap = qq - s * s;
+            nf += NCV_NEAR ? (REAL)1 : (REAL)0;
+            NCV_RELU_BODY
+            if (T)
+                T[j] *= ed;
         }
 #undef NCV_RELU_BODY
 #undef NCV_NEAR
@@ -302,19 +286,16 @@ NTK_INLINE void NCV(ncv_affine)(const ncv_op *op, long n, const REAL *U, const R
     }
 }
 
-/* One activation layer's term of the value ncv_pair returns.  est_mode 0: the count
- * of its near-parallel pixel pairs.  est_mode 2 with Theta wanted: the estimated
- * relative error of Theta' its float64 angles cause, num / sum |Theta'| (num: the
- * near-parallel pixel pairs' k dtheta |Theta|; ntkfast/layers/elementwise.py), 0 when
- * Theta is identically zero here (T NULL); est_mode 1: the same with dtheta bounded by
- * sqrt(nu), an upper bound of it at no cost in the rule's loop (the caller reruns the
- * pairs above the threshold in est_mode 2).  Without Theta (1, 2): the count of
- * near-parallel pixel pairs not computed alike (candidates: the caller reruns those
- * pairs with Theta for their estimate). */
+/* One activation layer's term of the value ncv_pair returns: the count of its
+ * near-parallel pixel pairs (est_mode 1: not counting those computed alike), or in
+ * est_mode 2 with Theta wanted the estimated relative error of Theta' its float64
+ * angles cause, num / sum |Theta'| (num: the near-parallel pixel pairs' k dtheta
+ * |Theta|; ntkfast/layers/elementwise.py), 0 when Theta is identically zero here
+ * (T NULL).  The caller reruns in est_mode 2 the pairs with a count. */
 static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
                                         const REAL *T, long n)
 {
-    if (!pg->est_mode || !pg->want_ntk)
+    if (pg->est_mode != 2 || !pg->want_ntk)
         return (double)cnt;
     if (!T || !(num > 0))
         return 0.0;

@@ -25,12 +25,12 @@ Design:
   in C the reference's per-pair estimate of the relative Θ error their float64 angles
   cause (:mod:`ntkfast.layers.elementwise`: Σ k δθ |Θ| / Σ |Ė Θ| per layer, summed over
   the layers; pixel pairs with Σ = q = q' to the bit, computed alike, skipped; the
-  first pass bounds it with δθ <= √ν for free, the pairs above the threshold are
-  rerun for the estimate proper, a pre-pass and a scalar loop per row); only
+  first pass counts the near-parallel pixel pairs, the pairs with one are rerun for
+  the estimate); only
   the pairs whose estimate exceeds ``NEAR_PARALLEL_RTOL`` (1e-10) go through the
   reference engine's own cross pass (its float64 pass, its criterion, its
-  double-double pass).  Σ-only calls find the candidates without Θ and rerun just
-  those with Θ for the estimate, so Σ does not depend on whether Θ is wanted.
+  double-double pass).  The rerun always computes Θ, so Σ does not depend on whether
+  Θ is wanted.
   Float32 sends every pair that meets a near-parallel pixel pair.
 * **Symmetric K(X, X).**  Only pairs i < j are computed; the block is mirrored exactly
   and its diagonal is the self pass's.  Every pair is computed by the same operations
@@ -338,9 +338,8 @@ class CompiledNetworkEngine:
                 _conv_engine.run_pairs(prog.iops, prog.fops, prog.prog(dtype), Xc, Zc, Qx,
                                        Qz, items, res_s, res_t, flags, want_t, jobs, cols,
                                        mode)
-        # candidates: (float64) with Θ an upper bound of the estimate above the
-        # threshold, without Θ a near-parallel pixel pair not computed alike
-        near = flags > (NEAR_PARALLEL_RTOL if mode and want_t else 0)
+        # float64: candidates (a near-parallel pixel pair not computed alike)
+        near = flags > 0
         if symmetric:
             near = np.triu(near, 1)
         if mode and near.any():
@@ -366,13 +365,11 @@ class CompiledNetworkEngine:
             out_ntk[...] = res_t
 
     def _estimate(self, prog, dtype, Xc, Zc, Qx, Qz, items, cand, jobs, cols):
-        """Float64: the candidate pairs rerun with Θ for their error estimate (C's
-        est_mode 2), in the same work items (the same GEMM tiles, so the same values
-        whether Θ is wanted or not); returns the pairs whose estimate exceeds
-        NEAR_PARALLEL_RTOL.  With Θ the first pass bounded the estimate (δθ <= √ν), so
-        the pairs at or under the threshold need no rerun; without Θ every pair with a
-        near-parallel pixel pair not computed alike is a candidate, so Σ does not depend
-        on whether Θ is wanted."""
+        """Float64: the candidate pairs (a near-parallel pixel pair not computed
+        alike) rerun with Θ for their error estimate (C's est_mode 2: a pre-pass and a
+        scalar loop per row, kept out of the first pass's loop), in the same work items
+        (the same GEMM tiles, so the same values whether Θ is wanted or not: Σ does not
+        depend on it); returns the pairs whose estimate exceeds NEAR_PARALLEL_RTOL."""
         from .. import _conv_engine
         keep = np.fromiter((cand[i, j0:j1].any() for i, j0, j1 in items), bool,
                            count=items.shape[0])
