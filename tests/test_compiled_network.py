@@ -230,8 +230,27 @@ def test_fallback_only_where_the_error_estimate_is_large():
         return orig(plan_, X64, Z64, near, *args)
 
     eng._precise = spy
+    from ntkfast import _conv_engine
+    runs = []
+    run_pairs = _conv_engine.run_pairs
+
+    def spy_runs(*args):
+        out = run_pairs(*args)
+        runs.append((args[14], np.array(args[10])))  # (est_mode, what C returned)
+        return out
+
     S, T = np.empty((n, n)), np.empty((n, n))
-    eng.fill(plan, X, X, S, T, symmetric=True, dtype=np.float64, qx=q, qz=q)
+    try:
+        _conv_engine.run_pairs = spy_runs
+        eng.fill(plan, X, X, S, T, symmetric=True, dtype=np.float64, qx=q, qz=q)
+    finally:
+        _conv_engine.run_pairs = run_pairs
+    # C's estimates (the rerun, est_mode 2) are the reference's, on the same pairs (up
+    # to the float64 noise of the near-parallel angles they are about)
+    assert [m for m, _ in runs] == [1, 2]
+    c_est = runs[1][1]
+    assert np.array_equal(c_est > 0, est > 0)
+    assert np.allclose(c_est, est, rtol=0.25, atol=0)
     S2 = np.empty((n, n))
     eng.fill(plan, X, X, S2, None, symmetric=True, dtype=np.float64, qx=q, qz=q)
     assert len(sent) == 2 and np.array_equal(sent[0], sent[1])
