@@ -291,7 +291,11 @@ def test_gram_help_documents_the_grammar(capsys):
 
 # -- SIGTERM / Ctrl-C: how much is saved -----------------------------------------------
 STOP_SCRIPT = """
-import sys, time
+import signal, sys, time
+# the dispositions a terminal gives (a background job or a CI runner may start us with
+# SIGINT ignored, and Python then never raises KeyboardInterrupt)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 from ntkfast.backends.reference_engine import ReferenceEngine
 from ntkfast.apps.cli import main
 real, calls = ReferenceEngine.fill, [0]
