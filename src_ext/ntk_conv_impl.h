@@ -32,6 +32,20 @@ static inline void NCV(ncv_map)(int n_in, int n_out, int k, int s, int lo, int c
     }
 }
 
+/* dst = src for the first window offset (*started 0), dst += src after: n elements. */
+NTK_INLINE void NCV(ncv_add_plane)(REAL *restrict dst, const REAL *restrict src, long n,
+                                   int *started)
+{
+    if (!*started) {
+        memcpy(dst, src, sizeof(REAL) * n);
+        *started = 1;
+        return;
+    }
+#pragma omp simd
+    for (long r = 0; r < n; r++)
+        dst[r] += src[r];
+}
+
 /* out[o, i, r] = sum_a in[o, idx[a][i], r]: a window sum along one axis
  * (dims (outer, n_in, inner) -> (outer, n_out, inner)). */
 NTK_INLINE void NCV(ncv_wsum1)(const REAL *restrict in, REAL *restrict out, long outer,
@@ -59,15 +73,7 @@ NTK_INLINE void NCV(ncv_wsum1)(const REAL *restrict in, REAL *restrict out, long
                 const int src = idx[a * n_out + i];
                 if (src < 0)
                     continue;
-                const REAL *restrict sp = ib + src * inner;
-                if (!started) {
-                    memcpy(dst, sp, sizeof(REAL) * inner);
-                    started = 1;
-                } else {
-#pragma omp simd
-                    for (long r = 0; r < inner; r++)
-                        dst[r] += sp[r];
-                }
+                NCV(ncv_add_plane)(dst, ib + src * inner, inner, &started);
             }
             if (!started)
                 memset(dst, 0, sizeof(REAL) * inner);
@@ -85,15 +91,7 @@ NTK_INLINE void NCV(ncv_hplane)(const REAL *restrict in, int n_in, long plane, i
         const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
         if (s1 < 0 || s2 < 0)
             continue;
-        const REAL *restrict sp = in + ((long)s1 * n_in + s2) * plane;
-        if (!started) {
-            memcpy(out, sp, sizeof(REAL) * plane);
-            started = 1;
-        } else {
-#pragma omp simd
-            for (long r = 0; r < plane; r++)
-                out[r] += sp[r];
-        }
+        NCV(ncv_add_plane)(out, in + ((long)s1 * n_in + s2) * plane, plane, &started);
     }
     if (!started)
         memset(out, 0, sizeof(REAL) * plane);
