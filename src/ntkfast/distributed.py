@@ -83,8 +83,7 @@ import numpy as np
 
 from . import _validation as V
 from ._threads import limited
-from .backends import check_examples, engine_and_spec, get_backend
-from .backends.reference import layer_variances
+from .backends import check_examples, engine_and_spec, get_backend, row_stats
 
 __all__ = ["gram_dask", "to_zarr", "to_npy", "StoreMismatch", "DEFAULT_CHUNK"]
 
@@ -218,10 +217,7 @@ def _load_rows(path, r0, r1, dtype):
 def _variances(spec, backend, rows):
     """Per-row statistics of a row block: the MLP's layer variances, or the self pass of
     a layer network's engine."""
-    engine = _engine_for(spec, backend)
-    if hasattr(engine, "variances"):
-        return engine.variances(spec, rows)
-    return layer_variances(spec, rows)
+    return row_stats(_engine_for(spec, backend), spec, rows)
 
 
 def _engine_for(spec, backend):

@@ -82,6 +82,27 @@ def engine_and_spec(net, example_shape, backend="auto", n_jobs=1):
     return get_backend(backend, net.activation), net._spec(example_shape[0])
 
 
+#: rows per chunk of the MLP's layer variances (bounded float64 temporaries)
+ROW_CHUNK = 8192
+
+
+def row_stats(engine, spec, A, after_chunk=None):
+    """What ``engine.fill`` reads of every row (its ``qx``/``qz``), computed once up front:
+    a layer-network engine's self pass (``engine.variances``, a ``RowStats``), or the
+    MLP's per-layer variances (depth + 1, n) in chunks of :data:`ROW_CHUNK` rows
+    (``after_chunk()`` after each, e.g. to drop a memory map's pages)."""
+    if hasattr(engine, "variances"):
+        return engine.variances(spec, A)
+    import numpy as np
+    from .reference import layer_variances
+    q = np.empty((spec.depth + 1, A.shape[0]))
+    for r in range(0, A.shape[0], ROW_CHUNK):
+        q[:, r:r + ROW_CHUNK] = layer_variances(spec, A[r:r + ROW_CHUNK])
+        if after_chunk is not None:
+            after_chunk()
+    return q
+
+
 def check_examples(net, A, name, example_shape=None):
     """``A`` validated as a batch of examples for ``net`` (NaN, shape, dtype), with the
     per-example shape ``example_shape`` when given (Z against X)."""

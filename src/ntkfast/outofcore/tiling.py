@@ -49,7 +49,7 @@ import numpy as np
 from . import journal as J
 from .._threads import limited
 from .._validation import check_variances
-from ..backends.reference import layer_variances
+from ..backends import row_stats
 from .io import (PAGE, NpyBlockFile, allocated_bytes, drop_pages, npy_bytes, _copy,
                  transpose_scratch_size)
 from .tile_plan import plan_gram
@@ -77,7 +77,6 @@ DIRECT_SYNC_SECONDS = 30.0
 #: s).  A resume reads back and verifies the recorded blocks: 0.13-0.38 s for all 10.
 CHECKSUM_OVERLAP_BYTES = 4 * 2**20
 _KINDS = ("nngp", "ntk")
-_VARIANCE_CHUNK = 8192
 
 
 # -- public entry ---------------------------------------------------------------
@@ -254,23 +253,13 @@ def _row_stats(engine, spec, A, dtype, name):
     overflow in ``dtype``: the MLP's per-layer variances (depth+1, N), or — engines of
     layer networks, which have ``variances`` — their self pass (a ``RowStats`` that
     slices like it; see :mod:`ntkfast.backends.reference_network`)."""
-    if hasattr(engine, "variances"):
-        stats = engine.variances(spec, A)
-        drop_pages(A)
+    stats = row_stats(engine, spec, A, after_chunk=lambda: drop_pages(A))
+    drop_pages(A)
+    if hasattr(stats, "check"):
         stats.check(dtype, name)
-        return stats
-    q = _variances(spec, A)
-    check_variances(q, dtype, name)
-    return q
-
-
-def _variances(spec, A):
-    """layer_variances in row chunks (bounded float64 temporaries); drops mapped pages."""
-    q = np.empty((spec.depth + 1, A.shape[0]))
-    for r in range(0, A.shape[0], _VARIANCE_CHUNK):
-        q[:, r:r + _VARIANCE_CHUNK] = layer_variances(spec, A[r:r + _VARIANCE_CHUNK])
-        drop_pages(A)
-    return q
+    else:
+        check_variances(stats, dtype, name)
+    return stats
 
 
 # -- the block loop -------------------------------------------------------------

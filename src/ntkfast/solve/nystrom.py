@@ -49,8 +49,8 @@ import numpy as np
 import scipy.linalg as sla
 
 from .. import _validation as V
-from ..backends import check_examples, engine_and_spec
-from ..backends.reference import diagonal_from_variances, layer_variances
+from ..backends import check_examples, engine_and_spec, row_stats
+from ..backends.reference import diagonal_from_variances
 from ._checks import NotPositiveDefiniteError, as_ridge, as_targets
 from .regression import JitterWarning
 
@@ -60,7 +60,6 @@ _KERNELS = ("ntk", "nngp")
 _CENTERS = ("uniform", "leverage")
 #: bytes of K_nM row block computed at once when it is not cached
 _BLOCK_BYTES = 64 * 2**20
-_VAR_CHUNK = 8192
 _SMALL_FACTOR = 4096
 
 
@@ -215,12 +214,7 @@ class NystromRegression:
     def _variances(self, A):
         """Per-row statistics the engine needs: the MLP's layer variances (depth+1, n),
         or a layer network's self pass (``RowStats``, sliced alike)."""
-        if hasattr(self._engine, "variances"):
-            return self._engine.variances(self._spec, A)
-        q = np.empty((self._spec.depth + 1, A.shape[0]))
-        for r in range(0, A.shape[0], _VAR_CHUNK):
-            q[:, r:r + _VAR_CHUNK] = layer_variances(self._spec, A[r:r + _VAR_CHUNK])
-        return q
+        return row_stats(self._engine, self._spec, A)
 
     def _block(self, Xb, qx, out=None, qz=None, symmetric=False, Z=None):
         """k(Xb, Z) (symmetric: k(Xb, Xb)) via the engine, as an array of self.dtype."""
