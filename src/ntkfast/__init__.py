@@ -30,3 +30,7 @@ __all__ = [
     "Tanh", "Softplus", "Sigmoid", "SiLU", "Sin", "Cos", "Custom", "NystromRegression",
     "__version__",
 ]
+
+
+def __dir__():  # the API: not the submodules imported on the way (network, backends, ...)
+    return list(__all__)

@@ -1,5 +1,30 @@
-"""Process-wide thread-pool limits that nest and overlap safely.
+"""Threads: the ``n_jobs`` convention of the whole library, and thread-pool limits.
 
+``n_jobs`` (every kernel method, :func:`ntkfast.kernels_multi`, :func:`ntkfast.sweep.sweep`,
+:class:`ntkfast.NystromRegression`, the CLI's ``--jobs``)
+-------------------------------------------------------------------------------------
+The number of threads of one computation (OpenMP threads of the compiled engines, or
+worker threads over row blocks), resolved by :func:`check_n_jobs`:
+
+* ``None`` or ``-1``: every core this process may run on (its CPU affinity);
+* ``k > 0``: ``k`` threads, at most the available cores (more threads than cores
+  only slow the kernels down, and each holds scratch memory);
+* ``-k`` (k >= 2): all cores but ``k - 1``, at least one;
+* ``0``, floats and booleans are errors.
+
+The default is all cores because a kernel computation is one large BLAS-like job
+(like NumPy's matrix product, which also uses every core).  BLAS inside our own
+parallel regions is held single-threaded (:func:`limited`), so the threads never
+multiply.
+
+:mod:`ntkfast.sklearn` differs on purpose: its estimators follow scikit-learn's
+convention (``None`` means 1 thread unless a ``joblib.parallel_config(n_jobs=...)``
+context says otherwise, ``-1`` all cores; :func:`sklearn_n_jobs`), so that an estimator
+run inside ``GridSearchCV(..., n_jobs=-1)`` or ``cross_val_score(..., n_jobs=-1)`` does
+not oversubscribe the machine.
+
+Thread-pool limits
+------------------
 threadpoolctl's limits are global to the process, so two threads that each
 enter ``threadpool_limits(...)`` and leave in the other order would leave the
 *inner* limit in place for good.  :func:`limited` counts the holders of each
@@ -9,9 +34,12 @@ enter ``threadpool_limits(...)`` and leave in the other order would leave the
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 from threadpoolctl import ThreadpoolController
+
+__all__ = ["available_cores", "check_n_jobs", "sklearn_n_jobs", "limited"]
 
 _LOCK = threading.Lock()
 _HELD: dict = {}          # (limits, user_api) -> [count, limiter]
@@ -39,3 +67,36 @@ def limited(limits: int = 1, user_api: str | None = "blas"):
             if held[0] == 0:
                 held[1].restore_original_limits()
                 del _HELD[key]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def check_n_jobs(n_jobs) -> int:
+    """The thread count of ``n_jobs`` in the library's convention (module docstring):
+    None or -1 → all available cores; k > 0 → min(k, cores); -k → cores + 1 - k (at
+    least 1); 0 is an error."""
+    from ._validation import check_int
+    ncpu = available_cores()
+    if n_jobs is None:
+        return ncpu
+    n_jobs = check_int(n_jobs, "n_jobs", minimum=-(10**9))
+    if n_jobs == 0:
+        raise ValueError("n_jobs: must be a positive thread count, -1 for all cores or -k "
+                         "for all but k - 1, not 0")
+    return max(1, min(n_jobs, ncpu) if n_jobs > 0 else ncpu + 1 + n_jobs)
+
+
+def sklearn_n_jobs(n_jobs) -> int:
+    """The thread count of ``n_jobs`` in scikit-learn's convention (the estimators of
+    :mod:`ntkfast.sklearn`): None → 1, unless a ``joblib.parallel_config(n_jobs=...)``
+    (or ``parallel_backend``) context sets another value; otherwise as
+    :func:`check_n_jobs` (-1 all cores, -k all but k - 1, k > 0 at most the cores)."""
+    if n_jobs is None:
+        from joblib import effective_n_jobs  # installed with scikit-learn
+        n_jobs = effective_n_jobs(None)
+    return check_n_jobs(n_jobs)

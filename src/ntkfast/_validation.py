@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from ._threads import available_cores, check_n_jobs  # noqa: F401 - the n_jobs convention
+
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: The deepest network accepted.  The per-row layer variances take (depth + 1)·(N + M)·8
@@ -122,24 +124,12 @@ def check_int(value, name, minimum=0):
     return value
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def check_n_jobs(n_jobs) -> int:
-    """Threads to use: None or -1 → all available cores; k > 0 → min(k, cores) (more
-    threads than cores only slow the kernels down, and each takes scratch memory, so
-    larger requests are capped silently); −k → cores + 1 − k (at least 1)."""
-    ncpu = available_cores()
-    if n_jobs is None:
-        return ncpu
-    n_jobs = check_int(n_jobs, "n_jobs", minimum=-(10**9))
-    if n_jobs == 0:
-        raise ValueError("n_jobs: must be a positive thread count, or -1 for all cores, not 0")
-    return max(1, min(n_jobs, ncpu) if n_jobs > 0 else ncpu + 1 + n_jobs)
+def check_diag_options(tile, n_jobs):
+    """Validate the options the ``*_diag`` methods accept for uniformity with the kernel
+    methods but do not use: the same errors for the same bad values."""
+    if tile is not None:
+        check_int(tile, "tile", minimum=1)
+    check_n_jobs(n_jobs)
 
 
 def check_std(value, name, allow_none=False):

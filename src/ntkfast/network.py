@@ -1,8 +1,8 @@
 """Fully-connected networks of infinite width: their NNGP kernel Σ and NTK Θ.
 
 The network is ``Dense, [Activation, Dense] * depth`` (the last Dense is the
-readout), with the conventions of neural-tangents' ``stax`` (see
-``../shared/DESIGN.md`` §1 and :mod:`ntkfast._spec`).  References: Jacot,
+readout), with the conventions of neural-tangents' ``stax`` (the recursion is
+spelled out in :mod:`ntkfast._spec`).  References: Jacot,
 Gabriel & Hongler (2018), "Neural Tangent Kernel"; Lee et al. (2018), "Deep
 neural networks as Gaussian processes".
 """
@@ -21,11 +21,144 @@ from .backends import get_backend
 __all__ = ["MLP", "Kernels"]
 
 
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
+
 class Kernels(NamedTuple):
     """The NNGP kernel Σ and the NTK Θ from one pass (either may be None)."""
 
     nngp: np.ndarray | None
     ntk: np.ndarray | None
+
+
+def _doc(template, **fields):
+    """Set a method's docstring from a shared template (one text for MLP and networks)."""
+    def decorate(func):
+        func.__doc__ = template.format(**{"inputs": _INPUTS_DOC, "options": _OPTIONS_DOC,
+                                          **fields})
+        return func
+    return decorate
+
+
+#: Parameters shared by the kernel methods of MLP and of ``nk.serial`` networks.
+_OPTIONS_DOC = """\
+    dtype : {None, 'float32', 'float64'}, optional
+        Dtype of the result and of the arithmetic; default: float32 for float32
+        inputs, float64 for anything else.
+    out : None, ndarray or path ending in '.npy', optional
+        None: a new array.  An array of shape (N, M) and ``dtype``: filled in place
+        (it must not share memory with X or Z).  A path: the kernel is written to
+        that file block by block, out of core, and returned as a read-only memory
+        map; an interrupted run resumes (see ``resume``).  :meth:`kernels` takes a
+        pair (nngp, ntk) of arrays or of paths.
+    tile : int, optional
+        Block edge in rows (default: chosen from the cache and memory budget).
+    n_jobs : int, optional
+        Threads.  None or -1: every core this process may use; k > 0: k threads
+        (at most the cores); -k: all but k - 1.  (The convention of the whole
+        library, see :mod:`ntkfast._threads`.)
+    backend : {'auto', 'compiled', 'numba', 'cuda', 'reference'}
+        'auto': the compiled engine (closed-form activations and every layer it
+        runs), Numba quadrature for other activations, NumPy layer rules for the
+        rest; 'reference': the plain NumPy implementation (the test oracle).
+    progress : bool
+        Show a progress bar on stderr.
+    resume : bool
+        With a path ``out``: continue an interrupted run of the same computation
+        (default); False deletes the partial output and starts over."""
+
+_INPUTS_DOC = """\
+    X : array_like, shape (N, d) (networks: also (N, L, C) or (N, H, W, C))
+        Inputs, one example per row (channels last).
+    Z : array_like, shape (M, ...), optional
+        Second inputs.  None: K(X, X), computed on the blocks on and above the
+        diagonal and mirrored, so it is exactly symmetric."""
+
+_NNGP_DOC = """The NNGP kernel Σ(X, Z): the covariance of the network's output at initialisation.
+
+    Σ(x, z) = E[f(x) f(z)] over the random weights and biases, for one output unit;
+    as the widths grow the network is the Gaussian process GP(0, Σ) (Lee et al. 2018).
+    {formula}
+
+    Parameters
+    ----------
+{inputs}
+{options}
+
+    Returns
+    -------
+    ndarray, shape (N, M)
+        Σ(X, Z) (``out`` itself when one is given).
+    """
+
+_NTK_DOC = """The neural tangent kernel Θ(X, Z) of the infinitely wide network.
+
+    Θ(x, z) = E[⟨∂f(x)/∂θ, ∂f(z)/∂θ⟩] over the initialisation, for one output unit;
+    at infinite width it stays constant during training, so gradient flow on the
+    squared loss is kernel regression with Θ (Jacot et al. 2018).
+    {formula}
+
+    Parameters
+    ----------
+{inputs}
+{options}
+
+    Returns
+    -------
+    ndarray, shape (N, M)
+        Θ(X, Z) (``out`` itself when one is given).
+    """
+
+_KERNELS_DOC = """Σ(X, Z) and Θ(X, Z) from one pass (see :meth:`nngp` and :meth:`ntk`).
+
+    Parameters
+    ----------
+{inputs}
+{options}{extra}
+
+    Returns
+    -------
+    Kernels
+        The named pair ``Kernels(nngp=Σ, ntk=Θ)``.{extra_returns}
+    """
+
+_DIAG_DOC = """{symbol}(x_i, x_i) for every row of X, in O(N · depth) time.
+
+    The same values as the diagonal of ``{name}(X)``, bitwise (θ = 0 exactly).
+
+    Parameters
+    ----------
+    X : array_like, shape (N, d) (networks: also (N, L, C) or (N, H, W, C))
+        Inputs, one example per row.
+    dtype : {{None, 'float32', 'float64'}}, optional
+        As for :meth:`{name}`.
+    out : ndarray, shape (N,), optional
+        Filled in place and returned.
+    tile, n_jobs, backend, progress
+        As for :meth:`{name}` (accepted for uniformity; only ``backend`` is used).
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+
+_MLP_NNGP_FORMULA = """Recursion ('ntk' parameterization): Σ¹ = σ_w² x·z/d + σ_b², then per
+    [φ, Dense] step Σ' = σ_w² E[φ(u)φ(v)] + σ_b², (u, v) ~ N(0, [[q(x), Σ], [Σ, q(z)]])."""
+
+_MLP_NTK_FORMULA = """Recursion ('ntk' parameterization): Θ¹ = Σ¹, then per [φ, Dense] step
+    Θ' = Θ · Σ̇ + Σ' with Σ̇ = σ_w² E[φ'(u)φ'(v)] ('standard': Θ' = n_in Σ_in +
+    σ_w² Θ_in, + 1 with a bias)."""
+
+_MULTIDEPTH_DOC = """
+    depths : int or sequence of int, optional
+        Return the kernels of these depths instead, all from the one recursion pass
+        (:func:`ntkfast.multidepth.kernels_multi`; ``out``, ``progress`` and
+        ``backend`` stay at their defaults).
+    frozen_layers : int or sequence of int, optional
+        The NTKs with the bottom k Dense layers frozen, for each k given (Arora et
+        al. 2020's ``fix_dep``; default 0, the ordinary NTK); without ``depths``,
+        for depths 1 … ``depth``."""
 
 
 class _TinyRowRescaling:
@@ -62,16 +195,10 @@ class MLP:
     width : int, optional
         Hidden width n for the 'standard' parameterization.
 
-    Every kernel method takes ``X`` (N×d) and optionally ``Z`` (M×d; ``None``
-    means K(X, X), computed on tiles on and above the diagonal and mirrored, so
-    it is exactly symmetric) and the keywords ``dtype`` (float32/float64,
-    default follows X), ``out`` (None, an array, a ``.npy`` path — written
-    out of core and resumable — or a pair of them for ``kernels``), ``tile``,
-    ``n_jobs``, ``backend`` ('auto': compiled closed forms, Numba quadrature
-    for other activations; or 'compiled', 'numba', 'cuda', 'reference') and
-    ``progress``.  ``n_jobs``: None or -1 for all available cores, k > 0 for k
-    threads (capped at the available cores), −k for all but k − 1.  An ``out`` array
-    must not share memory with X or Z (nor the two arrays of a pair with each other).
+    Methods :meth:`nngp`, :meth:`ntk`, :meth:`kernels` (both from one pass),
+    :meth:`nngp_diag` and :meth:`ntk_diag` take ``X`` (N×d), optionally ``Z`` (M×d),
+    and the keyword-only options ``dtype``, ``out``, ``tile``, ``n_jobs``,
+    ``backend``, ``progress`` (and ``resume``); a misspelled option is a TypeError.
 
     Tiny inputs: for the positively homogeneous networks without bias (ReLU,
     LeakyReLU, Abs, ABReLU, Identity with ``b_std=None``), K(a x, b z) = a b K(x, z)
@@ -141,34 +268,39 @@ class MLP:
                 "number of rows") from exc
 
     # -- public API ----------------------------------------------------------
-    def kernels(self, X, Z=None, depths=None, frozen_layers=None, **kw):
-        """Σ(X, Z) and Θ(X, Z) from one pass of the recursion.
+    @_doc(_NNGP_DOC, formula=_MLP_NNGP_FORMULA)
+    def nngp(self, X, Z=None, *, dtype=None, out=None, tile=None, n_jobs=None,
+             backend="auto", progress=False, resume=True) -> np.ndarray:
+        return self._compute(X, Z, True, False, dtype=dtype, out=out, tile=tile,
+                             n_jobs=n_jobs, backend=backend, progress=progress,
+                             resume=resume)[0]
 
-        With ``depths=[...]`` and/or ``frozen_layers=[...]`` (Arora et al. 2020's
-        fix_dep: Θ without the Σ terms of the bottom k Dense layers), returns a
-        :class:`ntkfast.multidepth.MultiKernels` {(depth, k): Kernels} computed in
-        one pass (see :func:`ntkfast.multidepth.kernels_multi`).
-        """
+    @_doc(_NTK_DOC, formula=_MLP_NTK_FORMULA)
+    def ntk(self, X, Z=None, *, dtype=None, out=None, tile=None, n_jobs=None,
+            backend="auto", progress=False, resume=True) -> np.ndarray:
+        return self._compute(X, Z, False, True, dtype=dtype, out=out, tile=tile,
+                             n_jobs=n_jobs, backend=backend, progress=progress,
+                             resume=resume)[1]
+
+    @_doc(_KERNELS_DOC, extra=_MULTIDEPTH_DOC, extra_returns="""
+    MultiKernels
+        With ``depths`` or ``frozen_layers``: ``{(depth, k): Kernels}``.""")
+    def kernels(self, X, Z=None, *, dtype=None, out=None, tile=None, n_jobs=None,
+                backend="auto", progress=False, resume=True, depths=None,
+                frozen_layers=None):
         if depths is not None or frozen_layers is not None:
-            unsupported = [k for k in ("out", "progress", "resume") if kw.get(k)]
-            if unsupported or kw.get("backend", "auto") != "auto":
-                raise ValueError(f"{(unsupported or ['backend'])[0]}: not supported with "
-                                 "depths=/frozen_layers= (in-memory NumPy pass)")
+            if out is not None or progress or backend != "auto":
+                bad = "out" if out is not None else "progress" if progress else "backend"
+                raise ValueError(f"{bad}: not supported with depths=/frozen_layers= "
+                                 "(an in-memory NumPy pass); leave it at its default")
             from .multidepth import kernels_multi
             return kernels_multi(self, X, Z, depths=depths,
                                  frozen_layers=0 if frozen_layers is None else frozen_layers,
-                                 dtype=kw.get("dtype"), tile=kw.get("tile"),
-                                 n_jobs=kw.get("n_jobs"))
-        nngp, ntk = self._compute(X, Z, True, True, **kw)
+                                 dtype=dtype, tile=tile, n_jobs=n_jobs)
+        nngp, ntk = self._compute(X, Z, True, True, dtype=dtype, out=out, tile=tile,
+                                  n_jobs=n_jobs, backend=backend, progress=progress,
+                                  resume=resume)
         return Kernels(nngp, ntk)
-
-    def nngp(self, X, Z=None, **kw) -> np.ndarray:
-        """The NNGP kernel Σ(X, Z) (N×M), the covariance of the network at init."""
-        return self._compute(X, Z, True, False, **kw)[0]
-
-    def ntk(self, X, Z=None, **kw) -> np.ndarray:
-        """The neural tangent kernel Θ(X, Z) (N×M)."""
-        return self._compute(X, Z, False, True, **kw)[1]
 
     def _diag(self, X, dtype, out, backend, kind):
         """The O(N · depth) diagonal recursion (θ = 0); the same values as the diagonal
@@ -199,14 +331,14 @@ class MLP:
         from .finite import finite_network
         return finite_network(self, width, seed, **kw)
 
-    def nngp_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+    @_doc(_DIAG_DOC, name="nngp", symbol="Σ")
+    def nngp_diag(self, X, *, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
                   progress=False) -> np.ndarray:
-        """Σ(x_i, x_i) for every row, O(N · depth).  Takes the keywords of the kernel
-        methods for uniformity (``tile``, ``n_jobs`` and ``progress`` have no effect)."""
+        V.check_diag_options(tile, n_jobs)
         return self._diag(X, dtype, out, backend, 0)
 
-    def ntk_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+    @_doc(_DIAG_DOC, name="ntk", symbol="Θ")
+    def ntk_diag(self, X, *, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
                  progress=False) -> np.ndarray:
-        """Θ(x_i, x_i) for every row, O(N · depth).  Takes the keywords of the kernel
-        methods for uniformity (``tile``, ``n_jobs`` and ``progress`` have no effect)."""
+        V.check_diag_options(tile, n_jobs)
         return self._diag(X, dtype, out, backend, 1)

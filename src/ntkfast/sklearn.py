@@ -17,7 +17,9 @@ imported only by this module.
 Every hyperparameter of the network is a constructor argument:
 ``depth, activation, w_std, b_std, parameterization, width`` as in
 :class:`ntkfast.MLP`, plus ``kernel`` ('ntk' | 'nngp'), ``dtype`` of the
-kernel computation and ``n_jobs`` (threads; None = all cores).  Any other
+kernel computation and ``n_jobs`` (threads, in scikit-learn's convention: None
+means 1 unless a ``joblib.parallel_config(n_jobs=...)`` context sets it, -1 all
+cores, -k all but k - 1).  Any other
 architecture: ``network=nk.serial(...)`` (or an ``nk.MLP``) instead of the MLP
 hyperparameters, with ``input_shape`` to view each row of the 2-D ``X`` that
 scikit-learn passes as one example, e.g. ``input_shape=(8, 8, 1)`` for digits'
@@ -34,10 +36,15 @@ from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._threads import sklearn_n_jobs
 from .network import MLP
 from .solve import KernelRegression
 
 __all__ = ["NTKRegressor", "NTKClassifier", "NTKKernel"]
+
+
+def __dir__():  # the API only, not the helpers this module imports (np, numbers, ...)
+    return list(__all__)
 
 _KERNELS = ("ntk", "nngp")
 
@@ -120,7 +127,7 @@ class _NTKModel(BaseEstimator):
     """Shared fit / kernel code of the two estimators."""
 
     def _gram(self, X, Z=None):
-        kw = dict(dtype=self.dtype, n_jobs=self.n_jobs)
+        kw = dict(dtype=self.dtype, n_jobs=sklearn_n_jobs(self.n_jobs))
         if self.kernel == "ntk":
             return self.net_.ntk(X, Z, **kw)
         return self.net_.nngp(X, Z, **kw)
@@ -170,7 +177,10 @@ class NTKRegressor(RegressorMixin, _NTKModel):
     dtype : 'float64' | 'float32' | None
         Dtype of the kernel computation (None: follows X).
     n_jobs : int or None
-        Threads for the kernel computation (None: all cores).
+        Threads for the kernel computation, as scikit-learn's ``n_jobs``: None means
+        1 unless in a ``joblib.parallel_config(n_jobs=...)`` context; -1 all cores,
+        -k all but k - 1.  (Unlike the core API, where None is all cores: see
+        :mod:`ntkfast._threads`.)
 
     Attributes
     ----------
@@ -350,7 +360,7 @@ class NTKKernel(Kernel):
             raise ValueError("eval_gradient: the gradient can only be evaluated when Y "
                              "is None")
         net = self._net()
-        kw = dict(dtype=self.dtype, n_jobs=self.n_jobs)
+        kw = dict(dtype=self.dtype, n_jobs=sklearn_n_jobs(self.n_jobs))
         K = net.ntk(X, Y, **kw) if self.kernel == "ntk" else net.nngp(X, Y, **kw)
         if eval_gradient:
             return K, np.empty((K.shape[0], K.shape[0], 0), dtype=K.dtype)

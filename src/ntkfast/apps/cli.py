@@ -7,6 +7,13 @@ import os
 import sys
 import time
 
+__all__ = ["main", "RECORD_SUFFIX"]
+
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
+
 _EPILOG = """\
 examples:
   ntkfast gram X.npy -o K.npy --depth 3 --activation relu --b-std 0.1
@@ -92,7 +99,11 @@ def _parser():
     g.add_argument("--tile", type=int, default=None,
                    help="block edge in rows (default: from the memory budget)")
     g.add_argument("--jobs", type=int, default=None, help="threads (default: all cores)")
-    g.add_argument("--backend", choices=("auto", "compiled", "reference"), default="auto")
+    from ..backends import BACKENDS
+    g.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default: compiled closed forms, Numba quadrature for other "
+                   "activations), compiled, reference (plain NumPy), numba, cuda (an "
+                   "NVIDIA GPU through numba.cuda)")
     g.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over, deleting a partial output of an earlier run")
     g.add_argument("--overwrite", action="store_true",
@@ -120,16 +131,37 @@ def _parser():
     return p
 
 
+#: what `ntkfast serve` imports beyond the core (the 'serve' extra: Flask and its werkzeug)
+_SERVE_MODULES = ("flask", "werkzeug")
+
+
 def _serve(argv):
+    import importlib.util
+
     from .web import app as web  # Flask is imported only when the server starts
     p = argparse.ArgumentParser(prog="ntkfast serve",
                                 description="Interactive NTK page, on loopback by default.")
     web.add_serve_arguments(p)
-    return int(web.main_from_args(p.parse_args(argv)) or 0)
+    args = p.parse_args(argv)
+    missing = [m for m in _SERVE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"ntkfast serve needs Flask ({', '.join(missing)} not installed): "
+                          'pip install "ntkfast[serve]"')
+    return int(web.main_from_args(args) or 0)
+
+
+def _check_width(args):
+    """--parameterization standard needs --width: say so in the CLI's terms (the library's
+    own error shows the Python call)."""
+    if getattr(args, "parameterization", None) == "standard" and \
+            getattr(args, "width", None) is None:
+        raise ValueError("--width: --parameterization standard needs the hidden width, "
+                         "e.g. --parameterization standard --width 512")
 
 
 def _sweep(args):
     from ..sweep import main_from_args
+    _check_width(args)
     return main_from_args(args)
 
 
@@ -303,6 +335,8 @@ def _mlp_arguments(args):
     for k, v in _MLP_DEFAULTS.items():
         if not hasattr(args, k):
             setattr(args, k, v)
+    if args.arch is None:
+        _check_width(args)
 
 
 def _parse_shape(text):

@@ -2,7 +2,7 @@
 
 ``nk.serial(*layers)`` is the network object users compute kernels with: it has the
 kernel methods of :class:`ntkfast.MLP` (``nngp``, ``ntk``, ``kernels``, ``nngp_diag``,
-``ntk_diag``) with the same keywords (:class:`KernelMethods`), and is itself a layer
+``ntk_diag``) with the same keyword-only options, and is itself a layer
 (serial networks nest; its kernel rule applies its layers in order).
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_diag_options
 from ..activations import Activation
+from ..network import _DIAG_DOC, _KERNELS_DOC, _NNGP_DOC, _NTK_DOC, Kernels, _doc
 from .base import Layer, LayerError
 from .branching import Parallel
 from .elementwise import Elementwise
@@ -32,11 +34,13 @@ def as_layer(obj, where):
 
 _BACKENDS = ("auto", "reference", "compiled", "numba", "cuda")
 
+_NETWORK_FORMULA = """Computed layer by layer with the rules of :mod:`ntkfast.layers` (Dense/Conv:
+    Σ' = σ_w² · mean over the window of E[φφ] + σ_b², Θ' = σ_w² · mean(Ė · Θ) + Σ';
+    pooling averages; FanInSum adds), as neural-tangents' ``stax``."""
+
 
 class KernelMethods:
-    """``nngp``, ``ntk``, ``kernels``, ``nngp_diag``, ``ntk_diag`` of a network, with the
-    keywords of :class:`ntkfast.MLP` (``dtype``, ``out``, ``tile``, ``n_jobs``,
-    ``backend``, ``progress``).
+    """How a network's kernel methods run (the public methods are :class:`Serial`'s).
 
     Inputs: X (N, D), (N, L, C) or (N, H, W, C), channels last as in neural-tangents; Z
     (M, …) with the same per-example shape, or None for K(X, X) (exactly symmetric, the
@@ -143,15 +147,13 @@ class KernelMethods:
         from ..backends.reference_network import check_batch
         return check_batch(A, name, example_shape)
 
-    def _compute(self, X, Z, want_nngp, want_ntk, dtype=None, out=None, tile=None,
-                 n_jobs=None, backend="auto", progress=False, **kw):
+    def _compute(self, X, Z, want_nngp, want_ntk, *, dtype, out, tile, n_jobs, backend,
+                 progress, resume):
         mlp = self._fast_path(X, backend)
         if mlp is not None:
             return mlp._compute(X, Z, want_nngp, want_ntk, dtype=dtype, out=out, tile=tile,
-                                n_jobs=n_jobs, backend=backend, progress=progress, **kw)
-        resume = kw.pop("resume", True)
-        if kw:
-            raise TypeError(f"unexpected keyword argument(s) {sorted(kw)}")
+                                n_jobs=n_jobs, backend=backend, progress=progress,
+                                resume=resume)
         from .. import _validation as V
         from ..backends.reference_network import prepare
         from ..outofcore.tiling import compute_gram
@@ -163,47 +165,12 @@ class KernelMethods:
         return compute_gram(engine, plan, X, Z, dt, want_nngp, want_ntk, out=out, tile=tile,
                             n_jobs=n_threads, progress=progress, resume=resume)
 
-    def kernels(self, X, Z=None, **kw):
-        """Σ(X, Z) and Θ(X, Z) from one pass, as :class:`ntkfast.Kernels`."""
-        from ..network import Kernels
-        nngp, ntk = self._compute(X, Z, True, True, **kw)
-        return Kernels(nngp, ntk)
-
-    def nngp(self, X, Z=None, **kw):
-        """The NNGP kernel Σ(X, Z) (N×M)."""
-        return self._compute(X, Z, True, False, **kw)[0]
-
-    def ntk(self, X, Z=None, **kw):
-        """The neural tangent kernel Θ(X, Z) (N×M)."""
-        return self._compute(X, Z, False, True, **kw)[1]
-
     def _diag(self, X, dtype, out, backend, kind):
         mlp = self._fast_path(X, backend)
         if mlp is not None:
             return mlp._diag(X, dtype, out, backend, kind)
         from ..backends.reference_network import compute_diagonal
         return compute_diagonal(self, X, kind, dtype=dtype, out=out)
-
-    def nngp_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
-                  progress=False):
-        """Σ(x_i, x_i) for every example (θ = 0 exactly); ``tile``, ``n_jobs`` and
-        ``progress`` are accepted for uniformity and have no effect."""
-        return self._diag(X, dtype, out, backend, 0)
-
-    def ntk_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
-                 progress=False):
-        """Θ(x_i, x_i) for every example (θ = 0 exactly); ``tile``, ``n_jobs`` and
-        ``progress`` are accepted for uniformity and have no effect."""
-        return self._diag(X, dtype, out, backend, 1)
-
-    def finite(self, width, seed=0, **kw):
-        """The finite-width network of this architecture, parameters drawn N(0, 1) from
-        ``seed`` (see :func:`ntkfast.finite_layers.finite_network_for`; keywords
-        ``input_shape``, ``n_out``); its empirical NTK converges to :meth:`ntk` as
-        ``width`` grows (Jacot et al. 2018, Theorem 1)."""
-        from ..finite_layers import finite_network_for
-        return finite_network_for(self, width, seed=seed, **kw)
-
 
 def _layer_name(layer):
     if isinstance(layer, Elementwise):
@@ -219,8 +186,12 @@ def _flat_layers(serial):
 
 
 class Serial(KernelMethods, Layer):
-    """Layers applied in order: an infinitely wide network (see :class:`KernelMethods`
-    for its kernel methods)."""
+    """Layers applied in order: an infinitely wide network.
+
+    Its kernel methods :meth:`nngp`, :meth:`ntk`, :meth:`kernels`, :meth:`nngp_diag`
+    and :meth:`ntk_diag` take the keyword-only options of :class:`ntkfast.MLP`
+    (``dtype``, ``out``, ``tile``, ``n_jobs``, ``backend``, ``progress``, ``resume``);
+    :class:`KernelMethods` says which engine runs them."""
 
     kind = "combinator"
 
@@ -254,6 +225,49 @@ class Serial(KernelMethods, Layer):
 
     def __repr__(self):
         return "serial(" + ", ".join(map(repr, self.layers)) + ")"
+
+    # -- the kernel methods (the same options as MLP's) ------------------------------
+    @_doc(_NNGP_DOC, formula=_NETWORK_FORMULA)
+    def nngp(self, X, Z=None, *, dtype=None, out=None, tile=None, n_jobs=None,
+             backend="auto", progress=False, resume=True):
+        return self._compute(X, Z, True, False, dtype=dtype, out=out, tile=tile,
+                             n_jobs=n_jobs, backend=backend, progress=progress,
+                             resume=resume)[0]
+
+    @_doc(_NTK_DOC, formula=_NETWORK_FORMULA)
+    def ntk(self, X, Z=None, *, dtype=None, out=None, tile=None, n_jobs=None,
+            backend="auto", progress=False, resume=True):
+        return self._compute(X, Z, False, True, dtype=dtype, out=out, tile=tile,
+                             n_jobs=n_jobs, backend=backend, progress=progress,
+                             resume=resume)[1]
+
+    @_doc(_KERNELS_DOC, extra="", extra_returns="")
+    def kernels(self, X, Z=None, *, dtype=None, out=None, tile=None, n_jobs=None,
+                backend="auto", progress=False, resume=True):
+        nngp, ntk = self._compute(X, Z, True, True, dtype=dtype, out=out, tile=tile,
+                                  n_jobs=n_jobs, backend=backend, progress=progress,
+                                  resume=resume)
+        return Kernels(nngp, ntk)
+
+    @_doc(_DIAG_DOC, name="nngp", symbol="Σ")
+    def nngp_diag(self, X, *, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+                  progress=False):
+        check_diag_options(tile, n_jobs)
+        return self._diag(X, dtype, out, backend, 0)
+
+    @_doc(_DIAG_DOC, name="ntk", symbol="Θ")
+    def ntk_diag(self, X, *, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
+                 progress=False):
+        check_diag_options(tile, n_jobs)
+        return self._diag(X, dtype, out, backend, 1)
+
+    def finite(self, width, seed=0, **kw):
+        """The finite-width network of this architecture, parameters drawn N(0, 1) from
+        ``seed`` (see :func:`ntkfast.finite_layers.finite_network_for`; keywords
+        ``input_shape``, ``n_out``); its empirical NTK converges to :meth:`ntk` as
+        ``width`` grows (Jacot et al. 2018, Theorem 1)."""
+        from ..finite_layers import finite_network_for
+        return finite_network_for(self, width, seed=seed, **kw)
 
 
 def serial(*layers) -> Serial:
