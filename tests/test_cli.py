@@ -347,3 +347,33 @@ def test_stopped_gram_says_what_is_saved(tmp_path, sig, status):
             os.chdir(cwd)
         ref = nk.MLP(2, b_std=0.1).ntk(X, backend="reference", tile=275)
         assert np.array_equal(np.load(tmp_path / "K.npy"), ref)
+
+
+# -- errors in the CLI's own terms -----------------------------------------------------
+def test_serve_without_its_extra_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "werkzeug", None)  # as if not installed
+    assert main(["serve", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert 'pip install "ntkfast[serve]"' in err and "werkzeug" in err
+    assert "No module named" not in err
+
+
+@pytest.mark.parametrize("cmd", [["gram", "X.npy", "-o", "K.npy"], ["sweep", "iris"]])
+def test_standard_parameterization_asks_for_width_in_cli_terms(files, capsys, monkeypatch,
+                                                               cmd):
+    monkeypatch.chdir(files[0])
+    assert main(cmd + ["--parameterization", "standard"]) == 1
+    err = capsys.readouterr().err
+    assert "--width 512" in err and "MLP(" not in err and "width=" not in err
+
+
+def test_gram_lists_every_backend(files, capsys, monkeypatch):
+    from ntkfast.backends import BACKENDS
+    with pytest.raises(SystemExit):
+        main(["gram", "--help"])
+    out = capsys.readouterr().out
+    assert "{" + ",".join(BACKENDS) + "}" in out and "numba" in BACKENDS
+    monkeypatch.chdir(files[0])
+    # accepted by the parser; the library explains why ReLU does not run on numba
+    assert main(["gram", "X.npy", "-o", "K.npy", "--backend", "numba"]) == 1
+    assert "backend='numba'" in capsys.readouterr().err

@@ -160,3 +160,66 @@ def test_classifier_bad_target_encoding_and_one_class():
         NTKClassifier(target_encoding="onehot").fit(X, np.arange(6) % 2)
     with pytest.raises(ValueError, match="class"):
         NTKClassifier().fit(X, np.zeros(6))
+
+
+# -- n_jobs: scikit-learn's convention ---------------------------------------------------
+class _Recorder:
+    """An MLP that records the n_jobs each kernel call receives."""
+
+    def __init__(self):
+        self.net, self.seen = nk.MLP(depth=1, b_std=1.0), []
+
+    def ntk(self, X, Z=None, **kw):
+        self.seen.append(kw.get("n_jobs"))
+        return self.net.ntk(X, Z, **kw)
+
+    def nngp(self, X, Z=None, **kw):
+        self.seen.append(kw.get("n_jobs"))
+        return self.net.nngp(X, Z, **kw)
+
+    def ntk_diag(self, X, **kw):
+        return self.net.ntk_diag(X, **kw)
+
+    def nngp_diag(self, X, **kw):
+        return self.net.nngp_diag(X, **kw)
+
+
+@pytest.mark.parametrize("make", [
+    lambda net, n: NTKRegressor(network=net, n_jobs=n),
+    lambda net, n: NTKClassifier(network=net, n_jobs=n),
+])
+def test_n_jobs_follows_scikit_learns_convention(make, monkeypatch):
+    import joblib
+
+    from ntkfast import _threads
+    monkeypatch.setattr(_threads, "available_cores", lambda: 4)
+    X, y = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 2
+
+    def seen(n_jobs):
+        rec = _Recorder()
+        make(rec, n_jobs).fit(X, y).predict(X)
+        assert len(set(rec.seen)) == 1
+        return rec.seen[0]
+
+    assert seen(None) == 1            # None: one thread ...
+    with joblib.parallel_config(n_jobs=3):
+        assert seen(None) == 3        # ... unless a joblib context says otherwise
+        assert seen(2) == 2
+    assert seen(-1) == 4 and seen(-2) == 3 and seen(64) == 4
+    with pytest.raises(ValueError, match="n_jobs"):
+        seen(0)
+
+
+def test_kernel_object_n_jobs(monkeypatch):
+    from ntkfast import _threads
+    monkeypatch.setattr(_threads, "available_cores", lambda: 4)
+    rec = _Recorder()
+    X = np.random.default_rng(1).normal(size=(5, 3))
+    NTKKernel(network=rec)(X)
+    NTKKernel(network=rec, n_jobs=-1)(X)
+    assert rec.seen == [1, 4]
+
+
+def test_module_shows_only_its_api():
+    import ntkfast.sklearn as m
+    assert sorted(n for n in dir(m) if not n.startswith("_")) == sorted(m.__all__)
