@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 import ntkfast as nk
+from ntkfast import _defaults
 from ntkfast.apps.cli import main
+
+#: the network `ntkfast gram` computes when no MLP option is given
+APP = dict(depth=_defaults.DEPTH, w_std=_defaults.W_STD, b_std=_defaults.B_STD)
 
 
 
@@ -61,7 +65,7 @@ def test_gram_in_process_both_and_text_inputs(files):
     rc = main(["gram", str(tmp / "Z.txt"), "-o", str(tmp / "S.npy"), "-o", str(tmp / "T.npy"),
                "--get", "both", "-q"])
     assert rc == 0
-    assert np.allclose(np.load(tmp / "T.npy"), nk.MLP().ntk(X[:40]), rtol=1e-12)
+    assert np.allclose(np.load(tmp / "T.npy"), nk.MLP(**APP).ntk(X[:40]), rtol=1e-12)
 
 
 def test_no_resume_flag_and_progress(files, capsys):
@@ -165,7 +169,7 @@ def test_existing_output_needs_overwrite(files, capsys):
     assert "K.npy: the output already exists" in err and "--overwrite" in err
     assert (tmp / "K.npy").read_bytes() == b"precious"
     assert _gram(tmp, "--overwrite", "-q") == 0
-    ref = nk.MLP().ntk(X.astype(np.float32), backend="reference", tile=64)
+    ref = nk.MLP(**APP).ntk(X.astype(np.float32), backend="reference", tile=64)
     assert np.array_equal(np.load(tmp / "K.npy"), ref)
 
 
@@ -192,7 +196,8 @@ def test_same_command_again_is_reported_not_recomputed(files, capsys, monkeypatc
     assert "already exists" in capsys.readouterr().err
     monkeypatch.undo()
     assert _gram(tmp, "--depth", "3", "--overwrite", "-q") == 0
-    ref = nk.MLP(depth=3).ntk(X.astype(np.float32), backend="reference", tile=64)
+    ref = nk.MLP(**dict(APP, depth=3)).ntk(X.astype(np.float32), backend="reference",
+                                           tile=64)
     assert np.array_equal(np.load(tmp / "K.npy"), ref)
 
 
@@ -221,7 +226,8 @@ def test_interrupted_run_resumes_without_overwrite(files, capsys, monkeypatch, e
     monkeypatch.setattr(ReferenceEngine, "fill", real)
     capsys.readouterr()
     assert _gram(tmp, "--depth", "2", "-q") == 0, capsys.readouterr().err
-    ref = nk.MLP(depth=2).ntk(X.astype(np.float32), backend="reference", tile=64)
+    ref = nk.MLP(**dict(APP, depth=2)).ntk(X.astype(np.float32), backend="reference",
+                                           tile=64)
     assert np.array_equal(np.load(tmp / "K.npy"), ref)
     assert not os.path.exists(tmp / "K.npy.partial")
     assert _gram(tmp, "--depth", "2") == 0
@@ -377,3 +383,22 @@ def test_gram_lists_every_backend(files, capsys, monkeypatch):
     # accepted by the parser; the library explains why ReLU does not run on numba
     assert main(["gram", "X.npy", "-o", "K.npy", "--backend", "numba"]) == 1
     assert "backend='numba'" in capsys.readouterr().err
+
+
+def test_gram_defaults_are_the_applications_defaults(files):
+    """`ntkfast gram` without MLP options is MLP(depth, w_std, b_std of ntkfast._defaults),
+    chosen by bench/defaults_study.py (docs/defaults-study.md); --b-std none is MLP()."""
+    tmp, X = files
+    assert main(["gram", str(tmp / "X.npy"), "-o", str(tmp / "A.npy"), "-q"]) == 0
+    assert np.array_equal(np.load(tmp / "A.npy"), nk.MLP(**APP).ntk(X.astype(np.float32)))
+    assert _defaults.B_STD is not None  # the study's finding: a bias helps
+    assert main(["gram", str(tmp / "X.npy"), "-o", str(tmp / "B.npy"), "-q", "--b-std", "none",
+                 "--depth", "1", "--w-std", "1"]) == 0
+    assert np.array_equal(np.load(tmp / "B.npy"), nk.MLP().ntk(X.astype(np.float32)))
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["gram", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {_defaults.B_STD:g}" in out and f"(default: {_defaults.DEPTH})" in out

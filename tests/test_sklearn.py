@@ -16,6 +16,7 @@ from sklearn.svm import SVC  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import ntkfast as nk  # noqa: E402
+from ntkfast import _defaults  # noqa: E402
 from ntkfast.sklearn import NTKClassifier, NTKKernel, NTKRegressor  # noqa: E402
 
 
@@ -98,7 +99,8 @@ def test_kernel_object(rng):
     np.testing.assert_array_equal(k(X), net.ntk(X))
     np.testing.assert_array_equal(k(X, Y), net.ntk(X, Y))
     np.testing.assert_allclose(k.diag(X), np.diag(k(X)), rtol=1e-14)
-    np.testing.assert_allclose(NTKKernel(kernel="nngp").diag(X), nk.MLP().nngp_diag(X))
+    app = nk.MLP(depth=_defaults.DEPTH, w_std=_defaults.W_STD, b_std=_defaults.B_STD)
+    np.testing.assert_allclose(NTKKernel(kernel="nngp").diag(X), app.nngp_diag(X))
     K, grad = k(X, eval_gradient=True)
     assert grad.shape == (12, 12, 0)
     with pytest.raises(ValueError, match="eval_gradient"):
@@ -223,3 +225,19 @@ def test_kernel_object_n_jobs(monkeypatch):
 def test_module_shows_only_its_api():
     import ntkfast.sklearn as m
     assert sorted(n for n in dir(m) if not n.startswith("_")) == sorted(m.__all__)
+
+
+@pytest.mark.parametrize("Est", [NTKRegressor, NTKClassifier, NTKKernel])
+def test_defaults_are_the_applications_defaults(Est):
+    """The estimators' network defaults are ntkfast._defaults (the study in
+    docs/defaults-study.md), and _MLP_DEFAULTS (network= conflict check) agrees."""
+    from ntkfast.sklearn import _MLP_DEFAULTS
+    params = Est().get_params()
+    assert {k: params[k] for k in _MLP_DEFAULTS} == _MLP_DEFAULTS
+    assert (params["depth"], params["w_std"], params["b_std"]) == (
+        _defaults.DEPTH, _defaults.W_STD, _defaults.B_STD)
+    Est(network=nk.MLP())  # network= alone is fine ...
+    X, y = np.random.default_rng(0).normal(size=(6, 2)), np.arange(6) % 2
+    with pytest.raises(ValueError, match="b_std"):
+        est = Est(network=nk.MLP(), b_std=None)  # ... but not with a changed default
+        est(X) if Est is NTKKernel else est.fit(X, y)

@@ -79,6 +79,7 @@ _NNGP_DOC = """The NNGP kernel Σ(X, Z): the covariance of the network's output 
 
     Σ(x, z) = E[f(x) f(z)] over the random weights and biases, for one output unit;
     as the widths grow the network is the Gaussian process GP(0, Σ) (Lee et al. 2018).
+
     {formula}
 
     Parameters
@@ -97,6 +98,7 @@ _NTK_DOC = """The neural tangent kernel Θ(X, Z) of the infinitely wide network.
     Θ(x, z) = E[⟨∂f(x)/∂θ, ∂f(z)/∂θ⟩] over the initialisation, for one output unit;
     at infinite width it stays constant during training, so gradient flow on the
     squared loss is kernel regression with Θ (Jacot et al. 2018).
+
     {formula}
 
     Parameters
@@ -147,8 +149,8 @@ _MLP_NNGP_FORMULA = """Recursion ('ntk' parameterization): Σ¹ = σ_w² x·z/d 
     [φ, Dense] step Σ' = σ_w² E[φ(u)φ(v)] + σ_b², (u, v) ~ N(0, [[q(x), Σ], [Σ, q(z)]])."""
 
 _MLP_NTK_FORMULA = """Recursion ('ntk' parameterization): Θ¹ = Σ¹, then per [φ, Dense] step
-    Θ' = Θ · Σ̇ + Σ' with Σ̇ = σ_w² E[φ'(u)φ'(v)] ('standard': Θ' = n_in Σ_in +
-    σ_w² Θ_in, + 1 with a bias)."""
+    Θ' = Θ · Σ̇ + Σ', where Σ' is the NNGP step of :meth:`nngp` and
+    Σ̇ = σ_w² E[φ'(u)φ'(v)] ('standard': Θ' = n_in Σ_in + σ_w² Θ_in, + 1 with a bias)."""
 
 _MULTIDEPTH_DOC = """
     depths : int or sequence of int, optional

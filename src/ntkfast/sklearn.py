@@ -36,6 +36,7 @@ from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _defaults
 from ._threads import sklearn_n_jobs
 from .network import MLP
 from .solve import KernelRegression
@@ -62,8 +63,9 @@ def _check_ridge(ridge):
     return float(ridge)
 
 
-_MLP_DEFAULTS = dict(depth=1, activation="relu", w_std=1.0, b_std=None,
-                    parameterization="ntk", width=None)
+#: the MLP hyperparameters' defaults (the applications' defaults, :mod:`ntkfast._defaults`)
+_MLP_DEFAULTS = dict(depth=_defaults.DEPTH, activation="relu", w_std=_defaults.W_STD,
+                     b_std=_defaults.B_STD, parameterization="ntk", width=None)
 
 
 class _RowsAsExamples:
@@ -190,7 +192,8 @@ class NTKRegressor(RegressorMixin, _NTKModel):
     Multi-output y (n_samples, n_targets) is supported.
     """
 
-    def __init__(self, kernel="ntk", depth=1, activation="relu", w_std=1.0, b_std=None,
+    def __init__(self, kernel="ntk", depth=_defaults.DEPTH, activation="relu",
+                 w_std=_defaults.W_STD, b_std=_defaults.B_STD,
                  parameterization="ntk", width=None, ridge=1e-4, dtype="float64",
                  n_jobs=None, network=None, input_shape=None):
         self.kernel = kernel
@@ -251,7 +254,8 @@ class NTKClassifier(ClassifierMixin, _NTKModel):
     Parameters as :class:`NTKRegressor`, plus ``target_encoding``.
     """
 
-    def __init__(self, kernel="ntk", depth=1, activation="relu", w_std=1.0, b_std=None,
+    def __init__(self, kernel="ntk", depth=_defaults.DEPTH, activation="relu",
+                 w_std=_defaults.W_STD, b_std=_defaults.B_STD,
                  parameterization="ntk", width=None, ridge=1e-4, target_encoding="pm1",
                  dtype="float64", n_jobs=None, network=None, input_shape=None):
         self.kernel = kernel
@@ -319,7 +323,8 @@ class NTKKernel(Kernel):
     O(N · depth).  The kernel is not stationary.
     """
 
-    def __init__(self, kernel="ntk", depth=1, activation="relu", w_std=1.0, b_std=None,
+    def __init__(self, kernel="ntk", depth=_defaults.DEPTH, activation="relu",
+                 w_std=_defaults.W_STD, b_std=_defaults.B_STD,
                  parameterization="ntk", width=None, dtype="float64", n_jobs=None,
                  network=None, input_shape=None):
         self.kernel = kernel

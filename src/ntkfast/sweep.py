@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
+from . import _defaults
 from .multidepth import kernels_multi
 from .network import MLP
 
@@ -351,8 +352,8 @@ def _check_choice(value, name, choices):
 
 
 def sweep(datasets, depths=None, ridges=None, cv=4, kernel="ntk",
-          frozen_layers=None, activation="relu", w_std=1.0, b_std=None,
-          parameterization="ntk", width=None, task="auto", metric=None,
+          frozen_layers=None, activation="relu", w_std=_defaults.W_STD,
+          b_std=_defaults.B_STD, parameterization="ntk", width=None, task="auto", metric=None,
           preprocess="standardize", relative_ridge=True, random_state=0, n_jobs=None,
           verbose=False, architecture=None, input_shape=None) -> SweepResult:
     """Score every (depth, frozen layers, ridge) of NTK/NNGP kernel regression by CV.
@@ -373,7 +374,8 @@ def sweep(datasets, depths=None, ridges=None, cv=4, kernel="ntk",
         pairs with k > depth are skipped.  The NNGP kernel does not depend on k.
         Default (0,).
     activation, w_std, b_std, parameterization, width
-        The network, as in :class:`ntkfast.MLP`.
+        The network, as in :class:`ntkfast.MLP`; σ_w and σ_b default to the
+        applications' defaults (:mod:`ntkfast._defaults`, docs/defaults-study.md).
     task : {'auto', 'classification', 'regression'}
     metric : {'accuracy', 'r2', 'mse'}, optional
         Default: accuracy for classification, R² for regression.
@@ -498,8 +500,9 @@ def sweep(datasets, depths=None, ridges=None, cv=4, kernel="ntk",
     return SweepResult(rows, best, timings, bool(relative_ridge))
 
 
-_MLP_DEFAULTS = {"depths": None, "frozen_layers": None, "activation": "relu", "w_std": 1.0,
-                 "b_std": None, "parameterization": "ntk", "width": None}
+_MLP_DEFAULTS = {"depths": None, "frozen_layers": None, "activation": "relu",
+                 "w_std": _defaults.W_STD, "b_std": _defaults.B_STD, "parameterization": "ntk",
+                 "width": None}
 
 
 def _sweep_architecture(architecture, input_shape, given):
@@ -607,9 +610,10 @@ def add_sweep_arguments(parser):
                         "e.g. 0-2 (default: 0)")
     parser.add_argument("--activation", default=unset,
                         help="relu, leaky_relu, abs, erf, gelu, identity (default: relu)")
-    parser.add_argument("--w-std", type=float, default=unset, help="σ_w (default: 1.0)")
+    parser.add_argument("--w-std", type=float, default=unset,
+                        help=f"σ_w (default: {_defaults.W_STD:g})")
     parser.add_argument("--b-std", type=_optional_float, default=unset,
-                        help="σ_b, or 'none' for no bias (default: none)")
+                        help=f"σ_b, or 'none' for no bias (default: {_defaults.B_STD:g})")
     parser.add_argument("--parameterization", choices=("ntk", "standard"), default=unset)
     parser.add_argument("--width", type=int, default=unset,
                         help="hidden width, needed by --parameterization standard")

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from .. import _defaults
+
 __all__ = ["main", "RECORD_SUFFIX"]
 
 
@@ -43,8 +45,8 @@ says how many blocks are saved and exits with status 130 / 143.
 """
 
 #: `gram` options that describe an MLP (mutually exclusive with --arch), their defaults
-_MLP_DEFAULTS = {"depth": 1, "activation": "relu", "w_std": 1.0, "b_std": None,
-                 "parameterization": "ntk", "width": None}
+_MLP_DEFAULTS = {"depth": _defaults.DEPTH, "activation": "relu", "w_std": _defaults.W_STD,
+                 "b_std": _defaults.B_STD, "parameterization": "ntk", "width": None}
 
 #: the record a finished `gram` leaves next to each output (see _write_record)
 RECORD_SUFFIX = ".ntkfast.json"
@@ -77,12 +79,15 @@ def _parser():
     # the MLP's options default to "not given" (argparse.SUPPRESS) so that combining
     # them with --arch is detected; _mlp_arguments fills in _MLP_DEFAULTS
     unset = argparse.SUPPRESS
-    g.add_argument("--depth", type=int, default=unset, help="hidden layers (default: 1)")
+    g.add_argument("--depth", type=int, default=unset,
+                   help=f"hidden layers (default: {_defaults.DEPTH})")
     g.add_argument("--activation", default=unset,
                    help="relu, leaky_relu, abs, erf, gelu, identity (default: relu)")
-    g.add_argument("--w-std", type=float, default=unset, help="σ_w (default: 1.0)")
+    g.add_argument("--w-std", type=float, default=unset,
+                   help=f"σ_w (default: {_defaults.W_STD:g})")
     g.add_argument("--b-std", type=_optional_float, default=unset,
-                   help="σ_b, or 'none' for no bias (default: none)")
+                   help=f"σ_b, or 'none' for no bias (default: {_defaults.B_STD:g}; see "
+                   "docs/defaults-study.md)")
     g.add_argument("--parameterization", choices=("ntk", "standard"), default=unset,
                    help="default: ntk")
     g.add_argument("--width", type=int, default=unset,
