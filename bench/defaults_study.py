@@ -4,11 +4,13 @@ scikit-learn datasets (iris, wine, breast_cancer, digits).
     python bench/defaults_study.py            # the full grid, ~15 min on 2 shared cores
     python bench/defaults_study.py --quick    # iris and wine only, seconds
 
-Part 1 (:func:`ntkfast.sweep.sweep`, i.e. ``ntkfast sweep``): for every (σ_w, σ_b) of
-the grid, ReLU networks of depth 1–5, the NTK Θ and the NNGP kernel Σ, inputs
-standardised (z-scored per feature, as the CLI does), 4-fold stratified CV (seed 0),
-kernel regression on one-hot ±1 targets; each (kernel, depth) takes its best ridge of
-13 log-spaced ridges 1e-4 … 1e2 relative to mean diag(K_train).  Two numbers per
+Part 1 (what ``ntkfast sweep`` does, with one Cholesky per ridge instead of its eigh,
+cheaper for 7 ridges): for every (σ_w, σ_b) of the grid, ReLU networks of depth 1–5
+(all from one :func:`ntkfast.kernels_multi` pass), the NTK Θ and the NNGP kernel Σ,
+inputs standardised (z-scored per feature, as the CLI does), the 4 stratified folds of
+``ntkfast sweep`` (seed 0), kernel regression on one-hot ±1 targets
+(:class:`ntkfast.KernelRegression`); each (kernel, depth) takes its best ridge of 7
+ridges 1e-4, 1e-3, …, 1e2 relative to mean diag(K_train).  Two numbers per
 (σ_w, σ_b) and dataset: the best accuracy over kernel, depth and ridge (what `ntkfast
 sweep` reports), and the mean over the 10 (kernel, depth) pairs at their best ridge
 (how much a user loses with a depth or kernel that is not the best: robustness).
@@ -30,15 +32,20 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 
 import numpy as np
 
-from ntkfast.sweep import sweep
+import ntkfast as nk
+from ntkfast.solve import JitterWarning, KernelRegression
+from ntkfast.sweep import load_dataset, make_folds
 
 DATASETS = ("iris", "wine", "breast_cancer", "digits")
 W_STDS = (1.0, math.sqrt(2.0))
 B_STDS = (None, 0.1, 0.3, 1.0, 3.0)
 DEPTHS = (1, 2, 3, 4, 5)
+RIDGES = tuple(np.logspace(-4, 2, 7))   # relative to mean diag(K_train)
+CV, SEED = 4, 0                          # the folds of `ntkfast sweep` (its defaults)
 
 
 def _fmt_std(v):
@@ -47,24 +54,69 @@ def _fmt_std(v):
     return "√2" if abs(v - math.sqrt(2.0)) < 1e-12 else f"{v:g}"
 
 
-def part1(datasets, w_stds, b_stds, n_jobs, csv_path=None):
-    """{(w, b): {dataset: (best, robust, best_row)}} from one sweep per (w, b)."""
+def _standardized(X):
+    """z-score each feature (constant features only centred), as ``ntkfast sweep``."""
+    X = np.array(X, dtype=np.float64)
+    X -= X.mean(axis=0)
+    sd = X.std(axis=0)
+    return X / np.where(sd > 0, sd, 1.0)
+
+
+def _load(datasets):
+    """{name: (standardised X, labels, one-hot ±1 Y, folds)}: the folds of `ntkfast sweep`."""
+    out = {}
+    for name in datasets:
+        ds = load_dataset(name)
+        classes, labels = np.unique(ds.y, return_inverse=True)
+        Y = -np.ones((labels.size, classes.size))
+        Y[np.arange(labels.size), labels] = 1.0
+        out[name] = (_standardized(ds.X), labels, Y,
+                     make_folds(labels, "classification", CV, SEED))
+    return out
+
+
+def _cv_accuracy(K, labels, Y, folds, ridges):
+    """Mean accuracy over the folds for each relative ridge r: kernel regression with
+    K_train + r · mean(diag K_train) · I (one Cholesky per fold and ridge)."""
+    acc = np.zeros(len(ridges))
+    for tr, te in folds:
+        Ktr, Kte = K[np.ix_(tr, tr)], K[np.ix_(te, tr)]
+        scale = float(np.mean(np.diagonal(Ktr)))
+        for i, r in enumerate(ridges):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", JitterWarning)
+                f = KernelRegression(Ktr, Y[tr], ridge=r * scale).predict(Kte)
+            acc[i] += np.mean(np.argmax(f, axis=1) == labels[te]) / len(folds)
+    return acc
+
+
+def part1(data, w_stds, b_stds, n_jobs, csv_path=None):
+    """{(w, b): {dataset: (best, robust, best_row, rows per (kernel, depth))}}."""
     results, all_rows = {}, []
     for w in w_stds:
         for b in b_stds:
             t = time.perf_counter()
-            res = sweep(list(datasets), depths=DEPTHS, kernel="both", w_std=w, b_std=b,
-                        cv=4, random_state=0, n_jobs=n_jobs)
+            net = nk.MLP(depth=max(DEPTHS), w_std=w, b_std=b)
             per = {}
-            for name in datasets:
-                summary = [r for r in res.summary_rows() if r["dataset"] == name]
-                scores = [r["score"] for r in summary]
-                per[name] = (res.best[name]["score"], float(np.nanmean(scores)),
-                             res.best[name], summary)
+            for name, (X, labels, Y, folds) in data.items():
+                mk = nk.kernels_multi(net, X, depths=DEPTHS, n_jobs=n_jobs)
+                summary = []
+                for depth in DEPTHS:
+                    for kind in ("ntk", "nngp"):
+                        K = getattr(mk[(depth, 0)], kind)
+                        acc = _cv_accuracy(K, labels, Y, folds, RIDGES)
+                        all_rows += [dict(w_std=w, b_std=b, dataset=name, kernel=kind,
+                                          depth=depth, ridge=r, accuracy=a)
+                                     for r, a in zip(RIDGES, acc)]
+                        k = int(np.argmax(acc))
+                        summary.append(dict(kernel=kind, depth=depth, ridge=RIDGES[k],
+                                            score=float(acc[k])))
+                best = max(summary, key=lambda r: r["score"])
+                per[name] = (best["score"], float(np.mean([r["score"] for r in summary])),
+                             best, summary)
             results[(w, b)] = per
-            all_rows += [dict(r, w_std=w, b_std=b) for r in res.rows]
             print(f"  σ_w={_fmt_std(w)} σ_b={_fmt_std(b)}: "
-                  + ", ".join(f"{n} {per[n][0]:.3f}/{per[n][1]:.3f}" for n in datasets)
+                  + ", ".join(f"{n} {per[n][0]:.3f}/{per[n][1]:.3f}" for n in data)
                   + f"  ({time.perf_counter() - t:.0f} s)", flush=True)
     if csv_path:
         import csv
@@ -150,7 +202,7 @@ def main():
     datasets = DATASETS[:2] if a.quick else DATASETS
     t0 = time.perf_counter()
     print("part 1: best / mean accuracy over (kernel, depth 1-5), best ridge each", flush=True)
-    results = part1(datasets, a.w_std, a.b_std, a.jobs, a.csv)
+    results = part1(_load(datasets), a.w_std, a.b_std, a.jobs, a.csv)
     print()
     print(table1(results, datasets))
     ranked = sorted(results, key=lambda k: -np.mean([results[k][d][1] for d in datasets]))

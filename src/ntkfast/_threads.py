@@ -1,10 +1,12 @@
 """Threads: the ``n_jobs`` convention of the whole library, and thread-pool limits.
 
-``n_jobs`` (every kernel method, :func:`ntkfast.kernels_multi`, :func:`ntkfast.sweep.sweep`,
-:class:`ntkfast.NystromRegression`, the CLI's ``--jobs``)
--------------------------------------------------------------------------------------
-The number of threads of one computation (OpenMP threads of the compiled engines, or
-worker threads over row blocks), resolved by :func:`check_n_jobs`:
+The ``n_jobs`` convention
+-------------------------
+Every kernel method (``MLP.ntk``, ``serial(...).kernels``, ...),
+:func:`ntkfast.kernels_multi`, :func:`ntkfast.sweep.sweep`,
+:class:`ntkfast.NystromRegression` and the CLI's ``--jobs`` take ``n_jobs``: the number of
+threads of one computation (OpenMP threads of the compiled engines, or worker threads
+over row blocks), resolved by :func:`check_n_jobs`:
 
 * ``None`` or ``-1``: every core this process may run on (its CPU affinity);
 * ``k > 0``: ``k`` threads, at most the available cores (more threads than cores
@@ -17,7 +19,9 @@ The default is all cores because a kernel computation is one large BLAS-like job
 parallel regions is held single-threaded (:func:`limited`), so the threads never
 multiply.
 
-:mod:`ntkfast.sklearn` differs on purpose: its estimators follow scikit-learn's
+Two defaults differ on purpose; the values keep their meaning.
+:mod:`ntkfast.distributed` counts threads per Dask task and defaults to 1 (Dask runs
+many tasks at once).  The estimators of :mod:`ntkfast.sklearn` follow scikit-learn's
 convention (``None`` means 1 thread unless a ``joblib.parallel_config(n_jobs=...)``
 context says otherwise, ``-1`` all cores; :func:`sklearn_n_jobs`), so that an estimator
 run inside ``GridSearchCV(..., n_jobs=-1)`` or ``cross_val_score(..., n_jobs=-1)`` does
