@@ -1,7 +1,7 @@
 """Which σ_w, σ_b and depth make good defaults?  A cross-validated study on the bundled
 scikit-learn datasets (iris, wine, breast_cancer, digits).
 
-    python bench/defaults_study.py            # the full grid, ~15 min on 2 shared cores
+    python bench/defaults_study.py            # the full grid, minutes
     python bench/defaults_study.py --quick    # iris and wine only, seconds
 
 Part 1 (what ``ntkfast sweep`` does, with one Cholesky per ridge instead of its eigh,
@@ -19,9 +19,9 @@ same small amount for every configuration; compare rows, not against other metho
 
 Part 2 (what a user of :mod:`ntkfast.sklearn` gets without tuning anything):
 ``cross_val_score(make_pipeline(StandardScaler(), NTKClassifier(...)))`` on the same
-folds, at the estimator's default ridge (1e-4, absolute), for the old and the proposed
-defaults at depths 1–3, the proposed defaults at larger ridges, and, as the reference
-the issue quotes, LogisticRegression and SVC.
+folds, at the estimator's default ridge (1e-4, absolute), for the old defaults
+(b_std=None), the shipped defaults (:mod:`ntkfast._defaults`) and variations of depth
+and ridge, and, as the reference the issue quotes, LogisticRegression and SVC.
 
 Prints markdown tables (pasted into ``docs/defaults-study.md``); ``--csv`` writes every
 row of part 1.
@@ -35,13 +35,15 @@ import time
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import ntkfast as nk
+from ntkfast import _defaults
 from ntkfast.solve import JitterWarning, KernelRegression
 from ntkfast.sweep import load_dataset, make_folds
 
 DATASETS = ("iris", "wine", "breast_cancer", "digits")
-W_STDS = (1.0, math.sqrt(2.0))
+W_STDS = (1.0, math.sqrt(2.0), 2.0)
 B_STDS = (None, 0.1, 0.3, 1.0, 3.0)
 DEPTHS = (1, 2, 3, 4, 5)
 RIDGES = tuple(np.logspace(-4, 2, 7))   # relative to mean diag(K_train)
@@ -190,15 +192,23 @@ def part2(datasets, configs, n_jobs):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="iris and wine only")
-    p.add_argument("--jobs", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="threads of the kernels and of BLAS (default: 1; many small "
+                   "Cholesky factorisations run fastest single-threaded, and far faster "
+                   "so on a busy machine)")
     p.add_argument("--w-std", type=float, nargs="+", default=W_STDS,
-                   help="σ_w values (default: 1 √2)")
+                   help="σ_w values (default: 1 √2 2)")
     p.add_argument("--b-std", type=lambda t: None if t == "none" else float(t), nargs="+",
                    default=B_STDS, help="σ_b values, 'none' for no bias "
                    "(default: none 0.1 0.3 1 3)")
     p.add_argument("--csv", metavar="OUT.csv", default=None,
                    help="every (σ_w, σ_b, dataset, kernel, depth, ridge) row of part 1")
     a = p.parse_args()
+    with threadpool_limits(limits=a.jobs, user_api="blas"):
+        run(a)
+
+
+def run(a):
     datasets = DATASETS[:2] if a.quick else DATASETS
     t0 = time.perf_counter()
     print("part 1: best / mean accuracy over (kernel, depth 1-5), best ridge each", flush=True)
@@ -208,18 +218,23 @@ def main():
     ranked = sorted(results, key=lambda k: -np.mean([results[k][d][1] for d in datasets]))
     print("\nranked by the mean of means: "
           + ", ".join(f"(σ_w={_fmt_std(w)}, σ_b={_fmt_std(b)})" for w, b in ranked[:5]))
-    for key in [(1.0, None), ranked[0]]:
-        print(f"\naccuracy per depth, σ_w={_fmt_std(key[0])}, σ_b={_fmt_std(key[1])} "
+    shipped = (_defaults.W_STD, _defaults.B_STD)
+    for key in dict.fromkeys([(1.0, None), shipped, ranked[0]]):
+        if key not in results:
+            continue
+        print(f"\naccuracy per depth, σ_w={_fmt_std(key[0])}, σ_b={_fmt_std(key[1])}"
+              f"{' (the shipped defaults)' if key == shipped else ''} "
               "(NTK Θ / NNGP Σ, best ridge each):\n")
         print(table_depths(results, key, datasets))
-    configs = [("NTKClassifier(depth=1, b_std=None) (old default)", dict(depth=1, b_std=None))]
-    configs += [(f"NTKClassifier(depth={d}, w_std={_fmt_std(w)}, b_std={_fmt_std(b)})",
-                 dict(depth=d, w_std=w, b_std=b))
-                for d in (1, 2, 3) for w, b in [ranked[0]] if b is not None]
+    configs = [("NTKClassifier(depth=1, b_std=None) (old default)", dict(depth=1, b_std=None)),
+               (f"NTKClassifier() (defaults: depth={_defaults.DEPTH}, "
+                f"w_std={_fmt_std(_defaults.W_STD)}, b_std={_fmt_std(_defaults.B_STD)})", {})]
+    configs += [(f"NTKClassifier(depth={d})", dict(depth=d)) for d in (2, 3)]
+    configs += [(f"NTKClassifier(ridge={r:g})", dict(ridge=r)) for r in (1e-2, 1.0)]
     w, b = ranked[0]
-    configs += [(f"NTKClassifier(depth=1, w_std={_fmt_std(w)}, b_std={_fmt_std(b)}, "
-                 f"ridge={r:g})", dict(depth=1, w_std=w, b_std=b, ridge=r))
-                for r in (1e-2, 1e-1, 1.0)]
+    if (w, b) != shipped:
+        configs.append((f"NTKClassifier(w_std={_fmt_std(w)}, b_std={_fmt_std(b)}) (top of "
+                        "part 1)", dict(w_std=w, b_std=b)))
     print("\npart 2: NTKClassifier (default ridge 1e-4 unless given), standardised inputs, "
           "the same 4 folds\n")
     print(part2(datasets, configs, a.jobs))

@@ -16,7 +16,8 @@ imported only by this module.
 
 Every hyperparameter of the network is a constructor argument:
 ``depth, activation, w_std, b_std, parameterization, width`` as in
-:class:`ntkfast.MLP`, plus ``kernel`` ('ntk' | 'nngp'), ``dtype`` of the
+:class:`ntkfast.MLP` (defaults depth=1, w_std=1.0, b_std=1.0: with a bias, see
+``docs/defaults-study.md``), plus ``kernel`` ('ntk' | 'nngp'), ``dtype`` of the
 kernel computation and ``n_jobs`` (threads, in scikit-learn's convention: None
 means 1 unless a ``joblib.parallel_config(n_jobs=...)`` context sets it, -1 all
 cores, -k all but k - 1).  Any other
@@ -166,7 +167,10 @@ class NTKRegressor(RegressorMixin, _NTKModel):
         posterior mean of the Bayesian infinite network (exact GP posterior,
         observation-noise variance ``ridge``).
     depth, activation, w_std, b_std, parameterization, width
-        The network, as in :class:`ntkfast.MLP`.
+        The network, as in :class:`ntkfast.MLP`.  Defaults: depth 1, ReLU, σ_w = 1 and
+        σ_b = 1 — a bias, unlike ``MLP``'s ``b_std=None``: chosen by cross-validation on
+        the bundled datasets (``docs/defaults-study.md``; without a bias iris loses 5–7
+        points).
     network : network, optional
         Any architecture (``nk.serial(...)``, ``nk.MLP(...)``) instead of the MLP
         hyperparameters above.
