@@ -285,8 +285,9 @@ class GradientFlow:
         key = self._key(R)
         lz = self._bases.get(key)
         if lz is None:
-            for old in [k for k in self._bases if k != self._ykey]:
-                del self._bases[old]
+            if key != self._ykey:
+                for old in [k for k in self._bases if k != self._ykey]:
+                    del self._bases[old]
             lz = self._bases[key] = BlockLanczos(self._matvec, R)
         return lz
 
