@@ -9,7 +9,9 @@ exact when f is a polynomial of degree < m/k on A's spectrum, and once the space
 is invariant (then ``exhausted`` is True).  One block step costs one product
 A·Q_j (N²·k flops, the only access to A) plus a full re-orthogonalisation
 (classical Gram–Schmidt twice, O(N·m·k)), which keeps Q orthonormal to rounding
-so that Ritz values never repeat.  Columns of a new block whose norm after
+so that Ritz values never repeat.  Everything but the product with A runs on one
+BLAS thread: these operations are small (N×m×k, m×m), and multi-threaded OpenBLAS
+is several times slower on them, more so on a busy machine.  Columns of a new block whose norm after
 orthogonalisation is below 1e-12·‖A‖ are dropped (deflation), so dependent
 targets and small N are handled.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
+from threadpoolctl import threadpool_limits
 
 __all__ = ["BlockLanczos", "kernel_matvec", "top_eigenpairs"]
 
@@ -68,6 +71,10 @@ def top_eigenpairs(K, k, tol=0.0, which="LA"):
     w, V = spla.eigsh(op, k=k, which=which, tol=tol, v0=v0)
     order = np.argsort(w)
     return w[order], V[:, order]
+
+
+def _one_thread():
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _orthonormalise(W, tol):
@@ -122,13 +129,14 @@ class BlockLanczos:
         W = self._mv(Qj)
         self.matvecs += 1
         self.anorm = max(self.anorm, float(np.sqrt(np.max(np.einsum("ij,ij->j", W, W)))))
-        A = Qj.T @ W
-        self._H[j0:j1, j0:j1] = 0.5 * (A + A.T)
-        Qa = self._Q[:, :j1]
-        for _ in range(2):  # full re-orthogonalisation, classical Gram-Schmidt twice
-            W -= Qa @ (Qa.T @ W)
-        self.size = j1
-        Qn, Bn = _orthonormalise(W, _DEFLATE * self.anorm)
+        with _one_thread():
+            A = Qj.T @ W
+            self._H[j0:j1, j0:j1] = 0.5 * (A + A.T)
+            Qa = self._Q[:, :j1]
+            for _ in range(2):  # full re-orthogonalisation, classical Gram-Schmidt twice
+                W -= Qa @ (Qa.T @ W)
+            self.size = j1
+            Qn, Bn = _orthonormalise(W, _DEFLATE * self.anorm)
         kn = Qn.shape[1]
         if kn == 0 or j1 >= self.n:
             self.exhausted = True
@@ -166,14 +174,15 @@ class BlockLanczos:
         """
         m = self.size if m is None else m
         k0 = self._R0.shape[0]
-        theta, S = self.ritz(m) if m else (np.zeros(0), np.zeros((0, 0)))
-        c = S[:k0].T @ self._R0  # Sᵀ E₁ R₀, (m, k)
-        out = []
-        for f in fns:
-            F = f(theta)
-            T = F.shape[1]
-            out.append((S @ (F[:, :, None] * c[:, None, :]).reshape(m, T * self.k)).reshape(
-                m, T, self.k))
+        with _one_thread():
+            theta, S = self.ritz(m) if m else (np.zeros(0), np.zeros((0, 0)))
+            c = S[:k0].T @ self._R0  # Sᵀ E₁ R₀, (m, k)
+            out = []
+            for f in fns:
+                F = f(theta)
+                T = F.shape[1]
+                out.append((S @ (F[:, :, None] * c[:, None, :]).reshape(
+                    m, T * self.k)).reshape(m, T, self.k))
         return out, theta
 
 
