@@ -24,22 +24,26 @@ returned m-approximation while the iteration converges.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["BlockLanczos", "kernel_matvec", "top_eigenpairs"]
 
 _ROW_BYTES = 64 * 2**20  # float64 bytes of K rows upcast at once for float32 / memmap input
 _DEFLATE = 1e-12
+_SMALL_N = 4096
 
 
 def kernel_matvec(K, shift=0.0):
     """V ↦ (K + shift·I) V in float64 for V (N, k).
 
     An in-memory float64 K is one BLAS GEMM; float32 or memory-mapped K is read
-    in row blocks of ~64 MiB, each upcast to float64 (no N×N temporary).
+    in row blocks of ~64 MiB, each upcast to float64 (no N×N temporary).  One BLAS
+    thread for N < 4096 (too little work per product to share).
     """
     n = K.shape[0]
     direct = (K.dtype == np.float64 and not isinstance(K, np.memmap)
@@ -48,12 +52,13 @@ def kernel_matvec(K, shift=0.0):
 
     def matvec(V):
         V = np.asarray(V, dtype=np.float64)
-        if direct:
-            out = K @ V
-        else:
-            out = np.empty((n,) + V.shape[1:])
-            for i in range(0, n, rows):
-                out[i:i + rows] = np.asarray(K[i:i + rows], dtype=np.float64) @ V
+        with _one_thread() if n < _SMALL_N else contextlib.nullcontext():
+            if direct:
+                out = K @ V
+            else:
+                out = np.empty((n,) + V.shape[1:])
+                for i in range(0, n, rows):
+                    out[i:i + rows] = np.asarray(K[i:i + rows], dtype=np.float64) @ V
         if shift:
             out += shift * V
         return out
@@ -73,8 +78,13 @@ def top_eigenpairs(K, k, tol=0.0, which="LA"):
     return w[order], V[:, order]
 
 
+_CONTROLLER = []  # one ThreadpoolController (it scans the loaded libraries once)
+
+
 def _one_thread():
-    return threadpool_limits(limits=1, user_api="blas")
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _orthonormalise(W, tol):
