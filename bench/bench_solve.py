@@ -70,9 +70,17 @@ def test_bare_eigh(benchmark, n):
 @pytest.mark.parametrize("n", SIZES)
 def test_gradient_flow_100_times(benchmark, n):
     K, y = _problem(n)
-    flow = GradientFlow(K, y)
+    flow = GradientFlow(K, y, method="eigh")
     ts = np.concatenate([np.geomspace(1e-3, 1e4, 99), [np.inf]])
-    benchmark(flow.predict, ts, K[: n // 4])
+    benchmark(flow.predict, K[: n // 4], ts)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_gradient_flow_krylov_100_times(benchmark, n):
+    K, y = _problem(n)
+    ts = np.geomspace(1e-3, 1e4, 100)
+    benchmark.pedantic(lambda: GradientFlow(K, y, method="krylov").predict(K[: n // 4], ts),
+                       rounds=1)
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -145,15 +145,15 @@ def test_bad_input(problem):
         NystromRegression(NET, X, Y, n_centers=2.5)
     Xn = X.copy()
     Xn[7, 2] = np.nan
-    with pytest.raises(ValueError, match="X: row 7"):
+    with pytest.raises(ValueError, match="X_train: row 7"):
         NystromRegression(NET, Xn, Y, n_centers=10)
     Yn = Y.copy()
     Yn[4, 1] = np.inf
-    with pytest.raises(ValueError, match="y: row 4"):
+    with pytest.raises(ValueError, match="y_train: row 4"):
         NystromRegression(NET, X, Yn, n_centers=10)
-    with pytest.raises(ValueError, match="y: expected shape"):
+    with pytest.raises(ValueError, match="y_train: expected shape"):
         NystromRegression(NET, X, Y[:50], n_centers=10)
-    with pytest.raises(ValueError, match="X: expected a 2-D"):
+    with pytest.raises(ValueError, match="X_train: expected a 2-D"):
         NystromRegression(NET, X[0], Y[0], n_centers=1)
     with pytest.raises(ValueError, match="centers"):
         NystromRegression(NET, X, Y, n_centers=10, centers="kmeans")

@@ -33,13 +33,13 @@ def test_t_infinity_is_kernel_regression(ridge, k):
     f0, f0z = rng.standard_normal(y.shape), rng.standard_normal((len(KzX),) + y.shape[1:])
     flow = GradientFlow(K, y, learning_rate=0.7, ridge=ridge)
     reg = KernelRegression(K, y, ridge=ridge)
-    out = flow.predict(np.inf, KzX)
+    out = flow.predict(KzX, np.inf)
     np.testing.assert_allclose(out.test, reg.predict(KzX), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(out.train, reg.predict(K), rtol=1e-7, atol=1e-9)
     if ridge == 0.0:
         np.testing.assert_allclose(out.train, y, atol=1e-8)
     # from a non-zero initialisation: f0 + regression on the residual y - f0
-    out0 = flow.predict(np.inf, KzX, f0_train=f0, f0_test=f0z)
+    out0 = flow.predict(KzX, np.inf, f0_train=f0, f0_test=f0z)
     reg0 = KernelRegression(K, y - f0, ridge=ridge)
     np.testing.assert_allclose(out0.test, f0z + reg0.predict(KzX), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(out0.train, f0 + reg0.predict(K), rtol=1e-7, atol=1e-9)
@@ -52,13 +52,13 @@ def test_matches_matrix_exponential(ridge):
     eta = 0.5
     flow = GradientFlow(K, y, learning_rate=eta, ridge=ridge)
     ts = np.array([0.0, 0.01, 0.3, 2.0, 15.0])
-    out = flow.predict(ts, KzX, f0, f0z)
+    out = flow.predict(KzX, ts, f0, f0z)
     assert out.train.shape == (5, len(K), 2) and out.test.shape == (5, len(KzX), 2)
     for j, t in enumerate(ts):
         tr, te = _expm_flow(K, KzX, y, f0, f0z, eta, t, ridge)
         np.testing.assert_allclose(out.train[j], tr, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(out.test[j], te, rtol=1e-7, atol=1e-9)
-        single = flow.predict(t, KzX, f0, f0z)
+        single = flow.predict(KzX, t, f0, f0z)
         np.testing.assert_allclose(single.train, out.train[j], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(out.train[0], f0, atol=1e-12)
     np.testing.assert_allclose(out.test[0], f0z, atol=1e-12)
@@ -71,7 +71,7 @@ def test_satisfies_the_ode():
     eta, h = 0.8, 1e-4
     flow = GradientFlow(K, y, learning_rate=eta)
     for t in (0.05, 0.5, 3.0):
-        out = flow.predict([t - h, t, t + h], KzX, f0, f0z)
+        out = flow.predict(KzX, [t - h, t, t + h], f0, f0z)
         dtrain = (out.train[2] - out.train[0]) / (2 * h)
         dtest = (out.test[2] - out.test[0]) / (2 * h)
         resid = out.train[1] - y
@@ -88,7 +88,7 @@ def test_loss_monotone_and_consistent():
     L = flow.loss(ts, f0)
     assert L.shape == ts.shape
     assert np.all(np.diff(L) <= 1e-12 * L[0])
-    tr = flow.predict(ts, f0_train=f0).train
+    tr = flow.predict(t=ts, f0_train=f0).train
     np.testing.assert_allclose(L, 0.5 * np.sum((tr - y) ** 2, axis=(1, 2)), rtol=1e-8,
                                atol=1e-12)
     assert flow.loss(0.0, f0) == pytest.approx(0.5 * np.sum((f0 - y) ** 2))
@@ -108,7 +108,7 @@ def test_eigendirection_residuals_and_filter():
         Vf = flow.eigenvectors
         np.testing.assert_allclose(res, np.exp(-eta * flow.eigenvalues * t) * (Vf.T @ (y - f0)),
                                    rtol=1e-8, atol=1e-12)
-        ftr = flow.predict(t, f0_train=f0).train
+        ftr = flow.predict(t=t, f0_train=f0).train
         np.testing.assert_allclose(res, Vf.T @ (y - ftr), rtol=1e-7, atol=1e-10)
         np.testing.assert_allclose(flow.spectral_filter(t),
                                    -np.expm1(-eta * flow.eigenvalues * t), atol=1e-14)
@@ -141,7 +141,7 @@ def test_rank_deficient_ntk():
     n = len(K)
     flow = GradientFlow(K, y, learning_rate=1.0)
     assert flow.convergence_rate == 0.0
-    out = flow.predict([0.0, 10.0, 1e6, np.inf], KzX)
+    out = flow.predict(KzX, [0.0, 10.0, 1e6, np.inf])
     assert np.isfinite(out.train).all() and np.isfinite(out.test).all()
     pinv = np.linalg.pinv(K, rcond=n * np.finfo(float).eps, hermitian=True)
     np.testing.assert_allclose(out.test[-1], KzX @ pinv @ y, rtol=1e-6, atol=1e-8)
@@ -164,7 +164,7 @@ def test_early_stopping():
     flow = GradientFlow(K, y, learning_rate=2.0)
     ts = np.geomspace(1e-3, 1e3, 40)
     es = flow.early_stopping(KvX, yv, ts)
-    curve = [0.5 * np.sum((flow.predict(t, KvX).test - yv) ** 2) for t in ts]
+    curve = [0.5 * np.sum((flow.predict(KvX, t).test - yv) ** 2) for t in ts]
     np.testing.assert_allclose(es.val_loss, curve, rtol=1e-8)
     assert es.best_index == int(np.argmin(curve)) and es.best_time == ts[es.best_index]
     np.testing.assert_allclose(es.train_loss, flow.loss(ts))
@@ -184,21 +184,21 @@ def test_input_errors():
         GradientFlow(K, y, ridge=-0.1)
     with pytest.raises(ValueError, match="learning_rate"):
         GradientFlow(K, y, learning_rate=0.0)
-    with pytest.raises(ValueError, match="ntk_train_train"):
+    with pytest.raises(ValueError, match="k_train_train"):
         GradientFlow(K[:-1], y)
-    with pytest.raises(ValueError, match="ntk_train_train.*positive semi-definite"):
+    with pytest.raises(ValueError, match="k_train_train.*positive semi-definite"):
         GradientFlow(K - 2 * np.linalg.eigvalsh(K).max() * np.eye(len(K)), y)
     flow = GradientFlow(K, y)
     for bad in (-1.0, np.nan, [0.0, -2.0]):
         with pytest.raises(ValueError, match="t:"):
-            flow.predict(bad)
-    with pytest.raises(ValueError, match="ntk_test_train"):
-        flow.predict(1.0, KzX[:, :-1])
+            flow.predict(t=bad)
+    with pytest.raises(ValueError, match="k_test_train"):
+        flow.predict(KzX[:, :-1], 1.0)
     with pytest.raises(ValueError, match="f0_train"):
-        flow.predict(1.0, f0_train=np.zeros(len(K) + 1))
+        flow.predict(t=1.0, f0_train=np.zeros(len(K) + 1))
     with pytest.raises(ValueError, match="f0_train"):
-        flow.predict(1.0, f0_train=np.zeros((len(K), 2)))
+        flow.predict(t=1.0, f0_train=np.zeros((len(K), 2)))
     with pytest.raises(ValueError, match="f0_test"):
-        flow.predict(1.0, f0_test=np.zeros(len(KzX)))
+        flow.predict(t=1.0, f0_test=np.zeros(len(KzX)))
     with pytest.raises(ValueError, match="f0_test"):
-        flow.predict(1.0, KzX, f0_test=np.zeros(len(KzX) + 1))
+        flow.predict(KzX, 1.0, f0_test=np.zeros(len(KzX) + 1))

@@ -69,7 +69,7 @@ def test_t_zero_is_prior_and_t_inf_is_ntk_regression():
     flow = GradientFlow(net.ntk(X), y, learning_rate=1.5)
     for t in (0.2, np.inf):
         np.testing.assert_allclose(ens.predict(Z, t, cov=None).mean,
-                                   flow.predict(t, net.ntk(Z, X)).test, rtol=1e-9, atol=1e-12)
+                                   flow.predict(net.ntk(Z, X), t).test, rtol=1e-9, atol=1e-12)
 
 
 def test_ensemble_interpolates_at_training_points():

@@ -23,7 +23,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .._validation import check_inputs
-from ._checks import as_targets, as_times, clip_variance, symmetric_psd
+from ._checks import as_positive, as_ridge, as_targets, as_times, clip_variance, symmetric_psd
+from ._compat import check_fitted
 from .dynamics import GradientFlow
 from .regression import KernelRegression
 
@@ -48,37 +49,44 @@ class InfiniteEnsemble:
     Parameters
     ----------
     net : ntkfast.MLP (anything with ``kernels``, ``nngp``, ``nngp_diag``)
-    X_train : (N, d);  y_train : (N,) or (N, k)
+    X_train : (N, d);  y_train : (N,) or (N, k)  (optional: then call :meth:`fit`)
     learning_rate : float > 0 (η);  ridge : float >= 0
     dtype, n_jobs, backend : passed to the kernel computations.
 
-    Computes Θ(X, X) and K(X, X) once (``net.kernels(X_train)``), one ``eigh`` of
-    Θ (via :class:`GradientFlow`, exposed as ``self.flow``); K is kept, Θ is not.
+    ``InfiniteEnsemble(net, X, y)`` fits on construction;
+    ``InfiniteEnsemble(net).fit(X, y)`` is the estimator style.  Fitting computes
+    Θ(X, X) and K(X, X) once (``net.kernels(X_train)``) and one ``eigh`` of Θ (via
+    :class:`GradientFlow` with method='eigh', exposed as ``self.flow``: the
+    covariance needs all eigenvectors); K is kept, Θ is not.
     """
 
-    def __init__(self, net, X_train, y_train, learning_rate=1.0, ridge=0.0, *, dtype=None,
-                 n_jobs=None, backend="auto"):
+    def __init__(self, net, X_train=None, y_train=None, learning_rate=1.0, ridge=0.0, *,
+                 dtype=None, n_jobs=None, backend="auto"):
         for attr in ("kernels", "nngp", "nngp_diag"):
             if not callable(getattr(net, attr, None)):
                 raise TypeError(f"net: expected an ntkfast.MLP (with .{attr}), got {net!r}")
         self.net = net
+        self.learning_rate = as_positive(learning_rate, "learning_rate")
+        self.ridge = as_ridge(ridge)
+        self._kw = dict(dtype=dtype, n_jobs=n_jobs, backend=backend)
+        if X_train is not None or y_train is not None:
+            if X_train is None or y_train is None:
+                raise TypeError("InfiniteEnsemble: pass both X_train and y_train (or neither, "
+                                "then call .fit(X_train, y_train))")
+            self.fit(X_train, y_train)
+
+    def fit(self, X_train, y_train):
+        """Compute the training kernels and the eigendecomposition of Θ; returns self."""
         self._X = check_inputs(X_train, "X_train")
         n = self._X.shape[0]
         self._Y, self._1d = as_targets(y_train, "y_train", n, "X_train")
-        self._kw = dict(dtype=dtype, n_jobs=n_jobs, backend=backend)
-        ks = net.kernels(self._X, **self._kw)
-        self.flow = GradientFlow(ks.ntk, self._Y, learning_rate, ridge)
+        ks = self.net.kernels(self._X, **self._kw)
+        self.flow = GradientFlow(ks.ntk, self._Y, self.learning_rate, self.ridge,
+                                 method="eigh")
         self.nngp_train = ks.nngp
         self._Kt = None   # Vᵀ K V, on first covariance request
         self._reg = None  # NNGP KernelRegression, on first nngp_posterior
-
-    @property
-    def learning_rate(self):
-        return self.flow.learning_rate
-
-    @property
-    def ridge(self):
-        return self.flow.ridge
+        return self
 
     def _test(self, X_test):
         Xt = check_inputs(X_test, "X_test", d=self._X.shape[1])
@@ -104,6 +112,7 @@ class InfiniteEnsemble:
         :class:`GaussianPrediction`; covariances are symmetrised, and negative
         eigenvalues (variances for cov='diag') at rounding level are clipped to 0.
         """
+        check_fitted(self, "flow")
         self._check_cov(cov)
         ts, scalar = as_times(t)
         Xt, ks = self._test(X_test)
@@ -152,6 +161,7 @@ class InfiniteEnsemble:
         """Bayesian posterior of the NNGP prior given (X_train, y_train), noise
         variance ``ridge``: mean K(Z,X)(K + rI)⁻¹y, covariance
         K(Z,Z) − K(Z,X)(K + rI)⁻¹K(X,Z) (:class:`KernelRegression`)."""
+        check_fitted(self, "flow")
         self._check_cov(cov)
         if self._reg is None:
             self._reg = KernelRegression(self.nngp_train, self._Y, ridge=self.ridge)
@@ -165,5 +175,8 @@ class InfiniteEnsemble:
         return GaussianPrediction(mean, self._reg.variance(ks.nngp, prior))
 
     def __repr__(self):
+        if not hasattr(self, "flow"):
+            return (f"InfiniteEnsemble({self.net!r}, learning_rate={self.learning_rate!r}, "
+                    f"ridge={self.ridge!r})")
         return (f"InfiniteEnsemble({self.net!r}, n_train={self._X.shape[0]}, "
                 f"learning_rate={self.learning_rate!r}, ridge={self.ridge!r})")

@@ -52,6 +52,7 @@ from .. import _validation as V
 from ..backends import check_examples, engine_and_spec, row_stats
 from ..backends.reference import diagonal_from_variances
 from ._checks import NotPositiveDefiniteError, as_ridge, as_targets
+from ._compat import check_fitted, renamed_keywords
 from .regression import JitterWarning
 
 __all__ = ["NystromRegression"]
@@ -75,12 +76,14 @@ class NystromRegression:
     ----------
     net : ntkfast.MLP
         The network whose kernel is used.
-    X : (N, d) array
-        Training inputs.
-    y : (N,) or (N, k) array
+    X_train : (N, d) array, optional
+        Training inputs (given with ``y_train``, :meth:`fit` runs on construction;
+        ``NystromRegression(net, n_centers=M).fit(X_train, y_train)`` is the same).
+        The former keyword names ``X=`` / ``y=`` still work, with a DeprecationWarning.
+    y_train : (N,) or (N, k) array, optional
         Targets; 1-D targets give 1-D predictions.
     n_centers : int, 1 <= n_centers <= N
-        Number M of Nyström centres (sampled from the rows of X, no repeats).
+        Number M of Nyström centres (sampled from the rows of X_train, no repeats).
     ridge : float >= 0
         As in :class:`KernelRegression` (K + ridge·I when M = N); FALKON's
         λ is ridge / N.
@@ -118,20 +121,15 @@ class NystromRegression:
     timings_ : dict             seconds spent in centre selection, factorisation, CG
     """
 
-    def __init__(self, net, X, y, n_centers, ridge=0.0, centers="uniform", kernel="ntk",
-                 tol=1e-6, maxiter=100, tile=None, progress=False, seed=0, *, dtype=None,
-                 n_jobs=None, backend="auto", memory_budget=None):
-        t_start = time.perf_counter()
-        X = check_examples(net, X, "X")
-        n = X.shape[0]
-        self.dtype = V.check_dtype(dtype, X)
-        X = X.astype(self.dtype, copy=False)
-        Y, self._1d = as_targets(y, "y", n, "X")
+    @renamed_keywords(X="X_train", y="y_train")
+    def __init__(self, net, X_train=None, y_train=None, n_centers=None, ridge=0.0,
+                 centers="uniform", kernel="ntk", tol=1e-6, maxiter=100, tile=None,
+                 progress=False, seed=0, *, dtype=None, n_jobs=None, backend="auto",
+                 memory_budget=None):
+        self.net = net
         self.ridge = as_ridge(ridge)
-        m = V.check_int(n_centers, "n_centers", minimum=1)
-        if m > n:
-            raise ValueError(f"n_centers: must be <= the number of training points N = {n}, "
-                             f"got {m}")
+        if n_centers is not None:
+            n_centers = V.check_int(n_centers, "n_centers", minimum=1)
         if centers not in _CENTERS:
             raise ValueError(f"centers: must be 'uniform' or 'leverage', got {centers!r}")
         if kernel not in _KERNELS:
@@ -143,22 +141,48 @@ class NystromRegression:
         if tile is not None:
             tile = V.check_int(tile, "tile", minimum=1)
         self.n_jobs = V.check_n_jobs(n_jobs)
-        budget = _default_budget() if memory_budget is None else \
+        self.memory_budget = None if memory_budget is None else \
             V.check_int(memory_budget, "memory_budget", minimum=0)
-        self.net, self.kernel, self.tol, self.n_centers = net, kernel, tol, m
+        self.kernel, self.tol, self.n_centers, self.tile = kernel, tol, n_centers, tile
         self.centers, self.seed, self.progress = centers, seed, bool(progress)
+        self.backend, self._dtype_arg = backend, dtype
+        if X_train is not None or y_train is not None:
+            if X_train is None or y_train is None:
+                raise TypeError("NystromRegression: pass both X_train and y_train (or "
+                                "neither, then call .fit(X_train, y_train))")
+            self.fit(X_train, y_train)
+
+    @renamed_keywords(X="X_train", y="y_train")
+    def fit(self, X_train, y_train):
+        """Select the centres, build the preconditioner and run CG; returns self."""
+        t_start = time.perf_counter()
+        net = self.net
+        X = check_examples(net, X_train, "X_train")
+        n = X.shape[0]
+        self.dtype = V.check_dtype(self._dtype_arg, X)
+        X = X.astype(self.dtype, copy=False)
+        Y, self._1d = as_targets(y_train, "y_train", n, "X_train")
+        if self.n_centers is None:
+            raise TypeError("NystromRegression: n_centers is required (the number M of "
+                            "Nystrom centres), e.g. NystromRegression(net, n_centers=1000)")
+        m = self.n_centers
+        if m > n:
+            raise ValueError(f"n_centers: must be <= the number of training points N = {n}, "
+                             f"got {m}")
+        budget = _default_budget() if self.memory_budget is None else self.memory_budget
         self.n_train = n
-        self._engine, self._spec = engine_and_spec(net, X.shape[1:], backend, self.n_jobs)
+        self._engine, self._spec = engine_and_spec(net, X.shape[1:], self.backend,
+                                                   self.n_jobs)
         itemsize = np.dtype(self.dtype).itemsize
-        self._tile = tile or max(1, min(n, _BLOCK_BYTES // (itemsize * m)))
+        self._tile = self.tile or max(1, min(n, _BLOCK_BYTES // (itemsize * m)))
         self._X = X
         self._qX = self._variances(X)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(self.seed)
         self.timings_ = {}
 
         # 1. centres (and the weights D of the preconditioner)
         t0 = time.perf_counter()
-        if centers == "uniform":
+        if self.centers == "uniform":
             idx = np.sort(rng.choice(n, size=m, replace=False))
             dw = np.ones(m)
         else:
@@ -173,6 +197,7 @@ class NystromRegression:
             self._fit(Y, dw, itemsize, budget)
         self.timings_["total"] = time.perf_counter() - t_start
         self._X = self._qX = self._Knm = None  # only the centres are needed from now on
+        return self
 
     def _fit(self, Y, dw, itemsize, budget):
         n, m = self.n_train, self.n_centers
@@ -394,6 +419,7 @@ class NystromRegression:
 
     def predict(self, X_test, progress=None):
         """f(X_test) = k(X_test, C) α, in row blocks; (n_test,) or (n_test, k)."""
+        check_fitted(self, "_alpha")
         Xt = check_examples(self.net, X_test, "X_test", self.centers_.shape[1:])
         Xt = Xt.astype(self.dtype, copy=False)
         out = np.empty((Xt.shape[0], self._alpha.shape[1]))
@@ -408,6 +434,9 @@ class NystromRegression:
         return out[:, 0] if self._1d else out
 
     def __repr__(self):
+        if not hasattr(self, "_alpha"):
+            return (f"NystromRegression(n_centers={self.n_centers}, ridge={self.ridge!r}, "
+                    f"centers={self.centers!r}, kernel={self.kernel!r})")
         return (f"NystromRegression(n_train={self.n_train}, n_centers={self.n_centers}, "
                 f"ridge={self.ridge!r}, centers={self.centers!r}, kernel={self.kernel!r}, "
                 f"n_iter={self.n_iter_})")

@@ -22,6 +22,7 @@ import scipy.linalg as sla
 
 from ._checks import (_TILE, NotPositiveDefiniteError, as_cross_kernel, as_ridge,
                       as_square_kernel, as_targets, as_vector, clip_variance, symmetric_psd)
+from ._compat import check_fitted
 
 __all__ = ["KernelRegression", "RidgePath", "JitterWarning", "NotPositiveDefiniteError"]
 
@@ -92,13 +93,26 @@ class KernelRegression:
     j in :data:`JITTERS` (with a :class:`JitterWarning` giving the amount);
     if all fail, :class:`NotPositiveDefiniteError` (a ``LinAlgError``) is raised.
     The absolute jitter used is ``self.jitter`` (0.0 if none).
+
+    Two equivalent forms: ``KernelRegression(K, y, ridge=r)`` fits on construction;
+    ``KernelRegression(ridge=r).fit(K, y)`` is the estimator style.
     """
 
-    def __init__(self, k_train_train, y_train, ridge=0.0, overwrite=False):
+    def __init__(self, k_train_train=None, y_train=None, ridge=0.0, overwrite=False):
+        self.ridge = as_ridge(ridge)
+        self.overwrite = bool(overwrite)
+        if k_train_train is not None or y_train is not None:
+            if k_train_train is None or y_train is None:
+                raise TypeError("KernelRegression: pass both k_train_train and y_train (or "
+                                "neither, then call .fit(k_train_train, y_train))")
+            self.fit(k_train_train, y_train)
+
+    def fit(self, k_train_train, y_train):
+        """Factor k_train_train + ridge·I and solve for α; returns self."""
+        overwrite = self.overwrite
         K = as_square_kernel(k_train_train, "k_train_train")
         n = K.shape[0]
         Y, self._1d = as_targets(y_train, "y_train", n)
-        self.ridge = as_ridge(ridge)
         self.n_train = n
         self._y = Y
         if overwrite and not K.flags.writeable:
@@ -113,6 +127,7 @@ class KernelRegression:
         self._factor(a, K, overwrite)
         self._alpha = self._solve(Y)
         self._eig = None
+        return self
 
     # -- factorisation ---------------------------------------------------------------
     def _factor(self, a, K, overwrite):
@@ -176,6 +191,7 @@ class KernelRegression:
 
     def predict(self, k_test_train):
         """Posterior mean f(Z) = k(Z, X) α; (M,) or (M, k)."""
+        check_fitted(self, "_alpha")
         KzX = as_cross_kernel(k_test_train, "k_test_train", self.n_train)
         return self._out(KzX @ self._alpha)
 
@@ -287,5 +303,7 @@ class KernelRegression:
         return RidgePath(r, alpha, loo, loo_mse, preds)
 
     def __repr__(self):
+        if not hasattr(self, "_alpha"):
+            return f"KernelRegression(ridge={self.ridge!r}, overwrite={self.overwrite!r})"
         return (f"KernelRegression(n_train={self.n_train}, ridge={self.ridge!r}, "
                 f"jitter={self.jitter:.3g})")
