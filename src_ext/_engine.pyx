@@ -38,6 +38,34 @@ cdef extern from "ntk_recursion.h" nogil:
                       float *outS, ptrdiff_t ldos, float *outT, ptrdiff_t ldot,
                       ptrdiff_t i0, ptrdiff_t j0)
 
+    int ntk_isa_best()
+    int ntk_isa_current()
+    int ntk_set_isa(int level)
+
+#: instruction-set levels of the tile kernel, by ntk_recursion.h's number
+ISA_LEVELS = ("baseline", "x86-64-v3", "x86-64-v4")
+
+
+def isa_levels():
+    """The levels this build and CPU can run, lowest first (always 'baseline')."""
+    return ISA_LEVELS[:ntk_isa_best() + 1]
+
+
+def isa():
+    """The level the tile kernel runs now."""
+    return ISA_LEVELS[ntk_isa_current()]
+
+
+def set_isa(str level):
+    """Run the tile kernel at ``level`` (one of :func:`isa_levels`); returns it."""
+    if level not in ISA_LEVELS:
+        raise ValueError(f"level: expected one of {ISA_LEVELS}, got {level!r}")
+    if ntk_set_isa(ISA_LEVELS.index(level)) < 0:
+        raise ValueError(f"level: {level!r} is not available on this CPU/build; "
+                         f"available: {isa_levels()}")
+    return level
+
+
 ctypedef fused real:
     float
     double

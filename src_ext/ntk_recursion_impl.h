@@ -469,14 +469,15 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
  * j >= i only.  mirror: also write the transposed block (symmetric K(X, X)), in
  * groups of rows while they are in cache.  work: 8 * bj scratch.  outS/outT are the
  * whole output matrices (row-major, ld ldos/ldot; NULL = skip). */
-NTK_CLONES
-static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
-                          ptrdiff_t ldg, const REAL *X, const REAL *Z, int d,
-                          const REAL *Qx, const REAL *Rx, ptrdiff_t ldx,
-                          const REAL *Qz, const REAL *Rz, ptrdiff_t ldz,
-                          int diag_tile, int mirror, REAL *work,
-                          REAL *outS, ptrdiff_t ldos, REAL *outT, ptrdiff_t ldot,
-                          ptrdiff_t i0, ptrdiff_t j0)
+#define NTK_TILE_PARAMS const ntk_spec *sp, int bi, int bj, const REAL *gram, \
+    ptrdiff_t ldg, const REAL *X, const REAL *Z, int d, const REAL *Qx, const REAL *Rx, \
+    ptrdiff_t ldx, const REAL *Qz, const REAL *Rz, ptrdiff_t ldz, int diag_tile, \
+    int mirror, REAL *work, REAL *outS, ptrdiff_t ldos, REAL *outT, ptrdiff_t ldot, \
+    ptrdiff_t i0, ptrdiff_t j0
+#define NTK_TILE_ARGS sp, bi, bj, gram, ldg, X, Z, d, Qx, Rx, ldx, Qz, Rz, ldz, diag_tile, \
+    mirror, work, outS, ldos, outT, ldot, i0, j0
+
+NTK_INLINE void SUF(ntk_tile_body)(NTK_TILE_PARAMS)
 {
     const int G = 16;
     /* columns in chunks whose recursion state (8 rows of ldw = chunk) stays in L1;
@@ -503,3 +504,32 @@ static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
             SUF(ntk_mirror_rows)(outT, ldot, i0, j0, g0, g1, bj, diag_tile);
     }
 }
+
+/* The tile kernel once per instruction-set level (see ntk_isa_level in ntk_recursion.h):
+ * the same source inlined into each, so only the vector width and instruction
+ * selection differ. */
+#ifdef NTK_X86_DISPATCH
+NTK_TARGET_V4 static void SUF(ntk_tile_v4)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+NTK_TARGET_V3 static void SUF(ntk_tile_v3)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+#endif
+static void SUF(ntk_tile_base)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+
+__attribute__((unused)) static void SUF(ntk_tile)(NTK_TILE_PARAMS)
+{
+#ifdef NTK_X86_DISPATCH
+    switch (ntk_isa_current()) {
+    case NTK_ISA_V4:
+        SUF(ntk_tile_v4)(NTK_TILE_ARGS);
+        return;
+    case NTK_ISA_V3:
+        SUF(ntk_tile_v3)(NTK_TILE_ARGS);
+        return;
+    default:
+        break;
+    }
+#endif
+    SUF(ntk_tile_base)(NTK_TILE_ARGS);
+}
+
+#undef NTK_TILE_PARAMS
+#undef NTK_TILE_ARGS
