@@ -117,6 +117,26 @@ typedef struct {
     double tau;       /* D < tau qx qz  ->  D computed exactly (first layer, each step) */
 } ntk_spec;
 
+/* Which kernels a tile call records, and where (one pass, many kernels: every depth
+ * l = 0..depth of the recursion, and Theta for several frozen-layer counts k; see
+ * ntkfast/multidepth.py).  Theta chain c (frozen count k[c], ascending) is 0 up to
+ * layer k[c], lam E + mu there (k[c] = 0: the first Dense's lam0 g + mu) and the
+ * usual T' = w2 Edot T + lam E + mu above.  Chain 0 is carried by the layer steps;
+ * the others from the E, Edot the steps then also store.  After layer l, Sigma goes
+ * to output slot s_slot[l] and chain c's Theta to t_slot[l * nk + c] (-1: not
+ * recorded; every slot at most once).  A single kernel: nk = 1, k = {0}, slots only
+ * at l = depth. */
+typedef struct {
+    int nk;              /* Theta chains, >= 1 */
+    const int *k;        /* [nk] frozen-layer counts, strictly ascending */
+    const int *s_slot;   /* [depth + 1] */
+    const int *t_slot;   /* [(depth + 1) * nk] */
+    int nout;            /* output matrices */
+} ntk_record;
+
+/* rows of scratch per column a tile needs (ntk_row's work) */
+#define NTK_WORK_ROWS(nk) (10 + (nk))
+
 #define NTK_PI 3.14159265358979323846
 #define NTK_SERIES_CUT 0.5
 /* columns of a row processed at once: 6 state rows of this many bytes stay in L1 */

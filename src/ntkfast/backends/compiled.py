@@ -164,3 +164,25 @@ class CompiledEngine:
                 out_nngp[idx, idx] = sig_diag
             if want_t:
                 out_ntk[idx, idx] = ntk_diag
+
+    def fill_multi(self, spec, X, Z, outs, s_slot, t_slot, ks, *, symmetric, dtype,
+                   tile=None, n_jobs=1, qx, qz):
+        """Many kernels of one recursion pass (``spec.depth`` = the deepest layer), as
+        ``_engine.fill_tiles_multi``: after layer l, Σ into ``outs[s_slot[l]]`` and the
+        Θ of frozen-layer count ``ks[c]`` into ``outs[t_slot[l * len(ks) + c]]`` (-1: not
+        recorded).  X, Z already rescaled (no tiny rows); qx, qz their float64 layer
+        variances.  The diagonal of K(X, X) is left to the caller."""
+        dtype = np.dtype(dtype)
+        Xc = np.ascontiguousarray(X, dtype=dtype)
+        Zc = Xc if symmetric else np.ascontiguousarray(Z, dtype=dtype)
+        Qx = np.ascontiguousarray(qx, dtype=dtype)
+        Rx = _roots(qx, dtype)
+        if symmetric:
+            Qz, Rz = Qx, Rx
+        else:
+            Qz = np.ascontiguousarray(qz, dtype=dtype)
+            Rz = _roots(qz, dtype)
+        with limited(1, "blas"):  # our OpenMP loop is the parallelism
+            _engine.fill_tiles_multi(engine_params(spec, Xc.shape[1], dtype), Xc, Zc, Qx, Rx,
+                                     Qz, Rz, list(outs), list(s_slot), list(t_slot), list(ks),
+                                     symmetric, int(tile or DEFAULT_TILE), int(n_jobs), PANEL)
