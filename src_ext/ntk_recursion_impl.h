@@ -526,14 +526,17 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, const ntk_record *rec, int n,
 
 #undef NTK_ABRELU_STEP
 
-/* Copy rows g0..g1 of a tile (just written, still in L1) to their mirror images
- * out[j0 + j, i0 + i] (only j > i on a diagonal tile).  The writes are contiguous
- * runs of g1 - g0 elements in each target row. */
-NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
-                                     int g0, int g1, int bj, int diag_tile)
+/* Copy the block rows g0..g1 x columns c0..c1 of a tile (just written, still in
+ * cache) to its mirror image out[j0 + j, i0 + i] (only j > i on a diagonal tile).
+ * The writes are contiguous runs of g1 - g0 elements in each target row; the rows
+ * `ahead` further on (up to bj) are prefetched for writing: many store misses in
+ * flight. */
+NTK_INLINE void SUF(ntk_mirror_block)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
+                                      int g0, int g1, int c0, int c1, int bj, int diag_tile)
 {
-    const int ahead = 24;  /* rows of prefetch-for-write: many stores misses in flight */
-    for (int j = diag_tile ? g0 + 1 : 0; j < bj; j++) {
+    const int ahead = 24;
+    const int jstart = (diag_tile && g0 + 1 > c0) ? g0 + 1 : c0;
+    for (int j = jstart; j < c1; j++) {
         REAL *dst = out + (j0 + j) * ldo + i0;
         const REAL *src = out + i0 * ldo + j0 + j;
         if (j + ahead < bj) {
@@ -546,7 +549,6 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
             dst[i] = src[i * ldo];
     }
 }
-
 
 /* A bi x bj tile at (i0, j0) of the outputs: gram holds x_i . z_j (row-major, ld ldg).
  * X, Z point at the tile's first rows (d columns each); Qx/Rx/Qz/Rz at the tile's
@@ -571,23 +573,29 @@ NTK_INLINE void SUF(ntk_tile_body)(NTK_TILE_PARAMS)
     const int chunk_max = NTK_CHUNK_BYTES / (int)sizeof(REAL);
     const int chunk = bj < chunk_max ? bj : chunk_max;
     REAL *orow[nout > 0 ? nout : 1];
+    /* groups of G rows, column chunk by column chunk: the G x chunk block of every
+     * output is mirrored right after it is written, while it is in L1/L2 (with many
+     * outputs, a whole row group would not stay in cache) */
     for (int g0 = 0; g0 < bi; g0 += G) {
         const int g1 = g0 + G < bi ? g0 + G : bi;
-        for (int i = g0; i < g1; i++) {
-            for (int js = diag_tile ? i : 0; js < bj; js += chunk) {
-                const int rest = bj - js;
-                const int n = rest < chunk ? rest : chunk;
+        for (int cs = diag_tile ? g0 : 0; cs < bj; cs += chunk) {
+            const int ce = cs + chunk < bj ? cs + chunk : bj;
+            for (int i = g0; i < g1; i++) {
+                const int js = (diag_tile && i > cs) ? i : cs;  /* j >= i on the diagonal */
+                if (js >= ce)
+                    break;
                 for (int o = 0; o < nout; o++)
                     orow[o] = out[o] + (i0 + i) * ldo[o] + j0 + js;
-                SUF(ntk_row)(sp, rec, n, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i, ldx,
-                             Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d,
+                SUF(ntk_row)(sp, rec, ce - js, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i,
+                             ldx, Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d,
                              Z + (ptrdiff_t)js * d, d, work, chunk, orow,
                              (diag_tile && js == i) ? 0 : -1);
             }
+            if (mirror)
+                for (int o = 0; o < nout; o++)
+                    SUF(ntk_mirror_block)(out[o], ldo[o], i0, j0, g0, g1, cs, ce, bj,
+                                          diag_tile);
         }
-        if (mirror)
-            for (int o = 0; o < nout; o++)
-                SUF(ntk_mirror_rows)(out[o], ldo[o], i0, j0, g0, g1, bj, diag_tile);
     }
 }
 
