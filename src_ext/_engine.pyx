@@ -4,8 +4,10 @@
 Work item = a panel of ``tile`` rows × up to ``panel`` columns (a multiple of tile), with
 per-thread buffers: one GEMM (``scipy.linalg.cython_blas``; SYRK on the diagonal
 tile of K(X, X)), then, row by row, the whole recursion over all layers while the
-row is in L1 (C kernels in ``ntk_recursion.h``), one write, and the mirrored
-write of each group of 16 rows while it is still in cache.  For K(X, X) only
+row is in L1 (C kernels in ``ntk_recursion.h``), one write of each recorded kernel
+(one, or every (depth, frozen k) kernel of a sweep: :func:`fill_tiles_multi`), and
+the mirrored write of each block of 16 rows while it is still in cache.  The tile
+kernel runs at the CPU's instruction-set level (:func:`isa`, :func:`set_isa`).  For K(X, X) only
 panels on and above the diagonal are computed.  The GIL is released; BLAS must
 be pinned to one thread by the caller (threadpoolctl): the parallelism is ours.
 """
@@ -51,6 +53,7 @@ cdef extern from "ntk_recursion.h" nogil:
 
 #: instruction-set levels of the tile kernel, by ntk_recursion.h's number
 ISA_LEVELS = ("baseline", "x86-64-v3", "x86-64-v4")
+ntk_isa_current()  # detect the CPU's level once, here, not racing in the OpenMP threads
 
 
 def isa_levels():

@@ -27,8 +27,20 @@ everything (Θ = 0) and is not allowed.  In Arora et al.'s ``NTK.py`` their
 ``K[dep][fix_dep]`` is our (depth = dep, k = fix_dep) for a ReLU network with
 σ_w = 1, no bias, up to the constant 1/d of g = x·z/d.  Σ does not depend on k.
 
-Numerics
---------
+Engines
+-------
+Closed-form activations (ReLU family, Erf, GELU, Identity) run in the compiled
+engine (``backend='auto'`` or ``'compiled'``): its tile kernel records Σ after
+every requested layer and Θ of every frozen count k straight into the output
+rows during the one pass (one GEMM per tile, the recursion once; the frozen
+chains reuse each layer's E, Ė), in the output dtype, with the engine's
+exact-angle arithmetic, so every kernel equals ``MLP(depth).kernels`` to
+rounding.  The cost above one single kernel is writing the extra matrices.
+Other activations, and ``exact_angles=False``, use the NumPy pass below
+(``backend='numpy'``).
+
+Numerics of the NumPy pass
+--------------------------
 Blocked over row tiles of X (the working set is O(tile × M × (2 + #k))
 float64 numbers; the outputs themselves are N × M each).  Smooth activations
 use :meth:`Activation.kernel_rule`.  The ABReLU family (ReLU, LeakyReLU, Abs)
