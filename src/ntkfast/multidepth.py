@@ -325,7 +325,8 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     get : {'both', 'ntk', 'nngp'}
         Which kernels to keep (the other field of each ``Kernels`` is None).
     dtype : float32 | float64, optional
-        Output dtype (default follows X); the arithmetic is float64.
+        Output dtype (default follows X); the arithmetic is float64 in the NumPy
+        pass, ``dtype`` in the compiled engine (as :meth:`MLP.kernels`).
     tile : int, optional
         Rows of X per block (default: about 128k entries per working array).
     n_jobs : int, optional
