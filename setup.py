@@ -1,9 +1,11 @@
 """Build the compiled engine (Cython + OpenMP, BLAS from scipy.linalg.cython_blas).
 
 The C row kernels (src_ext/ntk_recursion.h) are plain C99 written for the
-vectoriser; on x86-64 gcc's target_clones compiles them for x86-64-v3 (AVX2,
-FMA) and for the baseline, picked at load time, so one build runs on any
-x86-64 CPU.  No -ffast-math: IEEE semantics are kept.
+vectoriser; on x86-64 the FC tile kernel is compiled for x86-64-v4 (AVX-512),
+x86-64-v3 (AVX2, FMA) and the baseline and picked at run time by CPU (the conv
+kernel: gcc's target_clones, v3 and baseline), so one build runs on any x86-64
+CPU, and other platforms build the portable C alone.  No -ffast-math: IEEE
+semantics are kept.
 """
 
 import os
@@ -42,6 +44,19 @@ def _flags():
     return compile_args, link_args, macros
 
 
+def _fc_dispatch_macros():
+    """NTK_X86_DISPATCH where the compiler builds the x86-64-v4 / -v3 copies of the FC
+    tile kernel (ntk_recursion.h: one chosen at run time by CPU, NTKFAST_ISA lowers it)."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    probe = ("__attribute__((target(\"arch=x86-64-v4,prefer-vector-width=512\"))) int f4(int x)"
+             "{return x+1;} __attribute__((target(\"arch=x86-64-v3\"))) int f3(int x)"
+             "{return x+2;} int main(void){__builtin_cpu_init();"
+             " return __builtin_cpu_supports(\"avx512f\") ? f4(-1) : f3(-2);}")
+    if sys.platform != "win32" and x86 and _compiles(probe, []):
+        return [("NTK_X86_DISPATCH", "1")]
+    return []
+
+
 compile_args, link_args, macros = _flags()
 extensions = [
     Extension(
@@ -50,7 +65,8 @@ extensions = [
         include_dirs=["src_ext", np.get_include()],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-        define_macros=macros + [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=macros + _fc_dispatch_macros()
+        + [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
     # the compiled network engine (conv / pooling / branching networks, per pair of
     # inputs; ntk_conv.h), OpenMP + BLAS like _engine

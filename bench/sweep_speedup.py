@@ -1,4 +1,13 @@
-"""Speed-up of ``ntkfast.sweep`` over a naive loop on a bundled scikit-learn dataset.
+"""Cost of a one-pass sweep: the kernel pass against the deepest single kernel, and
+``ntkfast.sweep`` against a naive loop on a bundled scikit-learn dataset.
+
+1. Kernel pass (``--pass-n``, default N = 4000, D = 64, depths 1-5 x frozen 0-2, float64,
+   both threads): ``kernels_multi`` (every (depth, k) Σ and Θ; compiled engine, and the
+   NumPy pass with ``--numpy``) against the deepest single ``MLP(5).kernels(X)``, run
+   alternately (median of per-pair ratios); and the memory floor: allocating and
+   writing the same number of N x N matrices (``np.empty`` + fill, page faults
+   included), whose time is what the extra outputs cost at best.  ``--pass-n 0`` skips it.
+2. Dataset sweep (``--dataset``; ``--skip-dataset`` skips it):
 
 Naive: for every (depth, frozen-layer count, ridge, fold) compute the training and
 test kernels with ``MLP(depth).kernels`` (the compiled engine; frozen k > 0 through
@@ -18,15 +27,24 @@ machine also set OPENBLAS_NUM_THREADS=1 (OpenBLAS's spinning threads then stall 
 Measured (2-core Zen 3, loaded by other jobs, OPENBLAS_NUM_THREADS=1):
   digits n=600, depths 1-5, k=0, 13 ridges, 4 folds:      sweep 0.86 s, naive 2.71 s: 3.1x
   digits n=1797, depths 1-5, k=0-2, 13 ridges, 4 folds:   sweep 44.7 s, naive 462 s: 10.3x
-(scores identical).
+(scores identical; kernels by the NumPy pass then).
+Kernel pass, compiled engine (2-core Zen 4 shared with ~6 other jobs, load 10-12;
+N=4000, depths 1-5 x k 0-2 = 19 matrices, float64, fresh outputs each call):
+  D=64:  4.1-7.2x the deepest single kernel; floor (single + writing 17 more
+         matrices, page faults included) 2.3-3.6x; NumPy pass 14.5x.
+  D=784: 4.5x; floor 2.9x.
+The gap to the floor is the transposed (mirror) write of each K(X, X) block into
+the lower triangle of every output.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -69,6 +87,65 @@ def naive(X, y, task, depths, ks, ridges, folds, metric):
     return out
 
 
+def _paired(fa, fb, repeat):
+    """Median times of fa, fb run alternately (after one untimed call of each) and the
+    median of the per-pair ratios fa/fb (robust to drift on a shared machine)."""
+    fa()
+    fb()
+    ta, tb = [], []
+    for _ in range(repeat):
+        for f, ts in ((fa, ta), (fb, tb)):
+            gc.collect()
+            time.sleep(0.2)
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+    ta, tb = np.array(ta), np.array(tb)
+    return float(np.median(ta)), float(np.median(tb)), float(np.median(ta / tb))
+
+
+def kernel_pass(n, d, depths, ks, repeat, numpy, n_jobs):
+    """Print the sweep pass / deepest single kernel ratios (see the module docstring)."""
+    X = np.random.default_rng(0).standard_normal((n, d))
+    net = nk.MLP(depth=max(depths), activation="relu", b_std=0.1)
+    n_mats = len({id(a) for kern in kernels_multi(net, X[:8], depths=depths,
+                                                  frozen_layers=ks).values()
+                  for a in kern if a is not None})
+    print(f"Kernel pass: N={n} D={d} ReLU b_std=0.1 float64, depths {depths} x frozen {ks} "
+          f"= {n_mats} matrices of {n * n * 8 / 1e9:.3f} GB ({n_mats * n * n * 8 / 1e9:.2f} "
+          f"GB), n_jobs={n_jobs}, {repeat} paired runs")
+
+    def single():
+        return net.kernels(X, n_jobs=n_jobs)
+
+    def multi(backend):
+        return lambda: kernels_multi(net, X, depths=depths, frozen_layers=ks,
+                                     n_jobs=n_jobs, backend=backend)
+
+    threads = n_jobs or os.cpu_count() or 1
+
+    def write(count):
+        """Allocate and write ``count`` N x N float64 matrices on ``threads`` threads
+        (np.copyto releases the GIL), page faults included, as the pass's outputs."""
+        def run():
+            mats = [np.empty((n, n)) for _ in range(count)]
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda a: np.copyto(a, 1.0), mats))
+            return mats
+        return run
+
+    t_m, t_s, r_m = _paired(multi("compiled"), single, repeat)
+    print(f"  deepest single kernel (Σ+Θ, depth {max(depths)}): {t_s:7.3f} s")
+    print(f"  sweep pass, compiled:  {t_m:7.3f} s   {r_m:5.2f} x the single kernel")
+    t_w, t_s2, r_w = _paired(write(n_mats - 2), single, repeat)
+    print(f"  floor: writing {n_mats - 2} more matrices {t_w:7.3f} s -> single + writes "
+          f"= {1 + r_w:5.2f} x the single kernel (contiguous writes; the pass also "
+          "mirrors each K(X, X) tile into the lower triangle)")
+    if numpy:
+        t_np, _, r_np = _paired(multi("numpy"), single, 1)
+        print(f"  sweep pass, NumPy:     {t_np:7.3f} s   {r_np:5.2f} x the single kernel")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +157,24 @@ def main(argv=None):
     p.add_argument("--cv", type=int, default=4)
     p.add_argument("--subsample", type=int, default=None,
                    help="use the first N rows only (quick runs)")
+    p.add_argument("--pass-n", type=int, default=4000,
+                   help="N of the kernel-pass benchmark (0: skip it)")
+    p.add_argument("--pass-d", type=int, default=64)
+    p.add_argument("--pass-depths", default="1-5")
+    p.add_argument("--pass-frozen", default="0-2")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--numpy", action="store_true",
+                   help="also time the NumPy pass (slow)")
+    p.add_argument("--skip-dataset", action="store_true")
     a = p.parse_args(argv)
+    if a.pass_n:
+        kernel_pass(a.pass_n, a.pass_d, S.parse_int_list(a.pass_depths, "depths"),
+                    S.parse_int_list(a.pass_frozen, "frozen_layers"), a.repeat, a.numpy,
+                    a.jobs)
+    if a.skip_dataset:
+        return
+    print()
     depths = S.parse_int_list(a.depths, "depths")
     ks = S.parse_int_list(a.frozen, "frozen_layers")
     ridges = S.parse_ridges(a.ridges, a.n_ridges)

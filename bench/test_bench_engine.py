@@ -43,3 +43,29 @@ def test_kernels_depth3_relu(benchmark, data):
 def test_ntk_depth_sweep(benchmark, data, depth):
     net = nk.MLP(depth=depth, activation="relu", b_std=0.1)
     benchmark(net.ntk, data)
+
+
+@pytest.mark.parametrize("isa", ["x86-64-v4", "x86-64-v3"])
+def test_ntk_depth3_relu_isa(benchmark, data, isa):
+    """The tile kernel at each instruction-set level (skipped where the CPU lacks it)."""
+    from ntkfast.backends import compiled
+    if isa not in compiled.isa_levels():
+        pytest.skip(f"{isa} not available ({compiled.isa_levels()})")
+    previous = compiled.set_isa(isa)
+    try:
+        net = nk.MLP(depth=3, activation="relu", b_std=0.1)
+        benchmark(net.ntk, data)
+    finally:
+        compiled.set_isa(previous)
+
+
+def test_sweep_pass_depths1to5_frozen0to2(benchmark, data):
+    """Every (depth, k) kernel of a sweep in one compiled pass; compare with
+    test_kernels_depth5_relu (bench/sweep_speedup.py prints the ratio)."""
+    net = nk.MLP(depth=5, activation="relu", b_std=0.1)
+    benchmark(net.kernels, data, depths=[1, 2, 3, 4, 5], frozen_layers=[0, 1, 2])
+
+
+def test_kernels_depth5_relu(benchmark, data):
+    net = nk.MLP(depth=5, activation="relu", b_std=0.1)
+    benchmark(net.kernels, data)

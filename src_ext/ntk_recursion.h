@@ -19,8 +19,10 @@
  * ntk_recursion_impl.h and ntkfast/backends/compiled.py).
  *
  * The row loops are written for the vectoriser (`omp simd`, no calls: the angle
- * and atan2 are inlined, branch-free polynomials), compiled for x86-64-v3 (AVX2 + FMA) and baseline via gcc's target_clones.  No -ffast-math:
- * IEEE semantics are kept.
+ * and atan2 are inlined, branch-free polynomials), and the tile kernel is compiled
+ * for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, chosen at run
+ * time (ntk_isa_level below).  No -ffast-math: IEEE semantics are kept, and every
+ * level computes the same formulas (FMA contraction differs only on the baseline).
  */
 #ifndef NTK_RECURSION_H
 #define NTK_RECURSION_H
@@ -34,6 +36,63 @@
 #else
 #define NTK_CLONES
 #endif
+
+/* Instruction-set levels of the FC tile kernel (ntk_tile_f64/_f32).  With
+ * NTK_X86_DISPATCH (setup.py: the compiler accepts these targets) the kernel is
+ * compiled three times -- x86-64-v4 (AVX-512 F/BW/DQ/VL, 512-bit vectors),
+ * x86-64-v3 (AVX2 + FMA) and the baseline -- and ntk_tile_* calls the level in
+ * ntk_isa_level, which starts at the best one the CPU and OS support
+ * (ntk_isa_best) and can be lowered by ntk_set_isa (NTKFAST_ISA, see
+ * ntkfast/backends/compiled.py).  Elsewhere only the baseline exists. */
+#define NTK_ISA_BASELINE 0
+#define NTK_ISA_V3 1
+#define NTK_ISA_V4 2
+
+#ifdef NTK_X86_DISPATCH
+#define NTK_TARGET_V4 __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
+#define NTK_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#endif
+
+/* The best level this CPU (and OS: __builtin_cpu_supports checks XCR0) runs. */
+__attribute__((unused)) static int ntk_isa_best(void)
+{
+#ifdef NTK_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx2")
+        && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+        return NTK_ISA_V4;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2")
+        && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("movbe"))
+        return NTK_ISA_V3;
+#endif
+    return NTK_ISA_BASELINE;
+}
+
+/* -1 until first used: then ntk_isa_best(). */
+__attribute__((unused)) static int ntk_isa_level = -1;
+
+__attribute__((unused)) static int ntk_isa_current(void)
+{
+    if (ntk_isa_level < 0)
+        ntk_isa_level = ntk_isa_best();
+    return ntk_isa_level;
+}
+
+/* Select a level (0 baseline, 1 x86-64-v3, 2 x86-64-v4); -1 = the best.  Returns the
+ * level now in use, or -1 (nothing changed) if this CPU or build lacks it. */
+__attribute__((unused)) static int ntk_set_isa(int level)
+{
+    const int best = ntk_isa_best();
+    if (level < 0)
+        level = best;
+    if (level > best)
+        return -1;
+    ntk_isa_level = level;
+    return level;
+}
 
 /* The row kernels are inlined into each target clone of the tile function. */
 #define NTK_INLINE static inline __attribute__((always_inline))
@@ -57,6 +116,26 @@ typedef struct {
     double ea2, eb2, ec2;
     double tau;       /* D < tau qx qz  ->  D computed exactly (first layer, each step) */
 } ntk_spec;
+
+/* Which kernels a tile call records, and where (one pass, many kernels: every depth
+ * l = 0..depth of the recursion, and Theta for several frozen-layer counts k; see
+ * ntkfast/multidepth.py).  Theta chain c (frozen count k[c], ascending) is 0 up to
+ * layer k[c], lam E + mu there (k[c] = 0: the first Dense's lam0 g + mu) and the
+ * usual T' = w2 Edot T + lam E + mu above.  Chain 0 is carried by the layer steps;
+ * the others from the E, Edot the steps then also store.  After layer l, Sigma goes
+ * to output slot s_slot[l] and chain c's Theta to t_slot[l * nk + c] (-1: not
+ * recorded; every slot at most once).  A single kernel: nk = 1, k = {0}, slots only
+ * at l = depth. */
+typedef struct {
+    int nk;              /* Theta chains, >= 1 */
+    const int *k;        /* [nk] frozen-layer counts, strictly ascending */
+    const int *s_slot;   /* [depth + 1] */
+    const int *t_slot;   /* [(depth + 1) * nk] */
+    int nout;            /* output matrices */
+} ntk_record;
+
+/* rows of scratch per column a tile needs (ntk_row's work) */
+#define NTK_WORK_ROWS(nk) (10 + (nk))
 
 #define NTK_PI 3.14159265358979323846
 #define NTK_SERIES_CUT 0.5

@@ -149,7 +149,8 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
                                      const REAL *restrict Tin, REAL *restrict Sout,
                                      REAL *restrict Dout, REAL *restrict Tout,
                                      REAL *restrict Phi, REAL *restrict Sq,
-                                     const int need_d, int diag_col)
+                                     REAL *restrict Eo, REAL *restrict Go,
+                                     const int need_d, const int want_e, int diag_col)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
@@ -174,6 +175,10 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
         const REAL snew = w2 * e + b2;
         Tout[j] = w2 * edot * Tin[j] + lam * e + mu;
         Sout[j] = snew;
+        if (want_e) {
+            Eo[j] = e;
+            Go[j] = edot;
+        }
         REAL flag = (s < 0 && as * irxl * irzl[j] > cos_cut) ? (REAL)1 : (REAL)0;
         if (need_d) {
             const REAL dnew = qx1 * qz1[j] - snew * snew;
@@ -201,7 +206,8 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
  * Branch-free (zero rows: S = D = 0 give E = 0, G = 0) so that it vectorises. */
 NTK_INLINE void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REAL rz,
                                       REAL irz, REAL s, REAL dd, REAL t, REAL *Sout,
-                                      REAL *Dout, REAL *Tout, int need_d)
+                                      REAL *Dout, REAL *Tout, REAL *Eo, REAL *Go, int need_d,
+                                      int want_e)
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
@@ -214,6 +220,10 @@ NTK_INLINE void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REA
     const REAL edot = neg ? ab + c1 * phi : c0 - c1 * phi;
     *Tout = w2 * edot * t + lam * e + mu;
     *Sout = w2 * e + b2;
+    if (want_e) {
+        *Eo = e;
+        *Go = edot;
+    }
     if (need_d) {
         const REAL hv = dd > 0 ? dd / ((REAL)2 * r * (r + as)) : (REAL)0;
         const REAL gap = neg ? r * ((REAL)sp->apb2h - (REAL)(2 * sp->ab) * hv) - c1 * h
@@ -235,14 +245,16 @@ NTK_INLINE int SUF(ntk_layer_abrelu_exact)(const ntk_spec *sp, int n, REAL rxl, 
                                            const REAL *restrict Din,
                                            const REAL *restrict Tin, REAL *restrict Sout,
                                            REAL *restrict Dout, REAL *restrict Tout,
-                                           const int need_d, int diag_col)
+                                           REAL *restrict Eo, REAL *restrict Go,
+                                           const int need_d, const int want_e, int diag_col)
 {
     const REAL tq = (REAL)sp->tau * qx1;
     int nflag = 0;
 #pragma omp simd reduction(+:nflag)
     for (int j = 0; j < n; j++) {
         SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], Sin[j], Din[j], Tin[j],
-                              Sout + j, Dout + j, Tout + j, need_d);
+                              Sout + j, Dout + j, Tout + j, want_e ? Eo + j : Eo,
+                              want_e ? Go + j : Go, need_d, want_e);
         if (need_d)
             nflag += Dout[j] < tq * qz1[j];
     }
@@ -259,7 +271,8 @@ static void SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL 
                                       const REAL *rzl, const REAL *irzl, REAL qx1,
                                       const REAL *qz1, const REAL *Sin, const REAL *Din,
                                       const REAL *Tin, REAL *Sout, REAL *Dout, REAL *Tout,
-                                      int need_d, int diag_col)
+                                      REAL *Eo, REAL *Go, int need_d, int want_e,
+                                      int diag_col)
 {
     const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
     for (int j = 0; j < n; j++) {
@@ -268,7 +281,8 @@ static void SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL 
                             || (need_d && Dout[j] < tq * qz1[j]);
         if (flagged && j != diag_col)
             SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], s, Din[j], Tin[j],
-                                  Sout + j, Dout + j, Tout + j, need_d);
+                                  Sout + j, Dout + j, Tout + j, want_e ? Eo + j : Eo,
+                                  want_e ? Go + j : Go, need_d, want_e);
     }
 }
 
@@ -276,34 +290,40 @@ static void SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL 
  * the fast step, then an exact redo of the columns it flags; when more than n/8 are
  * flagged (deep nets in the ordered phase: every pair near-parallel), the exact step
  * on the whole chunk -- directly so when the previous step flagged that many
- * (nflag_in).  tmp: 2 n scratch.  Returns the number of columns the step flagged. */
+ * (nflag_in).  tmp: 2 n scratch.  want_e: also store E and Edot in E, G (for the
+ * frozen-layer chains).  Returns the number of columns the step flagged. */
 NTK_INLINE int SUF(ntk_abrelu_step)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
                                     const REAL *rzl, const REAL *irzl, REAL qx1,
                                     const REAL *qz1, const REAL *S, const REAL *D,
                                     const REAL *T, REAL *S2, REAL *D2, REAL *T2, REAL *tmp,
-                                    int nflag_in, const int need_d, int diag_col)
+                                    REAL *E, REAL *G, int nflag_in, const int need_d,
+                                    const int want_e, int diag_col)
 {
     const int many = n / 8;
     if (nflag_in <= many) {
         const int nout = SUF(ntk_layer_abrelu)(sp, n, irxl, irzl, qx1, qz1, S, D, T, S2, D2,
-                                               T2, tmp, tmp + n, need_d, diag_col);
+                                               T2, tmp, tmp + n, E, G, need_d, want_e,
+                                               diag_col);
         if (nout <= many) {
             if (nout > 0)
                 SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2,
-                                          D2, T2, need_d, diag_col);
+                                          D2, T2, E, G, need_d, want_e, diag_col);
             return nout;
         }
     }
     return SUF(ntk_layer_abrelu_exact)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2, D2,
-                                       T2, need_d, diag_col);
+                                       T2, E, G, need_d, want_e, diag_col);
 }
 
 /* One [Erf(a,b,c), Dense] step: with s = b^2 S, q = b^2 q,
  * P - 4 s^2 = 1 + 2(qx + qz) + 4 (qx qz - s^2),
- * E = a^2 (2/pi) atan2(2 s, sqrt(P - 4 s^2)) + c^2,  Edot = a^2 b^2 (4/pi) / sqrt(P - 4 s^2). */
+ * E = a^2 (2/pi) atan2(2 s, sqrt(P - 4 s^2)) + c^2,  Edot = a^2 b^2 (4/pi) / sqrt(P - 4 s^2).
+ * (Sin, Tin) -> (Sout, Tout); E, Edot also into (Eo, Go) when want_e. */
 NTK_INLINE void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
-                                   const REAL *restrict qzl, REAL *restrict S,
-                                   REAL *restrict T)
+                                   const REAL *restrict qzl, const REAL *restrict Sin,
+                                   const REAL *restrict Tin, REAL *restrict Sout,
+                                   REAL *restrict Tout, REAL *restrict Eo, REAL *restrict Go,
+                                   const int want_e)
 {
     const REAL b2e = (REAL)sp->eb2, c2 = (REAL)sp->ec2;
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
@@ -312,14 +332,18 @@ NTK_INLINE void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
     const REAL qxs = b2e * qxl;
 #pragma omp simd
     for (int j = 0; j < n; j++) {
-        const REAL s = b2e * S[j], qzs = b2e * qzl[j];
+        const REAL s = b2e * Sin[j], qzs = b2e * qzl[j];
         const REAL gap = qxs * qzs - s * s;
         const REAL det = (REAL)1 + (REAL)2 * (qxs + qzs) + (REAL)4 * (gap > 0 ? gap : 0);
         const REAL root = RSQRT(det);
         const REAL e = k_e * SUF(ntk_atan2_xpos)((REAL)2 * s, root) + c2;
         const REAL edot = k_edot / root;
-        T[j] = w2 * edot * T[j] + lam * e + mu;
-        S[j] = w2 * e + b2;
+        Tout[j] = w2 * edot * Tin[j] + lam * e + mu;
+        Sout[j] = w2 * e + b2;
+        if (want_e) {
+            Eo[j] = e;
+            Go[j] = edot;
+        }
     }
 }
 
@@ -328,14 +352,16 @@ NTK_INLINE void SUF(ntk_layer_erf)(const ntk_spec *sp, int n, REAL qxl,
  * E = S/4 + ((S^2 + qx qz d2) / ((qx+1)(qz+1) sqrt d2) + S ang) / (2 pi),
  * Edot = 1/4 + ang/(2 pi) + S/(2 pi sqrt d2) (1/d2 + (1 - qx qz)/((qx+1)(qz+1)) + 1). */
 NTK_INLINE void SUF(ntk_layer_gelu)(const ntk_spec *sp, int n, REAL qxl,
-                                    const REAL *restrict qzl, REAL *restrict S,
-                                    REAL *restrict T)
+                                    const REAL *restrict qzl, const REAL *restrict Sin,
+                                    const REAL *restrict Tin, REAL *restrict Sout,
+                                    REAL *restrict Tout, REAL *restrict Eo, REAL *restrict Go,
+                                    const int want_e)
 {
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
     const REAL inv2pi = (REAL)(1.0 / (2.0 * NTK_PI));
 #pragma omp simd
     for (int j = 0; j < n; j++) {
-        const REAL s = S[j], qz = qzl[j];
+        const REAL s = Sin[j], qz = qzl[j];
         const REAL prod = qxl * qz, pp1 = (qxl + 1) * (qz + 1);
         const REAL gap = prod - s * s;
         const REAL d2 = (REAL)1 + qxl + qz + (gap > 0 ? gap : 0);
@@ -344,45 +370,93 @@ NTK_INLINE void SUF(ntk_layer_gelu)(const ntk_spec *sp, int n, REAL qxl,
         const REAL e = ((s * s + prod * d2) / (pp1 * dl) + s * ang) * inv2pi + (REAL)0.25 * s;
         const REAL edot = ((REAL)1 / d2 + ((REAL)1 - prod) / pp1 + (REAL)1) * s / dl * inv2pi
                           + (REAL)0.25 + ang * inv2pi;
-        T[j] = w2 * edot * T[j] + lam * e + mu;
-        S[j] = w2 * e + b2;
+        Tout[j] = w2 * edot * Tin[j] + lam * e + mu;
+        Sout[j] = w2 * e + b2;
+        if (want_e) {
+            Eo[j] = e;
+            Go[j] = edot;
+        }
     }
 }
 
 /* One [Identity, Dense] step: E = S, Edot = 1. */
-NTK_INLINE void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, REAL *restrict S,
-                                           REAL *restrict T)
+NTK_INLINE void SUF(ntk_layer_identity)(const ntk_spec *sp, int n, const REAL *restrict Sin,
+                                        const REAL *restrict Tin, REAL *restrict Sout,
+                                        REAL *restrict Tout, REAL *restrict Eo,
+                                        REAL *restrict Go, const int want_e)
 {
     const REAL w2 = (REAL)sp->w2, b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
 #pragma omp simd
     for (int j = 0; j < n; j++) {
-        const REAL s = S[j];
-        T[j] = w2 * T[j] + lam * s + mu;
-        S[j] = w2 * s + b2;
+        const REAL s = Sin[j];
+        Tout[j] = w2 * Tin[j] + lam * s + mu;
+        Sout[j] = w2 * s + b2;
+        if (want_e) {
+            Eo[j] = s;
+            Go[j] = (REAL)1;
+        }
     }
 }
 
-/* The whole recursion for one tile row i against columns 0..n-1.
- * qx, rx: q^l(x_i), sqrt(q^l(x_i)) at [l * ldx], 1/sqrt(q^l(x_i)) (0 for q = 0) at
+/* A frozen-layer chain's Theta through one layer from the step's E, Edot:
+ * started: T' = w2 Edot T + lam E + mu (the steps' association); else T' = lam E + mu
+ * (its first trained Dense).  Tin and Tout may be the same row. */
+NTK_INLINE void SUF(ntk_chain_step)(const ntk_spec *sp, int n, int started,
+                                    const REAL *restrict E, const REAL *restrict G,
+                                    const REAL *Tin, REAL *Tout)
+{
+    const REAL w2 = (REAL)sp->w2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
+    if (started) {
+#pragma omp simd
+        for (int j = 0; j < n; j++)
+            Tout[j] = w2 * G[j] * Tin[j] + lam * E[j] + mu;
+    } else {
+#pragma omp simd
+        for (int j = 0; j < n; j++)
+            Tout[j] = lam * E[j] + mu;
+    }
+}
+
+/* One [Activation, Dense] step from (S, D, T) into (S2, D2, T2) (need_d, want_e as
+ * constants in each inlined copy); returns the ABReLU flag count for the next layer. */
+#define NTK_ABRELU_STEP(ND, WE)                                                            \
+    SUF(ntk_abrelu_step)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2, D2, T2,       \
+                         work + 6 * ldw, E, G, nflag, ND, WE, diag_col)
+
+/* The whole recursion for one tile row i against columns 0..n-1, recording the
+ * kernels rec asks for straight into the output rows orow[slot] (each layer's
+ * step writes a recorded Sigma / Theta there, and the next layer reads it back from
+ * L1).  qx, rx: q^l(x_i), sqrt(q^l(x_i)) at [l * ldx], 1/sqrt(q^l(x_i)) (0 for q = 0) at
  * [(depth + 1 + l) * ldx]; qz, rz: the same for the columns, stride ldz.
  * xrow, zrows (n rows of d): inputs for the exact near-parallel first layer.
- * work: 8 rows of ldw >= n (S, D, T twice: the ABReLU step reads one set and writes
- * the other, so flagged columns can be redone from their inputs; 2 rows of temporaries).
+ * work: NTK_WORK_ROWS(nk) rows of ldw >= n: S, D, T (chain 0) twice (the ABReLU step
+ * reads one set and writes the other, so flagged columns can be redone from their
+ * inputs), 2 rows of temporaries, E, Edot, a zero row, then chains 1..nk-1.
  * diag_col >= 0 marks the column holding x_i itself (S = q exactly, D = 0). */
-NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
-                                const REAL *qx, const REAL *rx, ptrdiff_t ldx,
-                                const REAL *qz, const REAL *rz, ptrdiff_t ldz,
-                                const REAL *xrow, const REAL *zrows, int d,
-                                REAL *work, ptrdiff_t ldw, REAL *outS, REAL *outT,
-                                int diag_col)
+NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, const ntk_record *rec, int n,
+                             const REAL *g, const REAL *qx, const REAL *rx, ptrdiff_t ldx,
+                             const REAL *qz, const REAL *rz, ptrdiff_t ldz,
+                             const REAL *xrow, const REAL *zrows, int d,
+                             REAL *work, ptrdiff_t ldw, REAL *const *orow, int diag_col)
 {
-    REAL *S = work, *D = work + 2 * ldw, *T = work + 4 * ldw;
+    const int nk = rec->nk, depth = sp->depth, want_e = nk > 1;
+    const int k0 = rec->k[0];
+    REAL *E = work + 8 * ldw, *G = work + 9 * ldw, *zeros = work + 10 * ldw;
+    REAL *chain[nk];              /* where chain c's current Theta lives (c >= 1) */
+    int par = 0;                  /* S, D, T live in work set par (or S, T in outputs) */
+    const int s0 = rec->s_slot[0], t0 = rec->t_slot[0];
+    REAL *S = s0 >= 0 ? orow[s0] : work, *D = work + 2 * ldw;
+    REAL *T = t0 >= 0 ? orow[t0] : work + 4 * ldw;
     int nflag = SUF(ntk_row_init)(sp, n, g, qx[0], qz, S, D, T, diag_col);
     if (diag_col >= 0) {
         S[diag_col] = qx[0];
         D[diag_col] = 0;
     }
-    if (nflag > 0 && sp->act == NTK_ACT_ABRELU && sp->depth > 0) {
+    if (k0 > 0)
+        memset(zeros, 0, (size_t)n * sizeof(REAL));
+    for (int c = 1; c < nk; c++)
+        chain[c] = work + (ptrdiff_t)(10 + c) * ldw;
+    if (nflag > 0 && sp->act == NTK_ACT_ABRELU && depth > 0) {
         const double qx0 = (double)qx[0], tau = sp->tau;
         for (int j = 0; j < n; j++) {
             const double qq = qx0 * (double)qz[j];
@@ -391,64 +465,78 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, int n, const REAL *g,
                                                       qx0, (double)qz[j]);
         }
     }
-    const ptrdiff_t ir_off = (ptrdiff_t)(sp->depth + 1);
-    for (int l = 0; l < sp->depth; l++) {
+    const ptrdiff_t ir_off = (ptrdiff_t)(depth + 1);
+    for (int l = 0; l < depth; l++) {
+        const int lo = l + 1;  /* the layer this step produces */
+        const int so = rec->s_slot[lo], to = rec->t_slot[(ptrdiff_t)lo * nk];
+        const int other = 1 - par;
+        REAL *S2 = so >= 0 ? orow[so] : work + other * ldw;
+        REAL *D2 = work + (2 + other) * ldw;
+        REAL *T2 = to >= 0 ? orow[to] : work + (4 + other) * ldw;
+        if (k0 >= lo)  /* chain 0 starts at layer k0: Theta = 0 below it */
+            T = zeros;
         switch (sp->act) {
         case NTK_ACT_ABRELU: {
-            const int need_d = l + 1 < sp->depth;  /* the last layer needs no D' */
+            const int need_d = lo < depth;  /* the last layer needs no D' */
             const REAL rxl = rx[l * ldx], irxl = rx[(ir_off + l) * ldx];
             const REAL *rzl = rz + l * ldz, *irzl = rz + (ir_off + l) * ldz;
-            const REAL qx1 = qx[(l + 1) * ldx], *qz1 = qz + (l + 1) * ldz;
-            REAL *S2 = (S == work) ? work + ldw : work;
-            REAL *D2 = (D == work + 2 * ldw) ? work + 3 * ldw : work + 2 * ldw;
-            REAL *T2 = (T == work + 4 * ldw) ? work + 5 * ldw : work + 4 * ldw;
-            if (!need_d) {  /* the last layer writes straight into the outputs */
-                if (outS) {
-                    S2 = outS;
-                    outS = NULL;
-                }
-                if (outT) {
-                    T2 = outT;
-                    outT = NULL;
-                }
-            }
-            /* need_d a constant in each call, so that each inlined copy is specialised */
-            nflag = need_d
-                ? SUF(ntk_abrelu_step)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2, D2,
-                                       T2, work + 6 * ldw, nflag, 1, diag_col)
-                : SUF(ntk_abrelu_step)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2, D2,
-                                       T2, work + 6 * ldw, nflag, 0, diag_col);
+            const REAL qx1 = qx[lo * ldx], *qz1 = qz + lo * ldz;
+            /* need_d, want_e constants in each call: each inlined copy is specialised */
+            if (want_e)
+                nflag = need_d ? NTK_ABRELU_STEP(1, 1) : NTK_ABRELU_STEP(0, 1);
+            else
+                nflag = need_d ? NTK_ABRELU_STEP(1, 0) : NTK_ABRELU_STEP(0, 0);
             if (need_d && diag_col >= 0)
                 D2[diag_col] = 0;
-            S = S2;
-            D = D2;
-            T = T2;
             break;
         }
         case NTK_ACT_ERF:
-            SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
+            if (want_e)
+                SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T, S2, T2, E, G, 1);
+            else
+                SUF(ntk_layer_erf)(sp, n, qx[l * ldx], qz + l * ldz, S, T, S2, T2, E, G, 0);
             break;
         case NTK_ACT_GELU:
-            SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T);
+            if (want_e)
+                SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T, S2, T2, E, G, 1);
+            else
+                SUF(ntk_layer_gelu)(sp, n, qx[l * ldx], qz + l * ldz, S, T, S2, T2, E, G, 0);
             break;
         default:
-            SUF(ntk_layer_identity)(sp, n, S, T);
+            if (want_e)
+                SUF(ntk_layer_identity)(sp, n, S, T, S2, T2, E, G, 1);
+            else
+                SUF(ntk_layer_identity)(sp, n, S, T, S2, T2, E, G, 0);
+        }
+        S = S2;
+        D = D2;
+        T = T2;
+        par = other;
+        for (int c = 1; c < nk; c++) {
+            const int kc = rec->k[c];
+            if (kc > lo)
+                break;  /* ascending: this chain and the later ones start further up */
+            const int tc = rec->t_slot[(ptrdiff_t)lo * nk + c];
+            REAL *dst = tc >= 0 ? orow[tc] : work + (ptrdiff_t)(10 + c) * ldw;
+            SUF(ntk_chain_step)(sp, n, kc < lo, E, G, chain[c], dst);
+            chain[c] = dst;
         }
     }
-    if (outS)
-        memcpy(outS, S, (size_t)n * sizeof(REAL));
-    if (outT)
-        memcpy(outT, T, (size_t)n * sizeof(REAL));
 }
 
-/* Copy rows g0..g1 of a tile (just written, still in L1) to their mirror images
- * out[j0 + j, i0 + i] (only j > i on a diagonal tile).  The writes are contiguous
- * runs of g1 - g0 elements in each target row. */
-NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
-                                     int g0, int g1, int bj, int diag_tile)
+#undef NTK_ABRELU_STEP
+
+/* Copy the block rows g0..g1 x columns c0..c1 of a tile (just written, still in
+ * cache) to its mirror image out[j0 + j, i0 + i] (only j > i on a diagonal tile).
+ * The writes are contiguous runs of g1 - g0 elements in each target row; the rows
+ * `ahead` further on (up to bj) are prefetched for writing: many store misses in
+ * flight. */
+NTK_INLINE void SUF(ntk_mirror_block)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
+                                      int g0, int g1, int c0, int c1, int bj, int diag_tile)
 {
-    const int ahead = 24;  /* rows of prefetch-for-write: many stores misses in flight */
-    for (int j = diag_tile ? g0 + 1 : 0; j < bj; j++) {
+    const int ahead = 24;
+    const int jstart = (diag_tile && g0 + 1 > c0) ? g0 + 1 : c0;
+    for (int j = jstart; j < c1; j++) {
         REAL *dst = out + (j0 + j) * ldo + i0;
         const REAL *src = out + i0 * ldo + j0 + j;
         if (j + ahead < bj) {
@@ -462,44 +550,80 @@ NTK_INLINE void SUF(ntk_mirror_rows)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptr
     }
 }
 
-/* A bi x bj tile at (i0, j0) of the output: gram holds x_i . z_j (row-major, ld ldg).
+/* A bi x bj tile at (i0, j0) of the outputs: gram holds x_i . z_j (row-major, ld ldg).
  * X, Z point at the tile's first rows (d columns each); Qx/Rx/Qz/Rz at the tile's
  * first entries of each layer row (strides ldx, ldz; Rx/Rz rows depth+1.. hold the
- * reciprocal square roots).  diag_tile: Z is X, compute
- * j >= i only.  mirror: also write the transposed block (symmetric K(X, X)), in
- * groups of rows while they are in cache.  work: 8 * bj scratch.  outS/outT are the
- * whole output matrices (row-major, ld ldos/ldot; NULL = skip). */
-NTK_CLONES
-static void SUF(ntk_tile)(const ntk_spec *sp, int bi, int bj, const REAL *gram,
-                          ptrdiff_t ldg, const REAL *X, const REAL *Z, int d,
-                          const REAL *Qx, const REAL *Rx, ptrdiff_t ldx,
-                          const REAL *Qz, const REAL *Rz, ptrdiff_t ldz,
-                          int diag_tile, int mirror, REAL *work,
-                          REAL *outS, ptrdiff_t ldos, REAL *outT, ptrdiff_t ldot,
-                          ptrdiff_t i0, ptrdiff_t j0)
+ * reciprocal square roots).  diag_tile: Z is X, compute j >= i only.  mirror: also
+ * write the transposed block (symmetric K(X, X)), in groups of rows while they are
+ * in cache.  rec: which kernels go to which of the rec->nout output matrices out[s]
+ * (row-major, ld ldo[s]).  work: NTK_WORK_ROWS(rec->nk) * bj scratch. */
+#define NTK_TILE_PARAMS const ntk_spec *sp, const ntk_record *rec, int bi, int bj, \
+    const REAL *gram, ptrdiff_t ldg, const REAL *X, const REAL *Z, int d, const REAL *Qx, \
+    const REAL *Rx, ptrdiff_t ldx, const REAL *Qz, const REAL *Rz, ptrdiff_t ldz, \
+    int diag_tile, int mirror, REAL *work, REAL *const *out, const ptrdiff_t *ldo, \
+    ptrdiff_t i0, ptrdiff_t j0
+#define NTK_TILE_ARGS sp, rec, bi, bj, gram, ldg, X, Z, d, Qx, Rx, ldx, Qz, Rz, ldz, \
+    diag_tile, mirror, work, out, ldo, i0, j0
+
+NTK_INLINE void SUF(ntk_tile_body)(NTK_TILE_PARAMS)
 {
-    const int G = 16;
-    /* columns in chunks whose recursion state (8 rows of ldw = chunk) stays in L1;
-     * chunk <= bj, so the caller's 8 bj of scratch always suffice */
+    const int G = 16, nout = rec->nout;
+    /* columns in chunks whose recursion state stays in L1; chunk <= bj, so the
+     * caller's NTK_WORK_ROWS(nk) bj of scratch always suffice */
     const int chunk_max = NTK_CHUNK_BYTES / (int)sizeof(REAL);
     const int chunk = bj < chunk_max ? bj : chunk_max;
+    REAL *orow[nout > 0 ? nout : 1];
+    /* groups of G rows, column chunk by column chunk: the G x chunk block of every
+     * output is mirrored right after it is written, while it is in L1/L2 (with many
+     * outputs, a whole row group would not stay in cache) */
     for (int g0 = 0; g0 < bi; g0 += G) {
         const int g1 = g0 + G < bi ? g0 + G : bi;
-        for (int i = g0; i < g1; i++) {
-            for (int js = diag_tile ? i : 0; js < bj; js += chunk) {
-                const int rest = bj - js;
-                const int n = rest < chunk ? rest : chunk;
-                SUF(ntk_row)(sp, n, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i, ldx,
-                             Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d,
-                             Z + (ptrdiff_t)js * d, d, work, chunk,
-                             outS ? outS + (i0 + i) * ldos + j0 + js : NULL,
-                             outT ? outT + (i0 + i) * ldot + j0 + js : NULL,
+        for (int cs = diag_tile ? g0 : 0; cs < bj; cs += chunk) {
+            const int ce = cs + chunk < bj ? cs + chunk : bj;
+            for (int i = g0; i < g1; i++) {
+                const int js = (diag_tile && i > cs) ? i : cs;  /* j >= i on the diagonal */
+                if (js >= ce)
+                    break;
+                for (int o = 0; o < nout; o++)
+                    orow[o] = out[o] + (i0 + i) * ldo[o] + j0 + js;
+                SUF(ntk_row)(sp, rec, ce - js, gram + (ptrdiff_t)i * ldg + js, Qx + i, Rx + i,
+                             ldx, Qz + js, Rz + js, ldz, X + (ptrdiff_t)i * d,
+                             Z + (ptrdiff_t)js * d, d, work, chunk, orow,
                              (diag_tile && js == i) ? 0 : -1);
             }
+            if (mirror)
+                for (int o = 0; o < nout; o++)
+                    SUF(ntk_mirror_block)(out[o], ldo[o], i0, j0, g0, g1, cs, ce, bj,
+                                          diag_tile);
         }
-        if (mirror && outS)
-            SUF(ntk_mirror_rows)(outS, ldos, i0, j0, g0, g1, bj, diag_tile);
-        if (mirror && outT)
-            SUF(ntk_mirror_rows)(outT, ldot, i0, j0, g0, g1, bj, diag_tile);
     }
 }
+
+/* The tile kernel once per instruction-set level (see ntk_isa_level in ntk_recursion.h):
+ * the same source inlined into each, so only the vector width and instruction
+ * selection differ. */
+#ifdef NTK_X86_DISPATCH
+NTK_TARGET_V4 static void SUF(ntk_tile_v4)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+NTK_TARGET_V3 static void SUF(ntk_tile_v3)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+#endif
+static void SUF(ntk_tile_base)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+
+__attribute__((unused)) static void SUF(ntk_tile)(NTK_TILE_PARAMS)
+{
+#ifdef NTK_X86_DISPATCH
+    switch (ntk_isa_current()) {
+    case NTK_ISA_V4:
+        SUF(ntk_tile_v4)(NTK_TILE_ARGS);
+        return;
+    case NTK_ISA_V3:
+        SUF(ntk_tile_v3)(NTK_TILE_ARGS);
+        return;
+    default:
+        break;
+    }
+#endif
+    SUF(ntk_tile_base)(NTK_TILE_ARGS);
+}
+
+#undef NTK_TILE_PARAMS
+#undef NTK_TILE_ARGS

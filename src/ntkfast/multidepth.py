@@ -27,8 +27,20 @@ everything (Θ = 0) and is not allowed.  In Arora et al.'s ``NTK.py`` their
 ``K[dep][fix_dep]`` is our (depth = dep, k = fix_dep) for a ReLU network with
 σ_w = 1, no bias, up to the constant 1/d of g = x·z/d.  Σ does not depend on k.
 
-Numerics
---------
+Engines
+-------
+Closed-form activations (ReLU family, Erf, GELU, Identity) run in the compiled
+engine (``backend='auto'`` or ``'compiled'``): its tile kernel records Σ after
+every requested layer and Θ of every frozen count k straight into the output
+rows during the one pass (one GEMM per tile, the recursion once; the frozen
+chains reuse each layer's E, Ė), in the output dtype, with the engine's
+exact-angle arithmetic, so every kernel equals ``MLP(depth).kernels`` to
+rounding.  The cost above one single kernel is writing the extra matrices.
+Other activations, and ``exact_angles=False``, use the NumPy pass below
+(``backend='numpy'``).
+
+Numerics of the NumPy pass
+--------------------------
 Blocked over row tiles of X (the working set is O(tile × M × (2 + #k))
 float64 numbers; the outputs themselves are N × M each).  Smooth activations
 use :meth:`Activation.kernel_rule`.  The ABReLU family (ReLU, LeakyReLU, Abs)
@@ -291,7 +303,8 @@ def _diagonals(spec, plan, X, q):
 
 
 def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both",
-                  dtype=None, tile=None, n_jobs=None, exact_angles=True) -> MultiKernels:
+                  dtype=None, tile=None, n_jobs=None, exact_angles=True,
+                  backend="auto") -> MultiKernels:
     """The kernels of several depths and frozen-layer counts from ONE recursion pass.
 
     Parameters
@@ -312,7 +325,8 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     get : {'both', 'ntk', 'nngp'}
         Which kernels to keep (the other field of each ``Kernels`` is None).
     dtype : float32 | float64, optional
-        Output dtype (default follows X); the arithmetic is float64.
+        Output dtype (default follows X); the arithmetic is float64 in the NumPy
+        pass, ``dtype`` in the compiled engine (as :meth:`MLP.kernels`).
     tile : int, optional
         Rows of X per block (default: about 128k entries per working array).
     n_jobs : int, optional
@@ -320,7 +334,12 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     exact_angles : bool
         ABReLU family: carry D = q q' − Σ² without cancellation, as the
         compiled engine (default); False: the textbook ``kernel_rule``, as the
-        NumPy reference backend.
+        NumPy reference backend (NumPy pass only).
+    backend : {'auto', 'compiled', 'numpy'}
+        'compiled': the C engine records every (depth, k) kernel in its one tiled
+        pass (closed-form activations; arithmetic in ``dtype``, as
+        :meth:`MLP.kernels`).  'numpy': the blocked NumPy pass of this module
+        (float64 arithmetic; any activation).  'auto': compiled when it applies.
 
     Returns
     -------
@@ -348,26 +367,26 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     n_threads = V.check_n_jobs(n_jobs)
     want_nngp, want_ntk = get in ("both", "nngp"), get in ("both", "ntk")
     plan = _Plan(depths, ks, want_nngp, want_ntk)
+    engine = _compiled_engine(backend, net.activation, exact_angles)
 
     spec = RecursionSpec.build(net.activation, plan.max_depth, net.w_std, net.b_std,
                                net.parameterization, net.width, X.shape[1])
     symmetric = Z is None
-    # Tiny rows (issue 17; the arithmetic is float64): rejected where no exact identity
-    # rescues them, else rescaled by powers of two and every kernel scaled back below.
-    V.check_tiny_variances(spec, X, Z, np.float64)
+    # Tiny rows (issue 17; the arithmetic is float64 in the NumPy pass, dt in the engine):
+    # rejected where no exact identity rescues them, else rescaled by powers of two and
+    # every kernel scaled back below.
+    arith = np.dtype(dt) if engine is not None else np.dtype(np.float64)
+    V.check_tiny_variances(spec, X, Z, arith)
     qx = layer_variances(spec, X)
-    kx = tiny_row_exponents(spec, X, qx, np.float64)
-    X, qx = _rescaled(spec, X, qx, kx)
+    kx = tiny_row_exponents(spec, X, qx, arith)
+    X, qx = _rescaled(spec, X, qx, kx, arith)
     if symmetric:
         Zm, qz, kz = X, qx, kx
     else:
         qz = layer_variances(spec, Z)
-        kz = tiny_row_exponents(spec, Z, qz, np.float64)
-        Zm, qz = _rescaled(spec, Z, qz, kz)
+        kz = tiny_row_exponents(spec, Z, qz, arith)
+        Zm, qz = _rescaled(spec, Z, qz, kz, arith)
     n, m = X.shape[0], Zm.shape[0]
-    rxs = np.sqrt(qx)
-    rzs = rxs if symmetric else np.sqrt(qz)
-
     result = MultiKernels()
     result.depths = tuple(depths)
     result.frozen_layers = tuple(ks)
@@ -380,27 +399,12 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
                 outs[(depth, k)] = (s_arr, t_arr)
                 result[(depth, k)] = Kernels(s_arr, t_arr)
 
-    if tile is None:
-        tile = max(1, min(n, _TILE_ELEMS // max(m, 1)))
-    starts = list(range(0, n, tile))
-
-    def work(i0):
-        i1 = min(i0 + tile, n)
-        j0 = i0 if symmetric else 0
-        _block(spec, plan, exact_angles, X, Zm, qx, qz, rxs, rzs, i0, i1, j0,
-               0 if symmetric else None, outs)
-        if symmetric:
-            _mirror_block(outs, i0, i1)
-
-    if n_threads > 1 and len(starts) > 1:
-        # Our threads are the parallelism: BLAS single-threaded inside them (OpenBLAS's
-        # own pool, called from several threads at once, stays slow long afterwards).
-        with limited(1, "blas"), \
-                ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as pool:
-            list(pool.map(work, starts))
+    if engine is not None:
+        _compiled_pass(engine, spec, plan, X, Zm, qx, qz, outs, symmetric, dt, tile,
+                       n_threads)
     else:
-        for i0 in starts:
-            work(i0)
+        _numpy_pass(spec, plan, exact_angles, X, Zm, qx, qz, outs, symmetric, tile,
+                    n_threads)
 
     if symmetric:
         idx = np.arange(n)
@@ -416,12 +420,75 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     return result
 
 
-def _rescaled(spec, A, q, k):
-    """(2^k A, its layer variances): the rows with k ≠ 0 rescaled exactly (as float64,
-    the arithmetic of this module); A and q unchanged when ``k`` is None."""
+def _numpy_pass(spec, plan, exact, X, Z, qx, qz, outs, symmetric, tile, n_threads):
+    """Every (depth, k) kernel of ``outs`` by the blocked NumPy recursion (float64)."""
+    n, m = X.shape[0], Z.shape[0]
+    rxs = np.sqrt(qx)
+    rzs = rxs if symmetric else np.sqrt(qz)
+    if tile is None:
+        tile = max(1, min(n, _TILE_ELEMS // max(m, 1)))
+    starts = list(range(0, n, tile))
+
+    def work(i0):
+        i1 = min(i0 + tile, n)
+        j0 = i0 if symmetric else 0
+        _block(spec, plan, exact, X, Z, qx, qz, rxs, rzs, i0, i1, j0,
+               0 if symmetric else None, outs)
+        if symmetric:
+            _mirror_block(outs, i0, i1)
+
+    if n_threads > 1 and len(starts) > 1:
+        # Our threads are the parallelism: BLAS single-threaded inside them (OpenBLAS's
+        # own pool, called from several threads at once, stays slow long afterwards).
+        with limited(1, "blas"), \
+                ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as pool:
+            list(pool.map(work, starts))
+    else:
+        for i0 in starts:
+            work(i0)
+
+
+def _rescaled(spec, A, q, k, dtype):
+    """(2^k A, its layer variances): the rows with k ≠ 0 rescaled exactly (as ``dtype``,
+    the arithmetic of the pass); A and q unchanged when ``k`` is None."""
     if k is None:
         return A, q
-    return rescale_rows(spec, A, q, k, np.float64)
+    return rescale_rows(spec, A, q, k, dtype)
+
+
+def _compiled_engine(backend, activation, exact_angles):
+    """The compiled engine for the one-pass sweep, or None for the NumPy pass."""
+    if backend not in ("auto", "compiled", "numpy"):
+        raise ValueError(f"backend: must be 'auto', 'compiled' or 'numpy', got {backend!r}")
+    if backend == "numpy" or (backend == "auto" and not exact_angles):
+        return None
+    if not exact_angles:
+        raise ValueError("exact_angles=False: the textbook angle rule runs in the NumPy "
+                         "pass only; use backend='numpy' (or 'auto')")
+    from .backends import get_backend
+    engine = get_backend("compiled" if backend == "compiled" else "auto", activation)
+    if not hasattr(engine, "fill_multi"):
+        return None
+    return engine
+
+
+def _compiled_pass(engine, spec, plan, X, Z, qx, qz, outs, symmetric, dt, tile, n_jobs):
+    """Every (depth, k) kernel of ``outs`` from one pass of the compiled engine: the
+    record tables of ``_engine.fill_tiles_multi`` (Σ shared by all k of a depth)."""
+    ks = list(plan.ks) if plan.want_ntk else [0]
+    nk = len(ks)
+    s_slot = [-1] * (plan.max_depth + 1)
+    t_slot = [-1] * ((plan.max_depth + 1) * nk)
+    arrays = []
+    for (depth, k), (o_s, o_t) in outs.items():
+        if o_s is not None and s_slot[depth] < 0:
+            s_slot[depth] = len(arrays)
+            arrays.append(o_s)
+        if o_t is not None:
+            t_slot[depth * nk + ks.index(k)] = len(arrays)
+            arrays.append(o_t)
+    engine.fill_multi(spec, X, Z, arrays, s_slot, t_slot, ks, symmetric=symmetric,
+                      dtype=dt, tile=tile, n_jobs=n_jobs, qx=qx, qz=qz)
 
 
 def _mirror_block(outs, i0, i1):

@@ -4,7 +4,8 @@ For every dataset, :func:`sweep`
 
 1. computes the kernels of every depth (and every frozen-layer count k, Arora
    et al. 2020's ``fix_dep``) of K(X, X) from ONE recursion pass
-   (:func:`ntkfast.multidepth.kernels_multi`);
+   (:func:`ntkfast.multidepth.kernels_multi`: the compiled engine for closed-form
+   activations, which records every kernel in its tiled pass);
 2. for every kernel and cross-validation fold, takes ONE eigendecomposition
    K_train = V Λ Vᵀ and scores every ridge r from it:
    f_test(r) = K_test,train V (Λ + r s I)⁻¹ Vᵀ y_train, with s = mean diag(K_train)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -44,6 +45,51 @@ from .. import _engine  # noqa: E402
 from .._threads import limited  # noqa: E402
 from ..activations import ABReLU, Erf
 from .reference import diagonal_from_variances, fill_rescaled
+
+#: Environment variable that caps the tile kernel's instruction-set level: "x86-64-v4"
+#: (AVX-512), "x86-64-v3" (AVX2 + FMA), "baseline", or "auto"/unset (the best the CPU
+#: runs).  Read once at import; :func:`set_isa` changes it at run time.  Every level
+#: computes the same formulas (results agree to rounding); v3 on an AVX-512 machine is
+#: for comparing the two.
+ISA_ENV = "NTKFAST_ISA"
+
+
+def isa_levels():
+    """Instruction-set levels of the FC tile kernel this build and CPU can run."""
+    return _engine.isa_levels()
+
+
+def isa():
+    """The level the FC tile kernel runs now (e.g. 'x86-64-v4')."""
+    return _engine.isa()
+
+
+def set_isa(level):
+    """Run the FC tile kernel at ``level`` ('x86-64-v4', 'x86-64-v3', 'baseline'; 'auto'
+    or None = the best available).  Returns the previous level (to restore it)."""
+    previous = _engine.isa()
+    if level in (None, "auto", ""):
+        level = _engine.isa_levels()[-1]
+    _engine.set_isa(level)
+    return previous
+
+
+def _isa_from_env():
+    want = os.environ.get(ISA_ENV, "").strip().lower()
+    if want in ("", "auto"):
+        return
+    levels = _engine.isa_levels()
+    if want not in _engine.ISA_LEVELS:
+        warnings.warn(f"{ISA_ENV}={want!r} is not one of {_engine.ISA_LEVELS + ('auto',)}; "
+                      f"using {levels[-1]}", RuntimeWarning, stacklevel=2)
+    elif want not in levels:
+        warnings.warn(f"{ISA_ENV}={want!r}: this CPU/build runs only {levels}; "
+                      f"using {levels[-1]}", RuntimeWarning, stacklevel=2)
+    else:
+        _engine.set_isa(want)
+
+
+_isa_from_env()
 
 #: D < τ q(x) q(z) (θ ≲ 0.01 in float64, ≲ 0.1 in float32) → D computed exactly (first
 #: layer: Kahan; later layers: the cancellation-free update of the flagged columns).
@@ -118,3 +164,25 @@ class CompiledEngine:
                 out_nngp[idx, idx] = sig_diag
             if want_t:
                 out_ntk[idx, idx] = ntk_diag
+
+    def fill_multi(self, spec, X, Z, outs, s_slot, t_slot, ks, *, symmetric, dtype,
+                   tile=None, n_jobs=1, qx, qz):
+        """Many kernels of one recursion pass (``spec.depth`` = the deepest layer), as
+        ``_engine.fill_tiles_multi``: after layer l, Σ into ``outs[s_slot[l]]`` and the
+        Θ of frozen-layer count ``ks[c]`` into ``outs[t_slot[l * len(ks) + c]]`` (-1: not
+        recorded).  X, Z already rescaled (no tiny rows); qx, qz their float64 layer
+        variances.  The diagonal of K(X, X) is left to the caller."""
+        dtype = np.dtype(dtype)
+        Xc = np.ascontiguousarray(X, dtype=dtype)
+        Zc = Xc if symmetric else np.ascontiguousarray(Z, dtype=dtype)
+        Qx = np.ascontiguousarray(qx, dtype=dtype)
+        Rx = _roots(qx, dtype)
+        if symmetric:
+            Qz, Rz = Qx, Rx
+        else:
+            Qz = np.ascontiguousarray(qz, dtype=dtype)
+            Rz = _roots(qz, dtype)
+        with limited(1, "blas"):  # our OpenMP loop is the parallelism
+            _engine.fill_tiles_multi(engine_params(spec, Xc.shape[1], dtype), Xc, Zc, Qx, Rx,
+                                     Qz, Rz, list(outs), list(s_slot), list(t_slot), list(ks),
+                                     symmetric, int(tile or DEFAULT_TILE), int(n_jobs), PANEL)
