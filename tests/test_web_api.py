@@ -170,6 +170,86 @@ def test_finite_networks_are_capped(client):
         assert steps * 8 * api._step_cost(200, width, depth) <= api.FINITE_BUDGET_S + 1e-12
 
 
+def _continue(client, body, raw=False):
+    data = body if raw else json.dumps(body)
+    r = client.post("/api/finite", data=data, content_type="application/json")
+    return r.status_code, r.get_json()
+
+
+def test_finite_networks_stream_to_the_end(client):
+    """A fit answers with the networks as far as its budget went and a job; continuing
+    the job trains them on to MAX_STEPS (t = ∞), exactly as one uninterrupted run."""
+    pts = _points(20, seed=3)
+    status, r = _fit(client, dict(points=pts, finite=True, t="inf", width=64, n_nets=1,
+                                  seed=2))
+    assert status == 200, r
+    f = r["finite"]
+    assert f["target_steps"] == api.MAX_STEPS and f["steps"] < api.MAX_STEPS
+    assert not f["done"] and isinstance(f["job"], str) and f["truncated"]
+    seen = [f["steps"]]
+    for _ in range(500):
+        status, c = _continue(client, {"job": f["job"]})
+        assert status == 200, c
+        f = c["finite"]
+        assert f["steps"] >= seen[-1]
+        seen.append(f["steps"])
+        if f["done"]:
+            break
+    assert f["done"] and f["job"] is None and f["steps"] == api.MAX_STEPS
+    assert f["t_reached"] == api.MAX_STEPS and f["truncated"]   # t = ∞ is never reached
+    X, y = _xy(pts)
+    G = np.array(r["grid"])[:, None]
+    mlp = nk.MLP(1, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    K = mlp.ntk(X)
+    lr = default_lr(K)
+    net = mlp.finite(64, seed=3, d=1)
+    net.train(X, y, lr, api.MAX_STEPS)
+    assert np.allclose(f["nets"][0], net(G)[:, 0], atol=1e-9)
+    expect = GradientFlow(K, y, lr, api.DEFAULTS["ridge"]).predict(
+        float(api.MAX_STEPS), mlp.ntk(G, X)).test
+    assert np.allclose(f["ntk_mean_at_t_reached"], expect, atol=1e-9)
+    # a finished job is forgotten
+    status, c = _continue(client, {"job": r["finite"]["job"]})
+    assert status == 404 and c["field"] == "job"
+
+
+def test_finite_networks_reach_a_finite_t(client):
+    status, r = _fit(client, dict(points=_points(8), finite=True, t=30, width=32, n_nets=2))
+    assert status == 200
+    f = r["finite"]
+    assert f["done"] and f["job"] is None and f["steps"] == f["target_steps"] == 30
+    assert not f["truncated"]
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"job": "0123456789abcdef"}, 404, "job"),
+    ({}, 400, "job"),
+    ({"job": 3}, 400, "job"),
+    ({"job": "x", "width": 3}, 400, "width"),
+    ("[1]", 400, "body"),
+])
+def test_continue_bad_input_names_the_field(client, body, status, field):
+    st, r = _continue(client, body, raw=isinstance(body, str))
+    assert st == status and r["field"] == field, r
+
+
+def test_job_store_keeps_the_newest_and_forgets_idle_ones():
+    jobs = api.FiniteJobs(max_jobs=2, ttl_s=60)
+
+    class J:
+        used = 0.0
+
+    ids = [jobs.add(J()) for _ in range(3)]
+    assert len(jobs) == 2 and jobs.get(ids[0]) is None
+    assert jobs.get(ids[1]) is not None and jobs.get(ids[2]) is not None
+    jobs.drop(ids[1])
+    assert jobs.get(ids[1]) is None
+    idle = api.FiniteJobs(ttl_s=0.0)
+    k = idle.add(J())
+    time.sleep(0.01)
+    assert idle.get(k) is None and len(idle) == 0
+
+
 def test_heatmap_is_the_ntk_on_the_grid(client):
     status, r = _fit(client, dict(points=_points(5), depth=3, n_heatmap=40))
     hm = r["heatmap"]
@@ -321,7 +401,7 @@ def test_wrong_method_and_unknown_route_answer_json(client):
 
 
 def test_unexpected_errors_are_500_and_the_server_keeps_going(client, monkeypatch):
-    def boom(p):
+    def boom(p, jobs=None):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(api, "compute", boom)
