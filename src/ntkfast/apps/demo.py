@@ -115,8 +115,9 @@ def run_demo(out_dir="ntkfast-demo", width=512, depth=2, n_train=None, progress=
     (name → PNG path) and the measured numbers ``ntk_slope``, ``nngp_slope``,
     ``kernel_change_slope``, ``train_vs_ntk_slope`` (of the relative test error),
     ``kernel_change`` and ``train_vs_ntk_rms`` (per width, at the last step, seed means),
-    ``train_vs_ntk_rel`` (per width and checkpoint t ≥ 1, seed means), ``widths_bc`` and
-    ``seeds_bc`` (seeds per width).
+    ``train_vs_ntk_rel`` (per width and checkpoint t ≥ 1, seed means),
+    ``train_vs_ntk_monotone`` (whether that error decreases with width at every
+    checkpoint), ``widths_bc`` and ``seeds_bc`` (seeds per width).
     """
     from ..network import MLP
 
@@ -213,13 +214,16 @@ def run_demo(out_dir="ntkfast-demo", width=512, depth=2, n_train=None, progress=
                kernel_change=np.nanmean(rb["kernel_change"][:, :, -1], 1).tolist(),
                train_vs_ntk_rms=np.nanmean(rb["test_rms"][:, :, -1], 1).tolist(),
                train_vs_ntk_rel=np.nanmean(rb["test_rel"], 1)[:, 1:].tolist())
+    out["train_vs_ntk_monotone"] = bool(np.all(np.diff(np.array(out["train_vs_ntk_rel"]),
+                                                       axis=0) < 0))
     say(f"(b) relative NTK change after {cfg['steps']} steps: "
         + ", ".join(f"n={w}: {c:.3g}" for w, c in zip(widths_bc, out["kernel_change"]))
         + f" (slope {rb['change_slope']:.2f})")
     say("(c) test RMS(f_net − f_NTK) / RMS(f_NTK − f_0) after "
         f"{cfg['steps']} steps: "
         + ", ".join(f"n={w}: {c[-1]:.3g}" for w, c in zip(widths_bc, out["train_vs_ntk_rel"]))
-        + f" (slope {rb['test_rel_slope']:.2f}) ({timings['training']:.1f} s)")
+        + f" (slope {rb['test_rel_slope']:.2f}; decreases with width at every step: "
+        + ("yes" if out["train_vs_ntk_monotone"] else "no") + f") ({timings['training']:.1f} s)")
 
     # (d) per-eigendirection convergence -----------------------------------------------------------
     say(f"(d) eigendirections: one network of width {cfg['width_bc']}, {cfg['steps']} steps ...")
