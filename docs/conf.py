@@ -25,6 +25,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",     # MathJax served from the site itself: works offline
     "sphinx.ext.viewcode",
     "sphinx.ext.intersphinx",
     "myst_parser",

@@ -8,8 +8,8 @@ Gradient flow on :math:`\\tfrac12\\|f(X) - y\\|^2` moves an infinitely wide netw
 
 .. math::
 
-   f_{\\mathrm{train}}(t) = y + e^{-\\eta\\Theta t}(f_0 - y), \\qquad
-   f_{\\mathrm{test}}(t) = f_0(Z) + \\Theta(Z, X)\\,\\Theta^{-1}(I - e^{-\\eta\\Theta t})(y - f_0(X)).
+   f_{\\mathrm{train}}(t) &= y + e^{-\\eta\\Theta t}(f_0 - y), \\\\
+   f_{\\mathrm{test}}(t) &= f_0(Z) + \\Theta(Z, X)\\,\\Theta^{-1}(I - e^{-\\eta\\Theta t})(y - f_0(X)).
 
 :class:`ntkfast.GradientFlow` computes them; here we compare with a finite network of
 width 512 trained by gradient descent (step :math:`s` is time :math:`t = s`).
