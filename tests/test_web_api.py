@@ -258,6 +258,14 @@ def test_heatmap_is_the_ntk_on_the_grid(client):
     g = np.linspace(hm["x_min"], hm["x_max"], hm["n"])[:, None]
     theta = nk.MLP(3, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"]).ntk(g)
     assert np.max(np.abs(vals - theta)) <= 0.5 / 255 * (hm["vmax"] - hm["vmin"]) + 1e-12
+    # the normalized kernel, Θ(x, x')/√(Θ(x, x) Θ(x', x')), in the same encoding
+    nm = hm["normalized"]
+    qn = np.frombuffer(base64.b64decode(nm["data"]), dtype=np.uint8).reshape(hm["n"], hm["n"])
+    vn = nm["vmin"] + qn / 255.0 * (nm["vmax"] - nm["vmin"])
+    d = np.sqrt(np.diag(theta))
+    assert np.max(np.abs(vn - theta / np.outer(d, d))) <= \
+        0.5 / 255 * (nm["vmax"] - nm["vmin"]) + 1e-12
+    assert nm["vmax"] <= 1.0 and np.allclose(np.diag(vn), 1.0, atol=0.5 / 255 * 2)
 
 
 @pytest.mark.parametrize("activation", api.ACTIVATIONS)

@@ -246,6 +246,13 @@ def test_opens_fitted_with_the_heatmap_in_view(server, browser):
             "var seen = {}; for (var i = 0; i < d.length; i += 397) seen[d[i] + ',' + d[i+1]]"
             " = 1; return Object.keys(seen).length;")
         assert colours > 10
+        # the normalized kernel on request: a redraw, its colour bar ends at 1
+        before = d.find_element("id", "heatmap").screenshot_as_png
+        from selenium.webdriver.support.ui import Select
+        Select(d.find_element("id", "heat-kind")).select_by_value("normalized")
+        _wait(d, lambda dd: float(dd.find_element("id", "heat-max").text) <= 1.0,
+              "the normalized heatmap's colour bar")
+        assert d.find_element("id", "heatmap").screenshot_as_png != before
     finally:
         d.set_window_size(size["width"], size["height"])
 

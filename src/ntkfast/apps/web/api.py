@@ -35,7 +35,9 @@ df/dt = −ηΘ(f − y), f₀ = 0 on average):
   ``finite.job``, and each :func:`handle_continue` request (``POST /api/finite``
   ``{"job": id}``) trains it about :data:`FINITE_SLICE_S` seconds further and answers the
   same ``finite`` object, until ``done``: the page streams the networks to the end.
-- heatmap: Θ(x, x') on ``n_heatmap`` points of [-3, 3], quantised to uint8 (base64).
+- heatmap: Θ(x, x') on ``n_heatmap`` points of [-3, 3], quantised to uint8 (base64), and
+  (``heatmap.normalized``, same encoding) Θ(x, x')/√(Θ(x, x) Θ(x', x')), which shows the
+  angular structure that Θ's growth with |x| hides.
 """
 
 from __future__ import annotations
@@ -286,16 +288,26 @@ def _finite_list(a):
     return [v if math.isfinite(v) else None for v in a.tolist()]
 
 
+def _quantised(K):
+    """K as uint8 bytes (base64) with its range: value = vmin + byte/255·(vmax − vmin)."""
+    lo, hi = float(K.min()), float(K.max())
+    span = hi - lo if hi > lo else 1.0
+    q = np.clip(np.rint((K - lo) / span * 255.0), 0, 255).astype(np.uint8)
+    return dict(vmin=lo, vmax=hi, data=base64.b64encode(q.tobytes()).decode("ascii"))
+
+
 def _heatmap(net, n):
+    """Θ(x, x') on n points of [-3, 3], and the normalized kernel
+    Θ(x, x')/√(Θ(x, x) Θ(x', x')) (0 where a diagonal entry is 0), quantised."""
     g = np.linspace(X_RANGE[0], X_RANGE[1], n)
     theta = np.asarray(net.ntk(g[:, None], n_jobs=1), dtype=np.float64)
-    lo, hi = float(theta.min()), float(theta.max())
-    span = hi - lo if hi > lo else 1.0
-    q = np.clip(np.rint((theta - lo) / span * 255.0), 0, 255).astype(np.uint8)
-    return dict(n=n, x_min=X_RANGE[0], x_max=X_RANGE[1], vmin=lo, vmax=hi,
+    d = np.sqrt(np.maximum(np.diag(theta), 0.0))
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    normalized = np.clip(theta * inv[:, None] * inv[None, :], -1.0, 1.0)
+    return dict(n=n, x_min=X_RANGE[0], x_max=X_RANGE[1], **_quantised(theta),
                 encoding="uint8-base64, row-major, row i = x_i (ascending), "
                          "value = vmin + byte/255*(vmax-vmin)",
-                data=base64.b64encode(q.tobytes()).decode("ascii"))
+                normalized=_quantised(normalized))
 
 
 def compute(p, jobs=None):

@@ -335,7 +335,9 @@
   function drawHeatmap() {
     var r = state.response;
     if (!r || !r.heatmap) return;
-    var hm = r.heatmap, n = hm.n, bytes = atob(hm.data);
+    var hm = r.heatmap, n = hm.n;
+    var shown = $("heat-kind").value === "normalized" && hm.normalized ? hm.normalized : hm;
+    var bytes = atob(shown.data);
     var off = document.createElement("canvas");
     off.width = n; off.height = n;
     var octx = off.getContext("2d"), img = octx.createImageData(n, n);
@@ -361,8 +363,8 @@
         hctx.beginPath(); hctx.moveTo(0, size - u); hctx.lineTo(9, size - u); hctx.stroke();
       });
     });
-    $("heat-min").textContent = hm.vmin.toPrecision(3);
-    $("heat-max").textContent = hm.vmax.toPrecision(3);
+    $("heat-min").textContent = shown.vmin.toPrecision(3);
+    $("heat-max").textContent = shown.vmax.toPrecision(3);
   }
 
   // -- interaction ---------------------------------------------------------------------
@@ -395,6 +397,7 @@
 
   $("controls").addEventListener("input", function () { syncOutputs(); schedule(); });
   $("controls").addEventListener("change", function () { syncOutputs(); schedule(); });
+  $("heat-kind").addEventListener("change", drawHeatmap);
   $("clear").addEventListener("click", function () { state.points = []; draw(); schedule(0); });
   function loadExample() {
     var xs = [-2.6, -1.9, -1.2, -0.5, 0.3, 1.0, 1.8, 2.5];
