@@ -39,12 +39,13 @@ def test_quick_demo_writes_figures(tmp_path, capsys):
 def test_training_by_width_pads_seeds_with_nan():
     from ntkfast import MLP, experiments as E
     data = E.load_digits_split(8, 6, 0)
-    res = demo.training_by_width(MLP(1, "relu", 1.5, 1.0), data, [4, 8], 5, [3, 1], seed=0)
+    net = MLP(depth=1, activation="relu", w_std=1.5, b_std=1.0)
+    res = demo.training_by_width(net, data, [4, 8], 5, [3, 1], seed=0)
     assert res["kernel_change"].shape[:2] == (2, 3)
     assert np.isnan(res["test_rel"][1, 1:]).all() and not np.isnan(res["test_rel"][1, 0]).any()
     assert not np.isnan(res["test_rel"][0]).any()
     # the first width's runs are the same as training_experiments' with 3 seeds
-    ref = E.training_experiments(MLP(1, "relu", 1.5, 1.0), data["X_train"], data["y_train"],
+    ref = E.training_experiments(net, data["X_train"], data["y_train"],
                                  data["X_test"], [4], steps=5, n_seeds=3, seed=0,
                                  discrete=True, center=True)
     np.testing.assert_array_equal(res["test_rel"][0], ref["test_rel"][0])

@@ -39,6 +39,12 @@ def _fit(client, body, raw=False):
     return r.status_code, r.get_json()
 
 
+def _default_mlp(depth, activation):
+    """The page's network with the API's default σ_w, σ_b."""
+    return nk.MLP(depth=depth, activation=activation, w_std=api.DEFAULTS["w_std"],
+                  b_std=api.DEFAULTS["b_std"])
+
+
 def _xy(points):
     a = np.array(points, dtype=float).reshape(-1, 2)
     return a[:, :1], a[:, 1]
@@ -88,7 +94,7 @@ def test_kernel_regression_at_t_infinity(client):
     assert status == 200, r
     X, y = _xy(pts)
     G = np.array(r["grid"])[:, None]
-    net = nk.MLP(2, "erf", 1.3, 0.2)
+    net = nk.MLP(depth=2, activation="erf", w_std=1.3, b_std=0.2)
     reg = KernelRegression(net.ntk(X), y, ridge=1e-2)
     assert np.allclose(r["mean"], reg.predict(net.ntk(G, X)), rtol=1e-9, atol=1e-9)
     assert np.allclose(r["std"], np.sqrt(reg.variance(net.ntk(G, X), net.ntk_diag(G))),
@@ -110,7 +116,7 @@ def test_gradient_flow_and_ensemble_at_finite_t(client, t):
     assert status == 200, r
     X, y = _xy(pts)
     G = np.array(r["grid"])[:, None]
-    net = nk.MLP(3, "gelu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    net = _default_mlp(3, "gelu")
     K = net.ntk(X)
     lr = default_lr(K)
     assert math.isclose(r["lr"], lr, rel_tol=1e-12)
@@ -141,7 +147,7 @@ def test_finite_networks_are_trained_like_finite_mlp(client):
     assert len(f["nets"]) == 2 and all(len(n) == 200 for n in f["nets"])
     X, y = _xy(pts)
     G = np.array(r["grid"])[:, None]
-    mlp = nk.MLP(2, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    mlp = _default_mlp(2, "relu")
     lr = default_lr(mlp.ntk(X))
     for i, out in enumerate(f["nets"]):
         net = mlp.finite(64, seed=5 + 1 + i, d=1)
@@ -158,7 +164,7 @@ def test_finite_networks_are_capped(client):
     assert f["truncated"] and 0 <= f["steps"] <= api.MAX_STEPS
     assert any("GD steps" in w for w in r["warnings"])
     X, y = _xy(pts)
-    net = nk.MLP(1, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    net = _default_mlp(1, "relu")
     K = net.ntk(X)
     expect = GradientFlow(K, y, default_lr(K), api.DEFAULTS["ridge"]).predict(
         float(f["steps"]), net.ntk(np.array(r["grid"])[:, None], X)).test
@@ -199,7 +205,7 @@ def test_finite_networks_stream_to_the_end(client):
     assert f["t_reached"] == api.MAX_STEPS and f["truncated"]   # t = ∞ is never reached
     X, y = _xy(pts)
     G = np.array(r["grid"])[:, None]
-    mlp = nk.MLP(1, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    mlp = _default_mlp(1, "relu")
     K = mlp.ntk(X)
     lr = default_lr(K)
     net = mlp.finite(64, seed=3, d=1)
@@ -256,7 +262,7 @@ def test_heatmap_is_the_ntk_on_the_grid(client):
     q = np.frombuffer(base64.b64decode(hm["data"]), dtype=np.uint8).reshape(hm["n"], hm["n"])
     vals = hm["vmin"] + q / 255.0 * (hm["vmax"] - hm["vmin"])
     g = np.linspace(hm["x_min"], hm["x_max"], hm["n"])[:, None]
-    theta = nk.MLP(3, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"]).ntk(g)
+    theta = _default_mlp(3, "relu").ntk(g)
     assert np.max(np.abs(vals - theta)) <= 0.5 / 255 * (hm["vmax"] - hm["vmin"]) + 1e-12
     # the normalized kernel, Θ(x, x')/√(Θ(x, x) Θ(x', x')), in the same encoding
     nm = hm["normalized"]

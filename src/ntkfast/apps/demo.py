@@ -131,7 +131,7 @@ def run_demo(out_dir="ntkfast-demo", width=512, depth=2, n_train=None, progress=
             raise ValueError("n_train: leave at least one of the 1797 digits for testing")
     say = print if progress else (lambda *a, **k: None)
     os.makedirs(out_dir, exist_ok=True)
-    mlp = MLP(depth, ACTIVATION, W_STD, B_STD)
+    mlp = MLP(depth=depth, activation=ACTIVATION, w_std=W_STD, b_std=B_STD)
     timings, figures, out = {}, {}, {}
     t_all = time.perf_counter()
     say(f"ntkfast demo: {mlp}, finite width {width}, figures in {out_dir}/")

@@ -328,7 +328,8 @@ def compute(p, jobs=None):
     X = x[:, None]
     grid = np.linspace(X_RANGE[0], X_RANGE[1], p["n_grid"])
     G = grid[:, None]
-    net = nk.MLP(p["depth"], p["activation"], p["w_std"], p["b_std"])
+    net = nk.MLP(depth=p["depth"], activation=p["activation"], w_std=p["w_std"],
+                 b_std=p["b_std"])
     band = p["band"]
     if band == "auto":
         band = "posterior" if math.isinf(t) else "ensemble"
