@@ -39,6 +39,12 @@ def _fit(client, body, raw=False):
     return r.status_code, r.get_json()
 
 
+def _default_mlp(depth, activation):
+    """The page's network with the API's default σ_w, σ_b."""
+    return nk.MLP(depth=depth, activation=activation, w_std=api.DEFAULTS["w_std"],
+                  b_std=api.DEFAULTS["b_std"])
+
+
 def _xy(points):
     a = np.array(points, dtype=float).reshape(-1, 2)
     return a[:, :1], a[:, 1]
@@ -88,7 +94,7 @@ def test_kernel_regression_at_t_infinity(client):
     assert status == 200, r
     X, y = _xy(pts)
     G = np.array(r["grid"])[:, None]
-    net = nk.MLP(2, "erf", 1.3, 0.2)
+    net = nk.MLP(depth=2, activation="erf", w_std=1.3, b_std=0.2)
     reg = KernelRegression(net.ntk(X), y, ridge=1e-2)
     assert np.allclose(r["mean"], reg.predict(net.ntk(G, X)), rtol=1e-9, atol=1e-9)
     assert np.allclose(r["std"], np.sqrt(reg.variance(net.ntk(G, X), net.ntk_diag(G))),
@@ -110,7 +116,7 @@ def test_gradient_flow_and_ensemble_at_finite_t(client, t):
     assert status == 200, r
     X, y = _xy(pts)
     G = np.array(r["grid"])[:, None]
-    net = nk.MLP(3, "gelu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    net = _default_mlp(3, "gelu")
     K = net.ntk(X)
     lr = default_lr(K)
     assert math.isclose(r["lr"], lr, rel_tol=1e-12)
@@ -141,7 +147,7 @@ def test_finite_networks_are_trained_like_finite_mlp(client):
     assert len(f["nets"]) == 2 and all(len(n) == 200 for n in f["nets"])
     X, y = _xy(pts)
     G = np.array(r["grid"])[:, None]
-    mlp = nk.MLP(2, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    mlp = _default_mlp(2, "relu")
     lr = default_lr(mlp.ntk(X))
     for i, out in enumerate(f["nets"]):
         net = mlp.finite(64, seed=5 + 1 + i, d=1)
@@ -158,7 +164,7 @@ def test_finite_networks_are_capped(client):
     assert f["truncated"] and 0 <= f["steps"] <= api.MAX_STEPS
     assert any("GD steps" in w for w in r["warnings"])
     X, y = _xy(pts)
-    net = nk.MLP(1, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"])
+    net = _default_mlp(1, "relu")
     K = net.ntk(X)
     expect = GradientFlow(K, y, default_lr(K), api.DEFAULTS["ridge"]).predict(
         float(f["steps"]), net.ntk(np.array(r["grid"])[:, None], X)).test
@@ -170,14 +176,102 @@ def test_finite_networks_are_capped(client):
         assert steps * 8 * api._step_cost(200, width, depth) <= api.FINITE_BUDGET_S + 1e-12
 
 
+def _continue(client, body, raw=False):
+    data = body if raw else json.dumps(body)
+    r = client.post("/api/finite", data=data, content_type="application/json")
+    return r.status_code, r.get_json()
+
+
+def test_finite_networks_stream_to_the_end(client):
+    """A fit answers with the networks as far as its budget went and a job; continuing
+    the job trains them on to MAX_STEPS (t = ∞), exactly as one uninterrupted run."""
+    pts = _points(20, seed=3)
+    status, r = _fit(client, dict(points=pts, finite=True, t="inf", width=64, n_nets=1,
+                                  seed=2))
+    assert status == 200, r
+    f = r["finite"]
+    assert f["target_steps"] == api.MAX_STEPS and f["steps"] < api.MAX_STEPS
+    assert not f["done"] and isinstance(f["job"], str) and f["truncated"]
+    seen = [f["steps"]]
+    for _ in range(500):
+        status, c = _continue(client, {"job": f["job"]})
+        assert status == 200, c
+        f = c["finite"]
+        assert f["steps"] >= seen[-1]
+        seen.append(f["steps"])
+        if f["done"]:
+            break
+    assert f["done"] and f["job"] is None and f["steps"] == api.MAX_STEPS
+    assert f["t_reached"] == api.MAX_STEPS and f["truncated"]   # t = ∞ is never reached
+    X, y = _xy(pts)
+    G = np.array(r["grid"])[:, None]
+    mlp = _default_mlp(1, "relu")
+    K = mlp.ntk(X)
+    lr = default_lr(K)
+    net = mlp.finite(64, seed=3, d=1)
+    net.train(X, y, lr, api.MAX_STEPS)
+    assert np.allclose(f["nets"][0], net(G)[:, 0], atol=1e-9)
+    expect = GradientFlow(K, y, lr, api.DEFAULTS["ridge"]).predict(
+        float(api.MAX_STEPS), mlp.ntk(G, X)).test
+    assert np.allclose(f["ntk_mean_at_t_reached"], expect, atol=1e-9)
+    # a finished job is forgotten
+    status, c = _continue(client, {"job": r["finite"]["job"]})
+    assert status == 404 and c["field"] == "job"
+
+
+def test_finite_networks_reach_a_finite_t(client):
+    status, r = _fit(client, dict(points=_points(8), finite=True, t=30, width=32, n_nets=2))
+    assert status == 200
+    f = r["finite"]
+    assert f["done"] and f["job"] is None and f["steps"] == f["target_steps"] == 30
+    assert not f["truncated"]
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"job": "0123456789abcdef"}, 404, "job"),
+    ({}, 400, "job"),
+    ({"job": 3}, 400, "job"),
+    ({"job": "x", "width": 3}, 400, "width"),
+    ("[1]", 400, "body"),
+])
+def test_continue_bad_input_names_the_field(client, body, status, field):
+    st, r = _continue(client, body, raw=isinstance(body, str))
+    assert st == status and r["field"] == field, r
+
+
+def test_job_store_keeps_the_newest_and_forgets_idle_ones():
+    jobs = api.FiniteJobs(max_jobs=2, ttl_s=60)
+
+    class J:
+        used = 0.0
+
+    ids = [jobs.add(J()) for _ in range(3)]
+    assert len(jobs) == 2 and jobs.get(ids[0]) is None
+    assert jobs.get(ids[1]) is not None and jobs.get(ids[2]) is not None
+    jobs.drop(ids[1])
+    assert jobs.get(ids[1]) is None
+    idle = api.FiniteJobs(ttl_s=0.0)
+    k = idle.add(J())
+    time.sleep(0.01)
+    assert idle.get(k) is None and len(idle) == 0
+
+
 def test_heatmap_is_the_ntk_on_the_grid(client):
     status, r = _fit(client, dict(points=_points(5), depth=3, n_heatmap=40))
     hm = r["heatmap"]
     q = np.frombuffer(base64.b64decode(hm["data"]), dtype=np.uint8).reshape(hm["n"], hm["n"])
     vals = hm["vmin"] + q / 255.0 * (hm["vmax"] - hm["vmin"])
     g = np.linspace(hm["x_min"], hm["x_max"], hm["n"])[:, None]
-    theta = nk.MLP(3, "relu", api.DEFAULTS["w_std"], api.DEFAULTS["b_std"]).ntk(g)
+    theta = _default_mlp(3, "relu").ntk(g)
     assert np.max(np.abs(vals - theta)) <= 0.5 / 255 * (hm["vmax"] - hm["vmin"]) + 1e-12
+    # the normalized kernel, Θ(x, x')/√(Θ(x, x) Θ(x', x')), in the same encoding
+    nm = hm["normalized"]
+    qn = np.frombuffer(base64.b64decode(nm["data"]), dtype=np.uint8).reshape(hm["n"], hm["n"])
+    vn = nm["vmin"] + qn / 255.0 * (nm["vmax"] - nm["vmin"])
+    d = np.sqrt(np.diag(theta))
+    assert np.max(np.abs(vn - theta / np.outer(d, d))) <= \
+        0.5 / 255 * (nm["vmax"] - nm["vmin"]) + 1e-12
+    assert nm["vmax"] <= 1.0 and np.allclose(np.diag(vn), 1.0, atol=0.5 / 255 * 2)
 
 
 @pytest.mark.parametrize("activation", api.ACTIVATIONS)
@@ -321,7 +415,7 @@ def test_wrong_method_and_unknown_route_answer_json(client):
 
 
 def test_unexpected_errors_are_500_and_the_server_keeps_going(client, monkeypatch):
-    def boom(p):
+    def boom(p, jobs=None):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(api, "compute", boom)

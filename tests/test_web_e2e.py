@@ -1,8 +1,9 @@
 """End to end: ``ntkfast serve`` in a thread, the page in real headless Chromium (Selenium).
 
-Clicks three points on the canvas, checks the drawn mean curve (its polyline and the canvas
-pixels under it) against the server's answer, toggles the finite-width networks,
-shift-click-removes a point and saves a screenshot.
+The page opens with the sine example fitted and the heatmap in view; clears it, clicks
+three points on the canvas, checks the drawn mean curve (its polyline and the canvas
+pixels under it) against the server's answer, toggles the finite-width networks and
+follows their training to the end, shift-click-removes a point and saves a screenshot.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium
 chromium-driver``) and ``pip install selenium``; the paths can be overridden with
@@ -128,8 +129,11 @@ def test_click_fit_toggle_and_screenshot(server, browser, tmp_path):
     t_start = time.perf_counter()
     d = browser
     d.get(server)
-    _ready_with(d, 0)  # the prior, drawn on load
+    _ready_with(d, 8)  # the sine example, fitted on load
     canvas = d.find_element(By.ID, "plot")
+    assert len(_state(d, "s.polyline")) == 200
+    d.find_element(By.ID, "clear").click()
+    _ready_with(d, 0)  # the prior
 
     # -- three clicks: three points, one fit drawn through them -------------------------
     for fx, fy in [(0.25, 0.45), (0.5, 0.3), (0.78, 0.62)]:
@@ -171,11 +175,20 @@ def test_click_fit_toggle_and_screenshot(server, browser, tmp_path):
     corner = d.execute_script("return window.__ntk_pixel(2, 2);")
     assert corner[:3] == [255, 255, 255]
 
-    # -- finite-width networks ----------------------------------------------------------
+    # -- finite-width networks, trained to t = 1000 while the page streams them ----------
+    d.execute_script("var t = document.getElementById('t'); t.value = '7';"
+                     "t.dispatchEvent(new Event('input', {bubbles: true}));")
+    _wait(d, lambda dd: _state(dd, "s.status === 'ready' && s.response.t") == 1000,
+          "the fit at t = 1000")
     d.find_element(By.ID, "finite").click()
     _ready_with(d, 3, finite=True)
+    _wait(d, lambda dd: _state(dd, "s.response.finite.done && !s.training"),
+          "the finite networks to finish training")
     resp = _state(d, "s.response")
     f = resp["finite"]
+    assert f["steps"] == f["target_steps"] == 1000 and f["job"] is None
+    assert _state(d, "s.continuations") >= 1, "the training was not streamed"
+    assert "1000 GD steps" in d.find_element(By.ID, "legend-finite").text
     n_nets = int(d.find_element(By.ID, "n_nets").get_attribute("value"))
     assert f["n_nets"] == n_nets and len(f["nets"]) == n_nets
     samples = _state(d, "s.samples")
@@ -213,12 +226,43 @@ def test_click_fit_toggle_and_screenshot(server, browser, tmp_path):
           f"e2e took {time.perf_counter() - t_start:.1f} s")
 
 
+def test_opens_fitted_with_the_heatmap_in_view(server, browser):
+    """At 1280×900 the page opens with the example fitted and the heatmap drawn, in view
+    without scrolling."""
+    d = browser
+    size = d.get_window_size()
+    try:
+        d.set_window_size(1280, 900)
+        d.get(server)
+        _ready_with(d, 8)
+        top, bottom, inner = d.execute_script(
+            "var r = document.getElementById('heatmap').getBoundingClientRect();"
+            "return [r.top, r.bottom, window.innerHeight];")
+        assert 0 <= top and bottom <= inner, (top, bottom, inner)
+        # the heatmap is drawn: its pixels are not all one colour
+        colours = d.execute_script(
+            "var c = document.getElementById('heatmap').getContext('2d');"
+            "var d = c.getImageData(0, 0, c.canvas.width, c.canvas.height).data;"
+            "var seen = {}; for (var i = 0; i < d.length; i += 397) seen[d[i] + ',' + d[i+1]]"
+            " = 1; return Object.keys(seen).length;")
+        assert colours > 10
+        # the normalized kernel on request: a redraw, its colour bar ends at 1
+        before = d.find_element("id", "heatmap").screenshot_as_png
+        from selenium.webdriver.support.ui import Select
+        Select(d.find_element("id", "heat-kind")).select_by_value("normalized")
+        _wait(d, lambda dd: float(dd.find_element("id", "heat-max").text) <= 1.0,
+              "the normalized heatmap's colour bar")
+        assert d.find_element("id", "heatmap").screenshot_as_png != before
+    finally:
+        d.set_window_size(size["width"], size["height"])
+
+
 def test_bad_input_shows_an_error_not_a_crash(server, browser):
     """The API answers 400 to bad input sent by the page's own fetch; the page keeps
     working afterwards."""
     d = browser
     d.get(server)
-    _ready_with(d, 0)
+    _ready_with(d, 8)
     status, body = d.execute_async_script("""
         var done = arguments[arguments.length - 1];
         fetch('/api/fit', {method: 'POST', headers: {'Content-Type': 'application/json'},
@@ -234,4 +278,4 @@ def test_bad_input_shows_an_error_not_a_crash(server, browser):
     assert "w_std" in d.find_element("id", "status").text
     el.clear()
     el.send_keys("1.5")
-    _ready_with(d, 0)
+    _ready_with(d, 8)

@@ -222,15 +222,23 @@ def kernel_convergence(mlp, X, widths, n_seeds=5, seed=0):
 
 # -- (b) + (c) training runs ----------------------------------------------------------------
 def training_experiments(mlp, X, y, X_test, widths, steps=200, n_checkpoints=8, n_seeds=2,
-                         lr=None, lr_scale=0.5, seed=0):
+                         lr=None, lr_scale=0.5, seed=0, discrete=False,
+                         center=False):
     """Train networks of each width (``n_seeds`` each) by full-batch GD for ``steps`` steps
     and record, at ``n_checkpoints`` geometrically spaced steps, the relative kernel change
     ‖Θ_t − Θ_0‖_F/‖Θ_0‖_F on X and the outputs; compare the outputs with
-    :func:`ntk_prediction` (Θ_∞, the network's own f₀, the same η and t = step).
+    :func:`ntk_prediction` (Θ_∞, the network's own f₀, the same η and t = step;
+    ``discrete=True``: gradient descent on the linearised network, (1 − ηλ)^t instead of
+    e^{−ηλt}, which removes the width-independent gap between a GD step and gradient flow;
+    ``center=True``: the centred networks f(x) − f₀(x), trained on y (i.e. f trained on
+    y + f₀(X)), against the prediction from f₀ = 0, so the comparison does not depend on
+    the random initial outputs and the seed-to-seed spread is much smaller).
 
     ``lr=None``: η = lr_scale/λ_max(Θ_∞(X, X)) per width.  Returns a dict with
     ``widths``, ``steps`` (R,), ``lr`` (W,), ``kernel_change`` (W, S, R),
-    ``test_rms`` and ``train_rms`` (W, S, R): RMS of f_net − f_NTK,
+    ``test_rms`` and ``train_rms`` (W, S, R): RMS of f_net − f_NTK, ``test_rel`` (W, S, R):
+    the test RMS over RMS(f_NTK(t) − f₀) (the error relative to how far the prediction has
+    moved, so it does not scale with the random f₀; 0 at t = 0),
     ``change_slope``/``test_rms_slope`` (log-log in width, at the final step),
     and for seed 0 the curves ``f_net_test``/``f_ntk_test`` (W, R, M) and the loss.
     """
@@ -246,6 +254,7 @@ def training_experiments(mlp, X, y, X_test, widths, steps=200, n_checkpoints=8, 
     W, S, R = len(widths), n_seeds, len(checkpoints)
     change = np.zeros((W, S, R))
     test_rms = np.zeros((W, S, R))
+    test_rel = np.zeros((W, S, R))
     train_rms = np.zeros((W, S, R))
     lrs = np.zeros(W)
     f_net_test = np.zeros((W, R, X_test.shape[0]))
@@ -260,13 +269,20 @@ def training_experiments(mlp, X, y, X_test, widths, steps=200, n_checkpoints=8, 
             k0 = net.empirical_ntk(X)
             f_tr, f_te = np.zeros((R, X.shape[0])), np.zeros((R, X_test.shape[0]))
             f_tr[0], f_te[0] = net(X)[:, 0], net(X_test)[:, 0]
+            off_tr, off_te = (f_tr[0].copy(), f_te[0].copy()) if center else (0.0, 0.0)
+            f_tr[0] -= off_tr
+            f_te[0] -= off_te
             for r in range(1, R):
-                net.train(X, y, lrs[i], int(checkpoints[r] - checkpoints[r - 1]))
-                f_tr[r], f_te[r] = net(X)[:, 0], net(X_test)[:, 0]
+                net.train(X, y + off_tr, lrs[i], int(checkpoints[r] - checkpoints[r - 1]))
+                f_tr[r], f_te[r] = net(X)[:, 0] - off_tr, net(X_test)[:, 0] - off_te
                 change[i, s, r] = _rel(net.empirical_ntk(X), k0)
-            p_tr, p_te = ntk_prediction(th_tr, y, checkpoints, lrs[i], f_tr[0], th_te, f_te[0])
+            p_tr, p_te = ntk_prediction(th_tr, y, checkpoints, lrs[i], f_tr[0], th_te, f_te[0],
+                                        discrete=discrete)
             train_rms[i, s] = np.sqrt(np.mean((f_tr - p_tr[..., 0]) ** 2, axis=1))
             test_rms[i, s] = np.sqrt(np.mean((f_te - p_te[..., 0]) ** 2, axis=1))
+            moved = np.sqrt(np.mean((p_te[..., 0] - f_te[0]) ** 2, axis=1))
+            test_rel[i, s] = test_rms[i, s] / np.maximum(moved, 1e-300)
+            test_rel[i, s, 0] = 0.0
             if s == 0:
                 f_net_test[i], f_ntk_test[i] = f_te, p_te[..., 0]
                 loss[i] = 0.5 * np.sum((f_tr - y[None]) ** 2, axis=1)
@@ -275,6 +291,8 @@ def training_experiments(mlp, X, y, X_test, widths, steps=200, n_checkpoints=8, 
                f_ntk_test=f_ntk_test, loss=loss, n_seeds=S)
     out["change_slope"], _ = loglog_slope(widths, change[:, :, -1].mean(1))
     out["test_rms_slope"], _ = loglog_slope(widths, test_rms[:, :, -1].mean(1))
+    out["test_rel"] = test_rel
+    out["test_rel_slope"], _ = loglog_slope(widths, test_rel[:, :, -1].mean(1))
     return out
 
 

@@ -26,11 +26,18 @@ df/dt = −ηΘ(f − y), f₀ = 0 on average):
   to time t (:class:`~ntkfast.solve.InfiniteEnsemble`, Lee et al. 2019); "auto" →
   posterior for t = ∞ and ensemble for finite t.
 - finite: ``n_nets`` :class:`~ntkfast.finite.FiniteMLP` networks of hidden ``width``
-  (seeds seed+1 …) trained by full-batch gradient descent with the same η for t steps,
-  capped at :data:`MAX_STEPS` and at a work budget of about :data:`FINITE_BUDGET_S`
-  seconds (the response says how many steps were taken, and whether that was fewer, and
-  gives the gradient-flow mean at the time actually reached, for comparison).
-- heatmap: Θ(x, x') on ``n_heatmap`` points of [-3, 3], quantised to uint8 (base64).
+  (seeds seed+1 …) trained by full-batch gradient descent with the same η for t steps
+  (at most :data:`MAX_STEPS`; t = ∞ → :data:`MAX_STEPS`).  One request trains for a work
+  budget of about :data:`FINITE_BUDGET_S` seconds and answers with the networks as far as
+  they got (``steps``), the steps they are headed for (``target_steps``) and the
+  gradient-flow mean at the time actually reached, for comparison.  With a job store
+  (:class:`FiniteJobs`, as ``ntkfast serve`` has) an unfinished training is kept under
+  ``finite.job``, and each :func:`handle_continue` request (``POST /api/finite``
+  ``{"job": id}``) trains it about :data:`FINITE_SLICE_S` seconds further and answers the
+  same ``finite`` object, until ``done``: the page streams the networks to the end.
+- heatmap: Θ(x, x') on ``n_heatmap`` points of [-3, 3], quantised to uint8 (base64), and
+  (``heatmap.normalized``, same encoding) Θ(x, x')/√(Θ(x, x) Θ(x', x')), which shows the
+  angular structure that Θ's growth with |x| hides.
 """
 
 from __future__ import annotations
@@ -38,15 +45,19 @@ from __future__ import annotations
 import base64
 import json
 import math
+import secrets
+import threading
 import time
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 __all__ = ["RequestError", "DEFAULTS", "LIMITS", "ACTIVATIONS", "config", "parse_request",
-           "compute", "handle", "finite_steps", "MAX_POINTS", "MAX_WIDTH", "MAX_STEPS",
-           "FINITE_BUDGET_S", "FINITE_DEADLINE_S", "MAX_FINITE_PARAMS"]
+           "compute", "handle", "handle_continue", "finite_steps", "FiniteJobs", "MAX_POINTS",
+           "MAX_WIDTH", "MAX_STEPS", "FINITE_BUDGET_S", "FINITE_DEADLINE_S", "FINITE_SLICE_S",
+           "MAX_FINITE_PARAMS", "MAX_JOBS", "JOB_TTL_S"]
 
 ACTIVATIONS = ("relu", "erf", "gelu", "leaky_relu", "abs", "identity")
 BANDS = ("auto", "posterior", "ensemble")
@@ -55,8 +66,8 @@ Y_MAX = 100.0
 MAX_POINTS = 200
 MAX_WIDTH = 4096
 MAX_T = 1e9
-#: most gradient-descent steps a finite network takes in one request
-MAX_STEPS = 2000
+#: most gradient-descent steps a finite network takes (t = ∞: this many)
+MAX_STEPS = 20000
 #: estimated seconds of finite-network training allowed per request (all nets together)
 FINITE_BUDGET_S = 0.12
 #: cost model of one GD step of FiniteMLP.train (fitted on this 2-core machine, on the safe
@@ -69,6 +80,11 @@ _FLOP_RATE = 4e9
 #: machine cannot stretch a request: then the response says the time limit was hit
 FINITE_DEADLINE_S = 0.16
 _CHUNK = 25
+#: seconds of training per continuation request (POST /api/finite)
+FINITE_SLICE_S = 0.25
+#: unfinished trainings kept per server (the newest), and how long an idle one is kept
+MAX_JOBS = 2
+JOB_TTL_S = 120.0
 #: most parameters (all finite networks of one request together): bounds memory and work
 MAX_FINITE_PARAMS = 1 << 23
 _MAX_BODY = 1 << 20
@@ -102,7 +118,8 @@ def config():
     limits = {k: {"type": kind, "min": lo, "max": hi} for k, (kind, lo, hi) in LIMITS.items()}
     return dict(defaults=DEFAULTS, limits=limits, activations=list(ACTIVATIONS),
                 bands=list(BANDS), x_range=list(X_RANGE), y_max=Y_MAX,
-                max_points=MAX_POINTS, max_steps=MAX_STEPS, finite_budget_s=FINITE_BUDGET_S)
+                max_points=MAX_POINTS, max_steps=MAX_STEPS, finite_budget_s=FINITE_BUDGET_S,
+                finite_slice_s=FINITE_SLICE_S)
 
 
 # -- validation -------------------------------------------------------------------------
@@ -271,20 +288,33 @@ def _finite_list(a):
     return [v if math.isfinite(v) else None for v in a.tolist()]
 
 
+def _quantised(K):
+    """K as uint8 bytes (base64) with its range: value = vmin + byte/255·(vmax − vmin)."""
+    lo, hi = float(K.min()), float(K.max())
+    span = hi - lo if hi > lo else 1.0
+    q = np.clip(np.rint((K - lo) / span * 255.0), 0, 255).astype(np.uint8)
+    return dict(vmin=lo, vmax=hi, data=base64.b64encode(q.tobytes()).decode("ascii"))
+
+
 def _heatmap(net, n):
+    """Θ(x, x') on n points of [-3, 3], and the normalized kernel
+    Θ(x, x')/√(Θ(x, x) Θ(x', x')) (0 where a diagonal entry is 0), quantised."""
     g = np.linspace(X_RANGE[0], X_RANGE[1], n)
     theta = np.asarray(net.ntk(g[:, None], n_jobs=1), dtype=np.float64)
-    lo, hi = float(theta.min()), float(theta.max())
-    span = hi - lo if hi > lo else 1.0
-    q = np.clip(np.rint((theta - lo) / span * 255.0), 0, 255).astype(np.uint8)
-    return dict(n=n, x_min=X_RANGE[0], x_max=X_RANGE[1], vmin=lo, vmax=hi,
+    d = np.sqrt(np.maximum(np.diag(theta), 0.0))
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    normalized = np.clip(theta * inv[:, None] * inv[None, :], -1.0, 1.0)
+    return dict(n=n, x_min=X_RANGE[0], x_max=X_RANGE[1], **_quantised(theta),
                 encoding="uint8-base64, row-major, row i = x_i (ascending), "
                          "value = vmin + byte/255*(vmax-vmin)",
-                data=base64.b64encode(q.tobytes()).decode("ascii"))
+                normalized=_quantised(normalized))
 
 
-def compute(p):
-    """The response for validated parameters ``p`` (from :func:`parse_request`)."""
+def compute(p, jobs=None):
+    """The response for validated parameters ``p`` (from :func:`parse_request`);
+    ``jobs``: a :class:`FiniteJobs` store that keeps an unfinished finite-network training
+    for :func:`handle_continue` (None: the networks stop where this request's budget
+    ends)."""
     import ntkfast as nk
     from ...experiments import default_lr
     from ...solve import GradientFlow, InfiniteEnsemble, KernelRegression
@@ -298,7 +328,8 @@ def compute(p):
     X = x[:, None]
     grid = np.linspace(X_RANGE[0], X_RANGE[1], p["n_grid"])
     G = grid[:, None]
-    net = nk.MLP(p["depth"], p["activation"], p["w_std"], p["b_std"])
+    net = nk.MLP(depth=p["depth"], activation=p["activation"], w_std=p["w_std"],
+                 b_std=p["b_std"])
     band = p["band"]
     if band == "auto":
         band = "posterior" if math.isinf(t) else "ensemble"
@@ -357,47 +388,29 @@ def compute(p):
 
         if p["finite"]:
             t0 = time.perf_counter()
-            steps, truncated = finite_steps(t, n, p["width"], p["depth"], p["n_nets"],
-                                            p["n_grid"])
-            models = [net.finite(p["width"], seed=p["seed"] + 1 + i, d=1)
-                      for i in range(p["n_nets"])]
-            done, timed_out = 0, False
-            with np.errstate(all="ignore"):
-                while n and done < steps:  # rounds of chunks: every net reaches `done` steps
-                    k = min(_CHUNK, steps - done)
-                    for f in models:
-                        f.train(X, y, lr, k, record_steps=[])
-                    done += k
-                    if done < steps and time.perf_counter() - t0 > FINITE_DEADLINE_S:
-                        timed_out = True
-                        break
-                nets = [f(G)[:, 0] for f in models]
-            if timed_out:
-                notes.append(f"finite networks stopped after {done} of {steps} planned GD steps: "
-                             f"the {FINITE_DEADLINE_S:g} s time limit was hit (busy machine?)")
-                truncated, steps = True, done
-            nets = np.array(nets)
-            diverged = int(np.sum(~np.isfinite(nets).all(axis=1) | (np.abs(nets) > 1e6).any(1)))
-            if diverged:
-                notes.append(f"{diverged} of {len(nets)} finite networks diverged (learning "
-                             "rate too large for this width); try a larger width")
-            if truncated and n:
-                why = ("t = ∞" if math.isinf(t) else f"t = {t:g}")
-                notes.append(f"finite networks trained {steps} GD steps (t = {steps}) instead "
-                             f"of {why}: capped at {MAX_STEPS} steps and ~{FINITE_BUDGET_S:g} s "
-                             "of work per request")
-            # what the NTK predicts at the time the networks actually reached
-            reached = None
-            if n and steps != t:
-                reached = GradientFlow(ktr.ntk, y, lr, p["ridge"]).predict(
-                    float(steps), kgx.ntk).test
-            elif n:
-                reached = mean
-            finite_out = dict(width=p["width"], n_nets=p["n_nets"], steps=steps,
-                              t_reached=steps if n else 0, truncated=bool(truncated and n),
-                              nets=[_finite_list(r) for r in nets],
-                              ntk_mean_at_t_reached=None if reached is None
-                              else _finite_list(reached))
+            steps, _ = finite_steps(t, n, p["width"], p["depth"], p["n_nets"], p["n_grid"])
+            flow = GradientFlow(ktr.ntk, y, lr, p["ridge"]) if n else None
+            job = _FiniteJob(net, p, X, y, lr, G, t, flow, kgx.ntk if n else None, mean)
+            timed_out = job.train(steps, t0 + FINITE_DEADLINE_S)
+            # with a job store the rest is streamed (the response says how far: steps,
+            # target_steps, done); without one, say why the networks stopped short
+            if jobs is None and timed_out:
+                notes.append(f"finite networks stopped after {job.done} of {steps} planned GD "
+                             f"steps: the {FINITE_DEADLINE_S:g} s time limit was hit (busy "
+                             "machine?)")
+            if jobs is None and n and job.done < job.target:
+                notes.append(f"finite networks trained {job.done} of {job.target} GD steps: "
+                             f"~{FINITE_BUDGET_S:g} s of work per request")
+            if n and math.isinf(t):
+                notes.append(f"t = ∞: finite networks train {MAX_STEPS} GD steps "
+                             f"(t = {MAX_STEPS})")
+            elif n and job.target < t:
+                notes.append(f"finite networks train at most {MAX_STEPS} GD steps "
+                             f"(t = {MAX_STEPS}), not t = {t:g}")
+            if jobs is not None and not job.finished:
+                job.id = jobs.add(job)
+            finite_out = job.payload()
+            notes.extend(job.notes())
             timing["finite_ms"] = (time.perf_counter() - t0) * 1e3
     for w in caught:
         notes.append(f"{w.category.__name__}: {w.message}")
@@ -423,14 +436,158 @@ def compute(p):
         timing={k: round(v, 3) for k, v in timing.items()})
 
 
-def handle(body):
+class _FiniteJob:
+    """The finite networks of one request, trained in chunks of GD steps towards
+    ``target`` = min(t, MAX_STEPS) steps (MAX_STEPS for t = ∞)."""
+
+    def __init__(self, net, p, X, y, lr, G, t, flow, ntk_grid_train, mean):
+        self.models = [net.finite(p["width"], seed=p["seed"] + 1 + i, d=1)
+                       for i in range(p["n_nets"])]
+        self.X, self.y, self.lr, self.G, self.t = X, y, lr, G, t
+        self.flow, self.ntk_grid_train, self.mean = flow, ntk_grid_train, mean
+        self.width, self.n_nets = p["width"], p["n_nets"]
+        self.target = (MAX_STEPS if math.isinf(t) else min(int(round(t)), MAX_STEPS)) \
+            if X.shape[0] else 0
+        self.done = 0
+        self.id = None
+        self.lock = threading.Lock()
+        self.used = time.monotonic()
+        self._nets = None
+
+    @property
+    def finished(self):
+        return self.done >= self.target
+
+    def train(self, steps, deadline):
+        """Train up to ``steps`` more GD steps (never past ``target``), in rounds of
+        chunks every network finishes, stopping after a round once ``time.perf_counter()``
+        passes ``deadline``.  Returns True if the deadline cut the steps short."""
+        stop = min(self.target, self.done + max(int(steps), 0))
+        timed_out = False
+        with np.errstate(all="ignore"), threadpool_limits(limits=1):
+            while self.done < stop:
+                k = min(_CHUNK, stop - self.done)
+                for f in self.models:
+                    f.train(self.X, self.y, self.lr, k, record_steps=[])
+                self.done += k
+                if self.done < stop and time.perf_counter() > deadline:
+                    timed_out = True
+                    break
+            self._nets = np.array([f(self.G)[:, 0] for f in self.models])
+        self.used = time.monotonic()
+        return timed_out
+
+    def notes(self):
+        nets = self._nets
+        bad = int(np.sum(~np.isfinite(nets).all(axis=1) | (np.abs(nets) > 1e6).any(1)))
+        if bad:
+            return [f"{bad} of {len(nets)} finite networks diverged (learning rate too large "
+                    "for this width); try a larger width"]
+        return []
+
+    def payload(self):
+        """The ``finite`` object of a response: the networks on the grid now."""
+        n = self.X.shape[0]
+        reached = None
+        if n and self.done != self.t:
+            reached = self.flow.predict(float(self.done), self.ntk_grid_train).test
+        elif n:
+            reached = self.mean
+        want = math.inf if math.isinf(self.t) else self.t
+        return dict(width=self.width, n_nets=self.n_nets, steps=self.done,
+                    t_reached=self.done if n else 0, target_steps=self.target,
+                    truncated=bool(n and self.done < want), done=self.finished,
+                    job=None if self.finished else self.id,
+                    nets=[_finite_list(r) for r in self._nets],
+                    ntk_mean_at_t_reached=None if reached is None else _finite_list(reached))
+
+
+class FiniteJobs:
+    """Unfinished finite-network trainings, kept between requests so that the page can
+    stream them to the end (:func:`handle_continue`).  Thread-safe; holds at most
+    ``max_jobs`` (the newest; an older one is dropped) and forgets a job idle for
+    ``ttl_s`` seconds, so a closed page leaves no work and little memory behind (at most
+    ``max_jobs`` × :data:`MAX_FINITE_PARAMS` parameters)."""
+
+    def __init__(self, max_jobs=MAX_JOBS, ttl_s=JOB_TTL_S):
+        self.max_jobs, self.ttl_s = int(max_jobs), float(ttl_s)
+        self._jobs = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self._jobs)
+
+    def add(self, job):
+        """Keep ``job``; returns its new id."""
+        job_id = secrets.token_hex(8)
+        job.used = time.monotonic()
+        with self._lock:
+            self._expire()
+            self._jobs[job_id] = job
+            while len(self._jobs) > self.max_jobs:
+                self._jobs.popitem(last=False)
+        return job_id
+
+    def get(self, job_id):
+        with self._lock:
+            self._expire()
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.used = time.monotonic()
+            return job
+
+    def drop(self, job_id):
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def _expire(self):
+        now = time.monotonic()
+        for key in [k for k, j in self._jobs.items() if now - j.used > self.ttl_s]:
+            del self._jobs[key]
+
+
+def handle_continue(body, jobs):
+    """(status, payload) for ``POST /api/finite`` ``{"job": id}``: train that job's networks
+    about :data:`FINITE_SLICE_S` seconds further and answer ``{"finite": {...},
+    "warnings": [...]}`` (the ``finite`` object of :func:`compute`); 404 naming ``job`` if
+    it is unknown (finished, replaced by a newer request, or idle too long).  Never raises."""
+    try:
+        raw = _decode(body)
+        unknown = sorted(set(raw) - {"job"})
+        if unknown:
+            raise RequestError(unknown[0], "unknown field; expected only 'job'")
+        job_id = raw.get("job")
+        if not isinstance(job_id, str) or not job_id:
+            raise RequestError("job", f"expected the job id string of a response's "
+                               f"finite.job, got {_describe(job_id)}")
+        job = jobs.get(job_id) if jobs is not None else None
+        if job is None:
+            raise RequestError("job", "unknown or finished training (a newer request "
+                               "replaces it; idle ones are dropped)", status=404)
+        with job.lock:
+            t0 = time.perf_counter()
+            job.train(job.target - job.done, t0 + FINITE_SLICE_S)
+            out = job.payload()
+            notes = job.notes()
+        if job.finished:
+            jobs.drop(job_id)
+        return 200, dict(finite=out, warnings=notes,
+                         timing=dict(finite_ms=round((time.perf_counter() - t0) * 1e3, 3)))
+    except RequestError as exc:
+        return exc.status, exc.payload()
+    except Exception as exc:  # last resort: the server must answer, not crash
+        return 500, {"error": f"internal error: {type(exc).__name__}: {exc}", "field": None}
+
+
+def handle(body, jobs=None):
     """(status, payload) for a request body; never raises.
 
     200 with the result; 400 (or 413/422) with ``{"error": "field: message", "field"}``
-    for bad input; 500 with ``{"error": ...}`` for anything unexpected."""
+    for bad input; 500 with ``{"error": ...}`` for anything unexpected.  ``jobs``: see
+    :func:`compute`."""
     try:
         p = parse_request(body)
-        return 200, compute(p)
+        return 200, compute(p, jobs)
     except RequestError as exc:
         return exc.status, exc.payload()
     except Exception as exc:  # last resort: the server must answer, not crash

@@ -7,7 +7,10 @@ Routes:
 - ``GET /api/config``       defaults and limits of the request fields;
 - ``POST /api/fit``         the computation (:func:`ntkfast.apps.web.api.handle`): 200 with the
                             JSON result, 400/413/422 ``{"error": "field: message", "field"}``
-                            for bad input, 500 ``{"error"}`` as the last resort.
+                            for bad input, 500 ``{"error"}`` as the last resort;
+- ``POST /api/finite``      ``{"job": id}``: train the finite networks of an earlier fit further
+                            (:func:`ntkfast.apps.web.api.handle_continue`; the page streams
+                            them until ``done``), 404 for an unknown job.
 
 Every error answers JSON under ``/api/``; no exception escapes a request.  The server
 listens on 127.0.0.1 unless ``--host`` says otherwise (it has no authentication: keep it
@@ -149,6 +152,7 @@ def create_app(host=DEFAULT_HOST, port=None):
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.config["NTKFAST_BIND"] = (host, port)
     app.json.sort_keys = False
+    jobs = api.FiniteJobs()   # unfinished finite-network trainings of this app
 
     def reply(status, payload):
         # allow_nan=False: the API never sends NaN/Infinity (invalid JSON for browsers)
@@ -180,7 +184,13 @@ def create_app(host=DEFAULT_HOST, port=None):
 
     @app.post("/api/fit")
     def fit():
-        status, payload = api.handle(flask.request.get_data(cache=False))
+        return safe_reply(*api.handle(flask.request.get_data(cache=False), jobs))
+
+    @app.post("/api/finite")
+    def finite():
+        return safe_reply(*api.handle_continue(flask.request.get_data(cache=False), jobs))
+
+    def safe_reply(status, payload):
         try:
             return reply(status, payload)
         except ValueError as exc:  # a non-finite number slipped through: never send bad JSON

@@ -8,7 +8,8 @@
  *   samples       the drawn finite-width curves, one polyline each
  *   pixelScale    backing-store pixels per logical pixel (for getImageData)
  *   status        "init" | "loading" | "ready" | "error"  (also data-status on #plot)
- *   requests, responses, lastError, roundTripMs
+ *   training      true while finite networks are streamed (data-training on #plot)
+ *   requests, responses, continuations, lastError, roundTripMs
  */
 (function () {
   "use strict";
@@ -24,8 +25,8 @@
 
   var state = {
     points: [], request: null, response: null, polyline: [], samples: [],
-    pixelScale: 1, status: "init", requests: 0, responses: 0, lastError: null,
-    roundTripMs: null
+    pixelScale: 1, status: "init", training: false, requests: 0, responses: 0,
+    continuations: 0, lastError: null, roundTripMs: null
   };
   window.__ntk_state = state;
 
@@ -124,12 +125,47 @@
       drawHeatmap();
       updateLegend();
       setStatus("ready");
+      var f = res.json.finite;
+      setTraining(!!(f && f.job && !f.done));
+      if (state.training) continueTraining(f.job, my);
     }).catch(function (err) {
       if (err && err.name === "AbortError") return;
       if (my !== seq) return;
       state.lastError = String(err);
       setStatus("error");
       showStatus("request failed: " + err, true);
+    });
+  }
+
+  function setTraining(on) {
+    state.training = on;
+    plot.setAttribute("data-training", on ? "yes" : "no");
+  }
+  /** Ask the server to train the finite networks of fit number `my` further, draw them,
+   *  and go on until they are done or a newer fit replaces them. */
+  function continueTraining(job, my) {
+    fetch("/api/finite", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ job: job }), signal: controller.signal
+    }).then(function (r) {
+      return r.json().then(function (j) { return { ok: r.ok, status: r.status, json: j }; });
+    }).then(function (res) {
+      if (my !== seq || !state.response) return;
+      if (!res.ok) { setTraining(false); return; }  // e.g. 404: dropped by the server
+      state.continuations++;
+      state.response.finite = res.json.finite;
+      var extra = (res.json.warnings || []).filter(function (w) {
+        return state.response.warnings.indexOf(w) < 0;
+      });
+      state.response.warnings = state.response.warnings.concat(extra);
+      draw();
+      updateLegend();
+      var f = res.json.finite;
+      setTraining(!f.done && !!f.job);
+      if (state.training) continueTraining(f.job, my);
+    }).catch(function (err) {
+      if (err && err.name === "AbortError") return;
+      if (my === seq) setTraining(false);
     });
   }
 
@@ -214,7 +250,7 @@
           state.samples.push(pts);
           strokePolyline(pts, COLORS.finite, 1.4);
         });
-        if (r.finite.ntk_mean_at_t_reached && r.finite.truncated) {
+        if (r.finite.ntk_mean_at_t_reached && r.finite.steps !== r.t) {
           strokePolyline(path(g, r.finite.ntk_mean_at_t_reached), COLORS.reached, 1.6, [6, 4]);
         }
       }
@@ -242,11 +278,14 @@
     $("legend-band").textContent = r.band_label;
     var f = r.finite;
     $("legend-finite-row").hidden = !f;
-    $("legend-reached-row").hidden = !(f && f.truncated);
+    $("legend-reached-row").hidden = !(f && f.steps !== r.t && r.n_points > 0);
     if (f) {
+      var asked = r.t === "inf" ? "t = ∞" : "t = " + r.t;
       $("legend-finite").textContent = f.n_nets + " finite networks, width " + f.width +
-        ", trained " + f.steps + " GD steps (t = " + f.t_reached + ")" +
-        (f.truncated ? " — fewer than asked: capped per request" : "");
+        ", trained " + f.steps + (f.done ? "" : " of " + f.target_steps) + " GD steps" +
+        (f.done ? " (t = " + f.t_reached + ")" : " — training…") +
+        (f.done && f.truncated ? "; " + asked + " is capped at " + f.target_steps + " steps"
+                               : "");
       $("legend-reached").textContent = "NTK mean at t = " + f.t_reached +
         " (the time the networks reached)";
     }
@@ -296,7 +335,9 @@
   function drawHeatmap() {
     var r = state.response;
     if (!r || !r.heatmap) return;
-    var hm = r.heatmap, n = hm.n, bytes = atob(hm.data);
+    var hm = r.heatmap, n = hm.n;
+    var shown = $("heat-kind").value === "normalized" && hm.normalized ? hm.normalized : hm;
+    var bytes = atob(shown.data);
     var off = document.createElement("canvas");
     off.width = n; off.height = n;
     var octx = off.getContext("2d"), img = octx.createImageData(n, n);
@@ -322,8 +363,8 @@
         hctx.beginPath(); hctx.moveTo(0, size - u); hctx.lineTo(9, size - u); hctx.stroke();
       });
     });
-    $("heat-min").textContent = hm.vmin.toPrecision(3);
-    $("heat-max").textContent = hm.vmax.toPrecision(3);
+    $("heat-min").textContent = shown.vmin.toPrecision(3);
+    $("heat-max").textContent = shown.vmax.toPrecision(3);
   }
 
   // -- interaction ---------------------------------------------------------------------
@@ -356,15 +397,15 @@
 
   $("controls").addEventListener("input", function () { syncOutputs(); schedule(); });
   $("controls").addEventListener("change", function () { syncOutputs(); schedule(); });
+  $("heat-kind").addEventListener("change", drawHeatmap);
   $("clear").addEventListener("click", function () { state.points = []; draw(); schedule(0); });
-  $("example").addEventListener("click", function () {
+  function loadExample() {
     var xs = [-2.6, -1.9, -1.2, -0.5, 0.3, 1.0, 1.8, 2.5];
     state.points = xs.map(function (x) {
       return [x, Math.round(1.5 * Math.sin(1.3 * x) * 1e4) / 1e4];
     });
-    draw();
-    schedule(0);
-  });
+  }
+  $("example").addEventListener("click", function () { loadExample(); draw(); schedule(0); });
 
   // -- start ---------------------------------------------------------------------------
   function applyConfig(cfg) {
@@ -376,6 +417,7 @@
   }
   setupCanvas();
   drawColorbar();
+  loadExample();            // the page opens with the sine example, fitted
   draw();
   syncOutputs();
   fetch("/api/config").then(function (r) { return r.json(); })
