@@ -37,14 +37,14 @@ flow = nk.GradientFlow(theta, y, learning_rate=eta)
 # and the residual along each eigendirection, which decays as :math:`e^{-\eta\lambda_k t}`:
 # large eigenvalues are learned first.
 times = [10, 100, 1000, np.inf]
-pred = flow.predict(times, theta_grid)
+pred = flow.predict(theta_grid, times)
 ts = np.geomspace(1, 1e5, 60)
 resid = np.abs(flow.residuals_by_eigendirection(ts))       # (T, N), ascending λ
 
 finite = net.finite(512, seed=0, d=1)
 f0_x, f0_grid = finite(x)[:, 0], finite(grid)[:, 0]
 finite.train(x, y, eta, 1000)
-flow_f0 = flow.predict(1000, theta_grid, f0_train=f0_x, f0_test=f0_grid)
+flow_f0 = flow.predict(theta_grid, 1000, f0_train=f0_x, f0_test=f0_grid)
 
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
 for t, f, c in zip(times, pred.test, plt.cm.viridis(np.linspace(0, 0.9, len(times)))):

@@ -120,7 +120,7 @@ def test_gradient_flow_and_ensemble_at_finite_t(client, t):
     K = net.ntk(X)
     lr = default_lr(K)
     assert math.isclose(r["lr"], lr, rel_tol=1e-12)
-    mean = GradientFlow(K, y, lr, 1e-3).predict(float(t), net.ntk(G, X)).test
+    mean = GradientFlow(K, y, lr, 1e-3).predict(net.ntk(G, X), float(t)).test
     assert np.allclose(r["mean"], mean, atol=1e-9)
     ens = InfiniteEnsemble(net, X, y, learning_rate=lr, ridge=1e-3).predict(G, t, cov="diag")
     assert r["band"] == "ensemble" and "InfiniteEnsemble" in r["band_label"]
@@ -167,7 +167,7 @@ def test_finite_networks_are_capped(client):
     net = _default_mlp(1, "relu")
     K = net.ntk(X)
     expect = GradientFlow(K, y, default_lr(K), api.DEFAULTS["ridge"]).predict(
-        float(f["steps"]), net.ntk(np.array(r["grid"])[:, None], X)).test
+        net.ntk(np.array(r["grid"])[:, None], X), float(f["steps"])).test
     assert np.allclose(f["ntk_mean_at_t_reached"], expect, atol=1e-9)
     # the cost model never plans more than the budget allows, whatever the width/depth
     for width, depth in [(4096, 1), (1024, 2), (16, 8), (4096, 0)]:
@@ -212,7 +212,7 @@ def test_finite_networks_stream_to_the_end(client):
     net.train(X, y, lr, api.MAX_STEPS)
     assert np.allclose(f["nets"][0], net(G)[:, 0], atol=1e-9)
     expect = GradientFlow(K, y, lr, api.DEFAULTS["ridge"]).predict(
-        float(api.MAX_STEPS), mlp.ntk(G, X)).test
+        mlp.ntk(G, X), float(api.MAX_STEPS)).test
     assert np.allclose(f["ntk_mean_at_t_reached"], expect, atol=1e-9)
     # a finished job is forgotten
     status, c = _continue(client, {"job": r["finite"]["job"]})

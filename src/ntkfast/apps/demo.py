@@ -31,7 +31,7 @@ from .. import plotting as P
 
 __all__ = ["run_demo", "add_demo_arguments", "main_from_args", "kernel_regression"]
 
-W_STD, B_STD, ACTIVATION = 1.5, 1.0, "relu"
+W_STD, B_STD, ACTIVATION = 1.0, 1.0, "relu"   # the defaults study (docs/defaults-study.md)
 
 
 def kernel_regression(theta_train, theta_test, Y, ridge=1e-6):

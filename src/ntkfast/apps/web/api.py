@@ -373,7 +373,7 @@ def compute(p, jobs=None):
             if math.isinf(t):
                 mean = reg.predict(kgx.ntk)
             else:
-                mean = GradientFlow(ktr.ntk, y, lr, p["ridge"]).predict(t, kgx.ntk).test
+                mean = GradientFlow(ktr.ntk, y, lr, p["ridge"]).predict(kgx.ntk, t).test
             if band == "posterior":
                 var = reg.variance(kgx.ntk, net.ntk_diag(G))
             else:
@@ -490,7 +490,7 @@ class _FiniteJob:
         n = self.X.shape[0]
         reached = None
         if n and self.done != self.t:
-            reached = self.flow.predict(float(self.done), self.ntk_grid_train).test
+            reached = self.flow.predict(self.ntk_grid_train, float(self.done)).test
         elif n:
             reached = self.mean
         want = math.inf if math.isinf(self.t) else self.t
