@@ -78,6 +78,10 @@ __all__ = ["parse_architecture", "format_architecture", "network_from_descriptio
            "ArchitectureSpecError", "PRESETS", "GRAMMAR_HELP"]
 
 
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
+
 class ArchitectureSpecError(ValueError):
     """A spec that cannot be read; the message points at the bad token."""
 

@@ -87,6 +87,10 @@ from .backends import check_examples, engine_and_spec, get_backend, row_stats
 
 __all__ = ["gram_dask", "to_zarr", "to_npy", "StoreMismatch", "DEFAULT_CHUNK"]
 
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
 #: default block edge (a multiple of the engine's 256 cache tile: bitwise == net.ntk)
 DEFAULT_CHUNK = 4096
 _FORMAT = 1

@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
+
 # -- data -------------------------------------------------------------------------
 def load_digits_split(n_train=32, n_test=64, seed=0):
     """scikit-learn's bundled 8×8 digits, shuffled with ``seed`` and split.

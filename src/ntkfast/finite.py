@@ -38,6 +38,10 @@ from . import _validation as V
 __all__ = ["FiniteMLP", "TrainHistory", "finite_network"]
 
 
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
+
 @dataclass
 class TrainHistory:
     """What :meth:`FiniteMLP.train` recorded.

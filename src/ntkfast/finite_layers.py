@@ -79,6 +79,10 @@ __all__ = ["FiniteNetwork", "finite_network_for", "init_params", "apply", "stax_
            "n_params"]
 
 
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
+
 # ----------------------------------------------------------------------------------------
 # structure helpers
 # ----------------------------------------------------------------------------------------

@@ -77,6 +77,10 @@ from .network import Kernels
 
 __all__ = ["kernels_multi", "MultiKernels"]
 
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
 #: first-layer D < TAU q(x) q(z): recompute D exactly (as the compiled engine does)
 TAU = 1e-4
 #: default tile: about this many float64 entries per working array

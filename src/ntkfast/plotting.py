@@ -24,6 +24,10 @@ __all__ = [
     "sort_by_class",
 ]
 
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
 _THETA_INF = r"$\Theta_\infty$"
 _THETA_HAT = r"$\Theta(x,x')\,/\,\sqrt{\Theta(x,x)\,\Theta(x',x')}$"
 

@@ -71,6 +71,10 @@ __all__ = [
     "Sigmoid", "Softplus", "Silu", "Kernel", "StaxLayer",
 ]
 
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
 #: nt 0.6.5 ``stax`` names that ntkfast does not compute (calling them raises
 #: NotImplementedError naming the layer).
 UNSUPPORTED = (

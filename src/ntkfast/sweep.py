@@ -59,6 +59,10 @@ from .network import MLP
 __all__ = ["sweep", "SweepResult", "load_dataset", "make_folds", "parse_int_list",
            "parse_ridges", "add_sweep_arguments", "main_from_args", "BUNDLED"]
 
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
+
 BUNDLED = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 METRICS = ("accuracy", "r2", "mse")
 FIELDS = ("dataset", "task", "n", "d", "kernel", "depth", "frozen_layers", "ridge",
