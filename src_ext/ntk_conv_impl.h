@@ -246,6 +246,53 @@ NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL 
     return 0;
 }
 
+/* The activation's rule on the diagonal (theta = 0 exactly: Sigma = qx = qz = q,
+ * D = 0 by construction, not by cancellation), on n same-position pixel pairs in
+ * place: S[j] (= q on entry) <- E(q), T[j] <- T[j] Edot(q) (T NULL: not wanted).
+ * The activations' diag_rule (kernel_rule(q, q, q)) with gap = 0. */
+NTK_INLINE void NCV(ncv_act_diag)(const ncv_op *op, long n, REAL *restrict S,
+                                  REAL *restrict T)
+{
+    if (op->act == NCV_ACT_ABRELU) {
+        const REAL c0 = (REAL)op->pa, f = (REAL)op->pb;
+        const REAL half_pi = (REAL)(NCV_PI / 2);
+        for (long j = 0; j < n; j++) {
+            const REAL s = S[j];
+            /* theta = 0, or pi/2 by convention where q = 0 (the kernel rule's) */
+            const REAL ed = s == 0 ? c0 - f * half_pi : c0;
+            S[j] = ed * s;
+            if (T)
+                T[j] *= ed;
+        }
+        return;
+    }
+    if (op->act == NCV_ACT_ERF) {
+        const REAL a2 = (REAL)op->pa, b2 = (REAL)op->pb, c2 = (REAL)op->pc;
+        const REAL ce = a2 * (REAL)(2 / NCV_PI), cd = a2 * b2 * (REAL)(4 / NCV_PI);
+        for (long j = 0; j < n; j++) {
+            const REAL x = b2 * S[j];
+            const REAL root = RSQRT(1 + 2 * (x + x));
+            S[j] = ce * NCV_ATAN2(2 * x, root) + c2;
+            if (T)
+                T[j] *= cd / root;
+        }
+        return;
+    }
+    const REAL i2pi = (REAL)(1 / (2 * NCV_PI));
+    for (long j = 0; j < n; j++) {
+        const REAL s = S[j];
+        const REAL pp1 = (s + 1) * (s + 1), prod = s * s;
+        const REAL d2 = 1 + s + s;
+        const REAL d = RSQRT(d2);
+        const REAL ang = NCV_ATAN2(s, d);
+        S[j] = ((s * s + prod * d2) / (pp1 * d) + s * ang) * i2pi + (REAL)0.25 * s;
+        if (T) {
+            const REAL first = (1 / d2 + (1 - prod) / pp1 + 1) * s / d * i2pi;
+            T[j] *= first + (REAL)0.25 + ang * i2pi;
+        }
+    }
+}
+
 NTK_INLINE REAL NCV(ncv_sum)(const REAL *restrict a, long n)
 {
     REAL acc = 0;
@@ -311,7 +358,7 @@ static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
  * of near-parallel pixel pairs met by angle-reading activations. */
 NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                              const REAL *x, const REAL *z, const REAL *qx, const REAL *qz,
-                             REAL *ws, int *iws, REAL *out_s, REAL *out_t)
+                             REAL *qself, REAL *ws, int *iws, REAL *out_s, REAL *out_t)
 {
     const long M = pg->maxsize;
     REAL *A = ws + 2L * pg->n_slots * M, *B = A + M;
@@ -326,6 +373,12 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
     const int mode = pg->est_mode;
     const REAL tau = (REAL)pg->tau;
     const int full = pg->full;
+    /* the self pass (x = z, g = x x^T): qself receives the variance tape, read back by
+     * the activations as qx = qz; same-position pixel pairs by the diagonal rule */
+    if (qself) {
+        qx = qself;
+        qz = qself;
+    }
     for (int k = 0; k < pg->n_slots; k++) {
         tz[k] = 1;
         Sb[k] = ws + 2L * k * M;
@@ -382,7 +435,7 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 /* per output plane (i, i'): the (h, h') sum, the (w, w') sum and the
                  * affine step in L1, then the next op if it is this slot's activation
                  * (fused); written to the spare buffers, which become the slot's */
-                const ncv_op *nx = (t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
+                const ncv_op *nx = (!qself && t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
                                     op[1].dst == op->dst) ? op + 1 : NULL;
                 REAL *So = A, *To = B;
                 const long pin = (long)wi * wi, pout = (long)wo * wo;
@@ -453,6 +506,25 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
             double num = 0;
             int cnt = 0;
+            if (qself && !full) {
+                /* every pixel pair is a same-position one */
+                memcpy(qself + op->qoff, S, sizeof(REAL) * n_in);
+                NCV(ncv_act_diag)(op, n_in, S, Tp);
+                break;
+            }
+            const long pd = (long)hi * wi;
+            if (qself) {
+                /* q(p) = Sigma(x, x)[p, p]; the diagonal's Sigma and Theta kept aside in
+                 * the spare buffers A, B (>= P elements each) for the diagonal rule */
+                for (int h = 0; h < hi; h++)
+                    for (int w = 0; w < wi; w++) {
+                        const long d = (((long)h * hi + h) * wi + w) * wi + w;
+                        const long p = (long)h * wi + w;
+                        qself[op->qoff + p] = S[d];
+                        A[p] = S[d];
+                        B[p] = Tp ? Tp[d] : (REAL)0;
+                    }
+            }
             if (full) {
                 for (int h = 0; h < hi; h++)
                     for (int h2 = 0; h2 < hi; h2++)
@@ -464,6 +536,17 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                         }
             } else {
                 cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, tau, mode, &num);
+            }
+            if (qself) {
+                NCV(ncv_act_diag)(op, pd, A, Tp ? B : NULL);
+                for (int h = 0; h < hi; h++)
+                    for (int w = 0; w < wi; w++) {
+                        const long d = (((long)h * hi + h) * wi + w) * wi + w;
+                        const long p = (long)h * wi + w;
+                        S[d] = A[p];
+                        if (Tp)
+                            Tp[d] = B[p];
+                    }
             }
             flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? Tp : NULL, n_in);
             break;

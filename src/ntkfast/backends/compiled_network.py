@@ -144,6 +144,8 @@ class Program:
         self.maxsize = self.P * self.P if self.full else self.P
         self.rows = []
         self.qoff = 0
+        #: spatial shape of each activation's variance tape (offsets: running sums)
+        self.tape_shapes = []
         self.idx_size = 1
         self.used = {0}
         self.n_slots = 1
@@ -235,6 +237,7 @@ class Program:
                 fields.update(act=ACT_GELU)
             self._op(ACT, **base, **fields)
             self.qoff += h * w
+            self.tape_shapes.append(tuple(meta.spatial))
         elif isinstance(layer, AvgPool):
             (kh, sh, lh), (kw, sw, lw) = _axes(2, layer.window_shape,
                                                layer.strides_or_default, layer.padding,
@@ -278,8 +281,10 @@ class CompiledNetworkEngine:
 
     name = "compiled-network"
 
-    def __init__(self, budget=STATE_BUDGET):
+    def __init__(self, budget=STATE_BUDGET, n_jobs=1):
         self.reference = NetworkReferenceEngine(budget)
+        #: threads of the self pass (``fill`` takes its own ``n_jobs``)
+        self.n_jobs = max(1, int(n_jobs or 1))
         self._cache = None
 
     def program(self, plan) -> Program:
@@ -287,10 +292,50 @@ class CompiledNetworkEngine:
             self._cache = (plan, Program(plan))
         return self._cache[1]
 
-    def variances(self, plan, A, want_ntk=True):
-        """The self pass (the reference engine's: variances and exact diagonals)."""
-        self.program(plan)  # reject unsupported networks before the work
-        return self.reference.variances(plan, A, want_ntk)
+    def variances(self, plan, A, want_ntk=True, n_jobs=None):
+        """The self pass in C (float64 whatever the kernels' dtype), the contract of
+        :meth:`NetworkReferenceEngine.variances`: per row x the program on the pair
+        (x, x), recording q(p) = Σ(x, x)[p, p] before every activation, the
+        same-position pixel pairs by the activations' diagonal rule (θ = 0 exactly).
+        As in the reference: rows of tiny inputs run rescaled by 2^k (homogeneous
+        networks, exact), and rows whose pixel pairs p ≠ p' are near-parallel enough
+        that their float64 angles may put Θ(x, x) off by more than NEAR_PARALLEL_RTOL
+        (the same per-row estimate, C's est_mode 2) take the reference's self pass."""
+        from .. import _conv_engine
+        from .reference_network import _check_tiny, _tiny_exponents
+        prog = self.program(plan)  # rejects unsupported networks before the work
+        n = A.shape[0]
+        rows = np.asarray(A, dtype=np.float64)
+        k = _tiny_exponents(plan, rows)
+        if k is not None:
+            rows = np.ldexp(rows, k.reshape((-1,) + (1,) * (rows.ndim - 1)))
+        X = np.ascontiguousarray(rows.reshape(n, -1))
+        Q = np.zeros((n, max(1, prog.qoff)))
+        nngp = np.zeros(n)
+        ntk = np.zeros(n) if want_ntk else None
+        est = np.zeros(n)
+        jobs = max(1, min(int(n_jobs or self.n_jobs), n))
+        if n:
+            with limited(1, "blas"):  # our OpenMP loop is the parallelism
+                _conv_engine.run_self(prog.iops, prog.fops, prog.prog(np.float64), X, Q,
+                                      nngp, ntk if want_ntk else np.zeros(1), est,
+                                      want_ntk, jobs, 2 if want_ntk else 0)
+        tapes, off = [], 0
+        for shape in prog.tape_shapes:
+            size = math.prod(shape)
+            tapes.append(Q[:, off:off + size].reshape((n,) + shape))
+            off += size
+        if k is not None:  # K(2^k x, 2^k x) = 4^k K(x, x): scale back (exact)
+            nngp = np.ldexp(nngp, -2 * k)
+            ntk = None if ntk is None else np.ldexp(ntk, -2 * k)
+        if want_ntk:
+            near = np.flatnonzero(~(est <= NEAR_PARALLEL_RTOL))
+            if near.size:  # the reference decides on (and runs) its precise pass
+                ref = self.reference.variances(plan, A[near], want_ntk)
+                nngp[near], ntk[near] = ref.nngp, ref.ntk
+        _check_tiny(plan, tapes, 0)
+        from .reference_network import RowStats
+        return RowStats(tapes, nngp, ntk, k)
 
     def fill(self, plan, Xb, Zb, out_nngp, out_ntk, *, symmetric, dtype=None, tile=None,
              n_jobs=1, qx, qz):

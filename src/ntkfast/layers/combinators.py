@@ -123,7 +123,7 @@ class KernelMethods:
                     if backend == "compiled":
                         raise
                 else:
-                    return CompiledNetworkEngine(budget)
+                    return CompiledNetworkEngine(budget, n_jobs=n_threads)
         return NetworkReferenceEngine(budget)
 
     def _engine_and_spec(self, example_shape, backend="auto", n_jobs=1):
@@ -182,7 +182,7 @@ class KernelMethods:
         if mlp is not None:
             return mlp._diag(X, dtype, out, backend, kind)
         from ..backends.reference_network import compute_diagonal
-        return compute_diagonal(self, X, kind, dtype=dtype, out=out)
+        return compute_diagonal(self, X, kind, dtype=dtype, out=out, backend=backend)
 
     def nngp_diag(self, X, dtype=None, out=None, tile=None, n_jobs=None, backend="auto",
                   progress=False):
