@@ -141,6 +141,45 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
     }
 }
 
+/* Row i of the window sum along h of rows of width w: out = sum_a in[idx[a][i]]
+ * (the same order as ncv_wsum1). */
+NTK_INLINE void NCV(ncv_hrow)(const REAL *restrict in, int w, int n_out, int i, int k,
+                              const int *idx, REAL *restrict out)
+{
+    int started = 0;
+    for (int a = 0; a < k; a++) {
+        const int src = idx[a * n_out + i];
+        if (src >= 0)
+            NCV(ncv_add_plane)(out, in + (long)src * w, w, &started);
+    }
+    if (!started)
+        memset(out, 0, sizeof(REAL) * w);
+}
+
+/* One row of the window sum along w: out[j] = sum_a in[idx[a][j]] over the outputs
+ * j in [rlo[a], rhi[a]) with a source (an interval; all of them when circular):
+ * the order of ncv_wsum1 (0 + a_0 + a_1 + ...), vectorised over j. */
+NTK_INLINE void NCV(ncv_wrow)(const REAL *restrict in, REAL *restrict out, int n_out, int k,
+                              const int *idx, const int *rlo, const int *rhi, int contig,
+                              int lo)
+{
+    memset(out, 0, sizeof(REAL) * n_out);
+    for (int a = 0; a < k; a++) {
+        const int j0 = rlo[a], j1 = rhi[a];
+        if (contig) {  /* stride 1, not circular: idx[a][j] = j + a - lo */
+            const REAL *restrict src = in + (a - lo);
+#pragma omp simd
+            for (int j = j0; j < j1; j++)
+                out[j] += src[j];
+        } else {
+            const int *restrict ia = idx + a * n_out;
+#pragma omp simd
+            for (int j = j0; j < j1; j++)
+                out[j] += in[ia[j]];
+        }
+    }
+}
+
 /* The activation on one row of n pixel pairs: S <- E[phi phi], T <- T E[phi' phi']
  * (T NULL: Theta identically zero or not wanted).  qx: the row's x variances with
  * stride xs (0: one value, full mode), qz: the z variances.  Returns the number of
@@ -429,7 +468,7 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             int *iw = rhh + op->kh, *rlw = iw + op->kw * wo, *rhw = rlw + op->kw;
             NCV(ncv_map)(hi, ho, op->kh, op->sh, op->lo_h, op->circ, ih, rlh, rhh);
             NCV(ncv_map)(wi, wo, op->kw, op->sw, op->lo_w, op->circ, iw, rlw, rhw);
-            const int cw = !op->circ && op->sw == 1, ch = !op->circ && op->sh == 1;
+            const int cw = !op->circ && op->sw == 1;
             const int has_t = pg->want_ntk && !tz[op->dst];
             if (full) {
                 /* per output plane (i, i'): the (h, h') sum, the (w, w') sum and the
@@ -476,26 +515,17 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                     t++;
                 break;
             }
-            if (0) {
-                if (has_t) {  /* Theta first: T -> A -> T */
-                    NCV(ncv_wsum2)(T, A, 1, hi, ho, (long)wi * wi, op->kh, ih, rlh, rhh, ch,
-                                   op->lo_h);
-                    NCV(ncv_wsum2)(A, T, (long)ho * ho, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
-                                   op->lo_w);
-                }
-                NCV(ncv_wsum2)(S, A, 1, hi, ho, (long)wi * wi, op->kh, ih, rlh, rhh, ch,
-                               op->lo_h);
-                NCV(ncv_wsum2)(A, B, (long)ho * ho, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
-                               op->lo_w);
-            } else {
+            /* same-position pairs: per output row, the window sum along h of whole
+             * input rows (P1, P3), then along w; Sigma's into B, Theta's into A */
+            for (int i = 0; i < ho; i++) {
+                NCV(ncv_hrow)(S, wi, ho, i, op->kh, ih, P1);
+                NCV(ncv_wrow)(P1, B + (long)i * wo, wo, op->kw, iw, rlw, rhw, cw, op->lo_w);
                 if (has_t) {
-                    NCV(ncv_wsum1)(T, A, 1, hi, ho, wi, op->kh, ih);
-                    NCV(ncv_wsum1)(A, T, ho, wi, wo, 1, op->kw, iw);
+                    NCV(ncv_hrow)(T, wi, ho, i, op->kh, ih, P3);
+                    NCV(ncv_wrow)(P3, A + (long)i * wo, wo, op->kw, iw, rlw, rhw, cw, op->lo_w);
                 }
-                NCV(ncv_wsum1)(S, A, 1, hi, ho, wi, op->kh, ih);
-                NCV(ncv_wsum1)(A, B, ho, wi, wo, 1, op->kw, iw);
             }
-            NCV(ncv_affine)(op, n_out, B, has_t ? T : NULL, S, pg->want_ntk ? T : NULL,
+            NCV(ncv_affine)(op, n_out, B, has_t ? A : NULL, S, pg->want_ntk ? T : NULL,
                             (REAL)op->inv);
             tz[op->dst] = !pg->want_ntk;
             size = n_out;
