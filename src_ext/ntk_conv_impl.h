@@ -184,7 +184,7 @@ NTK_INLINE void NCV(ncv_wrow)(const REAL *restrict in, REAL *restrict out, int n
  * (T NULL: Theta identically zero or not wanted).  qx: the row's x variances with
  * stride xs (0: one value, full mode), qz: the z variances.  Returns the number of
  * near-parallel pixel pairs (D < tau q q') for angle-reading activations. */
-NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
+NTK_INLINE int NCV(ncv_act_row_k)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
                                 const REAL *restrict qx, int xs, const REAL *restrict qz,
                                 REAL tau, int mode, double *num)
 {
@@ -283,6 +283,23 @@ NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL 
         }
     }
     return 0;
+}
+
+/* ncv_act_row_k with the stride of qx a constant (0: one value, full mode; 1) and T
+ * known NULL or not, so the vectorised loops neither gather qx nor mask stores. */
+NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
+                                const REAL *restrict qx, int xs, const REAL *restrict qz,
+                                REAL tau, int mode, double *num)
+{
+    /* T tested here once, so the loops have no conditional (masked) stores */
+    if (!T) {
+        if (xs == 0)
+            return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 0, qz, tau, mode, num);
+        return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 1, qz, tau, mode, num);
+    }
+    if (xs == 0)
+        return NCV(ncv_act_row_k)(op, n, S, T, qx, 0, qz, tau, mode, num);
+    return NCV(ncv_act_row_k)(op, n, S, T, qx, 1, qz, tau, mode, num);
 }
 
 /* The activation's rule on the diagonal (theta = 0 exactly: Sigma = qx = qz = q,
@@ -480,8 +497,11 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 const long pin = (long)wi * wi, pout = (long)wo * wo;
                 double num = 0;
                 int cnt = 0;
-                for (int i = 0; i < ho; i++)
-                    for (int i2 = 0; i2 < ho; i2++) {
+                /* along the diagonals i2 - i = dd: consecutive output planes share
+                 * k - 1 of their k input planes (stride 1), which stay in cache */
+                for (int dd = 1 - ho; dd < ho; dd++)
+                    for (int i = dd < 0 ? -dd : 0; i < (dd > 0 ? ho - dd : ho); i++) {
+                        const int i2 = i + dd;
                         const long off = ((long)i * ho + i2) * pout;
                         NCV(ncv_hplane)(S, hi, pin, ho, i, i2, op->kh, ih, P1);
                         NCV(ncv_wsum2)(P1, P2, 1, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
