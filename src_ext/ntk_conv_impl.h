@@ -653,6 +653,49 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             size = 1;
             break;
         }
+        case NCV_LNORM: {
+            /* the variances before the layer: recorded on the tape (self pass) */
+            const REAL eps = (REAL)op->pa;
+            REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
+            if (qself) {
+                for (int h = 0; h < hi; h++)
+                    for (int w = 0; w < wi; w++) {
+                        const long p = (long)h * wi + w;
+                        qself[op->qoff + p] =
+                            full ? S[(((long)h * hi + h) * wi + w) * wi + w] : S[p];
+                    }
+            }
+            const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
+            if (full) {
+                for (int h = 0; h < hi; h++)
+                    for (int h2 = 0; h2 < hi; h2++)
+                        for (int w = 0; w < wi; w++) {
+                            const long off = (((long)h * hi + h2) * wi + w) * wi;
+                            const REAL a = eps + qxl[h * wi + w];
+                            const REAL *restrict b = qzl + h2 * wi;
+                            REAL *restrict sr = S + off;
+#pragma omp simd
+                            for (int w2 = 0; w2 < wi; w2++)
+                                sr[w2] = sr[w2] / RSQRT(a * (eps + b[w2]));
+                            if (Tp) {
+                                REAL *restrict tr = Tp + off;
+#pragma omp simd
+                                for (int w2 = 0; w2 < wi; w2++)
+                                    tr[w2] = tr[w2] / RSQRT(a * (eps + b[w2]));
+                            }
+                        }
+            } else {
+#pragma omp simd
+                for (long p = 0; p < n_in; p++)
+                    S[p] = S[p] / RSQRT((eps + qxl[p]) * (eps + qzl[p]));
+                if (Tp) {
+#pragma omp simd
+                    for (long p = 0; p < n_in; p++)
+                        Tp[p] = Tp[p] / RSQRT((eps + qxl[p]) * (eps + qzl[p]));
+                }
+            }
+            break;
+        }
         case NCV_COPY: {
             memcpy(S, Sb[op->src], sizeof(REAL) * n_in);
             if (pg->want_ntk && !tz[op->src])

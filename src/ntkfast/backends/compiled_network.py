@@ -57,7 +57,7 @@ __all__ = ["CompiledNetworkEngine", "compile_network", "unsupported_layer", "Pro
 INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
               "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag")
 FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
-INPUT, AFFINE, CONV, ACT, POOL, GAP, FLATTEN, COPY, ADD = range(9)
+INPUT, AFFINE, CONV, ACT, POOL, GAP, FLATTEN, COPY, ADD, LNORM = range(10)
 ACT_ABRELU, ACT_ERF, ACT_GELU = 1, 2, 3
 MAX_SLOTS = 16
 #: pairs with a pixel pair of sin²θ < NEAR_TAU at an angle-reading activation go through
@@ -101,7 +101,9 @@ def unsupported_layer(layer, where="the network"):
         if type(act) in (Identity, GELU) or isinstance(act, (ABReLU, Erf)):
             return None
         return where
-    if isinstance(layer, (Dense, Conv, AvgPool, GlobalAvgPool, Flatten, FanOut, FanInSum)):
+    from ..layers import LayerNorm
+    if isinstance(layer, (Dense, Conv, AvgPool, GlobalAvgPool, Flatten, FanOut, FanInSum,
+                          LayerNorm)):
         return None
     return f"{where} ({type(layer).__name__})"
 
@@ -176,6 +178,7 @@ class Program:
     def _walk(self, layer, state):
         (AvgPool, Conv, Dense, Elementwise, FanInSum, FanOut, Flatten, GlobalAvgPool,
          Parallel, Serial) = _layer_classes()
+        from ..layers import LayerNorm
         if isinstance(layer, Serial):
             for l in layer.layers:
                 state = self._walk(l, state)
@@ -248,6 +251,10 @@ class Program:
             self.idx_size = max(self.idx_size, kh * ho + 2 * kh + kw * wo + 2 * kw)
         elif isinstance(layer, GlobalAvgPool):
             self._op(GAP, **base)
+        elif isinstance(layer, LayerNorm):
+            self._op(LNORM, **base, qoff=self.qoff, pa=layer.eps)
+            self.qoff += h * w
+            self.tape_shapes.append(tuple(meta.spatial))
         elif isinstance(layer, Flatten):
             if meta.spatial:
                 self._op(FLATTEN, **base)
