@@ -1,5 +1,5 @@
 """The compiled network engine: ``nk.serial`` networks of Conv, Dense, activations,
-pooling, readouts and branches, per pair of inputs in C (``ntkfast._conv_engine``,
+LayerNorm, pooling, readouts and branches, per pair of inputs in C (``ntkfast._conv_engine``,
 ``src_ext/ntk_conv.h``), with the contract of
 :class:`~ntkfast.backends.reference_network.NetworkReferenceEngine` (``variances``,
 ``fill``), so :func:`ntkfast.outofcore.tiling.compute_gram` drives it in RAM or out of
@@ -16,9 +16,18 @@ Design:
   GEMM per item gives the tile's pixel-pair products x_i[p]·z_j[p'] (BLAS), then every
   pair runs the whole program in per-thread workspaces (OpenMP over items).  Conv's
   diagonal window sum is separable (one pass along (h, h'), one along (w, w')).
-* **Self pass.**  ``variances`` is the reference engine's (the per-position variances
-  every activation reads, the exact diagonals with θ = 0): O(N P²), done once; so
-  ``*_diag`` and the diagonal of K(X, X) are bitwise the reference's.
+* **Self pass.**  ``variances`` runs the program on the pairs (x, x) in C, float64
+  whatever the kernels' dtype (``run_self``: one GEMM x xᵀ per row in full mode),
+  recording the per-position variances every activation / LayerNorm reads (the
+  reference's tapes) and the exact diagonals: same-position pixel pairs take the
+  activations' diagonal rule (θ = 0 by construction).  O(N P²), done once; rows whose
+  own pixel pairs p ≠ p' are near-parallel enough to matter (the reference's estimate,
+  in C) and the reference's tiny-input rescaling are handled as the reference does
+  (those rows through its self pass).  ``*_diag`` uses the same engine, so it is
+  bitwise the diagonal of K(X, X); the compiled and reference diagonals agree to
+  rounding (≲ 1e-15 relative).
+* **LayerNorm** (channel axis): Σ / √((ε + q_x)(ε + q_z)), Θ likewise, its variances
+  on the tape like an activation's.
 * **Accuracy.**  Float64 runs the reference's float64 rules (differences are rounding
   order: ≲ 1e-14 relative).  Angle-reading activations (the ReLU family) find the
   near-parallel pixel pairs D < τ q q' (τ = :data:`NEAR_TAU`) and, in float64, compute
