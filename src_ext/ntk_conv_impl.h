@@ -412,7 +412,7 @@ static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
  * mode); qx, qz: the packed variance tapes of x and z.  ws: 2 (n_slots + 1) maxsize
  * elements; iws: idx_size ints.  Writes Sigma, Theta (if wanted) and returns the number
  * of near-parallel pixel pairs met by angle-reading activations. */
-NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
+NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                              const REAL *x, const REAL *z, const REAL *qx, const REAL *qz,
                              REAL *qself, REAL *ws, int *iws, REAL *out_s, REAL *out_t)
 {
