@@ -24,6 +24,9 @@ Reported per network and dtype, seconds per kernel entry (a K(X, X) of N² entri
 * ``cross``: the compiled cross pass alone (what grows as N²), per pair (better of two);
 * ``numpy``: the reference NumPy engine's cross pass, per pair (a few pairs);
 * ``nt``: neural-tangents' K(X, X) time / N²;
+* ``CPU s/pair``: the cross pass's process CPU time per pair (all threads), and the
+  GFLOP/s per core-second and fraction of one core's peak it gives: on a shared
+  machine the wall-clock rate understates the engine;
 * GFLOP/s of the cross pass against the arithmetic count of :func:`flop_count` (per
   pair: the input products 2C per pixel pair; Conv 2·(2k + 3) per output pixel pair
   for Σ and Θ (two separable diagonal window sums of k adds each, then the affine
@@ -176,12 +179,13 @@ def ours(net, X, dtype, threads, n_numpy_pairs=2):
     q = eng.variances(plan, Xd)
     S = np.empty((n, n), dtype)
     T = np.empty_like(S)
-    cross = float("inf")
+    cross = cpu = float("inf")
     for _ in range(2):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         eng.fill(plan, Xd, Xd, S, T, symmetric=True, dtype=dtype, n_jobs=threads, qx=q,
                  qz=q)
         cross = min(cross, (time.perf_counter() - t0) / (n * (n - 1) / 2))
+        cpu = min(cpu, (time.process_time() - c0) / (n * (n - 1) / 2))
     ref = NetworkReferenceEngine()
     m = n_numpy_pairs
     S2 = np.empty((1, m))
@@ -194,7 +198,7 @@ def ours(net, X, dtype, threads, n_numpy_pairs=2):
     except Exception as exc:  # the NumPy engine is someone's work in progress
         print(f"# numpy engine failed: {exc!r}", file=sys.stderr)
         numpy_pair = float("nan")
-    return k, total / n ** 2, cross, numpy_pair, flop_count(eng.program(plan))
+    return k, total / n ** 2, cross, cpu, numpy_pair, flop_count(eng.program(plan))
 
 
 def run_nt(desc, X, threads, python, cache=None):
@@ -216,8 +220,9 @@ def run_nt(desc, X, threads, python, cache=None):
 
 
 def peak_gflops(threads):
-    """2 cores × 16 float64 flops/cycle (two 256-bit FMA pipes; Zen 3/4 with AVX2) × the
-    clock in /proc/cpuinfo; float32 twice that."""
+    """threads × 16 float64 flops/cycle (two 256-bit FMA pipes: 2 × 4 lanes × 2 flops;
+    Zen 4 runs AVX-512 on the same two pipes, so no more) × the clock in /proc/cpuinfo;
+    float32 twice that."""
     ghz = 3.0
     try:
         with open("/proc/cpuinfo") as fh:
@@ -258,7 +263,7 @@ def main():
           f"{2 * peak:.0f} f32")
     head = ("arch", "dtype", "nt s/entry", "ntkfast s/entry", "nt/ntkfast", "cross s/pair",
             "nt/cross", "numpy s/pair", "numpy/cross", "MFLOP/pair", "GFLOP/s", "% peak",
-            "max rel diff vs nt")
+            "CPU s/pair", "GFLOP/s per core", "% core peak", "max rel diff vs nt")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name in args.archs.split(","):
@@ -271,8 +276,9 @@ def main():
                                               args.nt_python, cache)
             nt_s = nt_time / args.n ** 2
         for dtype in (np.float32, np.float64):
-            k, per_entry, cross, numpy_pair, flops = ours(net, X, dtype, args.threads)
+            k, per_entry, cross, cpu, numpy_pair, flops = ours(net, X, dtype, args.threads)
             gf = flops / cross / 1e9
+            gf_core = flops / cpu / 1e9  # per core-second actually spent (shared machine)
             pk = peak * (2 if dtype == np.float32 else 1)
             if nt_s is not None:
                 diff = max(np.max(np.abs(k.ntk - nt_ntk.reshape(k.ntk.shape)))
@@ -286,7 +292,8 @@ def main():
                 cols = ("-", f"{per_entry:.3g}", "-", f"{cross:.3g}", "-")
             print("| " + " | ".join((name, np.dtype(dtype).name) + cols + (
                 f"{numpy_pair:.3g}", f"{numpy_pair / cross:.0f}x", f"{flops / 1e6:.1f}",
-                f"{gf:.1f}", f"{100 * gf / pk:.1f}", f"{diff:.1e}")) + " |", flush=True)
+                f"{gf:.1f}", f"{100 * gf / pk:.1f}", f"{cpu:.3g}", f"{gf_core:.1f}",
+                f"{100 * gf_core * args.threads / pk:.1f}", f"{diff:.1e}")) + " |", flush=True)
 
 
 if __name__ == "__main__":
