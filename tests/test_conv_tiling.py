@@ -72,3 +72,21 @@ def test_dask_blocks(calls):
     assert calls["variances"] > before["variances"] and calls["fill"] > before["fill"]
     assert np.array_equal(K, K.T)
     assert _rel(K, CNN.ntk(X)) <= 1e-13
+
+
+def test_self_pass_in_chunks(monkeypatch):
+    """The self pass runs rows in chunks (memory maps): the same bits as one chunk,
+    tiny rows (rescaled by 2^k) included."""
+    from ntkfast.backends import compiled_network as CN
+    from ntkfast.backends.reference_network import NetworkPlan
+    net = nk.serial(nk.Conv((3, 3), w_std=1.4), nk.ReLU(), nk.AvgPool((2, 2)),
+                    nk.Conv((3, 3)), nk.ReLU(), nk.GlobalAvgPool(), nk.Dense())
+    X = _data(3, 7)
+    X[4] *= 1e-120  # a tiny row: rescaled exactly
+    plan = NetworkPlan(net, X.shape[1:])
+    whole = CompiledNetworkEngine().variances(plan, X)
+    monkeypatch.setattr(CN, "SELF_CHUNK", 3)
+    parts = CompiledNetworkEngine(n_jobs=2).variances(plan, X)
+    assert np.array_equal(parts.nngp, whole.nngp) and np.array_equal(parts.ntk, whole.ntk)
+    assert all(np.array_equal(a, b) for a, b in zip(parts.tapes, whole.tapes))
+    assert np.array_equal(parts.k, whole.k) and whole.k[4] != 0

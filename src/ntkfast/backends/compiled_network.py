@@ -75,6 +75,8 @@ MAX_SLOTS = 16
 NEAR_TAU = 1e-6
 #: elements of one thread's GEMM tile in full mode (x_i against a tile of columns)
 TILE_ELEMS = 1 << 18
+#: rows per chunk of the self pass (float64 copies of the inputs)
+SELF_CHUNK = 1024
 
 
 def _layer_classes():
@@ -321,21 +323,27 @@ class CompiledNetworkEngine:
         from .reference_network import _check_tiny, _tiny_exponents
         prog = self.program(plan)  # rejects unsupported networks before the work
         n = A.shape[0]
-        rows = np.asarray(A, dtype=np.float64)
-        k = _tiny_exponents(plan, rows)
-        if k is not None:
-            rows = np.ldexp(rows, k.reshape((-1,) + (1,) * (rows.ndim - 1)))
-        X = np.ascontiguousarray(rows.reshape(n, -1))
         Q = np.zeros((n, max(1, prog.qoff)))
         nngp = np.zeros(n)
         ntk = np.zeros(n) if want_ntk else None
         est = np.zeros(n)
+        ks = []
         jobs = max(1, min(int(n_jobs or self.n_jobs), n))
-        if n:
+        # rows in chunks (A may be a memory map): float64 copies of SELF_CHUNK rows
+        for r in range(0, n, SELF_CHUNK):
+            r1 = min(n, r + SELF_CHUNK)
+            rows = np.asarray(A[r:r1], dtype=np.float64)
+            kc = _tiny_exponents(plan, rows)
+            if kc is not None:
+                rows = np.ldexp(rows, kc.reshape((-1,) + (1,) * (rows.ndim - 1)))
+            ks.append(kc if kc is not None else np.zeros(r1 - r, np.int64))
+            X = np.ascontiguousarray(rows.reshape(r1 - r, -1))
             with limited(1, "blas"):  # our OpenMP loop is the parallelism
-                _conv_engine.run_self(prog.iops, prog.fops, prog.prog(np.float64), X, Q,
-                                      nngp, ntk if want_ntk else np.zeros(1), est,
-                                      want_ntk, jobs, 2 if want_ntk else 0)
+                _conv_engine.run_self(prog.iops, prog.fops, prog.prog(np.float64), X,
+                                      Q[r:r1], nngp[r:r1],
+                                      ntk[r:r1] if want_ntk else np.zeros(1), est[r:r1],
+                                      want_ntk, min(jobs, r1 - r), 2 if want_ntk else 0)
+        k = np.concatenate(ks) if ks and any(c.any() for c in ks) else None
         tapes, off = [], 0
         for shape in prog.tape_shapes:
             size = math.prod(shape)
