@@ -74,7 +74,10 @@ extensions = [
         "ntkfast._conv_engine",
         sources=["src_ext/_conv_engine.pyx"],
         include_dirs=["src_ext", np.get_include()],
-        extra_compile_args=compile_args,
+        # no fused multiply-adds: D = q q' - Sigma^2 of pixel pairs computed alike must
+        # be 0 exactly (theta = 0), and every CPU clone must give the same bits
+        extra_compile_args=compile_args + ([] if sys.platform == "win32"
+                                           else ["-ffp-contract=off"]),
         extra_link_args=link_args,
         define_macros=macros + [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),

@@ -37,11 +37,11 @@ cdef extern from "ntk_conv.h" nogil:
         int est_mode
 
     double ncv_pair_f64(const ncv_prog *pg, const double *g, long ldg, const double *x,
-                     const double *z, const double *qx, const double *qz, double *ws,
-                     int *iws, double *out_s, double *out_t)
+                     const double *z, const double *qx, const double *qz, double *qself,
+                     double *ws, int *iws, double *out_s, double *out_t)
     double ncv_pair_f32(const ncv_prog *pg, const float *g, long ldg, const float *x,
-                     const float *z, const float *qx, const float *qz, float *ws,
-                     int *iws, float *out_s, float *out_t)
+                     const float *z, const float *qx, const float *qz, float *qself,
+                     float *ws, int *iws, float *out_s, float *out_t)
 
 ctypedef fused real:
     float
@@ -73,25 +73,14 @@ cdef inline double _pair(const ncv_prog *pg, const real *g, long ldg, const real
                       const real *z, const real *qx, const real *qz, real *ws, int *iws,
                       real *out_s, real *out_t) noexcept nogil:
     if real is double:
-        return ncv_pair_f64(pg, g, ldg, x, z, qx, qz, ws, iws, out_s, out_t)
+        return ncv_pair_f64(pg, g, ldg, x, z, qx, qz, NULL, ws, iws, out_s, out_t)
     else:
-        return ncv_pair_f32(pg, g, ldg, x, z, qx, qz, ws, iws, out_s, out_t)
+        return ncv_pair_f32(pg, g, ldg, x, z, qx, qz, NULL, ws, iws, out_s, out_t)
 
 
-def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
-              const real[:, ::1] X, const real[:, ::1] Z, const real[:, ::1] Qx,
-              const real[:, ::1] Qz, const int64_t[:, ::1] items,
-              real[:, ::1] out_s, real[:, ::1] out_t, double[:, ::1] flags,
-              bint want_ntk, int n_jobs, int tile_cols, int est_mode=0,
-              const int8_t[:, ::1] mask=None):
-    """Σ (and Θ) of the pairs of the work items ``items`` (rows (i, j0, j1): pairs
-    (i, j) for j0 <= j < j1, at most ``tile_cols`` columns) into out_s[i, j] /
-    out_t[i, j]; flags[i, j] = what ncv_pair returns (est_mode 0: the number of
-    near-parallel pixel pairs met; 1: Θ's estimated relative error from its float64
-    angles, or without Θ the count of candidate pixel pairs; see ntk_conv_impl.h).
-    ``mask`` (n1, n2): only the pairs with mask[i, j] != 0 are computed.
-    X (n1, P C), Z (n2, P C): the inputs, channels last; Qx, Qz: the packed
-    variance tapes.  ``prog``: full, H, W, C, n_slots, maxsize, idx_size, tau."""
+cdef object _ops(const int64_t[:, ::1] iops, const double[:, ::1] fops):
+    """The ops of a program (the Python compiler's int and float columns) as a buffer
+    of ncv_op."""
     cdef Py_ssize_t n_ops = iops.shape[0], t
     if fops.shape[0] != n_ops or iops.shape[1] != len(INT_FIELDS) or \
             fops.shape[1] != len(FLOAT_FIELDS):
@@ -108,9 +97,13 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
         ops[t].w2 = fops[t, 0]; ops[t].b2 = fops[t, 1]; ops[t].cs = fops[t, 2]
         ops[t].c0 = fops[t, 3]; ops[t].inv = fops[t, 4]; ops[t].pa = fops[t, 5]
         ops[t].pb = fops[t, 6]; ops[t].pc = fops[t, 7]
-    cdef ncv_prog pg
+    return ops_buf
+
+
+cdef int _prog(ncv_prog *pg, object ops_buf, Py_ssize_t n_ops, dict prog, bint want_ntk,
+               int est_mode) except -1:
     pg.n_ops = <int> n_ops
-    pg.ops = ops
+    pg.ops = <const ncv_op *> (<char *> ops_buf)
     pg.full = prog["full"]
     pg.H = prog["H"]; pg.W = prog["W"]; pg.C = prog["C"]
     pg.n_slots = prog["n_slots"]
@@ -121,6 +114,26 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     pg.est_mode = est_mode
     if pg.n_slots < 1 or pg.n_slots > 16:
         raise ValueError("run_pairs: 1 to 16 slots")
+    return 0
+
+
+def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
+              const real[:, ::1] X, const real[:, ::1] Z, const real[:, ::1] Qx,
+              const real[:, ::1] Qz, const int64_t[:, ::1] items,
+              real[:, ::1] out_s, real[:, ::1] out_t, double[:, ::1] flags,
+              bint want_ntk, int n_jobs, int tile_cols, int est_mode=0,
+              const int8_t[:, ::1] mask=None):
+    """Σ (and Θ) of the pairs of the work items ``items`` (rows (i, j0, j1): pairs
+    (i, j) for j0 <= j < j1, at most ``tile_cols`` columns) into out_s[i, j] /
+    out_t[i, j]; flags[i, j] = what ncv_pair returns (est_mode 0: the number of
+    near-parallel pixel pairs met; 1: Θ's estimated relative error from its float64
+    angles, or without Θ the count of candidate pixel pairs; see ntk_conv_impl.h).
+    ``mask`` (n1, n2): only the pairs with mask[i, j] != 0 are computed.
+    X (n1, P C), Z (n2, P C): the inputs, channels last; Qx, Qz: the packed
+    variance tapes.  ``prog``: full, H, W, C, n_slots, maxsize, idx_size, tau."""
+    ops_buf = _ops(iops, fops)
+    cdef ncv_prog pg
+    _prog(&pg, ops_buf, iops.shape[0], prog, want_ntk, est_mode)
     cdef int P = pg.H * pg.W, C = pg.C
     if X.shape[1] != P * C or Z.shape[1] != P * C:
         raise ValueError("run_pairs: inputs of the wrong size")
@@ -180,3 +193,48 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
                 nf = _pair(&pg, g + (j - j0) * P, bj * P, xp + i * row, zp + j * row,
                            qxp + i * lq, qzp + j * lq, ws, iws, &out_s[i, j], ot)
                 flags[i, j] = nf
+
+
+def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
+             const double[:, ::1] X, double[:, ::1] Q, double[::1] out_s,
+             double[::1] out_t, double[::1] est, bint want_ntk, int n_jobs, int est_mode):
+    """The self pass in float64: per row x_i of X (n, P C), the whole network on the
+    pair (x_i, x_i), g = x_i x_i^T by one GEMM in full mode; writes the variance tape
+    Q[i] (q(p) = Σ(x, x)[p, p] before every activation, packed), Σ(x_i, x_i) into
+    out_s[i], Θ(x_i, x_i) (if wanted) into out_t[i], and est[i]: what ncv_pair returns
+    in ``est_mode`` (2 with Θ: the estimated relative Θ error of its float64 angles at
+    pixel pairs p != p').  Same-position pixel pairs take the activations' diagonal
+    rule (θ = 0 exactly)."""
+    ops_buf = _ops(iops, fops)
+    cdef ncv_prog pg
+    _prog(&pg, ops_buf, iops.shape[0], prog, want_ntk, est_mode)
+    cdef int P = pg.H * pg.W, C = pg.C
+    cdef Py_ssize_t n = X.shape[0]
+    if X.shape[1] != P * C or Q.shape[0] != n or out_s.shape[0] != n or \
+            est.shape[0] != n or (want_ntk and out_t.shape[0] != n):
+        raise ValueError("run_self: arrays of the wrong size")
+    if n == 0:
+        return
+    cdef Py_ssize_t gsize = (<Py_ssize_t> P) * P if pg.full else 1
+    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W
+    cdef double[:, ::1] gbuf = np.empty((n_jobs, gsize))
+    cdef double[:, ::1] wbuf = np.empty((n_jobs, wsize))
+    cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)
+    cdef Py_ssize_t row = P * C, i
+    cdef int tid
+    cdef double *g
+    cdef double *ws
+    cdef int *iws
+    cdef double *ot
+    cdef const double *xp = &X[0, 0]
+    with nogil, parallel(num_threads=n_jobs):
+        tid = threadid()
+        g = &gbuf[tid, 0]
+        ws = &wbuf[tid, 0]
+        iws = &ibuf[tid, 0]
+        for i in prange(n, schedule="dynamic"):
+            if pg.full:
+                _gemm(g, P, xp + i * row, xp + i * row, P, P, C)
+            ot = &out_t[i] if want_ntk else NULL
+            est[i] = ncv_pair_f64(&pg, g, P, xp + i * row, xp + i * row, NULL, NULL,
+                                  &Q[i, 0], ws, iws, &out_s[i], ot)

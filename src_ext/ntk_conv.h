@@ -20,7 +20,8 @@
  *     vectorisable atan2 (ntk_recursion.h); angle-reading activations flag the
  *     pair when a pixel pair is near-parallel, D < tau q q' (the caller recomputes
  *     flagged pairs with the reference engine's double-double pass);
- *   - AvgPool: four one-axis window sums; GlobalAvgPool / Flatten: means.
+ *   - AvgPool: four one-axis window sums; GlobalAvgPool / Flatten: means;
+ *   - LayerNorm: Sigma[p, p'] / sqrt((eps + qx(p)) (eps + qz(p'))), Theta likewise.
  * Each pair is computed by the same sequence of operations whatever the thread or
  * the tile it falls in, so results do not depend on either.
  */
@@ -41,12 +42,23 @@ enum {
     NCV_GAP = 5,
     NCV_FLATTEN = 6,
     NCV_COPY = 7,    /* dst = src (FanOut) */
-    NCV_ADD = 8      /* dst += src (FanInSum) */
+    NCV_ADD = 8,     /* dst += src (FanInSum) */
+    NCV_LNORM = 9    /* LayerNorm: Sigma / sqrt((eps + qx)(eps + qz)), Theta likewise */
 };
 
 enum { NCV_ACT_ABRELU = 1, NCV_ACT_ERF = 2, NCV_ACT_GELU = 3 };
 
 #define NCV_MAX_SLOTS 16
+
+/* ncv_pair is cloned for AVX-512 (x86-64-v4) too where the FC engine clones for AVX2:
+ * the activations' sqrt / divisions and selects run ~1.3-1.5x faster there (Zen 4,
+ * measured); without fused multiply-adds (-ffp-contract=off) the clones give the
+ * same elementwise results (reductions may differ in rounding order). */
+#if defined(NTK_TARGET_CLONES) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#define NCV_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NCV_CLONES NTK_CLONES
+#endif
 
 typedef struct {
     int kind, dst, src;
@@ -61,7 +73,8 @@ typedef struct {
     double w2, b2;           /* Sigma' = w2 M(Sigma) + b2 (M: window mean) */
     double cs, c0;           /* standard: Theta' = cs M(Sigma) + w2 M(Theta) + c0 */
     double inv;              /* 1 / window size (Conv), 1 / window^2 (AvgPool) */
-    double pa, pb, pc;       /* activation parameters (ABReLU: c0, f = (a-b)^2/2pi) */
+    double pa, pb, pc;       /* activation parameters (ABReLU: c0, f = (a-b)^2/2pi);
+                              LayerNorm: pa = eps */
 } ncv_op;
 
 typedef struct {

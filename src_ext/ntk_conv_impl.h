@@ -141,11 +141,50 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
     }
 }
 
+/* Row i of the window sum along h of rows of width w: out = sum_a in[idx[a][i]]
+ * (the same order as ncv_wsum1). */
+NTK_INLINE void NCV(ncv_hrow)(const REAL *restrict in, int w, int n_out, int i, int k,
+                              const int *idx, REAL *restrict out)
+{
+    int started = 0;
+    for (int a = 0; a < k; a++) {
+        const int src = idx[a * n_out + i];
+        if (src >= 0)
+            NCV(ncv_add_plane)(out, in + (long)src * w, w, &started);
+    }
+    if (!started)
+        memset(out, 0, sizeof(REAL) * w);
+}
+
+/* One row of the window sum along w: out[j] = sum_a in[idx[a][j]] over the outputs
+ * j in [rlo[a], rhi[a]) with a source (an interval; all of them when circular):
+ * the order of ncv_wsum1 (0 + a_0 + a_1 + ...), vectorised over j. */
+NTK_INLINE void NCV(ncv_wrow)(const REAL *restrict in, REAL *restrict out, int n_out, int k,
+                              const int *idx, const int *rlo, const int *rhi, int contig,
+                              int lo)
+{
+    memset(out, 0, sizeof(REAL) * n_out);
+    for (int a = 0; a < k; a++) {
+        const int j0 = rlo[a], j1 = rhi[a];
+        if (contig) {  /* stride 1, not circular: idx[a][j] = j + a - lo */
+            const REAL *restrict src = in + (a - lo);
+#pragma omp simd
+            for (int j = j0; j < j1; j++)
+                out[j] += src[j];
+        } else {
+            const int *restrict ia = idx + a * n_out;
+#pragma omp simd
+            for (int j = j0; j < j1; j++)
+                out[j] += in[ia[j]];
+        }
+    }
+}
+
 /* The activation on one row of n pixel pairs: S <- E[phi phi], T <- T E[phi' phi']
  * (T NULL: Theta identically zero or not wanted).  qx: the row's x variances with
  * stride xs (0: one value, full mode), qz: the z variances.  Returns the number of
  * near-parallel pixel pairs (D < tau q q') for angle-reading activations. */
-NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
+NTK_INLINE int NCV(ncv_act_row_k)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
                                 const REAL *restrict qx, int xs, const REAL *restrict qz,
                                 REAL tau, int mode, double *num)
 {
@@ -246,6 +285,70 @@ NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL 
     return 0;
 }
 
+/* ncv_act_row_k with the stride of qx a constant (0: one value, full mode; 1) and T
+ * known NULL or not, so the vectorised loops neither gather qx nor mask stores. */
+NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
+                                const REAL *restrict qx, int xs, const REAL *restrict qz,
+                                REAL tau, int mode, double *num)
+{
+    /* T tested here once, so the loops have no conditional (masked) stores */
+    if (!T) {
+        if (xs == 0)
+            return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 0, qz, tau, mode, num);
+        return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 1, qz, tau, mode, num);
+    }
+    if (xs == 0)
+        return NCV(ncv_act_row_k)(op, n, S, T, qx, 0, qz, tau, mode, num);
+    return NCV(ncv_act_row_k)(op, n, S, T, qx, 1, qz, tau, mode, num);
+}
+
+/* The activation's rule on the diagonal (theta = 0 exactly: Sigma = qx = qz = q,
+ * D = 0 by construction, not by cancellation), on n same-position pixel pairs in
+ * place: S[j] (= q on entry) <- E(q), T[j] <- T[j] Edot(q) (T NULL: not wanted).
+ * The activations' diag_rule (kernel_rule(q, q, q)) with gap = 0. */
+NTK_INLINE void NCV(ncv_act_diag)(const ncv_op *op, long n, REAL *restrict S,
+                                  REAL *restrict T)
+{
+    if (op->act == NCV_ACT_ABRELU) {
+        const REAL c0 = (REAL)op->pa, f = (REAL)op->pb;
+        const REAL half_pi = (REAL)(NCV_PI / 2);
+        for (long j = 0; j < n; j++) {
+            const REAL s = S[j];
+            /* theta = 0, or pi/2 by convention where q = 0 (the kernel rule's) */
+            const REAL ed = s == 0 ? c0 - f * half_pi : c0;
+            S[j] = ed * s;
+            if (T)
+                T[j] *= ed;
+        }
+        return;
+    }
+    if (op->act == NCV_ACT_ERF) {
+        const REAL a2 = (REAL)op->pa, b2 = (REAL)op->pb, c2 = (REAL)op->pc;
+        const REAL ce = a2 * (REAL)(2 / NCV_PI), cd = a2 * b2 * (REAL)(4 / NCV_PI);
+        for (long j = 0; j < n; j++) {
+            const REAL x = b2 * S[j];
+            const REAL root = RSQRT(1 + 2 * (x + x));
+            S[j] = ce * NCV_ATAN2(2 * x, root) + c2;
+            if (T)
+                T[j] *= cd / root;
+        }
+        return;
+    }
+    const REAL i2pi = (REAL)(1 / (2 * NCV_PI));
+    for (long j = 0; j < n; j++) {
+        const REAL s = S[j];
+        const REAL pp1 = (s + 1) * (s + 1), prod = s * s;
+        const REAL d2 = 1 + s + s;
+        const REAL d = RSQRT(d2);
+        const REAL ang = NCV_ATAN2(s, d);
+        S[j] = ((s * s + prod * d2) / (pp1 * d) + s * ang) * i2pi + (REAL)0.25 * s;
+        if (T) {
+            const REAL first = (1 / d2 + (1 - prod) / pp1 + 1) * s / d * i2pi;
+            T[j] *= first + (REAL)0.25 + ang * i2pi;
+        }
+    }
+}
+
 NTK_INLINE REAL NCV(ncv_sum)(const REAL *restrict a, long n)
 {
     REAL acc = 0;
@@ -309,9 +412,9 @@ static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
  * mode); qx, qz: the packed variance tapes of x and z.  ws: 2 (n_slots + 1) maxsize
  * elements; iws: idx_size ints.  Writes Sigma, Theta (if wanted) and returns the number
  * of near-parallel pixel pairs met by angle-reading activations. */
-NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
+NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                              const REAL *x, const REAL *z, const REAL *qx, const REAL *qz,
-                             REAL *ws, int *iws, REAL *out_s, REAL *out_t)
+                             REAL *qself, REAL *ws, int *iws, REAL *out_s, REAL *out_t)
 {
     const long M = pg->maxsize;
     REAL *A = ws + 2L * pg->n_slots * M, *B = A + M;
@@ -326,6 +429,12 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
     const int mode = pg->est_mode;
     const REAL tau = (REAL)pg->tau;
     const int full = pg->full;
+    /* the self pass (x = z, g = x x^T): qself receives the variance tape, read back by
+     * the activations as qx = qz; same-position pixel pairs by the diagonal rule */
+    if (qself) {
+        qx = qself;
+        qz = qself;
+    }
     for (int k = 0; k < pg->n_slots; k++) {
         tz[k] = 1;
         Sb[k] = ws + 2L * k * M;
@@ -376,20 +485,23 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             int *iw = rhh + op->kh, *rlw = iw + op->kw * wo, *rhw = rlw + op->kw;
             NCV(ncv_map)(hi, ho, op->kh, op->sh, op->lo_h, op->circ, ih, rlh, rhh);
             NCV(ncv_map)(wi, wo, op->kw, op->sw, op->lo_w, op->circ, iw, rlw, rhw);
-            const int cw = !op->circ && op->sw == 1, ch = !op->circ && op->sh == 1;
+            const int cw = !op->circ && op->sw == 1;
             const int has_t = pg->want_ntk && !tz[op->dst];
             if (full) {
                 /* per output plane (i, i'): the (h, h') sum, the (w, w') sum and the
                  * affine step in L1, then the next op if it is this slot's activation
                  * (fused); written to the spare buffers, which become the slot's */
-                const ncv_op *nx = (t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
+                const ncv_op *nx = (!qself && t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
                                     op[1].dst == op->dst) ? op + 1 : NULL;
                 REAL *So = A, *To = B;
                 const long pin = (long)wi * wi, pout = (long)wo * wo;
                 double num = 0;
                 int cnt = 0;
-                for (int i = 0; i < ho; i++)
-                    for (int i2 = 0; i2 < ho; i2++) {
+                /* along the diagonals i2 - i = dd: consecutive output planes share
+                 * k - 1 of their k input planes (stride 1), which stay in cache */
+                for (int dd = 1 - ho; dd < ho; dd++)
+                    for (int i = dd < 0 ? -dd : 0; i < (dd > 0 ? ho - dd : ho); i++) {
+                        const int i2 = i + dd;
                         const long off = ((long)i * ho + i2) * pout;
                         NCV(ncv_hplane)(S, hi, pin, ho, i, i2, op->kh, ih, P1);
                         NCV(ncv_wsum2)(P1, P2, 1, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
@@ -423,26 +535,17 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                     t++;
                 break;
             }
-            if (0) {
-                if (has_t) {  /* Theta first: T -> A -> T */
-                    NCV(ncv_wsum2)(T, A, 1, hi, ho, (long)wi * wi, op->kh, ih, rlh, rhh, ch,
-                                   op->lo_h);
-                    NCV(ncv_wsum2)(A, T, (long)ho * ho, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
-                                   op->lo_w);
-                }
-                NCV(ncv_wsum2)(S, A, 1, hi, ho, (long)wi * wi, op->kh, ih, rlh, rhh, ch,
-                               op->lo_h);
-                NCV(ncv_wsum2)(A, B, (long)ho * ho, wi, wo, 1, op->kw, iw, rlw, rhw, cw,
-                               op->lo_w);
-            } else {
+            /* same-position pairs: per output row, the window sum along h of whole
+             * input rows (P1, P3), then along w; Sigma's into B, Theta's into A */
+            for (int i = 0; i < ho; i++) {
+                NCV(ncv_hrow)(S, wi, ho, i, op->kh, ih, P1);
+                NCV(ncv_wrow)(P1, B + (long)i * wo, wo, op->kw, iw, rlw, rhw, cw, op->lo_w);
                 if (has_t) {
-                    NCV(ncv_wsum1)(T, A, 1, hi, ho, wi, op->kh, ih);
-                    NCV(ncv_wsum1)(A, T, ho, wi, wo, 1, op->kw, iw);
+                    NCV(ncv_hrow)(T, wi, ho, i, op->kh, ih, P3);
+                    NCV(ncv_wrow)(P3, A + (long)i * wo, wo, op->kw, iw, rlw, rhw, cw, op->lo_w);
                 }
-                NCV(ncv_wsum1)(S, A, 1, hi, ho, wi, op->kh, ih);
-                NCV(ncv_wsum1)(A, B, ho, wi, wo, 1, op->kw, iw);
             }
-            NCV(ncv_affine)(op, n_out, B, has_t ? T : NULL, S, pg->want_ntk ? T : NULL,
+            NCV(ncv_affine)(op, n_out, B, has_t ? A : NULL, S, pg->want_ntk ? T : NULL,
                             (REAL)op->inv);
             tz[op->dst] = !pg->want_ntk;
             size = n_out;
@@ -453,6 +556,25 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
             double num = 0;
             int cnt = 0;
+            if (qself && !full) {
+                /* every pixel pair is a same-position one */
+                memcpy(qself + op->qoff, S, sizeof(REAL) * n_in);
+                NCV(ncv_act_diag)(op, n_in, S, Tp);
+                break;
+            }
+            const long pd = (long)hi * wi;
+            if (qself) {
+                /* q(p) = Sigma(x, x)[p, p]; the diagonal's Sigma and Theta kept aside in
+                 * the spare buffers A, B (>= P elements each) for the diagonal rule */
+                for (int h = 0; h < hi; h++)
+                    for (int w = 0; w < wi; w++) {
+                        const long d = (((long)h * hi + h) * wi + w) * wi + w;
+                        const long p = (long)h * wi + w;
+                        qself[op->qoff + p] = S[d];
+                        A[p] = S[d];
+                        B[p] = Tp ? Tp[d] : (REAL)0;
+                    }
+            }
             if (full) {
                 for (int h = 0; h < hi; h++)
                     for (int h2 = 0; h2 < hi; h2++)
@@ -464,6 +586,17 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                         }
             } else {
                 cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, tau, mode, &num);
+            }
+            if (qself) {
+                NCV(ncv_act_diag)(op, pd, A, Tp ? B : NULL);
+                for (int h = 0; h < hi; h++)
+                    for (int w = 0; w < wi; w++) {
+                        const long d = (((long)h * hi + h) * wi + w) * wi + w;
+                        const long p = (long)h * wi + w;
+                        S[d] = A[p];
+                        if (Tp)
+                            Tp[d] = B[p];
+                    }
             }
             flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? Tp : NULL, n_in);
             break;
@@ -518,6 +651,49 @@ NTK_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 X0[0] = acc / (REAL)P;
             }
             size = 1;
+            break;
+        }
+        case NCV_LNORM: {
+            /* the variances before the layer: recorded on the tape (self pass) */
+            const REAL eps = (REAL)op->pa;
+            REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
+            if (qself) {
+                for (int h = 0; h < hi; h++)
+                    for (int w = 0; w < wi; w++) {
+                        const long p = (long)h * wi + w;
+                        qself[op->qoff + p] =
+                            full ? S[(((long)h * hi + h) * wi + w) * wi + w] : S[p];
+                    }
+            }
+            const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
+            if (full) {
+                for (int h = 0; h < hi; h++)
+                    for (int h2 = 0; h2 < hi; h2++)
+                        for (int w = 0; w < wi; w++) {
+                            const long off = (((long)h * hi + h2) * wi + w) * wi;
+                            const REAL a = eps + qxl[h * wi + w];
+                            const REAL *restrict b = qzl + h2 * wi;
+                            REAL *restrict sr = S + off;
+#pragma omp simd
+                            for (int w2 = 0; w2 < wi; w2++)
+                                sr[w2] = sr[w2] / RSQRT(a * (eps + b[w2]));
+                            if (Tp) {
+                                REAL *restrict tr = Tp + off;
+#pragma omp simd
+                                for (int w2 = 0; w2 < wi; w2++)
+                                    tr[w2] = tr[w2] / RSQRT(a * (eps + b[w2]));
+                            }
+                        }
+            } else {
+#pragma omp simd
+                for (long p = 0; p < n_in; p++)
+                    S[p] = S[p] / RSQRT((eps + qxl[p]) * (eps + qzl[p]));
+                if (Tp) {
+#pragma omp simd
+                    for (long p = 0; p < n_in; p++)
+                        Tp[p] = Tp[p] / RSQRT((eps + qxl[p]) * (eps + qzl[p]));
+                }
+            }
             break;
         }
         case NCV_COPY: {

@@ -1,5 +1,5 @@
 """The compiled network engine: ``nk.serial`` networks of Conv, Dense, activations,
-pooling, readouts and branches, per pair of inputs in C (``ntkfast._conv_engine``,
+LayerNorm, pooling, readouts and branches, per pair of inputs in C (``ntkfast._conv_engine``,
 ``src_ext/ntk_conv.h``), with the contract of
 :class:`~ntkfast.backends.reference_network.NetworkReferenceEngine` (``variances``,
 ``fill``), so :func:`ntkfast.outofcore.tiling.compute_gram` drives it in RAM or out of
@@ -16,9 +16,18 @@ Design:
   GEMM per item gives the tile's pixel-pair products x_i[p]·z_j[p'] (BLAS), then every
   pair runs the whole program in per-thread workspaces (OpenMP over items).  Conv's
   diagonal window sum is separable (one pass along (h, h'), one along (w, w')).
-* **Self pass.**  ``variances`` is the reference engine's (the per-position variances
-  every activation reads, the exact diagonals with θ = 0): O(N P²), done once; so
-  ``*_diag`` and the diagonal of K(X, X) are bitwise the reference's.
+* **Self pass.**  ``variances`` runs the program on the pairs (x, x) in C, float64
+  whatever the kernels' dtype (``run_self``: one GEMM x xᵀ per row in full mode),
+  recording the per-position variances every activation / LayerNorm reads (the
+  reference's tapes) and the exact diagonals: same-position pixel pairs take the
+  activations' diagonal rule (θ = 0 by construction).  O(N P²), done once; rows whose
+  own pixel pairs p ≠ p' are near-parallel enough to matter (the reference's estimate,
+  in C) and the reference's tiny-input rescaling are handled as the reference does
+  (those rows through its self pass).  ``*_diag`` uses the same engine, so it is
+  bitwise the diagonal of K(X, X); the compiled and reference diagonals agree to
+  rounding (≲ 1e-15 relative).
+* **LayerNorm** (channel axis): Σ / √((ε + q_x)(ε + q_z)), Θ likewise, its variances
+  on the tape like an activation's.
 * **Accuracy.**  Float64 runs the reference's float64 rules (differences are rounding
   order: ≲ 1e-14 relative).  Angle-reading activations (the ReLU family) find the
   near-parallel pixel pairs D < τ q q' (τ = :data:`NEAR_TAU`) and, in float64, compute
@@ -57,7 +66,7 @@ __all__ = ["CompiledNetworkEngine", "compile_network", "unsupported_layer", "Pro
 INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
               "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag")
 FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
-INPUT, AFFINE, CONV, ACT, POOL, GAP, FLATTEN, COPY, ADD = range(9)
+INPUT, AFFINE, CONV, ACT, POOL, GAP, FLATTEN, COPY, ADD, LNORM = range(10)
 ACT_ABRELU, ACT_ERF, ACT_GELU = 1, 2, 3
 MAX_SLOTS = 16
 #: pairs with a pixel pair of sin²θ < NEAR_TAU at an angle-reading activation go through
@@ -66,6 +75,8 @@ MAX_SLOTS = 16
 NEAR_TAU = 1e-6
 #: elements of one thread's GEMM tile in full mode (x_i against a tile of columns)
 TILE_ELEMS = 1 << 18
+#: rows per chunk of the self pass (float64 copies of the inputs)
+SELF_CHUNK = 1024
 
 
 def _layer_classes():
@@ -101,7 +112,9 @@ def unsupported_layer(layer, where="the network"):
         if type(act) in (Identity, GELU) or isinstance(act, (ABReLU, Erf)):
             return None
         return where
-    if isinstance(layer, (Dense, Conv, AvgPool, GlobalAvgPool, Flatten, FanOut, FanInSum)):
+    from ..layers import LayerNorm
+    if isinstance(layer, (Dense, Conv, AvgPool, GlobalAvgPool, Flatten, FanOut, FanInSum,
+                          LayerNorm)):
         return None
     return f"{where} ({type(layer).__name__})"
 
@@ -144,6 +157,8 @@ class Program:
         self.maxsize = self.P * self.P if self.full else self.P
         self.rows = []
         self.qoff = 0
+        #: spatial shape of each activation's variance tape (offsets: running sums)
+        self.tape_shapes = []
         self.idx_size = 1
         self.used = {0}
         self.n_slots = 1
@@ -174,6 +189,7 @@ class Program:
     def _walk(self, layer, state):
         (AvgPool, Conv, Dense, Elementwise, FanInSum, FanOut, Flatten, GlobalAvgPool,
          Parallel, Serial) = _layer_classes()
+        from ..layers import LayerNorm
         if isinstance(layer, Serial):
             for l in layer.layers:
                 state = self._walk(l, state)
@@ -235,6 +251,7 @@ class Program:
                 fields.update(act=ACT_GELU)
             self._op(ACT, **base, **fields)
             self.qoff += h * w
+            self.tape_shapes.append(tuple(meta.spatial))
         elif isinstance(layer, AvgPool):
             (kh, sh, lh), (kw, sw, lw) = _axes(2, layer.window_shape,
                                                layer.strides_or_default, layer.padding,
@@ -245,6 +262,10 @@ class Program:
             self.idx_size = max(self.idx_size, kh * ho + 2 * kh + kw * wo + 2 * kw)
         elif isinstance(layer, GlobalAvgPool):
             self._op(GAP, **base)
+        elif isinstance(layer, LayerNorm):
+            self._op(LNORM, **base, qoff=self.qoff, pa=layer.eps)
+            self.qoff += h * w
+            self.tape_shapes.append(tuple(meta.spatial))
         elif isinstance(layer, Flatten):
             if meta.spatial:
                 self._op(FLATTEN, **base)
@@ -278,8 +299,10 @@ class CompiledNetworkEngine:
 
     name = "compiled-network"
 
-    def __init__(self, budget=STATE_BUDGET):
+    def __init__(self, budget=STATE_BUDGET, n_jobs=1):
         self.reference = NetworkReferenceEngine(budget)
+        #: threads of the self pass (``fill`` takes its own ``n_jobs``)
+        self.n_jobs = max(1, int(n_jobs or 1))
         self._cache = None
 
     def program(self, plan) -> Program:
@@ -287,10 +310,56 @@ class CompiledNetworkEngine:
             self._cache = (plan, Program(plan))
         return self._cache[1]
 
-    def variances(self, plan, A, want_ntk=True):
-        """The self pass (the reference engine's: variances and exact diagonals)."""
-        self.program(plan)  # reject unsupported networks before the work
-        return self.reference.variances(plan, A, want_ntk)
+    def variances(self, plan, A, want_ntk=True, n_jobs=None):
+        """The self pass in C (float64 whatever the kernels' dtype), the contract of
+        :meth:`NetworkReferenceEngine.variances`: per row x the program on the pair
+        (x, x), recording q(p) = Σ(x, x)[p, p] before every activation, the
+        same-position pixel pairs by the activations' diagonal rule (θ = 0 exactly).
+        As in the reference: rows of tiny inputs run rescaled by 2^k (homogeneous
+        networks, exact), and rows whose pixel pairs p ≠ p' are near-parallel enough
+        that their float64 angles may put Θ(x, x) off by more than NEAR_PARALLEL_RTOL
+        (the same per-row estimate, C's est_mode 2) take the reference's self pass."""
+        from .. import _conv_engine
+        from .reference_network import _check_tiny, _tiny_exponents
+        prog = self.program(plan)  # rejects unsupported networks before the work
+        n = A.shape[0]
+        Q = np.zeros((n, max(1, prog.qoff)))
+        nngp = np.zeros(n)
+        ntk = np.zeros(n) if want_ntk else None
+        est = np.zeros(n)
+        ks = []
+        jobs = max(1, min(int(n_jobs or self.n_jobs), n))
+        # rows in chunks (A may be a memory map): float64 copies of SELF_CHUNK rows
+        for r in range(0, n, SELF_CHUNK):
+            r1 = min(n, r + SELF_CHUNK)
+            rows = np.asarray(A[r:r1], dtype=np.float64)
+            kc = _tiny_exponents(plan, rows)
+            if kc is not None:
+                rows = np.ldexp(rows, kc.reshape((-1,) + (1,) * (rows.ndim - 1)))
+            ks.append(kc if kc is not None else np.zeros(r1 - r, np.int64))
+            X = np.ascontiguousarray(rows.reshape(r1 - r, -1))
+            with limited(1, "blas"):  # our OpenMP loop is the parallelism
+                _conv_engine.run_self(prog.iops, prog.fops, prog.prog(np.float64), X,
+                                      Q[r:r1], nngp[r:r1],
+                                      ntk[r:r1] if want_ntk else np.zeros(1), est[r:r1],
+                                      want_ntk, min(jobs, r1 - r), 2 if want_ntk else 0)
+        k = np.concatenate(ks) if ks and any(c.any() for c in ks) else None
+        tapes, off = [], 0
+        for shape in prog.tape_shapes:
+            size = math.prod(shape)
+            tapes.append(Q[:, off:off + size].reshape((n,) + shape))
+            off += size
+        if k is not None:  # K(2^k x, 2^k x) = 4^k K(x, x): scale back (exact)
+            nngp = np.ldexp(nngp, -2 * k)
+            ntk = None if ntk is None else np.ldexp(ntk, -2 * k)
+        if want_ntk:
+            near = np.flatnonzero(~(est <= NEAR_PARALLEL_RTOL))
+            if near.size:  # the reference decides on (and runs) its precise pass
+                ref = self.reference.variances(plan, A[near], want_ntk)
+                nngp[near], ntk[near] = ref.nngp, ref.ntk
+        _check_tiny(plan, tapes, 0)
+        from .reference_network import RowStats
+        return RowStats(tapes, nngp, ntk, k)
 
     def fill(self, plan, Xb, Zb, out_nngp, out_ntk, *, symmetric, dtype=None, tile=None,
              n_jobs=1, qx, qz):

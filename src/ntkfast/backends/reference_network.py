@@ -559,11 +559,14 @@ def prepare(network, X, Z, dtype):
     return X, Z, dt, NetworkPlan(network, X.shape[1:])
 
 
-def compute_diagonal(network, X, kind, *, dtype=None, out=None):
+def compute_diagonal(network, X, kind, *, dtype=None, out=None, backend="auto"):
     """Σ(x_i, x_i) (kind 0) or Θ(x_i, x_i) (kind 1): the self pass only, O(N P²) (full
-    mode) or O(N P); bitwise the diagonal of K(X, X)."""
+    mode) or O(N P), by the engine K(X, X) uses with this ``backend`` (the compiled
+    network engine's for 'auto'/'compiled' when it runs every layer): bitwise the
+    diagonal of K(X, X)."""
     X, _, dt, plan = prepare(network, X, None, dtype)
-    engine = NetworkReferenceEngine()
+    select = getattr(network, "_network_engine", None)
+    engine = select(backend, 1) if select is not None else NetworkReferenceEngine()
     stats = engine.variances(plan, X, want_ntk=kind == 1)
     stats.check(dt, "X")
     value = (stats.nngp if kind == 0 else stats.ntk).astype(dt)

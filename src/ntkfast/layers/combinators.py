@@ -127,7 +127,7 @@ class KernelMethods:
                     if backend == "compiled":
                         raise
                 else:
-                    return CompiledNetworkEngine(budget)
+                    return CompiledNetworkEngine(budget, n_jobs=n_threads)
         return NetworkReferenceEngine(budget)
 
     def _engine_and_spec(self, example_shape, backend="auto", n_jobs=1):
@@ -170,7 +170,7 @@ class KernelMethods:
         if mlp is not None:
             return mlp._diag(X, dtype, out, backend, kind)
         from ..backends.reference_network import compute_diagonal
-        return compute_diagonal(self, X, kind, dtype=dtype, out=out)
+        return compute_diagonal(self, X, kind, dtype=dtype, out=out, backend=backend)
 
 def _layer_name(layer):
     if isinstance(layer, Elementwise):
