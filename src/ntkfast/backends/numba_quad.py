@@ -47,6 +47,10 @@ else:
 from .. import quadrature
 from ..activations import QuadratureActivation, Sin
 from .reference import diagonal_from_variances
+from .. import series
+
+if numba is not None:
+    from ..series import rho_bin as _series_bin, combine as _series_combine
 
 #: θ grid intervals of the tabulated path
 TABLE_SIZE = 2048
@@ -132,6 +136,113 @@ if numba is not None:
             return s, s * (1.0 - s)
         s = _sigmoid(u)
         return u * s, s + u * s * (1.0 - s)
+
+
+    @njit(cache=True, parallel=True)
+    def _fill_series(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, qx, qz, P, c0x, kt,
+                     Qt, c0z, ktz, lanes, i0, j0, outS, outT, flag):
+        """The recursion per element with (E, Ė) from the Hermite series (the sums of
+        :func:`ntkfast.series.pair`), vectorised over chunks of CB columns.
+
+        qx, qz: the inverse roots 1/√q (0 where q = 0) of the layers' variances, so
+        ρ = Σ · (1/√q_x)(1/√q_z).  Rows i0 + r of the per-layer packed coefficients P (depth, n, J, 4), c0x
+        (depth, n, 2) and term tables kt (depth, n, NBINS) against columns j0 + c of Qt
+        (depth, J, 4, m: the columns' coefficients, column index last), c0z and ktz;
+        lanes (depth, 3): (pe, pd, nl) of :func:`ntkfast.series.lane_plan`.  A chunk runs the four Horner
+        chains in ρ² for the largest number of terms any of its elements needs (more
+        terms only shrink the truncation).  An element whose series cannot be certified
+        is flagged (``flag[r, c]``) and left for the caller; so is the diagonal of a
+        symmetric block."""
+        nr, nc = G.shape
+        nb = kt.shape[2]
+        kcap = 2 * P.shape[2] - 2
+        RB = 8
+        CB = 32
+        for rb in prange((nr + RB - 1) // RB):
+            S = np.empty(CB)
+            Th = np.empty(CB)
+            rho = np.empty(CB)
+            r2 = np.empty(CB)
+            e0 = np.empty(CB)
+            e1 = np.empty(CB)
+            d0 = np.empty(CB)
+            d1 = np.empty(CB)
+            bad = np.empty(CB, dtype=np.bool_)
+            ra = rb * RB
+            re = min(nr, ra + RB)
+            cstart = ra + 1 if symmetric else 0
+            for ca in range(cstart, nc, 4 * CB):
+                cb_end = min(nc, ca + 4 * CB)
+                for r in range(ra, re):
+                    x = i0 + r
+                    lo0 = ca
+                    if symmetric and lo0 < r + 1:
+                        lo0 = r + 1
+                    for lo in range(lo0, cb_end, CB):
+                        m = min(CB, cb_end - lo)
+                        z0 = j0 + lo
+                        for i in range(m):
+                            g = G[r, lo + i] * inv_d
+                            S[i] = w2 * g + b2
+                            Th[i] = lam0 * g + mu
+                            bad[i] = False
+                        for l in range(depth):
+                            kmax = 0
+                            ia = qx[l, x]
+                            iz = qz[l, z0:z0 + m]
+                            pe = lanes[l, 0]
+                            pd = lanes[l, 1]
+                            nl = lanes[l, 2]
+                            for i in range(m):
+                                rh = min(max(S[i] * (ia * iz[i]), -1.0), 1.0)
+                                rho[i] = rh
+                                r2[i] = rh * rh
+                                bi = _series_bin(rh, nb)
+                                K = max(kt[l, x, bi], ktz[l, z0 + i, bi])
+                                if K > kcap:
+                                    bad[i] = True
+                                elif K > kmax:
+                                    kmax = K
+                                e0[i] = 0.0
+                                e1[i] = 0.0
+                                d0[i] = 0.0
+                                d1[i] = 0.0
+                            for j in range(kmax // 2, -1, -1):
+                                p0 = P[l, x, j, 0]
+                                p1 = P[l, x, j, 1]
+                                # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
+                                q0 = Qt[l, j, 0, z0:z0 + m]
+                                q1 = Qt[l, j, 1, z0:z0 + m]
+                                if nl == 4:
+                                    p2 = P[l, x, j, 2]
+                                    p3 = P[l, x, j, 3]
+                                    q2 = Qt[l, j, 2, z0:z0 + m]
+                                    q3 = Qt[l, j, 3, z0:z0 + m]
+                                    for i in range(m):
+                                        t = r2[i]
+                                        e0[i] = e0[i] * t + p0 * q0[i]
+                                        d0[i] = d0[i] * t + p1 * q1[i]
+                                        e1[i] = e1[i] * t + p2 * q2[i]
+                                        d1[i] = d1[i] * t + p3 * q3[i]
+                                else:
+                                    for i in range(m):
+                                        t = r2[i]
+                                        e0[i] = e0[i] * t + p0 * q0[i]
+                                        d0[i] = d0[i] * t + p1 * q1[i]
+                            a00 = c0x[l, x, 0]
+                            a01 = c0x[l, x, 1]
+                            for i in range(m):
+                                E, Ed = _series_combine(a00 * c0z[l, z0 + i, 0],
+                                                        a01 * c0z[l, z0 + i, 1], e0[i],
+                                                        d0[i], e1[i], d1[i], rho[i], r2[i],
+                                                        pe, pd)
+                                Th[i] = w2 * Ed * Th[i] + lam * E + mu
+                                S[i] = w2 * E + b2
+                        for i in range(m):
+                            if bad[i]:
+                                flag[r, lo + i] = True
+                            outS[r, lo + i] = S[i]
+                            outT[r, lo + i] = Th[i]
 
 
 def _make_fill(phi2):
@@ -282,14 +393,16 @@ class NumbaQuadEngine:
 
     name = "numba"
 
-    def __init__(self, tabulate=None, panel=None, table_size=TABLE_SIZE):
+    def __init__(self, tabulate=None, panel=None, table_size=TABLE_SIZE, series=None):
         if numba is None:
             raise ImportError("backend='numba' needs numba: pip install 'ntkfast[numba]' "
                               f"({_NUMBA_ERROR})")
         self.tabulate = tabulate
         self.panel = panel
         self.table_size = int(table_size)
+        self.series = series
         self.last_mode = None
+        self.last_flagged = 0
 
     def _mode(self, spec, qx, qz, dtype):
         rtol = CONSTANT_Q_RTOL.get(np.dtype(dtype), 1e-12)
@@ -298,9 +411,11 @@ class NumbaQuadEngine:
         if self.tabulate is True and not const:
             raise ValueError("backend='numba' with tabulate=True: the per-layer variances q "
                              "are not constant across rows (normalise the inputs)")
-        if self.tabulate is False:
-            return "element"
-        return "table" if const else "element"
+        if not const or self.tabulate is False:
+            act = spec.activation
+            return "series" if getattr(act, "uses_series", False) and \
+                self.series is not False else "element"
+        return "table"
 
     def fill(self, spec, Xb, Zb, out_nngp, out_ntk, *, symmetric, dtype, tile=None,
              n_jobs=1, qx, qz):
@@ -318,6 +433,7 @@ class NumbaQuadEngine:
         inv_d = 1.0 / Xc.shape[1]
         mode = self._mode(spec, qx, qz, dtype) if spec.depth else "table"
         self.last_mode = mode
+        self.last_flagged = 0
         depth = spec.depth
         if mode == "table":
             tabE = np.empty((max(depth, 1), self.table_size + 1))
@@ -328,6 +444,9 @@ class NumbaQuadEngine:
                 qz0 = float(qz[l, 0]) if m else 0.0
                 tabE[l], tabD[l] = build_table(act, qx0, qz0, self.table_size)
                 qq[l] = qx0 * qz0
+        elif mode == "series":
+            tables = [_series_tables(act, qx, None if symmetric else qz, depth, n_jobs,
+                                     series.KFAST), None]
         elif isinstance(act, QuadratureActivation):
             kernel = _kernel_for(act)
             if act.kink:
@@ -354,6 +473,9 @@ class NumbaQuadEngine:
                     _fill_table(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0,
                                 spec.lam, spec.mu, qq, tabE, tabD,
                                 self.table_size / math.pi, oS, oT)
+                elif mode == "series":
+                    self._series_panel(spec, act, tables, G, inv_d, symmetric, qx, qz, i0,
+                                       j0, i1, n_jobs, oS, oT)
                 elif isinstance(act, QuadratureActivation):
                     kernel(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0, spec.lam,
                            spec.mu, qx[:, i0:i1], qz[:, j0:], act.kink, x, w, ax, aw, rr, rw,
@@ -378,6 +500,33 @@ class NumbaQuadEngine:
             if out_ntk is not None:
                 out_ntk[idx, idx] = ntk_diag
 
+    def _series_panel(self, spec, act, tables, G, inv_d, symmetric, qx, qz, i0, j0, i1,
+                      n_jobs, oS, oT):
+        """One panel by the series: a first pass with KFAST terms; the elements it
+        cannot certify get a KCAP pass (its tables built on first need), and those
+        still uncertified the activation's own rule (:func:`_redo_pairs`)."""
+        args = (G, inv_d, symmetric, spec.depth, spec.w2, spec.b2, spec.lam0, spec.lam,
+                spec.mu, _inv_roots(qx), _inv_roots(qz))
+        flag = np.zeros(G.shape, dtype=np.bool_)
+        _fill_series(*args, *tables[0], i0, j0, oS, oT, flag)
+        if symmetric:
+            np.fill_diagonal(flag, False)
+        if not flag.any():
+            return
+        if tables[1] is None:
+            tables[1] = _series_tables(act, qx, None if symmetric else qz, spec.depth,
+                                       n_jobs, series.KCAP)
+        S2 = np.empty(G.shape)
+        T2 = np.empty(G.shape)
+        flag2 = np.zeros(G.shape, dtype=np.bool_)
+        _fill_series(*args, *tables[1], i0, j0, S2, T2, flag2)
+        oS[flag] = S2[flag]
+        oT[flag] = T2[flag]
+        flag &= flag2
+        if flag.any():
+            self.last_flagged += int(flag.sum())
+            _redo_pairs(spec, G * inv_d, qx[:, i0:i1], qz[:, j0:], flag, oS, oT)
+
     @staticmethod
     def _numpy_panel(spec, g, qx, qz, oS, oT):
         S = spec.w2 * g + spec.b2
@@ -388,3 +537,60 @@ class NumbaQuadEngine:
             S = spec.w2 * e + spec.b2
         oS[...] = S
         oT[...] = T
+
+
+def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
+    """Per layer l < depth the series data of the variances qx[l] (and qz[l]; None:
+    the same as X): (P, c0x, kt, Qt, c0z, ktz, lanes) as :func:`_fill_series` reads
+    them.  The coefficients are computed on ``n_jobs`` threads, single-threaded BLAS
+    each, with at most ``kcap`` terms (default :data:`ntkfast.series.KCAP`)."""
+    from concurrent.futures import ThreadPoolExecutor
+    kcap = int(kcap or series.KCAP)
+    from .._threads import limited
+    sides = [qx] if qz is None else [qx, qz]
+    jobs = [(s, l) for s in range(len(sides)) for l in range(depth)]
+    with limited(1, "blas"):
+        with ThreadPoolExecutor(max(1, min(int(n_jobs or 1), len(jobs)))) as pool:
+            coeffs = list(pool.map(
+                lambda j: series.coefficients(act.phi2, sides[j[0]][j[1]], kcap), jobs))
+    J = series.n_pairs(kcap)
+    d1 = max(depth, 1)
+    lanes = np.zeros((d1, 3), dtype=np.int64)
+    lanes[:, 2] = 4
+    for l in range(depth):
+        lanes[l] = series.lane_plan(*[coeffs[s * depth + l] for s in range(len(sides))])
+    out = []
+    for s in range(len(sides)):
+        n = sides[s].shape[1]
+        P = np.zeros((d1, n, J, 4))
+        c0 = np.zeros((d1, n, 2))
+        kt = np.zeros((d1, n, series.NBINS), dtype=np.int16)
+        for l in range(depth):
+            c = coeffs[s * depth + l]
+            P[l], c0[l] = c.packed(J, int(lanes[l, 0]), int(lanes[l, 1]))
+            kt[l] = c.kt
+        out.append((P, c0, kt))
+    (P, c0x, kt), (Q, c0z, ktz) = out[0], out[-1]
+    return P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)), c0z, ktz, lanes
+
+
+def _inv_roots(q):
+    """1/√q, 0 where q = 0 (ρ = 0 for a zero row, as in the other engines)."""
+    with np.errstate(divide="ignore"):
+        r = 1.0 / np.sqrt(q)
+    return np.ascontiguousarray(np.where(q > 0, r, 0.0))
+
+
+def _redo_pairs(spec, g, qx, qz, flag, oS, oT):
+    """The flagged elements of a panel by the activation's own rule (series where it
+    certifies, else 2-D quadrature), vectorised over the flagged pairs."""
+    r, c = np.nonzero(flag)
+    gg = g[r, c]
+    S = spec.w2 * gg + spec.b2
+    T = spec.lam0 * gg + spec.mu
+    for l in range(spec.depth):
+        e, ed = spec.activation.kernel_rule(S, qx[l, r], qz[l, c])
+        T = spec.w2 * ed * T + spec.lam * e + spec.mu
+        S = spec.w2 * e + spec.b2
+    oS[r, c] = S
+    oT[r, c] = T
