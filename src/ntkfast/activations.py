@@ -402,9 +402,10 @@ class QuadratureActivation(Activation):
     (:func:`ntkfast.series.quadrature_fallback`).  ``diag_rule`` is the 1-D rule of the
     series' coefficients (θ = 0 exactly).
 
-    ``method="quadrature"`` (or a φ with ``kink=True``, or a :class:`Custom` φ whose
-    coefficients decay too slowly) uses the 2-D quadrature of :mod:`ntkfast.quadrature`
-    for every element instead (:meth:`quadrature_rule`): ``degree``: its points per
+    ``method="quadrature"`` (the default when ``degree`` is given; also a φ with
+    ``kink=True``, or a :class:`Custom` φ whose coefficients decay too slowly) uses the
+    2-D quadrature of :mod:`ntkfast.quadrature` for every element instead
+    (:meth:`quadrature_rule`, 10³–10⁴× the ReLU time): ``degree``: its points per
     dimension (default :data:`ntkfast.quadrature.DEFAULT_DEGREE` = 97, trapezoidal rule
     on the Gaussian; also the base degree of the series' fallback); φ with ``kink=True``
     (non-differentiable at 0 only) use the polar rule
@@ -418,13 +419,15 @@ class QuadratureActivation(Activation):
     #: "series" or "quadrature" (see the class doc)
     method = "series"
 
-    def _init_degree(self, degree, rule="trapezoid", method="series"):
+    def _init_degree(self, degree, rule="trapezoid", method=None):
         if degree is not None:
             degree = int(degree)
             if degree < 2:
                 raise ValueError(f"{type(self).__name__}: degree must be >= 2, got {degree}")
         if rule not in ("trapezoid", "hermite"):
             raise ValueError(f"{type(self).__name__}: rule must be 'trapezoid' or 'hermite'")
+        if method is None:  # an explicit quadrature degree asks for the quadrature
+            method = "series" if degree is None else "quadrature"
         if method not in ("series", "quadrature"):
             raise ValueError(f"{type(self).__name__}: method must be 'series' or "
                              f"'quadrature', got {method!r}")
@@ -477,14 +480,20 @@ class QuadratureActivation(Activation):
     def dfn(self, u):
         return self.phi2(np.asarray(u, dtype=np.float64))[1]
 
+    def _default_method(self):
+        return "series" if self.degree is None else "quadrature"
+
     def _key(self):
-        return (type(self).__name__, self.degree, self.rule, self.method)
+        # the method joins the key only when it is not the one ``degree`` implies (so
+        # describe() of the default activations, and journals, keep their form)
+        extra = () if self.method == self._default_method() else (self.method,)
+        return (type(self).__name__, self.degree, self.rule, *extra)
 
     def __repr__(self):
         args = []
         if self.degree is not None:
             args.append(f"degree={self.degree}")
-        if self.method != "series":
+        if self.method != self._default_method():
             args.append(f"method={self.method!r}")
         return f"{type(self).__name__}({', '.join(args)})"
 
@@ -499,7 +508,7 @@ class Tanh(QuadratureActivation):
 
     quad_code = 1
 
-    def __init__(self, degree=None, rule="trapezoid", method="series"):
+    def __init__(self, degree=None, rule="trapezoid", method=None):
         self._init_degree(degree, rule, method)
 
     def phi2(self, u):
@@ -512,7 +521,7 @@ class Softplus(QuadratureActivation):
 
     quad_code = 2
 
-    def __init__(self, degree=None, rule="trapezoid", method="series"):
+    def __init__(self, degree=None, rule="trapezoid", method=None):
         self._init_degree(degree, rule, method)
 
     def phi2(self, u):
@@ -524,7 +533,7 @@ class Sigmoid(QuadratureActivation):
 
     quad_code = 3
 
-    def __init__(self, degree=None, rule="trapezoid", method="series"):
+    def __init__(self, degree=None, rule="trapezoid", method=None):
         self._init_degree(degree, rule, method)
 
     def phi2(self, u):
@@ -537,7 +546,7 @@ class SiLU(QuadratureActivation):
 
     quad_code = 4
 
-    def __init__(self, degree=None, rule="trapezoid", method="series"):
+    def __init__(self, degree=None, rule="trapezoid", method=None):
         self._init_degree(degree, rule, method)
 
     def phi2(self, u):
@@ -645,7 +654,7 @@ class Custom(QuadratureActivation):
     """
 
     def __init__(self, fn, dfn=None, *, kink=False, degree=None, rule="trapezoid", name=None,
-                 method="series"):
+                 method=None):
         self._init_degree(degree, rule, method)
         if not callable(fn) or (dfn is not None and not callable(dfn)):
             raise ValueError(f"Custom: fn and dfn must be callables, got {fn!r}, {dfn!r}")
@@ -762,7 +771,8 @@ class Custom(QuadratureActivation):
         # stable across processes (the journal of an out-of-core run holds it)
         ident = ("name", self._given_name) if self._given_name is not None else \
             ("code", self._fingerprint)
-        return ("Custom", *ident, self.kink, self.degree, self.rule, self.method)
+        extra = () if self.method == self._default_method() else (self.method,)
+        return ("Custom", *ident, self.kink, self.degree, self.rule, *extra)
 
     def __repr__(self):
         return f"Custom({self.name})"
