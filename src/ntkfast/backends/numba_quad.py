@@ -56,6 +56,8 @@ if numba is not None:
 TABLE_SIZE = 2048
 #: rows per panel (one GEMM + one kernel launch)
 DEFAULT_PANEL = 256
+#: columns per chunk of the series kernel (its CB)
+SERIES_CB = 32
 #: q counts as constant across rows when its relative spread is at most this
 CONSTANT_Q_RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-7}
 
@@ -138,21 +140,38 @@ if numba is not None:
         return u * s, s + u * s * (1.0 - s)
 
 
+    @njit(cache=True)
+    def _mirror_panel(o, i0, i1):
+        """o[j, i] = o[i, j] for rows i0 ≤ i < i1 and columns j > i (the lower part of a
+        symmetric block from its upper panel), in 32 × 32 tiles."""
+        n = o.shape[0]
+        B = 32
+        for jb in range(i0, n, B):
+            je = min(n, jb + B)
+            for ib in range(i0, i1, B):
+                ie = min(i1, ib + B)
+                if ib >= je:
+                    continue
+                for j in range(jb, je):
+                    for i in range(ib, min(ie, j)):
+                        o[j, i] = o[i, j]
+
     @njit(cache=True, parallel=True)
     def _fill_series(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, qx, qz, P, c0x, kt,
-                     Qt, c0z, ktz, lanes, i0, j0, outS, outT, flag):
+                     Qt, c0z, ktz, ktzb, lanes, i0, j0, outS, outT, flag):
         """The recursion per element with (E, Ė) from the Hermite series (the sums of
         :func:`ntkfast.series.pair`), vectorised over chunks of CB columns.
 
         qx, qz: the inverse roots 1/√q (0 where q = 0) of the layers' variances, so
-        ρ = Σ · (1/√q_x)(1/√q_z).  Rows i0 + r of the per-layer packed coefficients P (depth, n, J, 4), c0x
-        (depth, n, 2) and term tables kt (depth, n, NBINS) against columns j0 + c of Qt
-        (depth, J, 4, m: the columns' coefficients, column index last), c0z and ktz;
-        lanes (depth, 3): (pe, pd, nl) of :func:`ntkfast.series.lane_plan`.  A chunk runs the four Horner
-        chains in ρ² for the largest number of terms any of its elements needs (more
-        terms only shrink the truncation).  An element whose series cannot be certified
-        is flagged (``flag[r, c]``) and left for the caller; so is the diagonal of a
-        symmetric block."""
+        ρ = Σ · (1/√q_x)(1/√q_z).  Rows i0 + r of the per-layer packed coefficients
+        P (depth, n, J, 4), c0x (depth, n, 2) and term tables kt (depth, n, NBINS)
+        against columns j0 + c of Qt (depth, J, 4, m: the columns' coefficients, column
+        index last), c0z, ktz and ktzb (depth, ⌈m/CB⌉, NBINS: ktz's maximum over each
+        aligned block of CB columns); lanes (depth, 3): (pe, pd, nl) of
+        :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
+        ρ² for the terms its largest |ρ| needs (more terms only shrink the truncation);
+        an element whose series cannot be certified is flagged (``flag[r, c]``) and
+        left for the caller, as is the diagonal of a symmetric block."""
         nr, nc = G.shape
         nb = kt.shape[2]
         kcap = 2 * P.shape[2] - 2
@@ -181,33 +200,40 @@ if numba is not None:
                     for lo in range(lo0, cb_end, CB):
                         m = min(CB, cb_end - lo)
                         z0 = j0 + lo
+                        g = G[r, lo:lo + m]
                         for i in range(m):
-                            g = G[r, lo + i] * inv_d
-                            S[i] = w2 * g + b2
-                            Th[i] = lam0 * g + mu
+                            S[i] = w2 * (g[i] * inv_d) + b2
+                            Th[i] = lam0 * (g[i] * inv_d) + mu
                             bad[i] = False
                         for l in range(depth):
-                            kmax = 0
                             ia = qx[l, x]
                             iz = qz[l, z0:z0 + m]
                             pe = lanes[l, 0]
                             pd = lanes[l, 1]
                             nl = lanes[l, 2]
+                            mmax = 0.0
                             for i in range(m):
                                 rh = min(max(S[i] * (ia * iz[i]), -1.0), 1.0)
                                 rho[i] = rh
                                 r2[i] = rh * rh
-                                bi = _series_bin(rh, nb)
-                                K = max(kt[l, x, bi], ktz[l, z0 + i, bi])
-                                if K > kcap:
-                                    bad[i] = True
-                                elif K > kmax:
-                                    kmax = K
-                                e0[i] = 0.0
-                                e1[i] = 0.0
-                                d0[i] = 0.0
-                                d1[i] = 0.0
-                            for j in range(kmax // 2, -1, -1):
+                                mmax = max(mmax, abs(rh))
+                            bi = _series_bin(mmax, nb)
+                            K = max(kt[l, x, bi], ktzb[l, z0 // CB, bi],
+                                    ktzb[l, (z0 + m - 1) // CB, bi])
+                            if K > kcap:  # rare: per element, flag what cannot be certified
+                                K = 0
+                                for i in range(m):
+                                    bj = _series_bin(rho[i], nb)
+                                    Ki = max(kt[l, x, bj], ktz[l, z0 + i, bj])
+                                    if Ki > kcap:
+                                        bad[i] = True
+                                    elif Ki > K:
+                                        K = Ki
+                            e0[:m] = 0.0
+                            d0[:m] = 0.0
+                            e1[:m] = 0.0
+                            d1[:m] = 0.0
+                            for j in range(K // 2, -1, -1):
                                 p0 = P[l, x, j, 0]
                                 p1 = P[l, x, j, 1]
                                 # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
@@ -231,18 +257,31 @@ if numba is not None:
                                         d0[i] = d0[i] * t + p1 * q1[i]
                             a00 = c0x[l, x, 0]
                             a01 = c0x[l, x, 1]
+                            cz0 = c0z[l, z0:z0 + m, 0]
+                            cz1 = c0z[l, z0:z0 + m, 1]
+                            # odd lanes start at k = 1 (factor ρ), even ones at k = 2 (ρ²)
+                            if pe == 1:
+                                for i in range(m):
+                                    e0[i] = a00 * cz0[i] + rho[i] * e0[i] + r2[i] * e1[i]
+                            else:
+                                for i in range(m):
+                                    e0[i] = a00 * cz0[i] + r2[i] * e0[i] + rho[i] * e1[i]
+                            if pd == 1:
+                                for i in range(m):
+                                    d0[i] = a01 * cz1[i] + rho[i] * d0[i] + r2[i] * d1[i]
+                            else:
+                                for i in range(m):
+                                    d0[i] = a01 * cz1[i] + r2[i] * d0[i] + rho[i] * d1[i]
                             for i in range(m):
-                                E, Ed = _series_combine(a00 * c0z[l, z0 + i, 0],
-                                                        a01 * c0z[l, z0 + i, 1], e0[i],
-                                                        d0[i], e1[i], d1[i], rho[i], r2[i],
-                                                        pe, pd)
-                                Th[i] = w2 * Ed * Th[i] + lam * E + mu
-                                S[i] = w2 * E + b2
+                                Th[i] = w2 * d0[i] * Th[i] + lam * e0[i] + mu
+                                S[i] = w2 * e0[i] + b2
+                        oS = outS[r, lo:lo + m]
+                        oT = outT[r, lo:lo + m]
                         for i in range(m):
+                            oS[i] = S[i]
+                            oT[i] = Th[i]
                             if bad[i]:
                                 flag[r, lo + i] = True
-                            outS[r, lo + i] = S[i]
-                            outT[r, lo + i] = Th[i]
 
 
 def _make_fill(phi2):
@@ -486,6 +525,9 @@ class NumbaQuadEngine:
                     for o in (out_nngp, out_ntk):
                         if o is None:
                             continue
+                        if type(o) is np.ndarray:  # blocked, cache-friendly transpose
+                            _mirror_panel(o, i0, i1)
+                            continue
                         sq = o[i0:i1, i0:i1]
                         il = np.tril_indices(i1 - i0, -1)
                         sq[il] = sq.T[il]
@@ -571,7 +613,14 @@ def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
             kt[l] = c.kt
         out.append((P, c0, kt))
     (P, c0x, kt), (Q, c0z, ktz) = out[0], out[-1]
-    return P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)), c0z, ktz, lanes
+    # ktz's maximum over aligned blocks of SERIES_CB columns (the kernel's chunks)
+    n = ktz.shape[1]
+    nblk = -(-n // SERIES_CB)
+    pad = np.zeros((d1, nblk * SERIES_CB, series.NBINS), dtype=ktz.dtype)
+    pad[:, :n] = ktz
+    ktzb = np.ascontiguousarray(pad.reshape(d1, nblk, SERIES_CB, series.NBINS).max(axis=2))
+    return (P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)), c0z, ktz, ktzb,
+            lanes)
 
 
 def _inv_roots(q):
