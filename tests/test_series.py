@@ -284,3 +284,16 @@ def test_conv_network_with_series_activations(rng):
         r = net(cls(method="quadrature", degree=241)).kernels(X)
         for a, b in ((k.nngp, r.nngp), (k.ntk, r.ntk)):
             assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))
+
+
+def test_input_with_itself_takes_the_diagonal():
+    """Σ = qx = qz up to rounding (an input paired with itself in a conv layer's cross
+    pass): the diagonal rule, no quadrature fallback, continuous with ρ slightly < 1."""
+    act = Custom(_erf, _derf, name="erf-self-test")
+    q = np.array([0.5, 3.0, 30.0])
+    for rel in (0.0, 1e-15, 1e-13):
+        s = q * (1 - rel)
+        e, ed = series.evaluate(act.phi2, s, q, q, lambda *a: pytest.fail("fallback"))
+        er, edr = nk.Erf().kernel_rule(s, q, q)
+        np.testing.assert_allclose(e, er, rtol=1e-13)
+        np.testing.assert_allclose(ed, edr, rtol=1e-10)

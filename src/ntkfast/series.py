@@ -221,6 +221,14 @@ def _group_k(phi2, q, kcap=KCAP):
 
 
 def coefficients(phi2, q, kcap=KCAP):
+    """See :func:`_coefficients` (run with single-threaded BLAS: its products are thin,
+    and threaded BLAS slows them down several-fold on a busy machine)."""
+    from ._threads import limited
+    with limited(1, "blas"):
+        return _coefficients(phi2, q, kcap)
+
+
+def _coefficients(phi2, q, kcap=KCAP):
     """:class:`SeriesCoeffs` for the variances ``q`` (1-D float64), ``phi2(u) -> (φ, φ')``
     vectorised, with at most ``kcap`` (even) terms: the tables flag (> kcap) what
     these cannot certify."""
@@ -350,8 +358,8 @@ if njit is not None:
         return b if b < nbins else nbins - 1
 
     @njit(cache=True, parallel=True)
-    def _eval(sigma, qx, qz, ix, iz, P, c0x, kt, Q, c0z, ktz, pe, pd, nl, outE, outEd,
-              flag):
+    def _eval(sigma, qx, qz, ix, iz, P, c0x, kt, Q, c0z, ktz, pe, pd, nl, ex, edx, outE,
+              outEd, flag):
         n = sigma.size
         nb = kt.shape[1]
         kcap = 2 * P.shape[1] - 2
@@ -363,6 +371,14 @@ if njit is not None:
             if qq > 0.0:
                 rho = sigma[i] / math.sqrt(qq)
                 rho = min(max(rho, -1.0), 1.0)
+            # an input with itself (θ = 0 up to rounding, qx = qz): the diagonal, to first
+            # order in Σ: E = e(qx) − (qx − Σ) e'(qx) (dE/dΣ = Ė), Ė = e'(qx); the
+            # neglected terms are ≲ 1e-12 of the scale (and zero when Σ = qx = qz)
+            if qq > 0.0 and qx[i] - sigma[i] <= 1e-12 * qx[i] and \
+                    abs(qx[i] - qz[i]) <= 1e-12 * qx[i]:
+                outE[i] = ex[r] - (qx[i] - sigma[i]) * edx[r]
+                outEd[i] = edx[r]
+                continue
             bi = rho_bin(rho, nb)
             K = max(kt[r, bi], ktz[c, bi])
             if K > kcap:
@@ -375,7 +391,9 @@ if njit is not None:
 
 def evaluate(phi2, sigma, qx, qz, fallback):
     """(E, Ė) broadcast over ``sigma``, ``qx``, ``qz`` by the series; the flagged elements
-    by ``fallback(sigma, qx, qz) -> (E, Ė)`` (1-D arrays)."""
+    by ``fallback(sigma, qx, qz) -> (E, Ė)`` (1-D arrays).  Elements with Σ = qx = qz up
+    to 1e-12 relative (θ ≈ 0, e.g. an input paired with itself) take the diagonal
+    E[φ²], E[φ'²] (corrected to first order in Σ)."""
     sigma = np.asarray(sigma, dtype=np.float64)
     qx = np.asarray(qx, dtype=np.float64)
     qz = np.asarray(qz, dtype=np.float64)
@@ -395,7 +413,7 @@ def evaluate(phi2, sigma, qx, qz, fallback):
     ed = np.empty(s.size)
     flag = np.zeros(s.size, dtype=np.bool_)
     _eval(s, qxb, qzb, np.ascontiguousarray(ix), np.ascontiguousarray(iz), P, c0x, Cx.kt,
-          Q, c0z, Cz.kt, pe, pd, nl, e, ed, flag)
+          Q, c0z, Cz.kt, pe, pd, nl, Cx.e, Cx.ed, e, ed, flag)
     if flag.any():
         e[flag], ed[flag] = fallback(s[flag], qxb[flag], qzb[flag])
     return e.reshape(shape), ed.reshape(shape)
