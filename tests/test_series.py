@@ -175,8 +175,10 @@ def test_coefficients_parseval_and_parity():
     C = series.coefficients(Tanh().phi2, q)
     assert np.all(C.A[:, 0::2] == 0)
     np.testing.assert_allclose((C.A ** 2).sum(axis=1), C.e, rtol=1e-12)
-    pe, pd, nl = series.lane_plan(C)
-    assert (pe, pd, nl) == (1, 0, 2)
+    assert series.lane_plan(C)[:3] == (1, 0, 2)
+    # softplus = u/2 + even: E's odd lane is the single term b_1 (j2 = 0)
+    pe, pd, nl, j2 = series.lane_plan(series.coefficients(Softplus().phi2, q))
+    assert (pe, pd, nl, j2) == (0, 1, 4, 0)
 
 
 # -- kinked user φ ----------------------------------------------------------------------

@@ -141,18 +141,17 @@ class SeriesCoeffs:
         return self.A.shape[1] - 1
 
     def lanes(self):
-        """(pe, pd): the parity (1 odd, 0 even) of the first lane of E and of Ė — odd
-        when any k ≥ 1 odd coefficient is nonzero, and whether the other parity has any
-        (returned as the third value, ``both``)."""
-        def has(C, par):
-            if C.size == 0:
-                return False
-            part = np.abs(C[:, 1:][:, (0 if par else 1)::2])
-            scale = np.abs(C).max(axis=1, keepdims=True)
-            return bool((part > 1e-15 * scale).any())
-        eo, ee = has(self.A, 1), has(self.A, 0)
-        do, de = has(self.Ad, 1), has(self.Ad, 0)
-        return eo, ee, do, de
+        """(E odd, E even, Ė odd, Ė even): per map and parity the last j with a nonzero
+        coefficient (odd: k = 2j + 1, even: k = 2j + 2; relative to the row's largest),
+        −1 if none."""
+        out = []
+        for C in (self.A, self.Ad):
+            scale = np.abs(C).max(axis=1, keepdims=True) if C.size else 0
+            for par in (1, 0):
+                part = np.abs(C[:, (1 if par else 2)::2]) > 1e-15 * scale
+                cols = np.nonzero(part.any(axis=0))[0] if part.size else []
+                out.append(int(cols[-1]) if len(cols) else -1)
+        return tuple(out)
 
     def packed(self, J, pe, pd):
         """(P, c0): P (n, J, 4) float64, lane 0: E's coefficients of parity ``pe`` (1:
@@ -170,16 +169,18 @@ class SeriesCoeffs:
 
 
 def lane_plan(*coeff_sets):
-    """(pe, pd, nl) shared by the coefficient sets: nl = 2 when E and Ė each have one
-    parity beyond k = 0 (odd φ such as tanh, sin; sigmoid − ½), else 4."""
-    eo = ee = do = de = False
+    """(pe, pd, nl, j2) shared by the coefficient sets: lane 0 (1) holds the parity of
+    E (Ė) with the longer run of nonzero terms (pe, pd: 1 odd, 0 even), lanes 2, 3 the
+    other parities, nonzero up to j2 (−1: none, nl = 2; else nl = 4).  Odd φ (tanh, sin)
+    and sigmoid − ½ have nl = 2; softplus and SiLU, whose odd part is u/2, j2 = 0."""
+    eo = ee = do = de = -1
     for C in coeff_sets:
         a, b, c, d = C.lanes()
-        eo, ee, do, de = eo or a, ee or b, do or c, de or d
-    pe = 1 if eo or not ee else 0
-    pd = 1 if do or not de else 0
-    nl = 2 if not ((eo and ee) or (do and de)) else 4
-    return pe, pd, nl
+        eo, ee, do, de = max(eo, a), max(ee, b), max(do, c), max(de, d)
+    pe = 1 if eo >= ee else 0
+    pd = 1 if do >= de else 0
+    j2 = max(ee if pe else eo, de if pd else do)
+    return pe, pd, (4 if j2 >= 0 else 2), j2
 
 
 def n_pairs(K):
@@ -320,7 +321,7 @@ if njit is not None:
                 kt[r, b] = k if k < K1 else flag
 
     @njit(cache=True, inline="always")
-    def pair(P, c0x, r, Q, c0z, c, K, rho, pe, pd, nl):
+    def pair(P, c0x, r, Q, c0z, c, K, rho, pe, pd, nl, j2):
         """(E, Ė) = Σ_{k≤K} (at least) of the packed rows P[r], Q[c]
         (:meth:`SeriesCoeffs.packed`): b_0 b'_0 plus Horner chains in ρ² per lane."""
         r2 = rho * rho
@@ -331,7 +332,7 @@ if njit is not None:
         for j in range(K // 2, -1, -1):
             l0 = l0 * r2 + P[r, j, 0] * Q[c, j, 0]
             l1 = l1 * r2 + P[r, j, 1] * Q[c, j, 1]
-            if nl == 4:
+            if nl == 4 and j <= j2:
                 l2 = l2 * r2 + P[r, j, 2] * Q[c, j, 2]
                 l3 = l3 * r2 + P[r, j, 3] * Q[c, j, 3]
         return combine(c0x[r, 0] * c0z[c, 0], c0x[r, 1] * c0z[c, 1], l0, l1, l2, l3,
@@ -358,8 +359,8 @@ if njit is not None:
         return b if b < nbins else nbins - 1
 
     @njit(cache=True, parallel=True)
-    def _eval(sigma, qx, qz, ix, iz, P, c0x, kt, Q, c0z, ktz, pe, pd, nl, ex, edx, outE,
-              outEd, flag):
+    def _eval(sigma, qx, qz, ix, iz, P, c0x, kt, Q, c0z, ktz, pe, pd, nl, j2, ex, edx,
+              outE, outEd, flag):
         n = sigma.size
         nb = kt.shape[1]
         kcap = 2 * P.shape[1] - 2
@@ -386,7 +387,7 @@ if njit is not None:
                 outE[i] = 0.0
                 outEd[i] = 0.0
                 continue
-            outE[i], outEd[i] = pair(P, c0x, r, Q, c0z, c, K, rho, pe, pd, nl)
+            outE[i], outEd[i] = pair(P, c0x, r, Q, c0z, c, K, rho, pe, pd, nl, j2)
 
 
 def evaluate(phi2, sigma, qx, qz, fallback):
@@ -401,7 +402,7 @@ def evaluate(phi2, sigma, qx, qz, fallback):
     Cx = coefficients(phi2, qx.ravel())
     Cz = Cx if qz is qx else coefficients(phi2, qz.ravel())
     J = n_pairs(KCAP)
-    pe, pd, nl = lane_plan(Cx, Cz)
+    pe, pd, nl, j2 = lane_plan(Cx, Cz)
     P, c0x = Cx.packed(J, pe, pd)
     Q, c0z = (P, c0x) if Cz is Cx else Cz.packed(J, pe, pd)
     ix = np.broadcast_to(np.arange(qx.size).reshape(qx.shape), shape).ravel()
@@ -413,7 +414,7 @@ def evaluate(phi2, sigma, qx, qz, fallback):
     ed = np.empty(s.size)
     flag = np.zeros(s.size, dtype=np.bool_)
     _eval(s, qxb, qzb, np.ascontiguousarray(ix), np.ascontiguousarray(iz), P, c0x, Cx.kt,
-          Q, c0z, Cz.kt, pe, pd, nl, Cx.e, Cx.ed, e, ed, flag)
+          Q, c0z, Cz.kt, pe, pd, nl, j2, Cx.e, Cx.ed, e, ed, flag)
     if flag.any():
         e[flag], ed[flag] = fallback(s[flag], qxb[flag], qzb[flag])
     return e.reshape(shape), ed.reshape(shape)

@@ -167,7 +167,7 @@ if numba is not None:
         P (depth, n, J, 4), c0x (depth, n, 2) and term tables kt (depth, n, NBINS)
         against columns j0 + c of Qt (depth, J, 4, m: the columns' coefficients, column
         index last), c0z, ktz and ktzb (depth, ⌈m/CB⌉, NBINS: ktz's maximum over each
-        aligned block of CB columns); lanes (depth, 3): (pe, pd, nl) of
+        aligned block of CB columns); lanes (depth, 4): (pe, pd, nl, j2) of
         :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
         ρ² for the terms its largest |ρ| needs (more terms only shrink the truncation);
         an element whose series cannot be certified is flagged (``flag[r, c]``) and
@@ -211,6 +211,7 @@ if numba is not None:
                             pe = lanes[l, 0]
                             pd = lanes[l, 1]
                             nl = lanes[l, 2]
+                            j2 = lanes[l, 3]
                             mmax = 0.0
                             for i in range(m):
                                 rh = min(max(S[i] * (ia * iz[i]), -1.0), 1.0)
@@ -239,7 +240,7 @@ if numba is not None:
                                 # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
                                 q0 = Qt[l, j, 0, z0:z0 + m]
                                 q1 = Qt[l, j, 1, z0:z0 + m]
-                                if nl == 4:
+                                if nl == 4 and j <= j2:
                                     p2 = P[l, x, j, 2]
                                     p3 = P[l, x, j, 3]
                                     q2 = Qt[l, j, 2, z0:z0 + m]
@@ -597,8 +598,9 @@ def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
                 lambda j: series.coefficients(act.phi2, sides[j[0]][j[1]], kcap), jobs))
     J = series.n_pairs(kcap)
     d1 = max(depth, 1)
-    lanes = np.zeros((d1, 3), dtype=np.int64)
+    lanes = np.zeros((d1, 4), dtype=np.int64)
     lanes[:, 2] = 4
+    lanes[:, 3] = series.KCAP
     for l in range(depth):
         lanes[l] = series.lane_plan(*[coeffs[s * depth + l] for s in range(len(sides))])
     out = []
