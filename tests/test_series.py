@@ -299,3 +299,20 @@ def test_input_with_itself_takes_the_diagonal():
         er, edr = nk.Erf().kernel_rule(s, q, q)
         np.testing.assert_allclose(e, er, rtol=1e-13)
         np.testing.assert_allclose(ed, edr, rtol=1e-10)
+
+
+def _steep(u):
+    return math.tanh(3.0 * u)
+
+
+def test_custom_steep_phi_calibrates_the_step():
+    """tanh(3u) is analytic only in |Im u| < π/6: the rule is refined at construction
+    and the series matches Tanh's at 9× the variance (tanh(3u) at q = tanh(u) at 9q)."""
+    act = Custom(_steep, name="steep")
+    assert act.uses_series and act.series_step < 1
+    q = np.array([0.05, 0.1, 0.3])
+    s = np.array([0.02, -0.05, 0.1])
+    e, ed = act.kernel_rule(s, q, q[::-1])
+    er, edr = Tanh().kernel_rule(9 * s, 9 * q, 9 * q[::-1])
+    np.testing.assert_allclose(e, er, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(ed, 9 * edr, rtol=1e-11, atol=1e-14)

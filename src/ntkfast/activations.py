@@ -444,11 +444,16 @@ class QuadratureActivation(Activation):
         """(φ(u), φ'(u)) on a float64 array."""
         raise NotImplementedError  # pragma: no cover
 
+    #: scale of the series' trapezoidal step (below 1 for φ analytic in a narrower strip
+    #: than tanh's; :class:`Custom` calibrates it)
+    series_step = 1.0
+
     def kernel_rule(self, sigma, qx, qz):
         if not self.uses_series:
             return self.quadrature_rule(sigma, qx, qz)
         from . import series
-        return series.evaluate(self.phi2, sigma, qx, qz, self._fallback)
+        return series.evaluate(self.phi2, sigma, qx, qz, self._fallback,
+                               step=self.series_step)
 
     def _fallback(self, sigma, qx, qz):
         from . import series
@@ -468,7 +473,7 @@ class QuadratureActivation(Activation):
     def diag_rule(self, q):
         if self.uses_series:
             from . import series
-            return series.diag(self.phi2, q)
+            return series.diag(self.phi2, q, step=self.series_step)
         from . import quadrature
         kink = self.kink or self._quad_kink
         return quadrature.gauss_diag(self.phi2, q, kink=kink,
@@ -687,22 +692,29 @@ class Custom(QuadratureActivation):
 
     def _check_decay(self):
         """Kinked or discontinuous φ (or φ'): Hermite coefficients decaying too slowly
-        for the series (relative tail after KCAP terms at q = 1 above
-        :data:`ntkfast.series.KINK_TAIL`) → the kink-aware 2-D quadrature, with a warning."""
+        for the series (relative tail after KCAP terms above
+        :data:`ntkfast.series.KINK_TAIL` at q = 1 and at q = 1/16) → the kink-aware 2-D
+        quadrature, with a warning.  Also calibrates :attr:`series_step` (φ analytic in
+        a narrow strip needs a finer rule)."""
         import warnings
         from . import series
         try:
             with np.errstate(all="ignore"):
-                tail = series.decay_check(self.phi2)
+                step = series.calibrate_step(self.phi2)
+                # a kink keeps the tail algebraic at every scale; a steep analytic φ
+                # (tanh(3u)) converges at a smaller variance
+                tail = math.inf if step is None else min(
+                    series.decay_check(self.phi2, q, step=step) for q in (1.0, 1 / 16))
         except Exception:  # noqa: BLE001 - φ fails on the wide rule (overflow ...)
-            tail = math.inf
+            step, tail = None, math.inf
+        self.series_step = step or 1.0
         self.series_tail = tail
         if not tail <= series.KINK_TAIL:
             self.method = "quadrature"
             self._quad_kink = True
             warnings.warn(
                 f"Custom({self.name}): its Hermite coefficients decay slowly (relative "
-                f"tail {tail:.1e} after {series.KCAP} terms at q = 1): φ or φ' looks "
+                f"tail {tail:.1e} after {series.KCAP} terms at q = 1/16 and 1): φ or φ' looks "
                 "kinked or discontinuous, so every kernel element is computed by 2-D "
                 "(kink-aware polar) quadrature, ~3000 evaluations of φ per element and "
                 "layer (10^3-10^4 x the ReLU time); pass kink=True to state a kink at 0, "

@@ -35,9 +35,16 @@ Rows are grouped by ⌈log₂ q⌉ (one step per group); every row gets the same
 the largest any group needs (the least with relative tail ≤ 1e-8 at ρ = 1, at most
 :data:`KCAP`): the tail bound of a row holds only over computed terms.
 
-**Kinks.**  A φ with a kink or jump has algebraically decaying b_k (ReLU: T_K ~ K^{−3/2});
-:func:`decay_check` measures the tail at q = 1 and K = KCAP and such φ keep the
-quadrature (:class:`ntkfast.activations.Custom` warns).
+**Kinks.**  A φ with a kink or jump has algebraically decaying b_k (ReLU: T_K ~ K^{−3/2})
+at every variance, a steep analytic φ (tanh(3u)) only at large ones:
+:func:`decay_check` measures the tail after KCAP terms (at q = 1 and 1/16 for a
+:class:`~ntkfast.activations.Custom` φ, which warns and keeps the quadrature when both are
+slow), and :func:`calibrate_step` refines the rule for φ analytic in a narrow strip.
+
+**Speed.**  The coefficients cost O(rows × nodes × K) (BLAS); the elements O(K) each,
+with K ≈ 10–25 for |ρ| ≲ 0.3 (typical of unrelated inputs) and KCAP = 128 at |ρ| → 1.
+The engine (:mod:`ntkfast.backends.numba_quad`) first runs with :data:`KFAST` terms and
+gives a KCAP pass only to the elements that need it.
 """
 
 from __future__ import annotations
@@ -73,8 +80,10 @@ KINK_TAIL = 1e-4
 _ROWS = 1024
 
 
-def _step(q):
-    return min(0.2, 0.15 / math.sqrt(max(q, 1e-300)))
+def _step(q, step=1.0):
+    """The trapezoidal step for variance q; ``step`` < 1 scales it down for φ analytic in
+    a narrower strip than tanh's (:meth:`ntkfast.activations.Custom` calibrates it)."""
+    return step * min(0.2, 0.15 / math.sqrt(max(q, 1e-300)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,9 +214,9 @@ def _k_table(b, e, K):
     return kt
 
 
-def _group_k(phi2, q, kcap=KCAP):
+def _group_k(phi2, q, kcap=KCAP, step=1.0):
     """Terms the largest q of a group needs (relative tail ≤ CONVERGED at ρ = 1)."""
-    x, w, W = hermite_table(_step(q), kcap)
+    x, w, W = hermite_table(_step(q, step), kcap)
     f, d = phi2(math.sqrt(q) * x)
     K = 0
     for vals in (f, d):
@@ -221,15 +230,15 @@ def _group_k(phi2, q, kcap=KCAP):
     return max(K, 2)
 
 
-def coefficients(phi2, q, kcap=KCAP):
+def coefficients(phi2, q, kcap=KCAP, step=1.0):
     """See :func:`_coefficients` (run with single-threaded BLAS: its products are thin,
     and threaded BLAS slows them down several-fold on a busy machine)."""
     from ._threads import limited
     with limited(1, "blas"):
-        return _coefficients(phi2, q, kcap)
+        return _coefficients(phi2, q, kcap, step)
 
 
-def _coefficients(phi2, q, kcap=KCAP):
+def _coefficients(phi2, q, kcap=KCAP, step=1.0):
     """:class:`SeriesCoeffs` for the variances ``q`` (1-D float64), ``phi2(u) -> (φ, φ')``
     vectorised, with at most ``kcap`` (even) terms: the tables flag (> kcap) what
     these cannot certify."""
@@ -242,7 +251,7 @@ def _coefficients(phi2, q, kcap=KCAP):
     for g in keys:
         idx = np.nonzero(groups == g)[0]
         qg = float(2.0 ** g)
-        K = _group_k(phi2, qg, kcap)
+        K = _group_k(phi2, qg, kcap, step)
         Kall = max(Kall, K)
         parts.append((idx, qg, K))
     A = np.empty((n, Kall + 1))
@@ -252,7 +261,7 @@ def _coefficients(phi2, q, kcap=KCAP):
     for idx, qg, _ in parts:
         # every row gets all Kall terms: the tail bound of a row is only valid over
         # computed terms (a row truncated earlier would need its true, sub-rounding tail)
-        y, we, We, Wo = folded_table(_step(qg), Kall)
+        y, we, We, Wo = folded_table(_step(qg, step), Kall)
         for s in range(0, idx.size, _ROWS):
             rows = idx[s:s + _ROWS]
             u = np.sqrt(q[rows])[:, None] * y[None, :]
@@ -273,7 +282,7 @@ def _coefficients(phi2, q, kcap=KCAP):
     return SeriesCoeffs(A, Ad, kt, e, ed)
 
 
-def diag(phi2, q):
+def diag(phi2, q, step=1.0):
     """(E[φ(u)²], E[φ'(u)²]) for u ~ N(0, q) on the coefficients' rule (h = min(0.2,
     0.15/√q) on [−L, L]): the exact diagonal of the series maps."""
     q = np.asarray(q, dtype=np.float64)
@@ -283,7 +292,7 @@ def diag(phi2, q):
     groups = np.ceil(np.log2(np.maximum(flat, 1e-300))).astype(np.int64)
     for g in np.unique(groups):
         idx = np.nonzero(groups == g)[0]
-        x, w = _rule(_step(float(2.0 ** g)), 0)
+        x, w = _rule(_step(float(2.0 ** g), step), 0)
         for s in range(0, idx.size, _ROWS):
             rows = idx[s:s + _ROWS]
             f, d = phi2(np.sqrt(flat[rows])[:, None] * x[None, :])
@@ -292,10 +301,10 @@ def diag(phi2, q):
     return e.reshape(q.shape), ed.reshape(q.shape)
 
 
-def decay_check(phi2, q=1.0):
+def decay_check(phi2, q=1.0, step=1.0):
     """max over φ and φ' of the relative tail √(T_KCAP/e) at variance ``q``: ≳ KINK_TAIL
     means φ (or φ') has a kink or a jump and the series cannot certify most elements."""
-    x, w, W = hermite_table(_step(q), KCAP)
+    x, w, W = hermite_table(_step(q, step), KCAP)
     f, d = phi2(math.sqrt(q) * x)
     worst = 0.0
     for vals in (f, d):
@@ -390,7 +399,7 @@ if njit is not None:
             outE[i], outEd[i] = pair(P, c0x, r, Q, c0z, c, K, rho, pe, pd, nl, j2)
 
 
-def evaluate(phi2, sigma, qx, qz, fallback):
+def evaluate(phi2, sigma, qx, qz, fallback, step=1.0):
     """(E, Ė) broadcast over ``sigma``, ``qx``, ``qz`` by the series; the flagged elements
     by ``fallback(sigma, qx, qz) -> (E, Ė)`` (1-D arrays).  Elements with Σ = qx = qz up
     to 1e-12 relative (θ ≈ 0, e.g. an input paired with itself) take the diagonal
@@ -399,8 +408,8 @@ def evaluate(phi2, sigma, qx, qz, fallback):
     qx = np.asarray(qx, dtype=np.float64)
     qz = np.asarray(qz, dtype=np.float64)
     shape = np.broadcast_shapes(sigma.shape, qx.shape, qz.shape)
-    Cx = coefficients(phi2, qx.ravel())
-    Cz = Cx if qz is qx else coefficients(phi2, qz.ravel())
+    Cx = coefficients(phi2, qx.ravel(), step=step)
+    Cz = Cx if qz is qx else coefficients(phi2, qz.ravel(), step=step)
     J = n_pairs(KCAP)
     pe, pd, nl, j2 = lane_plan(Cx, Cz)
     P, c0x = Cx.packed(J, pe, pd)
@@ -418,6 +427,22 @@ def evaluate(phi2, sigma, qx, qz, fallback):
     if flag.any():
         e[flag], ed[flag] = fallback(s[flag], qxb[flag], qzb[flag])
     return e.reshape(shape), ed.reshape(shape)
+
+
+def calibrate_step(phi2, q=1.0, tol=1e-13, smallest=1.0 / 16):
+    """The step scale (1, ½, ¼, …) at which the coefficients at variance ``q`` agree
+    with those at half the step to ``tol`` of their largest (None: not even at
+    ``smallest``): φ analytic only in a narrow strip (e.g. tanh(3u)) needs a finer rule."""
+    step = 1.0
+    x, _, W = hermite_table(_step(q, step), KCAP)
+    b = phi2(math.sqrt(q) * x)[0] @ W
+    while step >= smallest:
+        x2, _, W2 = hermite_table(_step(q, step / 2), KCAP)
+        b2 = phi2(math.sqrt(q) * x2)[0] @ W2
+        if np.max(np.abs(b - b2)) <= tol * max(np.max(np.abs(b2)), 1e-300):
+            return step
+        step, b = step / 2, b2
+    return None
 
 
 def quadrature_fallback(phi2, sigma, qx, qz, degree=None, rule="trapezoid"):
