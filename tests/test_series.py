@@ -316,3 +316,39 @@ def test_custom_steep_phi_calibrates_the_step():
     er, edr = Tanh().kernel_rule(9 * s, 9 * q, 9 * q[::-1])
     np.testing.assert_allclose(e, er, rtol=1e-11, atol=1e-14)
     np.testing.assert_allclose(ed, 9 * edr, rtol=1e-11, atol=1e-14)
+
+
+def test_cli_progress_lines_for_logs():
+    """stderr not a terminal: tqdm's refreshes become one line per interval, the first
+    only after an interval, a last one at the end; other text passes through."""
+    import io
+
+    from ntkfast.apps.cli import _LineProgress
+    out = io.StringIO()
+    lp = _LineProgress(out, interval=0.0)
+    lp.write("\r  0%| 0/10")
+    lp.write("\r 50%| 5/10")
+    lp.write("a warning\n")
+    lp.write("\r100%| 10/10")
+    lp.write("\n")
+    lp.finish()
+    assert out.getvalue().splitlines() == ["0%| 0/10", "50%| 5/10", "a warning",
+                                           "100%| 10/10"]
+    quiet = io.StringIO()
+    lp = _LineProgress(quiet, interval=3600)
+    lp.write("\r 50%| 5/10")
+    lp.finish()
+    assert quiet.getvalue() == ""          # a short run prints nothing
+
+
+def test_cli_activation_with_parameters(tmp_path):
+    from ntkfast.apps.cli import _activation, main
+    assert _activation("leaky_relu(0.1)") == nk.LeakyReLU(0.1)
+    assert _activation("tanh") == Tanh()
+    X = np.random.default_rng(0).standard_normal((30, 4))
+    np.save(tmp_path / "X.npy", X)
+    out = tmp_path / "K.npy"
+    assert main(["gram", str(tmp_path / "X.npy"), "-o", str(out), "--activation",
+                 "sin(1,2,0.5)", "-q"]) == 0
+    np.testing.assert_allclose(np.load(out), nk.MLP(activation=nk.Sin(1, 2, 0.5)).ntk(X),
+                               rtol=1e-12)

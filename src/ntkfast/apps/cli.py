@@ -402,7 +402,7 @@ class _LineProgress:
         self._interval = self.INTERVAL if interval is None else interval
         self._t0 = self._last = time.monotonic()
         self._status = None
-        self._shown = False
+        self._shown = None      # the last line written
 
     @classmethod
     def installed(cls, enabled):
@@ -439,9 +439,11 @@ class _LineProgress:
         return len(text)
 
     def _emit(self):
-        self._stream.write(self._status.strip() + "\n")
-        self._stream.flush()
-        self._shown = True
+        line = self._status.strip()
+        if line != self._shown:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        self._shown = line
 
     def finish(self):
         if self._shown and self._status:
