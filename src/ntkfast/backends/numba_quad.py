@@ -6,7 +6,7 @@ runs the whole depth recursion per element (:mod:`ntkfast._spec`) and writes Σ/
 Symmetric K(X, X): only columns ≥ row are computed, then mirrored; the diagonal is the
 O(N) diagonal recursion (θ = 0), as in the compiled engine.
 
-Two per-element evaluations of (E, Ė):
+Three per-element evaluations of (E, Ė):
 
 * **tabulated** — when every row of X shares one q per layer and every row of Z
   shares one q per layer (normalised inputs; relative spread ≤ :data:`CONSTANT_Q_RTOL`),
@@ -17,13 +17,23 @@ Two per-element evaluations of (E, Ė):
   Tabulating in θ rather than ρ = cos θ keeps the maps smooth at ρ = ±1 (ReLU-like
   φ have √(1 − ρ²) terms).  Interpolation error ≲ 1e-12 relative to max|E| for the
   built-in activations at q ≈ 1 (tests: ≤ 1e-10).
-* **per element** — otherwise: the same 2-D quadrature as ``kernel_rule``
-  (:mod:`ntkfast.quadrature`, tensor rule with n² or polar rule with 4·n_a·n_r
-  evaluations of φ and φ' per entry and layer), compiled with φ inlined; the outer
-  values φ(√q_x x_k) are computed once per row and layer.  This costs ~n² φ
-  evaluations per entry and layer, i.e. thousands of times the closed-form path;
-  the tabulated path is the fast one.  Closed-form Sin/Cos are evaluated per panel by
-  their NumPy rule.
+* **series** — the default for Tanh, Softplus, Sigmoid, SiLU and smooth :class:`Custom`
+  φ on inputs of unequal norms: the Hermite series of :mod:`ntkfast.series`.  Per layer
+  the coefficient vectors of every row and column (one 1-D quadrature each, a BLAS
+  product), then :func:`_fill_series`: per chunk of 32 columns the number of terms its
+  largest |ρ| needs (the certified truncation bound, ≤ 1e-13 of √(E[φ(u)²]E[φ(v)²])), the
+  Horner chains in ρ² vectorised over the chunk, the whole depth recursion per element.
+  A first pass uses :data:`ntkfast.series.KFAST` terms; the elements it cannot certify
+  get a :data:`~ntkfast.series.KCAP` pass, and those still uncertified (|ρ| → 1 with a
+  steep φ(√q ·)) the activation's own rule (series or 2-D quadrature per element).
+  Measured 2.8–5× the compiled ReLU time (``bench/bench_activations.py``).
+* **per element** — φ with ``kink=True`` or ``method='quadrature'`` (``degree=``
+  given): the same 2-D quadrature as ``kernel_rule`` (:mod:`ntkfast.quadrature`, tensor
+  rule with n² or polar rule with 4·n_a·n_r evaluations of φ and φ' per entry and
+  layer), compiled with φ inlined; the outer values φ(√q_x x_k) are computed once per
+  row and layer.  This costs ~n² φ evaluations per entry and layer, i.e. thousands of
+  times the closed-form path.  Closed-form Sin/Cos are evaluated per panel by their
+  NumPy rule.
 
 Numba compiles the per-element kernel once per activation per process (a few
 seconds); the tabulated kernel is cached on disk (``cache=True``).
