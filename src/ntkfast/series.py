@@ -404,18 +404,20 @@ if njit is not None:
             outE[i], outEd[i] = pair(P, c0x, r, Q, c0z, c, K, rho, pe, pd, nl, j2)
 
 
-def evaluate(phi2, sigma, qx, qz, fallback, step=1.0):
-    """(E, Ė) broadcast over ``sigma``, ``qx``, ``qz`` by the series; the flagged elements
+def evaluate(phi2, sigma, qx, qz, fallback, step=1.0, kcap=KFAST):
+    """(E, Ė) broadcast over ``sigma``, ``qx``, ``qz`` by the series with at most ``kcap``
+    terms, the elements these cannot certify by KCAP terms, and those still uncertified
     by ``fallback(sigma, qx, qz) -> (E, Ė)`` (1-D arrays).  Elements with Σ = qx = qz up
     to 1e-12 relative (θ ≈ 0, e.g. an input paired with itself) take the diagonal
-    E[φ²], E[φ'²] (corrected to first order in Σ)."""
+    E[φ²], E[φ'²] (corrected to first order in Σ).  ``step``: see :func:`_step`."""
     sigma = np.asarray(sigma, dtype=np.float64)
     qx = np.asarray(qx, dtype=np.float64)
     qz = np.asarray(qz, dtype=np.float64)
     shape = np.broadcast_shapes(sigma.shape, qx.shape, qz.shape)
-    Cx = coefficients(phi2, qx.ravel(), step=step)
-    Cz = Cx if qz is qx else coefficients(phi2, qz.ravel(), step=step)
-    J = n_pairs(KCAP)
+    Cx = coefficients(phi2, qx.ravel(), kcap, step)
+    same = qz is qx or (qz.size == qx.size and np.array_equal(qz.ravel(), qx.ravel()))
+    Cz = Cx if same else coefficients(phi2, qz.ravel(), kcap, step)
+    J = n_pairs(kcap)
     pe, pd, nl, j2 = lane_plan(Cx, Cz)
     P, c0x = Cx.packed(J, pe, pd)
     Q, c0z = (P, c0x) if Cz is Cx else Cz.packed(J, pe, pd)
@@ -430,7 +432,11 @@ def evaluate(phi2, sigma, qx, qz, fallback, step=1.0):
     _eval(s, qxb, qzb, np.ascontiguousarray(ix), np.ascontiguousarray(iz), P, c0x, Cx.kt,
           Q, c0z, Cz.kt, pe, pd, nl, j2, Cx.e, Cx.ed, e, ed, flag)
     if flag.any():
-        e[flag], ed[flag] = fallback(s[flag], qxb[flag], qzb[flag])
+        if kcap < KCAP:
+            e[flag], ed[flag] = evaluate(phi2, s[flag], qxb[flag], qzb[flag], fallback,
+                                         step, KCAP)
+        else:
+            e[flag], ed[flag] = fallback(s[flag], qxb[flag], qzb[flag])
     return e.reshape(shape), ed.reshape(shape)
 
 
