@@ -150,13 +150,14 @@ if numba is not None:
         return u * s, s + u * s * (1.0 - s)
 
 
-    @njit(cache=True)
+    @njit(cache=True, parallel=True)
     def _mirror_panel(o, i0, i1):
         """o[j, i] = o[i, j] for rows i0 ≤ i < i1 and columns j > i (the lower part of a
-        symmetric block from its upper panel), in 32 × 32 tiles."""
+        symmetric block from its upper panel), in 32 × 32 tiles, parallel over tiles."""
         n = o.shape[0]
         B = 32
-        for jb in range(i0, n, B):
+        for t in prange((n - i0 + B - 1) // B):
+            jb = i0 + t * B
             je = min(n, jb + B)
             for ib in range(i0, i1, B):
                 ie = min(i1, ib + B)
