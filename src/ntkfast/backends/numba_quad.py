@@ -512,6 +512,11 @@ class NumbaQuadEngine:
         threads = max(1, min(int(n_jobs or 1), numba.config.NUMBA_NUM_THREADS))
         old_threads = numba.get_num_threads()
         numba.set_num_threads(threads)
+        # single-threaded BLAS for the panels' GEMMs: idle BLAS threads spin and take
+        # the cores from the Numba kernels that follow (as in the compiled engine)
+        from .._threads import limited
+        blas = limited(1, "blas")
+        blas.__enter__()  # left in the finally below
         try:
             for i0 in range(0, n, panel):
                 i1 = min(n, i0 + panel)
@@ -545,6 +550,7 @@ class NumbaQuadEngine:
                         sq[il] = sq.T[il]
                         o[i1:, i0:i1] = o[i0:i1, i1:].T
         finally:
+            blas.__exit__(None, None, None)
             numba.set_num_threads(old_threads)
         if symmetric:
             sig_diag, ntk_diag = diagonal_from_variances(spec, Xc, qx)
