@@ -392,42 +392,92 @@ def get_activation(activation) -> Activation:
 # ---------------------------------------------------------------------------------
 
 class QuadratureActivation(Activation):
-    """φ whose kernel maps are computed by 2-D Gaussian quadrature.
+    """φ without a closed-form kernel: the Hermite series, certified per element.
 
-    ``degree``: points per dimension of the tensor rule for smooth φ (default
-    :data:`ntkfast.quadrature.DEFAULT_DEGREE` = 97, trapezoidal rule on the Gaussian);
-    φ with ``kink=True`` (non-differentiable at 0 only) use the polar rule instead
-    (:data:`ntkfast.quadrature.DEFAULT_POLAR`).  ``quad_code`` identifies the built-in
-    φ in the Numba kernels (−1: a :class:`Custom` φ compiled on its own).
+    ``kernel_rule`` evaluates E[φφ] and E[φ'φ'] by the Hermite (Mehler) series of
+    :mod:`ntkfast.series`: per distinct variance one coefficient vector (a 1-D
+    trapezoidal quadrature), per element a polynomial in ρ = Σ/√(qx qz) with a stated
+    truncation bound (≤ 1e-13 · √(E[φ(u)²] E[φ(v)²])).  Elements the series cannot
+    certify (|ρ| → 1 with a steep φ(√q ·)) use 2-D quadrature
+    (:func:`ntkfast.series.quadrature_fallback`).  ``diag_rule`` is the 1-D rule of the
+    series' coefficients (θ = 0 exactly).
+
+    ``method="quadrature"`` (the default when ``degree`` is given; also a φ with
+    ``kink=True``, or a :class:`Custom` φ whose coefficients decay too slowly) uses the
+    2-D quadrature of :mod:`ntkfast.quadrature` for every element instead
+    (:meth:`quadrature_rule`, 10³–10⁴× the ReLU time): ``degree``: its points per
+    dimension (default :data:`ntkfast.quadrature.DEFAULT_DEGREE` = 97, trapezoidal rule
+    on the Gaussian; also the base degree of the series' fallback); φ with ``kink=True``
+    (non-differentiable at 0 only) use the polar rule
+    (:data:`ntkfast.quadrature.DEFAULT_POLAR`).  ``quad_code`` identifies the built-in φ
+    in the Numba kernels (−1: a :class:`Custom` φ compiled on its own).
     """
 
     engine_code = -1
     quad_code = -1
     kink = False
+    #: "series" or "quadrature" (see the class doc)
+    method = "series"
 
-    def _init_degree(self, degree, rule="trapezoid"):
+    def _init_degree(self, degree, rule="trapezoid", method=None):
         if degree is not None:
             degree = int(degree)
             if degree < 2:
                 raise ValueError(f"{type(self).__name__}: degree must be >= 2, got {degree}")
         if rule not in ("trapezoid", "hermite"):
             raise ValueError(f"{type(self).__name__}: rule must be 'trapezoid' or 'hermite'")
+        if method is None:  # an explicit quadrature degree asks for the quadrature
+            method = "series" if degree is None else "quadrature"
+        if method not in ("series", "quadrature"):
+            raise ValueError(f"{type(self).__name__}: method must be 'series' or "
+                             f"'quadrature', got {method!r}")
         self.degree = degree
         self.rule = rule
+        self.method = method
+
+    @property
+    def uses_series(self) -> bool:
+        """True when the kernel maps come from the Hermite series (see the class doc)."""
+        return self.method == "series" and not self.kink
 
     def phi2(self, u):
         """(φ(u), φ'(u)) on a float64 array."""
         raise NotImplementedError  # pragma: no cover
 
+    #: scale of the series' trapezoidal step (below 1 for φ analytic in a narrower strip
+    #: than tanh's; :class:`Custom` calibrates it)
+    series_step = 1.0
+
     def kernel_rule(self, sigma, qx, qz):
+        if not self.uses_series:
+            return self.quadrature_rule(sigma, qx, qz)
+        from . import series
+        return series.evaluate(self.phi2, sigma, qx, qz, self._fallback,
+                               step=self.series_step)
+
+    def _fallback(self, sigma, qx, qz):
+        from . import series
+        return series.quadrature_fallback(self.phi2, sigma, qx, qz, degree=self.degree,
+                                          rule=self.rule)
+
+    def quadrature_rule(self, sigma, qx, qz):
+        """(E, Ė) by 2-D quadrature alone (:func:`ntkfast.quadrature.gauss_kernel`)."""
         from . import quadrature
-        return quadrature.gauss_kernel(self.phi2, sigma, qx, qz, kink=self.kink,
+        return quadrature.gauss_kernel(self.phi2, sigma, qx, qz,
+                                       kink=self.kink or self._quad_kink,
                                        degree=self.degree, rule=self.rule)
 
+    #: the 2-D quadrature uses the polar (kink-aware) rule
+    _quad_kink = False
+
     def diag_rule(self, q):
+        if self.uses_series:
+            from . import series
+            return series.diag(self.phi2, q, step=self.series_step)
         from . import quadrature
-        return quadrature.gauss_diag(self.phi2, q, kink=self.kink,
-                                     degree=None if self.kink else self.degree, rule=self.rule)
+        kink = self.kink or self._quad_kink
+        return quadrature.gauss_diag(self.phi2, q, kink=kink,
+                                     degree=None if kink else self.degree, rule=self.rule)
 
     def fn(self, u):
         return self.phi2(np.asarray(u, dtype=np.float64))[0]
@@ -435,12 +485,22 @@ class QuadratureActivation(Activation):
     def dfn(self, u):
         return self.phi2(np.asarray(u, dtype=np.float64))[1]
 
+    def _default_method(self):
+        return "series" if self.degree is None else "quadrature"
+
     def _key(self):
-        return (type(self).__name__, self.degree, self.rule)
+        # the method joins the key only when it is not the one ``degree`` implies (so
+        # describe() of the default activations, and journals, keep their form)
+        extra = () if self.method == self._default_method() else (self.method,)
+        return (type(self).__name__, self.degree, self.rule, *extra)
 
     def __repr__(self):
-        return f"{type(self).__name__}()" if self.degree is None else \
-            f"{type(self).__name__}(degree={self.degree})"
+        args = []
+        if self.degree is not None:
+            args.append(f"degree={self.degree}")
+        if self.method != self._default_method():
+            args.append(f"method={self.method!r}")
+        return f"{type(self).__name__}({', '.join(args)})"
 
 
 def _sigmoid(u):
@@ -453,8 +513,8 @@ class Tanh(QuadratureActivation):
 
     quad_code = 1
 
-    def __init__(self, degree=None, rule="trapezoid"):
-        self._init_degree(degree, rule)
+    def __init__(self, degree=None, rule="trapezoid", method=None):
+        self._init_degree(degree, rule, method)
 
     def phi2(self, u):
         t = np.tanh(u)
@@ -466,8 +526,8 @@ class Softplus(QuadratureActivation):
 
     quad_code = 2
 
-    def __init__(self, degree=None, rule="trapezoid"):
-        self._init_degree(degree, rule)
+    def __init__(self, degree=None, rule="trapezoid", method=None):
+        self._init_degree(degree, rule, method)
 
     def phi2(self, u):
         return np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u))), _sigmoid(u)
@@ -478,8 +538,8 @@ class Sigmoid(QuadratureActivation):
 
     quad_code = 3
 
-    def __init__(self, degree=None, rule="trapezoid"):
-        self._init_degree(degree, rule)
+    def __init__(self, degree=None, rule="trapezoid", method=None):
+        self._init_degree(degree, rule, method)
 
     def phi2(self, u):
         s = _sigmoid(u)
@@ -491,8 +551,8 @@ class SiLU(QuadratureActivation):
 
     quad_code = 4
 
-    def __init__(self, degree=None, rule="trapezoid"):
-        self._init_degree(degree, rule)
+    def __init__(self, degree=None, rule="trapezoid", method=None):
+        self._init_degree(degree, rule, method)
 
     def phi2(self, u):
         s = _sigmoid(u)
@@ -598,8 +658,9 @@ class Custom(QuadratureActivation):
     same process); a ``name`` must then change whenever the function does.
     """
 
-    def __init__(self, fn, dfn=None, *, kink=False, degree=None, rule="trapezoid", name=None):
-        self._init_degree(degree, rule)
+    def __init__(self, fn, dfn=None, *, kink=False, degree=None, rule="trapezoid", name=None,
+                 method=None):
+        self._init_degree(degree, rule, method)
         if not callable(fn) or (dfn is not None and not callable(dfn)):
             raise ValueError(f"Custom: fn and dfn must be callables, got {fn!r}, {dfn!r}")
         if name is not None and (not isinstance(name, str) or not name):
@@ -625,6 +686,39 @@ class Custom(QuadratureActivation):
         f, d = self.phi2(probe)
         if not (np.all(np.isfinite(f)) and np.all(np.isfinite(d))):
             raise ValueError(f"Custom({self.name}): the derivative is not finite at {probe}")
+        self.series_tail = None
+        if self.uses_series:
+            self._check_decay()
+
+    def _check_decay(self):
+        """Kinked or discontinuous φ (or φ'): Hermite coefficients decaying too slowly
+        for the series (relative tail after KCAP terms above
+        :data:`ntkfast.series.KINK_TAIL` at q = 1 and at q = 1/16) → the kink-aware 2-D
+        quadrature, with a warning.  Also calibrates :attr:`series_step` (φ analytic in
+        a narrow strip needs a finer rule)."""
+        import warnings
+        from . import series
+        try:
+            with np.errstate(all="ignore"):
+                step = series.calibrate_step(self.phi2)
+                # a kink keeps the tail algebraic at every scale; a steep analytic φ
+                # (tanh(3u)) converges at a smaller variance
+                tail = math.inf if step is None else min(
+                    series.decay_check(self.phi2, q, step=step) for q in (1.0, 1 / 16))
+        except Exception:  # noqa: BLE001 - φ fails on the wide rule (overflow ...)
+            step, tail = None, math.inf
+        self.series_step = step or 1.0
+        self.series_tail = tail
+        if not tail <= series.KINK_TAIL:
+            self.method = "quadrature"
+            self._quad_kink = True
+            warnings.warn(
+                f"Custom({self.name}): its Hermite coefficients decay slowly (relative "
+                f"tail {tail:.1e} after {series.KCAP} terms at q = 1/16 and 1): φ or φ' looks "
+                "kinked or discontinuous, so every kernel element is computed by 2-D "
+                "(kink-aware polar) quadrature, ~3000 evaluations of φ per element and "
+                "layer (10^3-10^4 x the ReLU time); pass kink=True to state a kink at 0, "
+                "or method='quadrature' to silence this", stacklevel=2)
 
     def _compile(self, numba, f, what):
         try:
@@ -689,7 +783,8 @@ class Custom(QuadratureActivation):
         # stable across processes (the journal of an out-of-core run holds it)
         ident = ("name", self._given_name) if self._given_name is not None else \
             ("code", self._fingerprint)
-        return ("Custom", *ident, self.kink, self.degree, self.rule)
+        extra = () if self.method == self._default_method() else (self.method,)
+        return ("Custom", *ident, self.kink, self.degree, self.rule, *extra)
 
     def __repr__(self):
         return f"Custom({self.name})"

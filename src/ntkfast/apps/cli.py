@@ -81,8 +81,8 @@ def _parser():
     unset = argparse.SUPPRESS
     g.add_argument("--depth", type=int, default=unset,
                    help=f"hidden layers (default: {_defaults.DEPTH})")
-    g.add_argument("--activation", default=unset,
-                   help="relu, leaky_relu, abs, erf, gelu, identity (default: relu)")
+    g.add_argument("--activation", default=unset, metavar="ACT",
+                   help=_activation_help())
     g.add_argument("--w-std", type=float, default=unset,
                    help=f"σ_w (default: {_defaults.W_STD:g})")
     g.add_argument("--b-std", type=_optional_float, default=unset,
@@ -116,7 +116,8 @@ def _parser():
                    "it an existing output is an error, or, if it holds this very kernel, "
                    "nothing is done")
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
+                   help="show a progress bar (default: on; when stderr is not a terminal, "
+                   f"one line every {_LineProgress.INTERVAL:g} s once a run takes that long)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
     g.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
@@ -374,7 +375,8 @@ def _network(args, X):
     """The network of this command: an MLP, or the --arch spec read for X's shape."""
     from ..network import MLP
     if args.arch is None:
-        return MLP(depth=args.depth, activation=args.activation, w_std=args.w_std,
+        return MLP(depth=args.depth, activation=_activation(args.activation),
+                   w_std=args.w_std,
                    b_std=args.b_std, parameterization=args.parameterization,
                    width=args.width)
     from ..architecture_spec import parse_architecture
@@ -390,6 +392,113 @@ def _network(args, X):
                 "an image (or signal)" if len(example) == 1 else "")
         raise LayerError(f"--arch: {exc}{hint}") from None
     return net
+
+
+# -- --activation ------------------------------------------------------------------------
+def _activation(text):
+    """The activation of ``--activation``: the --arch grammar's activation token
+    (``relu``, ``leaky_relu(0.1)``, ``abrelu(a,b)``, ``erf(a,b,c)``, ``tanh``, ``sin(a,b,c)`` …);
+    a ValueError naming the valid forms otherwise."""
+    from ..architecture_spec import (_ALIASES, ACTIVATIONS, ArchitectureSpecError,
+                                     _activation_from_key)
+    text = str(text).strip()
+    name = text.split("(")[0].strip().lower().replace("-", "_")
+    if _ALIASES.get(name, name) not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown activation {text!r}; use one of "
+                         f"{_activation_names()}")
+    try:
+        return _activation_from_key(text, "--activation")
+    except (ArchitectureSpecError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"activation: {first}; the forms are {_activation_names()}") \
+            from None
+
+
+def _activation_names():
+    from ..architecture_spec import ACTIVATIONS
+    forms = {"leaky_relu": "leaky_relu(0.1)", "abrelu": "abrelu(a,b)", "erf": "erf(a,b,c)",
+             "sin": "sin(a,b,c)", "cos": "cos(a,b,c)"}
+    return ", ".join(forms.get(n, n) for n in ACTIVATIONS)
+
+
+def _activation_help():
+    return (f"{_activation_names()} (parameters as in --arch; default: relu).  tanh, "
+            "softplus, sigmoid, silu have no closed form: Hermite series, ~2-5x the "
+            "ReLU time")
+
+
+# -- progress lines for logs ---------------------------------------------------------------
+class _LineProgress:
+    """Stands in for ``sys.stderr`` while a ``gram`` runs with stderr not a terminal: the
+    progress bar's carriage-return refreshes (tqdm writes '\r' + status) become one
+    line every :data:`INTERVAL` seconds, the first only once the run has taken that long,
+    and a last one at the end if any was shown; other text passes through."""
+
+    INTERVAL = 5.0
+
+    def __init__(self, stream, interval=None):
+        self._stream = stream
+        self._interval = self.INTERVAL if interval is None else interval
+        self._t0 = self._last = time.monotonic()
+        self._status = None
+        self._shown = None      # the last line written
+
+    @classmethod
+    def installed(cls, enabled):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            if not enabled:
+                yield None
+                return
+            real = sys.stderr
+            sys.stderr = lines = cls(real)
+            try:
+                yield lines
+            finally:
+                sys.stderr = real
+                lines.finish()
+        return ctx()
+
+    def write(self, text):
+        if not text:
+            return 0
+        if "\r" not in text:
+            if text.strip() or self._status is None:
+                self._stream.write(text)
+            return len(text)
+        status = [p for p in text.split("\r") if p.strip()]
+        if status:
+            self._status = status[-1].rstrip("\n")
+        now = time.monotonic()
+        if self._status and now - self._last >= self._interval:
+            self._emit()
+            self._last = now
+        return len(text)
+
+    def _emit(self):
+        line = self._status.strip()
+        if line != self._shown:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        self._shown = line
+
+    def finish(self):
+        if self._shown and self._status:
+            self._emit()
+
+    def flush(self):
+        self._stream.flush()
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._stream.fileno()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _stopped(paths, status):
@@ -428,18 +537,17 @@ def _gram(args):
                 print(f"{p} already holds this kernel (same arguments); nothing to do; use "
                       "--overwrite to recompute")
         return 0
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    # a terminal gets tqdm's bar; a log file or pipe the same bar as one line every few
+    # seconds (only once the run takes that long), unless --progress/--no-progress
+    progress = True if args.progress is None else args.progress
+    lines = args.progress is None and not args.quiet and not sys.stderr.isatty()
     kw = dict(dtype=args.dtype, tile=args.tile, n_jobs=args.jobs, backend=args.backend,
-              progress=progress, resume=args.resume)
+              progress=progress and not (args.quiet and args.progress is None),
+              resume=args.resume)
     t0 = time.perf_counter()
     try:
-        if args.get == "both":
-            result = net.kernels(X, Z, out=tuple(paths), **kw)
-            arrays = [result.nngp, result.ntk]
-        elif args.get == "nngp":
-            arrays = [net.nngp(X, Z, out=paths[0], **kw)]
-        else:
-            arrays = [net.ntk(X, Z, out=paths[0], **kw)]
+        with _LineProgress.installed(lines):
+            arrays = _compute(net, args, X, Z, paths, kw)
     except KeyboardInterrupt:
         return _stopped(paths, 130)
     except SystemExit as exc:  # SIGTERM: the library stored and journaled the blocks
@@ -447,6 +555,21 @@ def _gram(args):
         if exc.code != SIGTERM_EXIT:
             raise
         return _stopped(paths, SIGTERM_EXIT)
+    return _finish(args, paths, arrays, records, X, Z, kinds, t0)
+
+
+def _compute(net, args, X, Z, paths, kw):
+    """The requested kernels, written to ``paths``."""
+    if args.get == "both":
+        result = net.kernels(X, Z, out=tuple(paths), **kw)
+        return [result.nngp, result.ntk]
+    if args.get == "nngp":
+        return [net.nngp(X, Z, out=paths[0], **kw)]
+    return [net.ntk(X, Z, out=paths[0], **kw)]
+
+
+def _finish(args, paths, arrays, records, X, Z, kinds, t0):
+    import numpy as np
     elapsed = time.perf_counter() - t0
     for p, r in zip(paths, records or _run_records(args, X, Z, kinds)):
         _write_record(p, r)

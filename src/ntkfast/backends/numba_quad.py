@@ -6,7 +6,7 @@ runs the whole depth recursion per element (:mod:`ntkfast._spec`) and writes Σ/
 Symmetric K(X, X): only columns ≥ row are computed, then mirrored; the diagonal is the
 O(N) diagonal recursion (θ = 0), as in the compiled engine.
 
-Two per-element evaluations of (E, Ė):
+Three per-element evaluations of (E, Ė):
 
 * **tabulated** — when every row of X shares one q per layer and every row of Z
   shares one q per layer (normalised inputs; relative spread ≤ :data:`CONSTANT_Q_RTOL`),
@@ -17,13 +17,23 @@ Two per-element evaluations of (E, Ė):
   Tabulating in θ rather than ρ = cos θ keeps the maps smooth at ρ = ±1 (ReLU-like
   φ have √(1 − ρ²) terms).  Interpolation error ≲ 1e-12 relative to max|E| for the
   built-in activations at q ≈ 1 (tests: ≤ 1e-10).
-* **per element** — otherwise: the same 2-D quadrature as ``kernel_rule``
-  (:mod:`ntkfast.quadrature`, tensor rule with n² or polar rule with 4·n_a·n_r
-  evaluations of φ and φ' per entry and layer), compiled with φ inlined; the outer
-  values φ(√q_x x_k) are computed once per row and layer.  This costs ~n² φ
-  evaluations per entry and layer, i.e. thousands of times the closed-form path;
-  the tabulated path is the fast one.  Closed-form Sin/Cos are evaluated per panel by
-  their NumPy rule.
+* **series** — the default for Tanh, Softplus, Sigmoid, SiLU and smooth :class:`Custom`
+  φ on inputs of unequal norms: the Hermite series of :mod:`ntkfast.series`.  Per layer
+  the coefficient vectors of every row and column (one 1-D quadrature each, a BLAS
+  product), then :func:`_fill_series`: per chunk of 32 columns the number of terms its
+  largest |ρ| needs (the certified truncation bound, ≤ 1e-13 of √(E[φ(u)²]E[φ(v)²])), the
+  Horner chains in ρ² vectorised over the chunk, the whole depth recursion per element.
+  A first pass uses :data:`ntkfast.series.KFAST` terms; the elements it cannot certify
+  get a :data:`~ntkfast.series.KCAP` pass, and those still uncertified (|ρ| → 1 with a
+  steep φ(√q ·)) the activation's own rule (series or 2-D quadrature per element).
+  Measured 2.8–5× the compiled ReLU time (``bench/bench_activations.py``).
+* **per element** — φ with ``kink=True`` or ``method='quadrature'`` (``degree=``
+  given): the same 2-D quadrature as ``kernel_rule`` (:mod:`ntkfast.quadrature`, tensor
+  rule with n² or polar rule with 4·n_a·n_r evaluations of φ and φ' per entry and
+  layer), compiled with φ inlined; the outer values φ(√q_x x_k) are computed once per
+  row and layer.  This costs ~n² φ evaluations per entry and layer, i.e. thousands of
+  times the closed-form path.  Closed-form Sin/Cos are evaluated per panel by their
+  NumPy rule.
 
 Numba compiles the per-element kernel once per activation per process (a few
 seconds); the tabulated kernel is cached on disk (``cache=True``).
@@ -47,11 +57,17 @@ else:
 from .. import quadrature
 from ..activations import QuadratureActivation, Sin
 from .reference import diagonal_from_variances
+from .. import series
+
+if numba is not None:
+    from ..series import rho_bin as _series_bin, combine as _series_combine
 
 #: θ grid intervals of the tabulated path
 TABLE_SIZE = 2048
 #: rows per panel (one GEMM + one kernel launch)
 DEFAULT_PANEL = 256
+#: columns per chunk of the series kernel (its CB)
+SERIES_CB = 32
 #: q counts as constant across rows when its relative spread is at most this
 CONSTANT_Q_RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-7}
 
@@ -132,6 +148,152 @@ if numba is not None:
             return s, s * (1.0 - s)
         s = _sigmoid(u)
         return u * s, s + u * s * (1.0 - s)
+
+
+    @njit(cache=True, parallel=True)
+    def _mirror_panel(o, i0, i1):
+        """o[j, i] = o[i, j] for rows i0 ≤ i < i1 and columns j > i (the lower part of a
+        symmetric block from its upper panel), in 32 × 32 tiles, parallel over tiles."""
+        n = o.shape[0]
+        B = 32
+        for t in prange((n - i0 + B - 1) // B):
+            jb = i0 + t * B
+            je = min(n, jb + B)
+            for ib in range(i0, i1, B):
+                ie = min(i1, ib + B)
+                if ib >= je:
+                    continue
+                for j in range(jb, je):
+                    for i in range(ib, min(ie, j)):
+                        o[j, i] = o[i, j]
+
+    @njit(cache=True, parallel=True)
+    def _fill_series(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, qx, qz, P, c0x, kt,
+                     Qt, c0z, ktz, ktzb, lanes, i0, j0, outS, outT, flag):
+        """The recursion per element with (E, Ė) from the Hermite series (the sums of
+        :func:`ntkfast.series.pair`), vectorised over chunks of CB columns.
+
+        qx, qz: the inverse roots 1/√q (0 where q = 0) of the layers' variances, so
+        ρ = Σ · (1/√q_x)(1/√q_z).  Rows i0 + r of the per-layer packed coefficients
+        P (depth, n, J, 4), c0x (depth, n, 2) and term tables kt (depth, n, NBINS)
+        against columns j0 + c of Qt (depth, J, 4, m: the columns' coefficients, column
+        index last), c0z, ktz and ktzb (depth, ⌈m/CB⌉, NBINS: ktz's maximum over each
+        aligned block of CB columns); lanes (depth, 4): (pe, pd, nl, j2) of
+        :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
+        ρ² for the terms its largest |ρ| needs (more terms only shrink the truncation);
+        an element whose series cannot be certified is flagged (``flag[r, c]``) and
+        left for the caller, as is the diagonal of a symmetric block."""
+        nr, nc = G.shape
+        nb = kt.shape[2]
+        kcap = 2 * P.shape[2] - 2
+        RB = 8
+        CB = 32
+        for rb in prange((nr + RB - 1) // RB):
+            S = np.empty(CB)
+            Th = np.empty(CB)
+            rho = np.empty(CB)
+            r2 = np.empty(CB)
+            e0 = np.empty(CB)
+            e1 = np.empty(CB)
+            d0 = np.empty(CB)
+            d1 = np.empty(CB)
+            bad = np.empty(CB, dtype=np.bool_)
+            ra = rb * RB
+            re = min(nr, ra + RB)
+            cstart = ra + 1 if symmetric else 0
+            for ca in range(cstart, nc, 4 * CB):
+                cb_end = min(nc, ca + 4 * CB)
+                for r in range(ra, re):
+                    x = i0 + r
+                    lo0 = ca
+                    if symmetric and lo0 < r + 1:
+                        lo0 = r + 1
+                    for lo in range(lo0, cb_end, CB):
+                        m = min(CB, cb_end - lo)
+                        z0 = j0 + lo
+                        g = G[r, lo:lo + m]
+                        for i in range(m):
+                            S[i] = w2 * (g[i] * inv_d) + b2
+                            Th[i] = lam0 * (g[i] * inv_d) + mu
+                            bad[i] = False
+                        for l in range(depth):
+                            ia = qx[l, x]
+                            iz = qz[l, z0:z0 + m]
+                            pe = lanes[l, 0]
+                            pd = lanes[l, 1]
+                            nl = lanes[l, 2]
+                            j2 = lanes[l, 3]
+                            mmax = 0.0
+                            for i in range(m):
+                                rh = min(max(S[i] * (ia * iz[i]), -1.0), 1.0)
+                                rho[i] = rh
+                                r2[i] = rh * rh
+                                mmax = max(mmax, abs(rh))
+                            bi = _series_bin(mmax, nb)
+                            K = max(kt[l, x, bi], ktzb[l, z0 // CB, bi],
+                                    ktzb[l, (z0 + m - 1) // CB, bi])
+                            if K > kcap:  # rare: per element, flag what cannot be certified
+                                K = 0
+                                for i in range(m):
+                                    bj = _series_bin(rho[i], nb)
+                                    Ki = max(kt[l, x, bj], ktz[l, z0 + i, bj])
+                                    if Ki > kcap:
+                                        bad[i] = True
+                                    elif Ki > K:
+                                        K = Ki
+                            e0[:m] = 0.0
+                            d0[:m] = 0.0
+                            e1[:m] = 0.0
+                            d1[:m] = 0.0
+                            for j in range(K // 2, -1, -1):
+                                p0 = P[l, x, j, 0]
+                                p1 = P[l, x, j, 1]
+                                # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
+                                q0 = Qt[l, j, 0, z0:z0 + m]
+                                q1 = Qt[l, j, 1, z0:z0 + m]
+                                if nl == 4 and j <= j2:
+                                    p2 = P[l, x, j, 2]
+                                    p3 = P[l, x, j, 3]
+                                    q2 = Qt[l, j, 2, z0:z0 + m]
+                                    q3 = Qt[l, j, 3, z0:z0 + m]
+                                    for i in range(m):
+                                        t = r2[i]
+                                        e0[i] = e0[i] * t + p0 * q0[i]
+                                        d0[i] = d0[i] * t + p1 * q1[i]
+                                        e1[i] = e1[i] * t + p2 * q2[i]
+                                        d1[i] = d1[i] * t + p3 * q3[i]
+                                else:
+                                    for i in range(m):
+                                        t = r2[i]
+                                        e0[i] = e0[i] * t + p0 * q0[i]
+                                        d0[i] = d0[i] * t + p1 * q1[i]
+                            a00 = c0x[l, x, 0]
+                            a01 = c0x[l, x, 1]
+                            cz0 = c0z[l, z0:z0 + m, 0]
+                            cz1 = c0z[l, z0:z0 + m, 1]
+                            # odd lanes start at k = 1 (factor ρ), even ones at k = 2 (ρ²)
+                            if pe == 1:
+                                for i in range(m):
+                                    e0[i] = a00 * cz0[i] + rho[i] * e0[i] + r2[i] * e1[i]
+                            else:
+                                for i in range(m):
+                                    e0[i] = a00 * cz0[i] + r2[i] * e0[i] + rho[i] * e1[i]
+                            if pd == 1:
+                                for i in range(m):
+                                    d0[i] = a01 * cz1[i] + rho[i] * d0[i] + r2[i] * d1[i]
+                            else:
+                                for i in range(m):
+                                    d0[i] = a01 * cz1[i] + r2[i] * d0[i] + rho[i] * d1[i]
+                            for i in range(m):
+                                Th[i] = w2 * d0[i] * Th[i] + lam * e0[i] + mu
+                                S[i] = w2 * e0[i] + b2
+                        oS = outS[r, lo:lo + m]
+                        oT = outT[r, lo:lo + m]
+                        for i in range(m):
+                            oS[i] = S[i]
+                            oT[i] = Th[i]
+                            if bad[i]:
+                                flag[r, lo + i] = True
 
 
 def _make_fill(phi2):
@@ -282,14 +444,16 @@ class NumbaQuadEngine:
 
     name = "numba"
 
-    def __init__(self, tabulate=None, panel=None, table_size=TABLE_SIZE):
+    def __init__(self, tabulate=None, panel=None, table_size=TABLE_SIZE, series=None):
         if numba is None:
             raise ImportError("backend='numba' needs numba: pip install 'ntkfast[numba]' "
                               f"({_NUMBA_ERROR})")
         self.tabulate = tabulate
         self.panel = panel
         self.table_size = int(table_size)
+        self.series = series
         self.last_mode = None
+        self.last_flagged = 0
 
     def _mode(self, spec, qx, qz, dtype):
         rtol = CONSTANT_Q_RTOL.get(np.dtype(dtype), 1e-12)
@@ -298,9 +462,11 @@ class NumbaQuadEngine:
         if self.tabulate is True and not const:
             raise ValueError("backend='numba' with tabulate=True: the per-layer variances q "
                              "are not constant across rows (normalise the inputs)")
-        if self.tabulate is False:
-            return "element"
-        return "table" if const else "element"
+        if not const or self.tabulate is False:
+            act = spec.activation
+            return "series" if getattr(act, "uses_series", False) and \
+                self.series is not False else "element"
+        return "table"
 
     def fill(self, spec, Xb, Zb, out_nngp, out_ntk, *, symmetric, dtype, tile=None,
              n_jobs=1, qx, qz):
@@ -318,6 +484,7 @@ class NumbaQuadEngine:
         inv_d = 1.0 / Xc.shape[1]
         mode = self._mode(spec, qx, qz, dtype) if spec.depth else "table"
         self.last_mode = mode
+        self.last_flagged = 0
         depth = spec.depth
         if mode == "table":
             tabE = np.empty((max(depth, 1), self.table_size + 1))
@@ -328,6 +495,9 @@ class NumbaQuadEngine:
                 qz0 = float(qz[l, 0]) if m else 0.0
                 tabE[l], tabD[l] = build_table(act, qx0, qz0, self.table_size)
                 qq[l] = qx0 * qz0
+        elif mode == "series":
+            tables = [_series_tables(act, qx, None if symmetric else qz, depth, n_jobs,
+                                     series.KFAST), None]
         elif isinstance(act, QuadratureActivation):
             kernel = _kernel_for(act)
             if act.kink:
@@ -342,6 +512,11 @@ class NumbaQuadEngine:
         threads = max(1, min(int(n_jobs or 1), numba.config.NUMBA_NUM_THREADS))
         old_threads = numba.get_num_threads()
         numba.set_num_threads(threads)
+        # single-threaded BLAS for the panels' GEMMs: idle BLAS threads spin and take
+        # the cores from the Numba kernels that follow (as in the compiled engine)
+        from .._threads import limited
+        blas = limited(1, "blas")
+        blas.__enter__()  # left in the finally below
         try:
             for i0 in range(0, n, panel):
                 i1 = min(n, i0 + panel)
@@ -354,6 +529,9 @@ class NumbaQuadEngine:
                     _fill_table(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0,
                                 spec.lam, spec.mu, qq, tabE, tabD,
                                 self.table_size / math.pi, oS, oT)
+                elif mode == "series":
+                    self._series_panel(spec, act, tables, G, inv_d, symmetric, qx, qz, i0,
+                                       j0, i1, n_jobs, oS, oT)
                 elif isinstance(act, QuadratureActivation):
                     kernel(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0, spec.lam,
                            spec.mu, qx[:, i0:i1], qz[:, j0:], act.kink, x, w, ax, aw, rr, rw,
@@ -364,11 +542,15 @@ class NumbaQuadEngine:
                     for o in (out_nngp, out_ntk):
                         if o is None:
                             continue
+                        if type(o) is np.ndarray:  # blocked, cache-friendly transpose
+                            _mirror_panel(o, i0, i1)
+                            continue
                         sq = o[i0:i1, i0:i1]
                         il = np.tril_indices(i1 - i0, -1)
                         sq[il] = sq.T[il]
                         o[i1:, i0:i1] = o[i0:i1, i1:].T
         finally:
+            blas.__exit__(None, None, None)
             numba.set_num_threads(old_threads)
         if symmetric:
             sig_diag, ntk_diag = diagonal_from_variances(spec, Xc, qx)
@@ -377,6 +559,33 @@ class NumbaQuadEngine:
                 out_nngp[idx, idx] = sig_diag
             if out_ntk is not None:
                 out_ntk[idx, idx] = ntk_diag
+
+    def _series_panel(self, spec, act, tables, G, inv_d, symmetric, qx, qz, i0, j0, i1,
+                      n_jobs, oS, oT):
+        """One panel by the series: a first pass with KFAST terms; the elements it
+        cannot certify get a KCAP pass (its tables built on first need), and those
+        still uncertified the activation's own rule (:func:`_redo_pairs`)."""
+        args = (G, inv_d, symmetric, spec.depth, spec.w2, spec.b2, spec.lam0, spec.lam,
+                spec.mu, _inv_roots(qx), _inv_roots(qz))
+        flag = np.zeros(G.shape, dtype=np.bool_)
+        _fill_series(*args, *tables[0], i0, j0, oS, oT, flag)
+        if symmetric:
+            np.fill_diagonal(flag, False)
+        if not flag.any():
+            return
+        if tables[1] is None:
+            tables[1] = _series_tables(act, qx, None if symmetric else qz, spec.depth,
+                                       n_jobs, series.KCAP)
+        S2 = np.empty(G.shape)
+        T2 = np.empty(G.shape)
+        flag2 = np.zeros(G.shape, dtype=np.bool_)
+        _fill_series(*args, *tables[1], i0, j0, S2, T2, flag2)
+        oS[flag] = S2[flag]
+        oT[flag] = T2[flag]
+        flag &= flag2
+        if flag.any():
+            self.last_flagged += int(flag.sum())
+            _redo_pairs(spec, G * inv_d, qx[:, i0:i1], qz[:, j0:], flag, oS, oT)
 
     @staticmethod
     def _numpy_panel(spec, g, qx, qz, oS, oT):
@@ -388,3 +597,69 @@ class NumbaQuadEngine:
             S = spec.w2 * e + spec.b2
         oS[...] = S
         oT[...] = T
+
+
+def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
+    """Per layer l < depth the series data of the variances qx[l] (and qz[l]; None:
+    the same as X): (P, c0x, kt, Qt, c0z, ktz, lanes) as :func:`_fill_series` reads
+    them.  The coefficients are computed on ``n_jobs`` threads, single-threaded BLAS
+    each, with at most ``kcap`` terms (default :data:`ntkfast.series.KCAP`)."""
+    from concurrent.futures import ThreadPoolExecutor
+    kcap = int(kcap or series.KCAP)
+    from .._threads import limited
+    sides = [qx] if qz is None else [qx, qz]
+    jobs = [(s, l) for s in range(len(sides)) for l in range(depth)]
+    with limited(1, "blas"):
+        with ThreadPoolExecutor(max(1, min(int(n_jobs or 1), len(jobs)))) as pool:
+            coeffs = list(pool.map(
+                lambda j: series.coefficients(act.phi2, sides[j[0]][j[1]], kcap,
+                                              act.series_step), jobs))
+    J = series.n_pairs(kcap)
+    d1 = max(depth, 1)
+    lanes = np.zeros((d1, 4), dtype=np.int64)
+    lanes[:, 2] = 4
+    lanes[:, 3] = series.KCAP
+    for l in range(depth):
+        lanes[l] = series.lane_plan(*[coeffs[s * depth + l] for s in range(len(sides))])
+    out = []
+    for s in range(len(sides)):
+        n = sides[s].shape[1]
+        P = np.zeros((d1, n, J, 4))
+        c0 = np.zeros((d1, n, 2))
+        kt = np.zeros((d1, n, series.NBINS), dtype=np.int16)
+        for l in range(depth):
+            c = coeffs[s * depth + l]
+            P[l], c0[l] = c.packed(J, int(lanes[l, 0]), int(lanes[l, 1]))
+            kt[l] = c.kt
+        out.append((P, c0, kt))
+    (P, c0x, kt), (Q, c0z, ktz) = out[0], out[-1]
+    # ktz's maximum over aligned blocks of SERIES_CB columns (the kernel's chunks)
+    n = ktz.shape[1]
+    nblk = -(-n // SERIES_CB)
+    pad = np.zeros((d1, nblk * SERIES_CB, series.NBINS), dtype=ktz.dtype)
+    pad[:, :n] = ktz
+    ktzb = np.ascontiguousarray(pad.reshape(d1, nblk, SERIES_CB, series.NBINS).max(axis=2))
+    return (P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)), c0z, ktz, ktzb,
+            lanes)
+
+
+def _inv_roots(q):
+    """1/√q, 0 where q = 0 (ρ = 0 for a zero row, as in the other engines)."""
+    with np.errstate(divide="ignore"):
+        r = 1.0 / np.sqrt(q)
+    return np.ascontiguousarray(np.where(q > 0, r, 0.0))
+
+
+def _redo_pairs(spec, g, qx, qz, flag, oS, oT):
+    """The flagged elements of a panel by the activation's own rule (series where it
+    certifies, else 2-D quadrature), vectorised over the flagged pairs."""
+    r, c = np.nonzero(flag)
+    gg = g[r, c]
+    S = spec.w2 * gg + spec.b2
+    T = spec.lam0 * gg + spec.mu
+    for l in range(spec.depth):
+        e, ed = spec.activation.kernel_rule(S, qx[l, r], qz[l, c])
+        T = spec.w2 * ed * T + spec.lam * e + spec.mu
+        S = spec.w2 * e + spec.b2
+    oS[r, c] = S
+    oT[r, c] = T
