@@ -342,6 +342,7 @@ def test_cli_progress_lines_for_logs():
 
 
 def test_cli_activation_with_parameters(tmp_path):
+    from ntkfast import _defaults
     from ntkfast.apps.cli import _activation, main
     assert _activation("leaky_relu(0.1)") == nk.LeakyReLU(0.1)
     assert _activation("tanh") == Tanh()
@@ -350,5 +351,6 @@ def test_cli_activation_with_parameters(tmp_path):
     out = tmp_path / "K.npy"
     assert main(["gram", str(tmp_path / "X.npy"), "-o", str(out), "--activation",
                  "sin(1,2,0.5)", "-q"]) == 0
-    np.testing.assert_allclose(np.load(out), nk.MLP(activation=nk.Sin(1, 2, 0.5)).ntk(X),
+    np.testing.assert_allclose(np.load(out), nk.MLP(depth=_defaults.DEPTH, activation=nk.Sin(1, 2, 0.5), w_std=_defaults.W_STD,
+                                      b_std=_defaults.B_STD).ntk(X),
                                rtol=1e-12)

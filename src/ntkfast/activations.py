@@ -924,3 +924,7 @@ _BY_NAME.update({"tanh": Tanh, "softplus": Softplus, "sigmoid": Sigmoid, "silu":
 ACTIVATION_NAMES = tuple(_BY_NAME)
 __all__ += ["QuadratureActivation", "Tanh", "Softplus", "Sigmoid", "SiLU", "Sin", "Cos",
             "Custom"]
+
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)

@@ -242,3 +242,7 @@ def gauss_diag(phi2, q, *, kink=False, degree=None, rule="trapezoid"):
     x, w = smooth_rule(degree, rule)
     f, d = phi2(rq * x)
     return (f * f) @ w, (d * d) @ w
+
+
+def __dir__():  # the API, not this module's imports
+    return list(__all__)
