@@ -105,8 +105,11 @@ def test_mlp_kernels_depths_and_frozen_layers_keywords(rng):
     assert set(only_frozen) == {(1, 1), (2, 1), (3, 1)}  # default depths 1 … net.depth
     with pytest.raises(ValueError, match="^out: not supported with depths="):
         net.kernels(X, depths=[1], out=np.empty((7, 7)))
-    with pytest.raises(ValueError, match="^backend: not supported"):
-        net.kernels(X, depths=[1], backend="reference")
+    reference = net.kernels(X, depths=[1, 3], frozen_layers=[0, 1], backend="reference")
+    for key in direct:  # the NumPy pass: another code path, same numbers
+        np.testing.assert_allclose(reference[key].ntk, direct[key].ntk, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="^backend: a sweep runs in the compiled engine"):
+        net.kernels(X, depths=[1], backend="cuda")
 
 
 def _documented_params(doc):

@@ -339,7 +339,7 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
         ABReLU family: carry D = q q' − Σ² without cancellation, as the
         compiled engine (default); False: the textbook ``kernel_rule``, as the
         NumPy reference backend (NumPy pass only).
-    backend : {'auto', 'compiled', 'numpy'}
+    backend : {'auto', 'compiled', 'numpy' (alias 'reference')}
         'compiled': the C engine records every (depth, k) kernel in its one tiled
         pass (closed-form activations; arithmetic in ``dtype``, as
         :meth:`MLP.kernels`).  'numpy': the blocked NumPy pass of this module
@@ -462,9 +462,10 @@ def _rescaled(spec, A, q, k, dtype):
 
 def _compiled_engine(backend, activation, exact_angles):
     """The compiled engine for the one-pass sweep, or None for the NumPy pass."""
-    if backend not in ("auto", "compiled", "numpy"):
-        raise ValueError(f"backend: must be 'auto', 'compiled' or 'numpy', got {backend!r}")
-    if backend == "numpy" or (backend == "auto" and not exact_angles):
+    if backend not in ("auto", "compiled", "numpy", "reference"):
+        raise ValueError("backend: a sweep runs in the compiled engine or the NumPy pass: "
+                         f"'auto', 'compiled' or 'numpy' (alias 'reference'), got {backend!r}")
+    if backend in ("numpy", "reference") or (backend == "auto" and not exact_angles):
         return None
     if not exact_angles:
         raise ValueError("exact_angles=False: the textbook angle rule runs in the NumPy "

@@ -291,14 +291,14 @@ class MLP:
                 backend="auto", progress=False, resume=True, depths=None,
                 frozen_layers=None):
         if depths is not None or frozen_layers is not None:
-            if out is not None or progress or backend != "auto":
-                bad = "out" if out is not None else "progress" if progress else "backend"
+            if out is not None or progress:
+                bad = "out" if out is not None else "progress"
                 raise ValueError(f"{bad}: not supported with depths=/frozen_layers= "
-                                 "(an in-memory NumPy pass); leave it at its default")
+                                 "(one in-memory pass); leave it at its default")
             from .multidepth import kernels_multi
             return kernels_multi(self, X, Z, depths=depths,
                                  frozen_layers=0 if frozen_layers is None else frozen_layers,
-                                 dtype=dtype, tile=tile, n_jobs=n_jobs)
+                                 dtype=dtype, tile=tile, n_jobs=n_jobs, backend=backend)
         nngp, ntk = self._compute(X, Z, True, True, dtype=dtype, out=out, tile=tile,
                                   n_jobs=n_jobs, backend=backend, progress=progress,
                                   resume=resume)

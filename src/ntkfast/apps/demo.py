@@ -252,7 +252,7 @@ def add_demo_arguments(parser):
     parser.add_argument("--depth", type=int, default=2,
                         help="number of hidden layers (default: 2)")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes everywhere (about 10 s)")
+                        help="small sizes everywhere (about 10–20 s on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser
 
