@@ -51,6 +51,8 @@ log = logging.getLogger("ntkfast.solve")
 JITTERS32 = (1e-6, 1e-5, 1e-4)
 #: float64 kernel values held at once (one row panel of the upper triangle)
 PANEL_BYTES = 256 * 2**20
+#: stop when the backward error has not halved in this many steps
+STALL_STEPS = 5
 #: "auto" picks the mixed route when the float64 route needs more than this fraction
 #: of the available memory
 MEMORY_FRACTION = 0.8
@@ -381,6 +383,7 @@ def _pcg(panels, ridge, a, Y, tol, max_iter):
                 "gradients found pᵀAp <= 0); increase ridge")
         step = np.where(done, 0.0, rz / np.where(pq > 0, pq, 1.0))
         x = x + step * p
+        r_old = r
         r = r - step * q
         e = eta(r, x)
         history.append(float(e.max()))
@@ -391,11 +394,14 @@ def _pcg(panels, ridge, a, Y, tol, max_iter):
             best, since = history[-1], 0
         else:
             since += 1
-            if since >= 3:  # no halving of η in 3 steps: rounding floor reached
+            if since >= STALL_STEPS:  # no halving of η: rounding floor reached
                 break
         z = msolve(r)
         rz_new = np.einsum("ij,ij->j", r, z)
-        p = z + (rz_new / np.where(rz != 0, rz, 1.0)) * p
+        # flexible (Polak-Ribiere) beta: M⁻¹ is applied in float32, so it is not exactly
+        # a fixed linear operator; this keeps the conjugacy that matters (Notay 2000)
+        beta = (rz_new - np.einsum("ij,ij->j", r_old, z)) / np.where(rz != 0, rz, 1.0)
+        p = z + beta * p
         rz = rz_new
     return x, e, it, history
 
