@@ -4,7 +4,7 @@ With A = K + λI (K = k(X, X) in float64, λ = ridge) and M = L Lᵀ ≈ A the f
 Cholesky factor of a float32 copy of A (LAPACK ``spotrf``, in place when allowed),
 α = A⁻¹y is found by the conjugate-gradient method preconditioned with M:
 
-    x₀ = M⁻¹y,  r₀ = y − A x₀,  p₀ = z₀ = M⁻¹r₀
+    x₀ = 0,  r₀ = y,  p₀ = z₀ = M⁻¹r₀
     a = rₖᵀzₖ / pₖᵀA pₖ,  xₖ₊₁ = xₖ + a pₖ,  rₖ₊₁ = rₖ − a A pₖ,
     zₖ₊₁ = M⁻¹rₖ₊₁,  pₖ₊₁ = zₖ₊₁ + (rₖ₊₁ᵀzₖ₊₁ / rₖᵀzₖ) pₖ.
 
@@ -119,7 +119,7 @@ class MixedPrecisionInfo(NamedTuple):
     """What the mixed-precision route did (``KernelRegression.mixed_precision_info``).
 
     ``reason``: why it was used; ``source``: where the float64 values came from;
-    ``n_iter``: conjugate-gradient steps (float64 kernel passes = n_iter + 1);
+    ``n_iter``: conjugate-gradient steps = passes over the float64 kernel values;
     ``residual``: backward error η of the returned α (max over outputs);
     ``tol``: the target η; ``converged``: residual ≤ tol;
     ``preconditioner_jitter``: absolute jitter in the float32 factor only;
@@ -352,29 +352,31 @@ def _pcg(panels, ridge, a, Y, tol, max_iter):
         return np.asarray(Z, dtype=np.float64) * s
 
     ynorm = np.max(np.abs(Y), axis=0)
-    x = msolve(Y)
-    KX, absrow = panels.matmul(x, with_row_norms=True)
-    anorm = float(np.max(absrow)) + ridge
-    r = Y - KX - ridge * x
+    anorm = None
 
     def eta(r, x):
         den = anorm * np.max(np.abs(x), axis=0) + ynorm
         den[den == 0] = 1.0
         return np.max(np.abs(r), axis=0) / den
 
-    e = eta(r, x)
-    history = [float(e.max())]
-    done = e <= tol
-    if done.all():
-        return x, e, 0, history
+    # x₀ = 0, so r₀ = y needs no product; the first step gives x₁ = a M⁻¹y
+    x = np.zeros_like(Y)
+    r = Y.copy()
     z = msolve(r)
     p = z.copy()
     rz = np.einsum("ij,ij->j", r, z)
-    best, since = history[0], 0
+    done = ynorm == 0
+    history = []
+    best, since = np.inf, 0
     it = 0
     for it in range(1, max_iter + 1):
-        W, _ = panels.matmul(np.hstack([x, p]))
-        r = Y - W[:, :k] - ridge * x  # residual replacement: the true y − A x
+        if anorm is None:  # first product: also ‖K‖∞ and the NaN/inf check of the values
+            W, absrow = panels.matmul(p, with_row_norms=True)
+            anorm = float(np.max(absrow)) + ridge
+            W = np.hstack([np.zeros_like(p), W])
+        else:
+            W, _ = panels.matmul(np.hstack([x, p]))
+            r = Y - W[:, :k] - ridge * x  # residual replacement: the true y − A x
         q = W[:, k:] + ridge * p
         pq = np.einsum("ij,ij->j", p, q)
         if np.any((pq <= 0) & ~done):
