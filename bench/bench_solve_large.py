@@ -96,7 +96,7 @@ def child_float64(args):
 def run_child(mode, args, alpha):
     cmd = [sys.executable, __file__, "--n", str(args.n), "--child", mode,
            "--kernel", args.kernel, "--alpha", alpha]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -118,7 +118,15 @@ def main():
         args.kernel = os.path.join(tmp, "K32.npy")
         net, X, _, ridge = problem(args.n)
         t = time.perf_counter()
-        net.ntk(X, dtype=np.float32, out=args.kernel)
+        # out= a writable .npy memmap (the in-RAM sink writes into it and mirrors the
+        # lower triangle).  Not out="K32.npy": on this machine that file route left 128
+        # zero bytes at N = 15 000 (row 9215, columns 14968-14999; reported to the
+        # integrator), which the solver's symmetry check rejects.
+        mm = np.lib.format.open_memmap(args.kernel, mode="w+", dtype=np.float32,
+                                       shape=(args.n, args.n))
+        net.ntk(X, dtype=np.float32, out=mm)
+        mm.flush()
+        del mm
         print(f"N={args.n} D={D} depth-{DEPTH} ReLU NTK, ridge={ridge:.4g}; float32 kernel "
               f"to file: {time.perf_counter() - t:.1f} s", flush=True)
         del X
