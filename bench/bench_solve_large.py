@@ -77,6 +77,7 @@ def child_mixed(args):
     print(json.dumps(dict(route="mixed", n=args.n, total_s=total, spotrf_s=sum(spotrf_s),
                           spotrf_calls=len(spotrf_s), passes=info.n_iter,
                           residual=info.residual, tol=info.tol, history=info.history,
+                          forward_error_estimate=info.forward_error,
                           peak_rss_gb=rss / 1e9)))
 
 

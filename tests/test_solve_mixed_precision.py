@@ -59,6 +59,7 @@ def test_matches_float64_solve_all_sources(ntk_problem, tmp_path, ridge):
         assert info.tol == pytest.approx(np.sqrt(2000) * np.finfo(float).eps)
         assert kr.alpha.dtype == np.float64 and kr.alpha.shape == Y.shape
         assert _rel(kr.alpha, ref.alpha) <= 1e-8, name
+        assert 0 <= info.forward_error <= 1e-8, name
         # the reported residual is the true one of the returned alpha
         for j in range(Y.shape[1]):
             eta = _backward_error(K, ridge, kr.alpha[:, j], Y[:, j])

@@ -128,7 +128,9 @@ class MixedPrecisionInfo(NamedTuple):
     ``residual``: backward error η of the returned α (max over outputs);
     ``tol``: the target η; ``converged``: residual ≤ tol;
     ``preconditioner_jitter``: absolute jitter in the float32 factor only;
-    ``history``: η after each step (max over outputs).
+    ``history``: η after each step (max over outputs);
+    ``forward_error``: ‖M⁻¹r‖∞ / ‖α‖∞ (max over outputs), an estimate of the relative
+    error of α (M⁻¹ ≈ A⁻¹), from one float32 solve with the final residual.
     """
 
     reason: str
@@ -139,6 +141,7 @@ class MixedPrecisionInfo(NamedTuple):
     converged: bool
     preconditioner_jitter: float
     history: tuple
+    forward_error: float
 
 
 class MixedFit(NamedTuple):
@@ -410,7 +413,9 @@ def _pcg(panels, ridge, a, Y, tol, max_iter):
         beta = (rz_new - np.einsum("ij,ij->j", r_old, z)) / np.where(rz != 0, rz, 1.0)
         p = z + beta * p
         rz = rz_new
-    return x, e, it, history
+    den = np.max(np.abs(x), axis=0)
+    ferr = np.max(np.abs(msolve(r)), axis=0) / np.where(den > 0, den, 1.0)
+    return x, e, it, history, float(ferr.max())
 
 
 def fit_mixed(K_in, y_train, ridge, overwrite, opt, reason, name="k_train_train"):
@@ -440,14 +445,15 @@ def fit_mixed(K_in, y_train, ridge, overwrite, opt, reason, name="k_train_train"
     source = panels.describe()
     log.info("KernelRegression: mixed precision (float32 factor, float64 residuals from %s); "
              "%s", source, reason)
-    x, e, it, history = _pcg(panels, ridge, a, Y, tol, int(opt.max_iter))
+    x, e, it, history, ferr = _pcg(panels, ridge, a, Y, tol, int(opt.max_iter))
     res = float(e.max())
     if not res <= tol:
         warnings.warn(f"mixed precision: stopped after {it} steps at backward error {res:.3g} "
                       f"> tol {tol:.3g} (history {['%.2g' % h for h in history]}); the system "
                       "is too ill-conditioned for float32 preconditioning: increase ridge or "
                       "max_iter, or loosen tol", ConvergenceWarning, stacklevel=3)
-    info = MixedPrecisionInfo(reason, source, it, res, tol, res <= tol, jitter, tuple(history))
+    info = MixedPrecisionInfo(reason, source, it, res, tol, res <= tol, jitter, tuple(history),
+                              ferr)
     return MixedFit(a, x, Y, was_1d, info)
 
 
