@@ -178,3 +178,24 @@ def test_option_validation(bad, match):
         return
     with pytest.raises(ValueError, match=match):
         KernelRegression(K, np.ones(3), mixed_precision=bad)
+
+
+def test_jitter_retry_in_place_restores_the_file(tmp_path):
+    """A failed in-place spotrf is undone from the untouched triangle before the jitter:
+    the same factor, hence the same α, as the copy route."""
+    rng = np.random.default_rng(3)
+    n, r, ridge = 400, 10, 1e-7
+    G = rng.standard_normal((n, r))
+    K = G @ G.T / r
+    y = rng.standard_normal(n)
+    path = tmp_path / "K32.npy"
+    np.save(path, K.astype(np.float32))
+    mm = np.load(path, mmap_mode="r+")
+    opt = MixedPrecision(float64_kernel=K, max_iter=60)
+    with pytest.warns(nk.solve.JitterWarning, match="preconditioner only"):
+        inplace = KernelRegression(mm, y, ridge=ridge, overwrite=True, mixed_precision=opt)
+    with pytest.warns(nk.solve.JitterWarning, match="preconditioner only"):
+        copied = KernelRegression(K, y, ridge=ridge, mixed_precision=opt)
+    assert np.shares_memory(inplace.factor[0], mm)
+    np.testing.assert_array_equal(np.tril(inplace.factor[0]), np.tril(copied.factor[0]))
+    np.testing.assert_array_equal(inplace.alpha, copied.alpha)
