@@ -55,6 +55,18 @@ def child_mixed(args):
     from ntkfast.solve import KernelRegression, MixedPrecision
     from ntkfast.solve import mixed_precision as mp
 
+    import logging
+
+    class _Rss(logging.Filter):
+        def filter(self, record):
+            record.rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            return True
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Rss())
+    handler.setFormatter(logging.Formatter("%(asctime)s [peak RSS %(rss).2f GiB] %(message)s"))
+    logging.getLogger("ntkfast.solve").addHandler(handler)
+    logging.getLogger("ntkfast.solve").setLevel(logging.INFO)
     net, X, y, ridge = problem(args.n)
     spotrf_s = []
     real = lapack.spotrf

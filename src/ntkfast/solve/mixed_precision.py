@@ -405,6 +405,8 @@ def _pcg(panels, ridge, a, Y, tol, max_iter):
         r = r - step * q
         e = eta(r, x)
         history.append(float(e.max()))
+        log.info("mixed precision: step %d, backward error %.3g (tol %.3g)", it, history[-1],
+                 tol)
         done = e <= tol
         if done.all():
             break
@@ -447,12 +449,13 @@ def fit_mixed(K_in, y_train, ridge, overwrite, opt, reason, name="k_train_train"
         a = K.T if K.flags.c_contiguous else K
     else:
         a = _float32_copy(K, name)
-    diag0 = np.array(np.diagonal(a), dtype=np.float64)
-    jitter = _factor32(a, diag0, ridge, restore=lambda: _restore(a, diag0))
-    tol = float(opt.tol) if opt.tol is not None else np.sqrt(n) * np.finfo(np.float64).eps
     source = panels.describe()
     log.info("KernelRegression: mixed precision (float32 factor, float64 residuals from %s); "
              "%s", source, reason)
+    diag0 = np.array(np.diagonal(a), dtype=np.float64)
+    jitter = _factor32(a, diag0, ridge, restore=lambda: _restore(a, diag0))
+    log.info("mixed precision: float32 factor of the %dx%d matrix done", n, n)
+    tol = float(opt.tol) if opt.tol is not None else np.sqrt(n) * np.finfo(np.float64).eps
     x, e, it, history, ferr = _pcg(panels, ridge, a, Y, tol, int(opt.max_iter))
     res = float(e.max())
     if not res <= tol:
