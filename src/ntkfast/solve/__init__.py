@@ -21,10 +21,12 @@ from ._checks import NotPositiveDefiniteError
 from .dynamics import EarlyStopping, FlowPrediction, GradientFlow
 from .ensemble import GaussianPrediction, InfiniteEnsemble
 from .regression import JitterWarning, KernelRegression, RidgePath
+from .mixed_precision import ConvergenceWarning, MixedPrecision, MixedPrecisionInfo
 from .nystrom import NystromRegression
 
 __all__ = [
     "KernelRegression", "GradientFlow", "InfiniteEnsemble",
     "RidgePath", "FlowPrediction", "EarlyStopping", "GaussianPrediction",
     "JitterWarning", "NotPositiveDefiniteError", "NystromRegression",
+    "MixedPrecision", "MixedPrecisionInfo", "ConvergenceWarning",
 ]

@@ -52,44 +52,67 @@ def check_finite_tiled(A, name):
             raise ValueError(f"{name}: row {bad} contains NaN or inf")
 
 
-def as_square_kernel(K, name):
+def as_square_kernel(K, name, visit=None):
     """Validate a Gram matrix K(X, X): 2-D, square, real, finite, symmetric.
 
     Returns the float32/float64 array without copying (integer input is cast to
     float64).  Symmetry is checked to max|K − Kᵀ| ≤ √eps · max|diag K| (the
-    solvers read one triangle only), in tiles, together with finiteness.
+    solvers read one triangle only), in tiles, together with finiteness: every
+    element is read once.  NaN/inf raise a ValueError naming the first row that
+    holds one.  ``visit(rows, cols, a, b)``, if given, is called for every tile
+    pair a = K[rows, cols], b = K[cols, rows] (cols ≥ rows) after it was checked,
+    so that a caller can copy the matrix in the same pass (a memory-mapped file
+    is then read once).
     """
     arr = _as_real_array(K, name)
+    arr = check_square_shape(arr, name)
+    arr = _float(arr)
+    n = arr.shape[0]
+    diag = np.abs(np.asarray(np.diagonal(arr), dtype=np.float64))
+    diag = diag[np.isfinite(diag)]  # NaN/inf are reported by the scan, with their row
+    tol = np.sqrt(np.finfo(arr.dtype).eps) * max(float(np.max(diag, initial=0.0)),
+                                                 np.finfo(float).tiny)
+    worst = 0.0
+    for r0 in range(0, n, _TILE):
+        ri = slice(r0, min(r0 + _TILE, n))
+        bad = []  # (row, col) of the first non-finite entry of each tile of this band
+        for c0 in range(r0, n, _TILE):
+            ci = slice(c0, min(c0 + _TILE, n))
+            a = arr[ri, ci]
+            b = a if c0 == r0 else arr[ci, ri]
+            with np.errstate(invalid="ignore"):  # inf - inf: reported below
+                d = np.subtract(a, b.T)
+            np.abs(d, out=d)
+            m = float(d.max())  # NaN/inf anywhere in a or b makes m non-finite
+            if not np.isfinite(m):
+                for blk, (o0, o1) in ((a, (r0, c0)), (b, (c0, r0))):
+                    rows = np.flatnonzero(~np.isfinite(blk).all(axis=1))
+                    if rows.size:
+                        cols = np.flatnonzero(~np.isfinite(blk[rows[0]]))
+                        bad.append((o0 + int(rows[0]), o1 + int(cols[0])))
+                continue
+            worst = max(worst, m)
+            if visit is not None and not bad:
+                visit(ri, ci, a, b)
+        if bad:
+            # rows of this band were read in full (earlier columns in earlier bands), the
+            # later rows only in this band's columns: the smallest row index is the first
+            r, c = min(bad)
+            raise ValueError(f"{name}: row {r} contains NaN or inf (first at column {c}); "
+                             "recompute the kernel or drop that point")
+    if worst > tol:
+        raise ValueError(f"{name}: not symmetric (max |K - K.T| = {worst:.3g} > {tol:.3g}); "
+                         f"pass (K + K.T) / 2")
+    return arr
+
+
+def check_square_shape(arr, name):
+    """``arr`` (already an array) must be a non-empty square 2-D matrix."""
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name}: expected a square 2-D Gram matrix K(X, X), got shape "
                          f"{arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name}: empty matrix; need at least one training point")
-    arr = _float(arr)
-    n = arr.shape[0]
-    diag = np.asarray(np.diagonal(arr), dtype=np.float64)
-    if not np.isfinite(diag).all():
-        raise ValueError(f"{name}: diagonal entry {int(np.flatnonzero(~np.isfinite(diag))[0])} "
-                         "is NaN or inf")
-    tol = np.sqrt(np.finfo(arr.dtype).eps) * max(float(np.max(np.abs(diag))), np.finfo(float).tiny)
-    worst = 0.0
-    for ri, ci in _tiles(n):
-        if ci.start < ri.start:
-            continue
-        a = arr[ri, ci]
-        b = a if ci.start == ri.start else arr[ci, ri]
-        d = np.subtract(a, b.T)
-        np.abs(d, out=d)
-        m = float(d.max())  # NaN/inf anywhere in a or b makes m non-finite
-        if not np.isfinite(m):
-            for blk, (r0, c0) in ((a, (ri.start, ci.start)), (b, (ci.start, ri.start))):
-                if not np.isfinite(blk).all():
-                    r, c = np.argwhere(~np.isfinite(blk))[0]
-                    raise ValueError(f"{name}: entry ({r0 + r}, {c0 + c}) is NaN or inf")
-        worst = max(worst, m)
-    if worst > tol:
-        raise ValueError(f"{name}: not symmetric (max |K - K.T| = {worst:.3g} > {tol:.3g}); "
-                         f"pass (K + K.T) / 2")
     return arr
 
 

@@ -20,11 +20,13 @@ from typing import NamedTuple, Optional
 import numpy as np
 import scipy.linalg as sla
 
+from .mixed_precision import MixedPrecision, fit_mixed, plan_route
 from ._checks import (_TILE, NotPositiveDefiniteError, as_cross_kernel, as_ridge,
                       as_square_kernel, as_targets, as_vector, clip_variance, symmetric_psd)
 from ._compat import check_fitted
 
-__all__ = ["KernelRegression", "RidgePath", "JitterWarning", "NotPositiveDefiniteError"]
+__all__ = ["KernelRegression", "RidgePath", "JitterWarning", "NotPositiveDefiniteError",
+           "MixedPrecision"]
 
 #: jitter tried after a failed factorisation, relative to the mean diagonal of K + ridge·I
 JITTERS = (1e-10, 1e-8, 1e-6)
@@ -94,13 +96,29 @@ class KernelRegression:
     if all fail, :class:`NotPositiveDefiniteError` (a ``LinAlgError``) is raised.
     The absolute jitter used is ``self.jitter`` (0.0 if none).
 
+    mixed_precision : 'auto', True, False or :class:`MixedPrecision`
+        True or a :class:`MixedPrecision` (its options: where the float64 values
+        come from, e.g. ``MixedPrecision(network=net, X=X)``, and the tolerance):
+        factor a float32 copy of K + ridge·I (``spotrf``; in place with
+        ``overwrite=True``) and reach the float64 α by conjugate gradients
+        preconditioned with it, whose residuals use float64 kernel values (see
+        :mod:`ntkfast.solve.mixed_precision`).  'auto' (default): that route for a
+        float64 K whose float64 factorisation does not fit in the available
+        memory (a log line on the ``ntkfast.solve`` logger says why).  Then
+        ``mixed_precision_info`` reports the iterations and the backward error of
+        α, ``self.jitter`` is 0 (jitter only ever enters the float32 factor), and
+        :attr:`factor`, :meth:`variance`, :meth:`covariance` and
+        :meth:`loo_residuals` use the float32 factor (float32 accuracy).
+
     Two equivalent forms: ``KernelRegression(K, y, ridge=r)`` fits on construction;
     ``KernelRegression(ridge=r).fit(K, y)`` is the estimator style.
     """
 
-    def __init__(self, k_train_train=None, y_train=None, ridge=0.0, overwrite=False):
+    def __init__(self, k_train_train=None, y_train=None, ridge=0.0, overwrite=False,
+                 mixed_precision="auto"):
         self.ridge = as_ridge(ridge)
         self.overwrite = bool(overwrite)
+        self.mixed_precision = mixed_precision
         if k_train_train is not None or y_train is not None:
             if k_train_train is None or y_train is None:
                 raise TypeError("KernelRegression: pass both k_train_train and y_train (or "
@@ -110,6 +128,15 @@ class KernelRegression:
     def fit(self, k_train_train, y_train):
         """Factor k_train_train + ridge·I and solve for α; returns self."""
         overwrite = self.overwrite
+        self.mixed_precision_info = None
+        self._eig = None
+        route = plan_route(k_train_train, overwrite, self.mixed_precision)
+        if route is not None:
+            fit = fit_mixed(k_train_train, y_train, self.ridge, overwrite, *route)
+            self.n_train, self._y, self._1d = fit.Y.shape[0], fit.Y, fit.was_1d
+            self._k, self._c, self._alpha, self.jitter = None, fit.factor, fit.alpha, 0.0
+            self.mixed_precision_info = fit.info
+            return self
         K = as_square_kernel(k_train_train, "k_train_train")
         n = K.shape[0]
         Y, self._1d = as_targets(y_train, "y_train", n)
@@ -126,7 +153,6 @@ class KernelRegression:
             self._k = K
         self._factor(a, K, overwrite)
         self._alpha = self._solve(Y)
-        self._eig = None
         return self
 
     # -- factorisation ---------------------------------------------------------------
@@ -265,8 +291,9 @@ class KernelRegression:
         """
         if self._k is None:
             raise ValueError("ridge_path: needs the original k_train_train, which "
-                             "overwrite=True replaced by its Cholesky factor; fit with "
-                             "overwrite=False")
+                             "overwrite=True replaced by its Cholesky factor (or the "
+                             "mixed-precision route did not keep); fit with "
+                             "overwrite=False, mixed_precision=False")
         r = np.atleast_1d(np.asarray(ridges, dtype=np.float64))
         if r.ndim != 1 or r.size == 0:
             raise ValueError(f"ridges: expected a non-empty 1-D sequence, got shape {r.shape}")
@@ -305,5 +332,7 @@ class KernelRegression:
     def __repr__(self):
         if not hasattr(self, "_alpha"):
             return f"KernelRegression(ridge={self.ridge!r}, overwrite={self.overwrite!r})"
+        mixed = ("" if self.mixed_precision_info is None else
+                 f", mixed_precision=True, residual={self.mixed_precision_info.residual:.3g}")
         return (f"KernelRegression(n_train={self.n_train}, ridge={self.ridge!r}, "
-                f"jitter={self.jitter:.3g})")
+                f"jitter={self.jitter:.3g}{mixed})")
