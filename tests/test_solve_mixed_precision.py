@@ -199,3 +199,17 @@ def test_jitter_retry_in_place_restores_the_file(tmp_path):
     assert np.shares_memory(inplace.factor[0], mm)
     np.testing.assert_array_equal(np.tril(inplace.factor[0]), np.tril(copied.factor[0]))
     np.testing.assert_array_equal(inplace.alpha, copied.alpha)
+
+
+def test_estimator_form_takes_the_mixed_route(ntk_problem):
+    """KernelRegression(ridge=, mixed_precision=).fit(K, y) = the constructor form."""
+    net, X, K, Y = ntk_problem
+    ref = KernelRegression(K, Y, ridge=1e-3, mixed_precision=False)
+    est = KernelRegression(ridge=1e-3, mixed_precision=MixedPrecision(network=net, X=X))
+    assert est.fit(K, Y) is est
+    assert est.mixed_precision_info is not None and est.mixed_precision_info.converged
+    assert _rel(est.alpha, ref.alpha) <= 1e-8
+    assert "mixed_precision=True" in repr(est)
+    # a later plain fit on the same estimator leaves no stale mixed-route report
+    est.mixed_precision = False
+    assert est.fit(K, Y).mixed_precision_info is None
