@@ -37,10 +37,12 @@ cdef extern from "ntk_conv.h" nogil:
         int est_mode
 
     double ncv_pair_f64(const ncv_prog *pg, const double *g, long ldg, const double *x,
-                     const double *z, const double *qx, const double *qz, double *qself,
+                     const double *z, const double *qx, const double *qz, const double *rx,
+                     const double *rz, double *qself,
                      double *ws, int *iws, double *out_s, double *out_t)
     double ncv_pair_f32(const ncv_prog *pg, const float *g, long ldg, const float *x,
-                     const float *z, const float *qx, const float *qz, float *qself,
+                     const float *z, const float *qx, const float *qz, const float *rx,
+                     const float *rz, float *qself,
                      float *ws, int *iws, float *out_s, float *out_t)
 
 ctypedef fused real:
@@ -69,13 +71,26 @@ cdef void _gemm(real *g, int ldc, const real *xb, const real *zb, int bi, int bj
               &zero, g, &ldc)
 
 
+#: float64, full mode: the ReLU family's division-free angle (False: the atan2)
+FAST_ANGLE = True
+
+
+def _inverse_roots(q):
+    """1 / sqrt(q) elementwise, 0 where q <= 0 (a C-contiguous float64 copy)."""
+    r = np.zeros(q.shape)
+    np.divide(1.0, np.sqrt(q, where=q > 0, out=np.zeros(q.shape)), out=r, where=q > 0)
+    return r
+
+
 cdef inline double _pair(const ncv_prog *pg, const real *g, long ldg, const real *x,
-                      const real *z, const real *qx, const real *qz, real *ws, int *iws,
-                      real *out_s, real *out_t) noexcept nogil:
+                      const real *z, const real *qx, const real *qz, const real *rx,
+                      const real *rz, real *ws, int *iws, real *out_s,
+                      real *out_t) noexcept nogil:
     if real is double:
-        return ncv_pair_f64(pg, g, ldg, x, z, qx, qz, NULL, ws, iws, out_s, out_t)
+        return ncv_pair_f64(pg, g, ldg, x, z, qx, qz, rx, rz, NULL, ws, iws, out_s, out_t)
     else:
-        return ncv_pair_f32(pg, g, ldg, x, z, qx, qz, NULL, ws, iws, out_s, out_t)
+        return ncv_pair_f32(pg, g, ldg, x, z, qx, qz, NULL, NULL, NULL, ws, iws, out_s,
+                            out_t)
 
 
 cdef object _ops(const int64_t[:, ::1] iops, const double[:, ::1] fops):
@@ -161,6 +176,23 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef const real *zp = &Z[0, 0]
     cdef const real *qxp = &Qx[0, 0]
     cdef const real *qzp = &Qz[0, 0]
+    # float64 in full mode: the inverse roots 1/sqrt(q) of the tapes (0 where q = 0), once per
+    # image, for the activations' division-free angle; not where a variance is so
+    # small (< 2^-1000) that rx rz could overflow (the atan2 then)
+    cdef const real *rxp = NULL
+    cdef const real *rzp = NULL
+    cdef real[:, ::1] Rx, Rz
+    if real is double:
+        if FAST_ANGLE and pg.full and Qx.shape[1] > 0 and Qx.shape[0] > 0 and \
+                Qz.shape[0] > 0:
+            qxa, qza = np.asarray(Qx), np.asarray(Qz)
+            if not (((qxa > 0) & (qxa < 2.0 ** -1000)).any() or
+                    ((qza > 0) & (qza < 2.0 ** -1000)).any()):
+                Rx = _inverse_roots(qxa)
+                Rz = Rx if qzp == qxp and Qz.shape[0] == Qx.shape[0] else \
+                    _inverse_roots(qza)
+                rxp = &Rx[0, 0]
+                rzp = &Rz[0, 0]
     if use_mask:
         if mask.shape[0] != out_s.shape[0] or mask.shape[1] != out_s.shape[1]:
             raise ValueError("run_pairs: mask of the wrong shape")
@@ -191,7 +223,10 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
                     continue
                 ot = &out_t[i, j] if want_ntk else NULL
                 nf = _pair(&pg, g + (j - j0) * P, bj * P, xp + i * row, zp + j * row,
-                           qxp + i * lq, qzp + j * lq, ws, iws, &out_s[i, j], ot)
+                           qxp + i * lq, qzp + j * lq,
+                           rxp + i * lq if rxp != NULL else NULL,
+                           rzp + j * lq if rxp != NULL else NULL,
+                           ws, iws, &out_s[i, j], ot)
                 flags[i, j] = nf
 
 
@@ -237,4 +272,4 @@ def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
                 _gemm(g, P, xp + i * row, xp + i * row, P, P, C)
             ot = &out_t[i] if want_ntk else NULL
             est[i] = ncv_pair_f64(&pg, g, P, xp + i * row, xp + i * row, NULL, NULL,
-                                  &Q[i, 0], ws, iws, &out_s[i], ot)
+                                  NULL, NULL, &Q[i, 0], ws, iws, &out_s[i], ot)

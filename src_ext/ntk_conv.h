@@ -17,7 +17,10 @@
  *     pass along the (h, h') diagonal adding whole W x W planes, one along the
  *     (w, w') diagonal over contiguous rows: 2k loads per element, not k^2;
  *   - activations: the closed forms (ABReLU family, Erf, GELU) with an inlined
- *     vectorisable atan2 (ntk_recursion.h); angle-reading activations flag the
+ *     vectorisable atan2 (ntk_recursion.h); in float64 the ABReLU family's angle is
+ *     the division-free ntk_angle of the unit-circle point (sqrt D, |Sigma|) rx rz,
+ *     from the inverse roots rx = 1/sqrt(qx), rz = 1/sqrt(qz) the caller computes
+ *     once per image (the self pass keeps the atan2); angle-reading activations flag the
  *     pair when a pixel pair is near-parallel, D < tau q q' (the caller recomputes
  *     flagged pairs with the reference engine's double-double pass);
  *   - AvgPool: four one-axis window sums; GlobalAvgPool / Flatten: means;
@@ -100,24 +103,30 @@ typedef struct {
 #define REAL double
 #define NCV(name) name##_f64
 #define NCV_ATAN2 ntk_atan2_xpos_f64
+#define NCV_ANGLE ntk_angle_f64
+#define NCV_FAST_ANGLE 1
 #define RSQRT sqrt
 #define RFABS fabs
 #include "ntk_conv_impl.h"
 #undef REAL
 #undef NCV
 #undef NCV_ATAN2
+#undef NCV_ANGLE
+#undef NCV_FAST_ANGLE
 #undef RSQRT
 #undef RFABS
 
 #define REAL float
 #define NCV(name) name##_f32
 #define NCV_ATAN2 ntk_atan2_xpos_f32
+#define NCV_FAST_ANGLE 0
 #define RSQRT sqrtf
 #define RFABS fabsf
 #include "ntk_conv_impl.h"
 #undef REAL
 #undef NCV
 #undef NCV_ATAN2
+#undef NCV_FAST_ANGLE
 #undef RSQRT
 #undef RFABS
 

@@ -46,6 +46,67 @@ NTK_INLINE void NCV(ncv_add_plane)(REAL *restrict dst, const REAL *restrict src,
         dst[r] += src[r];
 }
 
+/* out[j] = src[0][j] + src[1][j] + ... (m sources, added in order) for j in [j0, j1):
+ * one pass, the partial sums in registers (m = 0: zeros).  The same sums, in the same
+ * order, as memcpy + ncv_add_plane per source, without storing and reloading them. */
+NTK_INLINE void NCV(ncv_sumk)(REAL *restrict out, const REAL *const *src, int m, long j0,
+                              long j1)
+{
+    if (j1 <= j0)
+        return;
+    if (m == 0) {
+        memset(out + j0, 0, sizeof(REAL) * (j1 - j0));
+    } else if (m == 1) {
+        memcpy(out + j0, src[0] + j0, sizeof(REAL) * (j1 - j0));
+    } else if (m == 2) {
+        const REAL *restrict a = src[0], *restrict b = src[1];
+#pragma omp simd
+        for (long j = j0; j < j1; j++)
+            out[j] = a[j] + b[j];
+    } else {
+        const REAL *restrict a = src[0], *restrict b = src[1], *restrict c = src[2];
+#pragma omp simd
+        for (long j = j0; j < j1; j++)
+            out[j] = (a[j] + b[j]) + c[j];
+        for (int t = 3; t < m; t++) {
+            const REAL *restrict d = src[t];
+#pragma omp simd
+            for (long j = j0; j < j1; j++)
+                out[j] += d[j];
+        }
+    }
+}
+
+/* One row of a window sum along the last axis from m contiguous source rows:
+ * out[j] = sum_t rs[t][j] over the t with j in [jlo[t], jhi[t]) (in order; 0 if
+ * none), j < n_out: the interior where every source is valid by ncv_sumk, the few
+ * edge outputs one by one. */
+NTK_INLINE void NCV(ncv_rowsum)(REAL *restrict out, int n_out, int m, const REAL *const *rs,
+                                const int *jlo, const int *jhi)
+{
+    int jl = 0, jh = n_out;
+    for (int t = 0; t < m; t++) {
+        jl = jlo[t] > jl ? jlo[t] : jl;
+        jh = jhi[t] < jh ? jhi[t] : jh;
+    }
+    if (jh < jl)
+        jh = jl;
+    NCV(ncv_sumk)(out, rs, m, jl, jh);
+    for (int j = 0; j < n_out; j++) {
+        if (j == jl)
+            j = jh;
+        if (j >= n_out)
+            break;
+        REAL acc = 0;
+        for (int t = 0; t < m; t++)
+            if (j >= jlo[t] && j < jhi[t])
+                acc += rs[t][j];
+        out[j] = acc;
+    }
+}
+
+#define NCV_MAXK 16
+
 /* out[o, i, r] = sum_a in[o, idx[a][i], r]: a window sum along one axis
  * (dims (outer, n_in, inner) -> (outer, n_out, inner)). */
 NTK_INLINE void NCV(ncv_wsum1)(const REAL *restrict in, REAL *restrict out, long outer,
@@ -86,6 +147,17 @@ NTK_INLINE void NCV(ncv_wsum1)(const REAL *restrict in, REAL *restrict out, long
 NTK_INLINE void NCV(ncv_hplane)(const REAL *restrict in, int n_in, long plane, int n_out,
                                 int i, int i2, int k, const int *idx, REAL *restrict out)
 {
+    if (k <= NCV_MAXK) {
+        const REAL *src[NCV_MAXK];
+        int m = 0;
+        for (int a = 0; a < k; a++) {
+            const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
+            if (s1 >= 0 && s2 >= 0)
+                src[m++] = in + ((long)s1 * n_in + s2) * plane;
+        }
+        NCV(ncv_sumk)(out, src, m, 0, plane);
+        return;
+    }
     int started = 0;
     for (int a = 0; a < k; a++) {
         const int s1 = idx[a * n_out + i], s2 = idx[a * n_out + i2];
@@ -119,6 +191,20 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
         }
         for (int i = 0; i < n_out; i++) {
             REAL *restrict row = ob + (long)i * n_out;
+            if (contig && k <= NCV_MAXK) {
+                const REAL *rs[NCV_MAXK];
+                int jlo[NCV_MAXK], jhi[NCV_MAXK], m = 0;
+                for (int a = 0; a < k; a++) {
+                    const int s1 = idx[a * n_out + i];
+                    if (s1 < 0)
+                        continue;
+                    rs[m] = ib + (long)s1 * n_in + (a - lo);
+                    jlo[m] = rlo[a];
+                    jhi[m++] = rhi[a];
+                }
+                NCV(ncv_rowsum)(row, n_out, m, rs, jlo, jhi);
+                continue;
+            }
             memset(row, 0, sizeof(REAL) * n_out);
             for (int a = 0; a < k; a++) {
                 const int s1 = idx[a * n_out + i];
@@ -146,6 +232,17 @@ NTK_INLINE void NCV(ncv_wsum2)(const REAL *restrict in, REAL *restrict out, long
 NTK_INLINE void NCV(ncv_hrow)(const REAL *restrict in, int w, int n_out, int i, int k,
                               const int *idx, REAL *restrict out)
 {
+    if (k <= NCV_MAXK) {
+        const REAL *rs[NCV_MAXK];
+        int m = 0;
+        for (int a = 0; a < k; a++) {
+            const int src = idx[a * n_out + i];
+            if (src >= 0)
+                rs[m++] = in + (long)src * w;
+        }
+        NCV(ncv_sumk)(out, rs, m, 0, w);
+        return;
+    }
     int started = 0;
     for (int a = 0; a < k; a++) {
         const int src = idx[a * n_out + i];
@@ -163,6 +260,13 @@ NTK_INLINE void NCV(ncv_wrow)(const REAL *restrict in, REAL *restrict out, int n
                               const int *idx, const int *rlo, const int *rhi, int contig,
                               int lo)
 {
+    if (contig && k <= NCV_MAXK) {  /* stride 1, not circular: idx[a][j] = j + a - lo */
+        const REAL *rs[NCV_MAXK];
+        for (int a = 0; a < k; a++)
+            rs[a] = in + (a - lo);
+        NCV(ncv_rowsum)(out, n_out, k, rs, rlo, rhi);
+        return;
+    }
     memset(out, 0, sizeof(REAL) * n_out);
     for (int a = 0; a < k; a++) {
         const int j0 = rlo[a], j1 = rhi[a];
@@ -186,15 +290,30 @@ NTK_INLINE void NCV(ncv_wrow)(const REAL *restrict in, REAL *restrict out, int n
  * near-parallel pixel pairs (D < tau q q') for angle-reading activations. */
 NTK_INLINE int NCV(ncv_act_row_k)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
                                 const REAL *restrict qx, int xs, const REAL *restrict qz,
-                                REAL tau, int mode, double *num)
+                                const REAL *restrict rx, const REAL *restrict rz,
+                                const int fast, REAL tau, int mode, double *num)
 {
     if (op->act == NCV_ACT_ABRELU) {
         const REAL c0 = (REAL)op->pa, f = (REAL)op->pb;
         const REAL pi = (REAL)NCV_PI, half_pi = (REAL)(NCV_PI / 2);
+        /* phi = atan2(sn, |s|) in [0, pi/2].  fast (float64, the cross pass): the
+         * division-free ntk_angle on the unit circle, (sn, |s|) / sqrt(qx qz) with the
+         * inverse roots rx = 1/sqrt(qx), rz = 1/sqrt(qz) of the caller (0 where q = 0:
+         * ntk_angle(0, 0) = pi/2); else the inlined atan2 (its division costs as much
+         * as the rest of the rule). */
+#if NCV_FAST_ANGLE
+#define NCV_PHI(sn, s, j)                                               \
+            (fast ? NCV_ANGLE((sn) * (rx[(j) * xs] * rz[j]),            \
+                              RFABS(s) * (rx[(j) * xs] * rz[j]))        \
+                  : NCV_ATAN2((sn), RFABS(s)))
+#else
+#define NCV_PHI(sn, s, j) NCV_ATAN2((sn), RFABS(s))
+        (void)rx; (void)rz; (void)fast;
+#endif
         /* the rule at j (s, qq, gap read), writing S[j] and ed */
 #define NCV_RELU_BODY                                                   \
             const REAL sn = RSQRT(gap > 0 ? gap : (REAL)0);             \
-            const REAL phi = NCV_ATAN2(sn, RFABS(s));                   \
+            const REAL phi = NCV_PHI(sn, s, j);                         \
             REAL th = s < 0 ? pi - phi : phi;                           \
             th = (sn == 0 && s == 0) ? half_pi : th;                    \
             const REAL ed = c0 - f * th;                                \
@@ -250,6 +369,7 @@ NTK_INLINE int NCV(ncv_act_row_k)(const ncv_op *op, int n, REAL *restrict S, REA
         }
 #undef NCV_RELU_BODY
 #undef NCV_NEAR
+#undef NCV_PHI
         return op->flag ? (int)nf : 0;
     }
     if (op->act == NCV_ACT_ERF) {
@@ -287,19 +407,37 @@ NTK_INLINE int NCV(ncv_act_row_k)(const ncv_op *op, int n, REAL *restrict S, REA
 
 /* ncv_act_row_k with the stride of qx a constant (0: one value, full mode; 1) and T
  * known NULL or not, so the vectorised loops neither gather qx nor mask stores. */
-NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
-                                const REAL *restrict qx, int xs, const REAL *restrict qz,
-                                REAL tau, int mode, double *num)
+NTK_INLINE int NCV(ncv_act_row_t)(const ncv_op *op, int n, REAL *restrict S,
+                                  REAL *restrict T, const REAL *restrict qx, int xs,
+                                  const REAL *restrict qz, const REAL *restrict rx,
+                                  const REAL *restrict rz, const int fast, REAL tau,
+                                  int mode, double *num)
 {
     /* T tested here once, so the loops have no conditional (masked) stores */
     if (!T) {
         if (xs == 0)
-            return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 0, qz, tau, mode, num);
-        return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 1, qz, tau, mode, num);
+            return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 0, qz, rx, rz, fast, tau,
+                                      mode, num);
+        return NCV(ncv_act_row_k)(op, n, S, NULL, qx, 1, qz, rx, rz, fast, tau, mode,
+                                  num);
     }
     if (xs == 0)
-        return NCV(ncv_act_row_k)(op, n, S, T, qx, 0, qz, tau, mode, num);
-    return NCV(ncv_act_row_k)(op, n, S, T, qx, 1, qz, tau, mode, num);
+        return NCV(ncv_act_row_k)(op, n, S, T, qx, 0, qz, rx, rz, fast, tau, mode, num);
+    return NCV(ncv_act_row_k)(op, n, S, T, qx, 1, qz, rx, rz, fast, tau, mode, num);
+}
+
+/* ncv_act_row_t with the angle's kind a constant too: rx (and rz) NULL, the atan2;
+ * else (float64) the division-free angle from the inverse roots rx, rz (stride xs). */
+NTK_INLINE int NCV(ncv_act_row)(const ncv_op *op, int n, REAL *restrict S, REAL *restrict T,
+                                const REAL *restrict qx, int xs, const REAL *restrict qz,
+                                const REAL *restrict rx, const REAL *restrict rz,
+                                REAL tau, int mode, double *num)
+{
+#if NCV_FAST_ANGLE
+    if (rx && op->act == NCV_ACT_ABRELU)
+        return NCV(ncv_act_row_t)(op, n, S, T, qx, xs, qz, rx, rz, 1, tau, mode, num);
+#endif
+    return NCV(ncv_act_row_t)(op, n, S, T, qx, xs, qz, NULL, NULL, 0, tau, mode, num);
 }
 
 /* The activation's rule on the diagonal (theta = 0 exactly: Sigma = qx = qz = q,
@@ -409,12 +547,14 @@ static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
 
 /* The whole network for one pair (x, z).  g: the pair's block of the GEMM tile
  * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs (P x C, same-position
- * mode); qx, qz: the packed variance tapes of x and z.  ws: 2 (n_slots + 1) maxsize
+ * mode); qx, qz: the packed variance tapes of x and z; rx, rz: their inverse roots
+ * 1/sqrt(q) (0 where q = 0), or NULL (the ReLU family's angle then by atan2).  ws: 2 (n_slots + 1) maxsize
  * elements; iws: idx_size ints.  Writes Sigma, Theta (if wanted) and returns the number
  * of near-parallel pixel pairs met by angle-reading activations. */
 NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                              const REAL *x, const REAL *z, const REAL *qx, const REAL *qz,
-                             REAL *qself, REAL *ws, int *iws, REAL *out_s, REAL *out_t)
+                             const REAL *rx, const REAL *rz, REAL *qself, REAL *ws,
+                             int *iws, REAL *out_s, REAL *out_t)
 {
     const long M = pg->maxsize;
     REAL *A = ws + 2L * pg->n_slots * M, *B = A + M;
@@ -434,7 +574,10 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
     if (qself) {
         qx = qself;
         qz = qself;
+        rx = NULL;
     }
+    if (!rx)
+        rz = NULL;
     for (int k = 0; k < pg->n_slots; k++) {
         tz[k] = 1;
         Sb[k] = ws + 2L * k * M;
@@ -520,7 +663,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                                     nx, wo, So + off + (long)w * wo,
                                     to ? to + (long)w * wo : NULL,
                                     qx + nx->qoff + i * wo + w, 0, qz + nx->qoff + i2 * wo,
-                                    tau, mode, &num);
+                                    rx ? rx + nx->qoff + i * wo + w : NULL,
+                                    rx ? rz + nx->qoff + i2 * wo : NULL, tau, mode, &num);
                     }
                 if (nx)
                     flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? To : NULL,
@@ -554,6 +698,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
         case NCV_ACT: {
             REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
             const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
+            const REAL *rxl = rx ? rx + op->qoff : NULL, *rzl = rx ? rz + op->qoff : NULL;
             double num = 0;
             int cnt = 0;
             if (qself && !full) {
@@ -581,11 +726,14 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                         for (int w = 0; w < wi; w++) {
                             const long off = (((long)h * hi + h2) * wi + w) * wi;
                             cnt += NCV(ncv_act_row)(op, wi, S + off, Tp ? Tp + off : NULL,
-                                                    qxl + h * wi + w, 0, qzl + h2 * wi, tau,
-                                                    mode, &num);
+                                                    qxl + h * wi + w, 0, qzl + h2 * wi,
+                                                    rxl ? rxl + h * wi + w : NULL,
+                                                    rxl ? rzl + h2 * wi : NULL, tau, mode,
+                                                    &num);
                         }
             } else {
-                cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, tau, mode, &num);
+                cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, rxl, rzl, tau, mode,
+                                    &num);
             }
             if (qself) {
                 NCV(ncv_act_diag)(op, pd, A, Tp ? B : NULL);

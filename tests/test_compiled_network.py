@@ -263,3 +263,29 @@ def test_fallback_only_where_the_error_estimate_is_large():
     ref = net.kernels(X, backend="reference")
     assert _rel(T, ref.ntk) <= 1e-13
     assert _rel(S, ref.nngp) <= 1e-13
+
+
+@pytest.mark.parametrize("readout", ["gap", "flatten"])
+def test_wide_windows_zero_pixels_and_both_angles(readout, monkeypatch):
+    """5×5 and 4×2 windows (the one-pass window sums of 4 and 5 sources, their edges
+    under SAME / VALID padding), a block of zero pixels (q = 0: the angle's pi/2
+    convention), and float64's two ReLU angles: the division-free one from the inverse
+    roots (full mode) and the atan2 agree with each other and with the reference."""
+    from ntkfast import _conv_engine
+    rng = np.random.default_rng(11)
+    head = [nk.Conv((5, 5), w_std=1.3), nk.ReLU(),
+            nk.Conv((4, 2), w_std=1.2, padding="VALID"), nk.LeakyReLU(0.2),
+            nk.Conv((3, 5), w_std=1.1, b_std=0.2), nk.ReLU()]
+    tail = [nk.GlobalAvgPool()] if readout == "gap" else [nk.Flatten()]
+    net = nk.serial(*head, *tail, nk.Dense())
+    X, Z = rng.standard_normal((3, 9, 7, 2)), rng.standard_normal((2, 9, 7, 2))
+    X[0, :6, :5] = 0.0  # windows of zeros only: q = 0 pixels after the first Conv
+    ref = net.kernels(X, Z, backend="reference")
+    got = {}
+    for fast in (True, False):
+        monkeypatch.setattr(_conv_engine, "FAST_ANGLE", fast)
+        got[fast] = net.kernels(X, Z, backend="compiled")
+        assert _rel(got[fast].nngp, ref.nngp) <= 1e-12
+        assert _rel(got[fast].ntk, ref.ntk) <= 1e-12
+    assert _rel(got[True].ntk, got[False].ntk) <= 1e-13
+    assert _rel(got[True].nngp, got[False].nngp) <= 1e-13
