@@ -6,8 +6,9 @@
  * also what the disk wants: writes misaligned to its 4 KiB physical sectors
  * run ~5x slower), so each segment is written as the whole pages it touches,
  * [o0 & ~4095, align_up(o1)).  The bytes of the first and last page that
- * belong to the neighbouring segments of the same file row ("straddling"
- * pages) are taken from
+ * belong to the neighbouring segments ("straddling" pages: of the same file
+ * row, or at a row's first / last column of the previous / next file row,
+ * which the caller must count as a neighbour too) are taken from
  *   - the neighbour's own bytes when the neighbour was already written: the
  *     page as the previous part wrote it (a carried copy) or read back from
  *     the file (one 4 KiB direct read);

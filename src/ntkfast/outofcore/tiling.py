@@ -826,14 +826,18 @@ class _FileSink:
             else None
         try:
             if self._direct:
-                # a block's two parts lie in different row bands, so neither is the
-                # other's neighbour: the cells can be added after both
+                # each part's cell is recorded as soon as the part is stored: the
+                # two parts of a block can be neighbours across a file-row end (with
+                # two column bands, cell (0, 1) ends the rows whose successors start
+                # cell (1, 0) on the same page), and the later one must then read
+                # that page back instead of padding it with zeros
                 for r0, c0, h, w in self._parts(b):
                     transposed = (r0, c0) != (b.i0, b.j0)
                     left, right = self._neighbours(r0, c0, h, w)
                     for f, v in zip(self.run.files, views):
                         f.write_direct(r0, c0, v, transposed, left, right,
                                        carry=not transposed)
+                    self._add_cell(r0, c0)
             else:
                 for f, v in zip(self.run.files, views):
                     f.write(b.i0, b.j0, v)
@@ -886,11 +890,14 @@ class _FileSink:
         return left, right
 
     # -- page cache bookkeeping ---------------------------------------------------
-    def _add_cells(self, b):
+    def _add_cell(self, r0, c0):
+        """Record the cell at file rows r0…, columns c0… as stored."""
         e = self.plan.edge
-        self._cells.add((b.i0 // e, b.j0 // e))
-        if b.mirror:
-            self._cells.add((b.j0 // e, b.i0 // e))
+        self._cells.add((r0 // e, c0 // e))
+
+    def _add_cells(self, b):
+        for r0, c0, _, _ in self._parts(b):
+            self._add_cell(r0, c0)
 
     def _parts(self, b):
         """(row0, col0, rows, cols) of the file areas a block was stored to."""
