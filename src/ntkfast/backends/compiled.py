@@ -117,6 +117,17 @@ def engine_params(spec, d, dtype) -> dict:
     return p
 
 
+def _engine_inputs(X, Z, qx, qz, symmetric, dtype):
+    """The engine's C-contiguous inputs: X, Z (Z is X when symmetric), the layer
+    variances Q and their square roots R of each side, in ``dtype``."""
+    Xc = np.ascontiguousarray(X, dtype=dtype)
+    Qx, Rx = np.ascontiguousarray(qx, dtype=dtype), _roots(qx, dtype)
+    if symmetric:
+        return Xc, Xc, Qx, Rx, Qx, Rx
+    return (Xc, np.ascontiguousarray(Z, dtype=dtype), Qx, Rx,
+            np.ascontiguousarray(qz, dtype=dtype), _roots(qz, dtype))
+
+
 def _roots(q, dtype):
     """[√q; 1/√q] stacked (2 (depth+1), n) in ``dtype``, 1/√0 taken as 0 (zero rows)."""
     r = np.sqrt(q)
@@ -141,15 +152,7 @@ class CompiledEngine:
               n_jobs=1, qx, qz):
         dtype = np.dtype(dtype)
         tile = int(tile or DEFAULT_TILE)
-        Xc = np.ascontiguousarray(Xb, dtype=dtype)
-        Zc = Xc if symmetric else np.ascontiguousarray(Zb, dtype=dtype)
-        Qx = np.ascontiguousarray(qx, dtype=dtype)
-        Rx = _roots(qx, dtype)
-        if symmetric:
-            Qz, Rz = Qx, Rx
-        else:
-            Qz = np.ascontiguousarray(qz, dtype=dtype)
-            Rz = _roots(qz, dtype)
+        Xc, Zc, Qx, Rx, Qz, Rz = _engine_inputs(Xb, Zb, qx, qz, symmetric, dtype)
         dummy = np.empty((1, 1), dtype=dtype)
         want_s, want_t = out_nngp is not None, out_ntk is not None
         params = engine_params(spec, Xc.shape[1], dtype)
@@ -173,15 +176,7 @@ class CompiledEngine:
         recorded).  X, Z already rescaled (no tiny rows); qx, qz their float64 layer
         variances.  The diagonal of K(X, X) is left to the caller."""
         dtype = np.dtype(dtype)
-        Xc = np.ascontiguousarray(X, dtype=dtype)
-        Zc = Xc if symmetric else np.ascontiguousarray(Z, dtype=dtype)
-        Qx = np.ascontiguousarray(qx, dtype=dtype)
-        Rx = _roots(qx, dtype)
-        if symmetric:
-            Qz, Rz = Qx, Rx
-        else:
-            Qz = np.ascontiguousarray(qz, dtype=dtype)
-            Rz = _roots(qz, dtype)
+        Xc, Zc, Qx, Rx, Qz, Rz = _engine_inputs(X, Z, qx, qz, symmetric, dtype)
         with limited(1, "blas"):  # our OpenMP loop is the parallelism
             _engine.fill_tiles_multi(engine_params(spec, Xc.shape[1], dtype), Xc, Zc, Qx, Rx,
                                      Qz, Rz, list(outs), list(s_slot), list(t_slot), list(ks),

@@ -47,3 +47,14 @@ def check_fitted(obj, attr):
         cls = type(obj).__name__
         raise RuntimeError(f"{cls}: not fitted yet; call {cls}(...).fit(...) first, or pass "
                            "the training data to the constructor")
+
+
+def fit_if_given(obj, train, y_train, train_name):
+    """The constructor form: ``Solver(train, y_train, ...)`` fits at once (both given),
+    ``Solver(...)`` waits for ``.fit`` (neither); one without the other is an error."""
+    if train is None and y_train is None:
+        return
+    if train is None or y_train is None:
+        raise TypeError(f"{type(obj).__name__}: pass both {train_name} and y_train (or "
+                        f"neither, then call .fit({train_name}, y_train))")
+    obj.fit(train, y_train)

@@ -47,7 +47,7 @@ import scipy.linalg as sla
 
 from ._checks import (as_cross_kernel, as_positive, as_ridge, as_square_kernel, as_targets,
                       as_times, flow_filter)
-from ._compat import UNSET, check_fitted, renamed_keywords, warn_deprecated
+from ._compat import UNSET, check_fitted, fit_if_given, renamed_keywords, warn_deprecated
 from .krylov import BlockLanczos, kernel_matvec, relative_change, top_eigenpairs
 
 __all__ = ["GradientFlow", "FlowPrediction", "EarlyStopping", "KRYLOV_MIN_N"]
@@ -144,11 +144,7 @@ class GradientFlow:
                                       or max_basis < 1):
             raise ValueError(f"max_basis: must be an int >= 1 or None, got {max_basis!r}")
         self.max_basis = max_basis
-        if k_train_train is not None or y_train is not None:
-            if k_train_train is None or y_train is None:
-                raise TypeError("GradientFlow: pass both k_train_train and y_train (or neither, "
-                                "then call .fit(k_train_train, y_train))")
-            self.fit(k_train_train, y_train)
+        fit_if_given(self, k_train_train, y_train, "k_train_train")
 
     # -- fitting -----------------------------------------------------------------------
     @renamed_keywords(ntk_train_train="k_train_train")

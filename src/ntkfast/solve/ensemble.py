@@ -24,7 +24,7 @@ import numpy as np
 
 from .._validation import check_inputs
 from ._checks import as_positive, as_ridge, as_targets, as_times, clip_variance, symmetric_psd
-from ._compat import check_fitted
+from ._compat import check_fitted, fit_if_given
 from .dynamics import GradientFlow
 from .regression import KernelRegression
 
@@ -69,11 +69,7 @@ class InfiniteEnsemble:
         self.learning_rate = as_positive(learning_rate, "learning_rate")
         self.ridge = as_ridge(ridge)
         self._kw = dict(dtype=dtype, n_jobs=n_jobs, backend=backend)
-        if X_train is not None or y_train is not None:
-            if X_train is None or y_train is None:
-                raise TypeError("InfiniteEnsemble: pass both X_train and y_train (or neither, "
-                                "then call .fit(X_train, y_train))")
-            self.fit(X_train, y_train)
+        fit_if_given(self, X_train, y_train, "X_train")
 
     def fit(self, X_train, y_train):
         """Compute the training kernels and the eigendecomposition of Θ; returns self."""

@@ -52,7 +52,7 @@ from .. import _validation as V
 from ..backends import check_examples, engine_and_spec, row_stats
 from ..backends.reference import diagonal_from_variances
 from ._checks import NotPositiveDefiniteError, as_ridge, as_targets
-from ._compat import check_fitted, renamed_keywords
+from ._compat import check_fitted, fit_if_given, renamed_keywords
 from .regression import JitterWarning
 
 __all__ = ["NystromRegression"]
@@ -146,11 +146,7 @@ class NystromRegression:
         self.kernel, self.tol, self.n_centers, self.tile = kernel, tol, n_centers, tile
         self.centers, self.seed, self.progress = centers, seed, bool(progress)
         self.backend, self._dtype_arg = backend, dtype
-        if X_train is not None or y_train is not None:
-            if X_train is None or y_train is None:
-                raise TypeError("NystromRegression: pass both X_train and y_train (or "
-                                "neither, then call .fit(X_train, y_train))")
-            self.fit(X_train, y_train)
+        fit_if_given(self, X_train, y_train, "X_train")
 
     @renamed_keywords(X="X_train", y="y_train")
     def fit(self, X_train, y_train):

@@ -23,7 +23,7 @@ import scipy.linalg as sla
 from .mixed_precision import MixedPrecision, fit_mixed, plan_route
 from ._checks import (_TILE, NotPositiveDefiniteError, as_cross_kernel, as_ridge,
                       as_square_kernel, as_targets, as_vector, clip_variance, symmetric_psd)
-from ._compat import check_fitted
+from ._compat import check_fitted, fit_if_given
 
 __all__ = ["KernelRegression", "RidgePath", "JitterWarning", "NotPositiveDefiniteError",
            "MixedPrecision"]
@@ -119,11 +119,7 @@ class KernelRegression:
         self.ridge = as_ridge(ridge)
         self.overwrite = bool(overwrite)
         self.mixed_precision = mixed_precision
-        if k_train_train is not None or y_train is not None:
-            if k_train_train is None or y_train is None:
-                raise TypeError("KernelRegression: pass both k_train_train and y_train (or "
-                                "neither, then call .fit(k_train_train, y_train))")
-            self.fit(k_train_train, y_train)
+        fit_if_given(self, k_train_train, y_train, "k_train_train")
 
     def fit(self, k_train_train, y_train):
         """Factor k_train_train + ridge·I and solve for α; returns self."""
