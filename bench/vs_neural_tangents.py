@@ -8,6 +8,13 @@ in this one (they need not be the same Python environment):
     # 2. here:
     python bench/vs_neural_tangents.py compare nt.npz
 
+A third form runs both halves side by side in one run (nt in its own environment as
+a subprocess, alternating with ours), for the ReLU MLP at several input dimensions
+and both dtypes — K(X, X), Σ and Θ, depth 3:
+
+    python bench/vs_neural_tangents.py dims [--n 4000] [--dims 784 16]
+                                         [--nt-python /tmp/ntenv/bin/python]
+
 ``dump`` evaluates NT's infinite-width kernels (float64, x64 enabled) for every
 activation × parameterization × bias setting on seeded data and records its
 wall times (best of 3, after a warm-up call that includes JIT compilation);
@@ -100,6 +107,67 @@ def compare(path):
               f"{ds:15.2e} {dt:15.2e} {cfg['seconds']:8.3f} {t:8.3f} {cfg['seconds'] / t:8.1f}")
 
 
+DIMS_NET = dict(depth=3, w_std=1.3, b_std=0.2)
+
+
+def nt_dims(x_path, out_path, dtype, repeat):
+    """nt's half of ``dims`` (runs in nt's environment): best-of-``repeat`` K(X, X)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", dtype == "float64")
+    from neural_tangents import stax
+
+    X = np.load(x_path).astype(dtype)
+    layers = [stax.Dense(512, W_std=DIMS_NET["w_std"], b_std=DIMS_NET["b_std"])]
+    for i in range(DIMS_NET["depth"]):
+        layers += [stax.Relu(), stax.Dense(512 if i < DIMS_NET["depth"] - 1 else 1,
+                                           W_std=DIMS_NET["w_std"], b_std=DIMS_NET["b_std"])]
+    kfn = jax.jit(stax.serial(*layers)[2], static_argnames="get")
+    k = kfn(X, None, get=("nngp", "ntk"))
+    k.ntk.block_until_ready()
+    t = best_of(lambda: kfn(X, None, get=("nngp", "ntk")).ntk.block_until_ready(), repeat)
+    np.savez(out_path, nngp=np.asarray(k.nngp), ntk=np.asarray(k.ntk), seconds=t)
+
+
+def dims(n, dim_list, nt_python, repeat):
+    """Side by side: nt (subprocess, its own environment) and ntkfast, same threads."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import ntkfast as nk
+    from ntkfast.backends import compiled
+
+    print(f"# K(X, X) of N = {n} points, ReLU MLP depth {DIMS_NET['depth']}, Σ and Θ, "
+          f"best of {repeat} after a warm-up; ntkfast tile kernel {compiled.isa()}; "
+          f"threads: all cores ({os.cpu_count()}) on both sides")
+    print("# max rel diff Θ: |ours − nt| / max|Θ|, off and on the diagonal (nt forms the angle "
+          "by arccos, which loses half the digits for near-parallel pairs: θ = 0 on the diagonal)")
+    print("| D | dtype | nt s | ntkfast s | nt / ntkfast | max rel diff Θ off diag | on diag |")
+    print("|---|---|---|---|---|---|---|")
+    net = nk.MLP(**DIMS_NET)
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in dim_list:
+            X = np.random.default_rng(0).standard_normal((n, d))
+            xp = os.path.join(tmp, "x.npy")
+            np.save(xp, X)
+            for dtype in ("float32", "float64"):
+                op = os.path.join(tmp, "nt.npz")
+                subprocess.run([nt_python, os.path.abspath(__file__), "nt-dims", xp, op,
+                                dtype, str(repeat)], check=True, stderr=subprocess.DEVNULL)
+                ref = np.load(op)
+                k = net.kernels(X.astype(dtype), dtype=dtype)
+                t = best_of(lambda: net.kernels(X.astype(dtype), dtype=dtype), repeat)
+                err = np.abs(k.ntk - ref["ntk"]) / np.abs(ref["ntk"]).max()
+                on = np.diagonal(err).max()
+                np.fill_diagonal(err, 0.0)
+                nt_s = float(ref["seconds"])
+                print(f"| {d} | {dtype} | {nt_s:.3f} | {t:.3f} | {nt_s / t:.1f} | "
+                      f"{err.max():.1e} | {on:.1e} |")
+                sys.stdout.flush()
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,5 +177,21 @@ if __name__ == "__main__":
     d.add_argument("--n", type=int, default=2000)
     c = sub.add_parser("compare")
     c.add_argument("path")
+    m = sub.add_parser("dims")
+    m.add_argument("--n", type=int, default=4000)
+    m.add_argument("--dims", type=int, nargs="+", default=[784, 16])
+    m.add_argument("--repeat", type=int, default=3)
+    m.add_argument("--nt-python", default="/tmp/ntenv/bin/python")
+    w = sub.add_parser("nt-dims")  # internal: nt's half of ``dims``
+    for name in ("x", "out", "dtype"):
+        w.add_argument(name)
+    w.add_argument("repeat", type=int)
     a = ap.parse_args()
-    dump(a.path, a.n) if a.cmd == "dump" else compare(a.path)
+    if a.cmd == "dump":
+        dump(a.path, a.n)
+    elif a.cmd == "compare":
+        compare(a.path)
+    elif a.cmd == "dims":
+        dims(a.n, a.dims, a.nt_python, a.repeat)
+    else:
+        nt_dims(a.x, a.out, a.dtype, a.repeat)
