@@ -113,37 +113,45 @@ def kernel_pass(n, d, depths, ks, repeat, numpy, n_jobs):
                   for a in kern if a is not None})
     print(f"Kernel pass: N={n} D={d} ReLU b_std=0.1 float64, depths {depths} x frozen {ks} "
           f"= {n_mats} matrices of {n * n * 8 / 1e9:.3f} GB ({n_mats * n * n * 8 / 1e9:.2f} "
-          f"GB), n_jobs={n_jobs}, {repeat} paired runs")
+          f"GB), n_jobs={n_jobs}, {repeat} paired runs; ratios = median of per-pair "
+          "time / deepest single kernel (Σ+Θ, fresh outputs)")
 
     def single():
         return net.kernels(X, n_jobs=n_jobs)
 
-    def multi(backend):
+    def multi(backend="compiled", **kw):
         return lambda: kernels_multi(net, X, depths=depths, frozen_layers=ks,
-                                     n_jobs=n_jobs, backend=backend)
+                                     n_jobs=n_jobs, backend=backend, **kw)
 
     threads = n_jobs or os.cpu_count() or 1
 
-    def write(count):
-        """Allocate and write ``count`` N x N float64 matrices on ``threads`` threads
-        (np.copyto releases the GIL), page faults included, as the pass's outputs."""
-        def run():
-            mats = [np.empty((n, n)) for _ in range(count)]
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda a: np.copyto(a, 1.0), mats))
-            return mats
-        return run
+    def write(mats):
+        """Write ``mats`` on ``threads`` threads (np.copyto releases the GIL)."""
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda a: np.copyto(a, 1.0), mats))
+        return mats
 
-    t_m, t_s, r_m = _paired(multi("compiled"), single, repeat)
-    print(f"  deepest single kernel (Σ+Θ, depth {max(depths)}): {t_s:7.3f} s")
-    print(f"  sweep pass, compiled:  {t_m:7.3f} s   {r_m:5.2f} x the single kernel")
-    t_w, t_s2, r_w = _paired(write(n_mats - 2), single, repeat)
-    print(f"  floor: writing {n_mats - 2} more matrices {t_w:7.3f} s -> single + writes "
-          f"= {1 + r_w:5.2f} x the single kernel (contiguous writes; the pass also "
-          "mirrors each K(X, X) tile into the lower triangle)")
+    def row(label, f):
+        t_f, t_s, r = _paired(f, single, repeat)
+        print(f"  {label:<52s} {t_f:7.3f} s  {r:5.2f} x  (single {t_s:.3f} s)")
+        return r
+
+    # fresh outputs (np.empty, first touched by the pass's writers: page faults included)
+    row("sweep pass, full matrices (default)", multi())
+    row("sweep pass, symmetrize=False (upper triangles)", multi(symmetrize=False))
+    r_w = row(f"floor: allocate + write {n_mats - 2} matrices",
+              lambda: write([np.empty((n, n)) for _ in range(n_mats - 2)]))
+    print(f"  {'':<52s} -> single + that = {1 + r_w:5.2f} x")
+    # outputs reused (out=: allocated and faulted once, outside the timing)
+    buf = multi()()
+    row("sweep pass, full, out= reused", multi(out=buf))
+    row("sweep pass, symmetrize=False, out= reused", multi(out=buf, symmetrize=False))
+    mats = [a for a in {id(a): a for kern in buf.values() for a in kern}.values()]
+    r_r = row(f"floor: rewrite {n_mats - 2} allocated matrices", lambda: write(mats[2:]))
+    print(f"  {'':<52s} -> single + that = {1 + r_r:5.2f} x")
+    del buf, mats
     if numpy:
-        t_np, _, r_np = _paired(multi("numpy"), single, 1)
-        print(f"  sweep pass, NumPy:     {t_np:7.3f} s   {r_np:5.2f} x the single kernel")
+        row("sweep pass, NumPy", multi("numpy"))
 
 
 def main(argv=None):
