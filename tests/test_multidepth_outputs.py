@@ -29,11 +29,36 @@ def _arrays(mk):
     return [a for kern in mk.values() for a in kern if a is not None]
 
 
+def _at_isa(level):
+    """Context: the compiled tile kernel at ``level`` (skip where unavailable)."""
+    import contextlib
+
+    from ntkfast.backends import compiled
+
+    @contextlib.contextmanager
+    def ctx():
+        if level not in compiled.isa_levels():
+            pytest.skip(f"{level} not available here ({compiled.isa_levels()})")
+        previous = compiled.set_isa(level)
+        try:
+            yield
+        finally:
+            compiled.set_isa(previous)
+    return ctx()
+
+
 @requires_compiled
-@pytest.mark.parametrize("n, tile, panel", [(203, 16, 48), (130, 7, 21), (64, 64, 64)])
-def test_engine_mirror_equals_direct_entries(n, tile, panel, rng):
+@pytest.mark.parametrize("isa", ["baseline", "x86-64-v3", "x86-64-v4"])
+# (200, 16, 48), (96, 32, 64), (64, 64, 64): rows of 64-byte multiples, the mirror's
+# streamed whole-line path (x86-64-v3/v4); the others its plain stores
+@pytest.mark.parametrize("n, tile, panel", [(203, 16, 48), (130, 7, 21), (200, 16, 48),
+                                            (96, 32, 64), (64, 64, 64)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_engine_mirror_equals_direct_entries(n, tile, panel, dtype, isa, rng):
     """fill_tiles_multi(symmetric) with panels narrower than a row: every mirrored
-    entry against the rectangular pass (each entry computed, none mirrored)."""
+    entry against the rectangular pass (each entry computed, none mirrored), into
+    64-byte aligned outputs (as kernels_multi allocates them)."""
+    from ntkfast.multidepth import _aligned
     from ntkfast import _engine
     from ntkfast._spec import RecursionSpec
     from ntkfast.backends.compiled import _roots, engine_params
@@ -42,19 +67,24 @@ def test_engine_mirror_equals_direct_entries(n, tile, panel, rng):
     X = _inputs(rng, n)
     spec = RecursionSpec.build(net.activation, 3, net.w_std, net.b_std, "ntk", None, 6)
     q = layer_variances(spec, X)
-    r = _roots(q, np.float64)
-    args = (engine_params(spec, 6, np.float64), X, X.copy(), q, r, q, r)
+    r = _roots(q, dtype)
+    Xd, qd = X.astype(dtype), q.astype(dtype)
+    args = (engine_params(spec, 6, dtype), Xd, Xd.copy(), qd, r, qd, r)
     # Σ and Θ after layers 1 and 3, k = 0 and 1
     s_slot, t_slot = [-1, 0, -1, 1], [-1, -1, 2, 3, -1, -1, 4, 5]
-    sym = [np.full((n, n), np.nan) for _ in range(6)]
-    rect = [np.full((n, n), np.nan) for _ in range(6)]
-    _engine.fill_tiles_multi(*args, sym, s_slot, t_slot, [0, 1], True, tile, 2, panel)
-    _engine.fill_tiles_multi(*args, rect, s_slot, t_slot, [0, 1], False, tile, 2, panel)
+    sym = [_aligned((n, n), dtype) for _ in range(6)]
+    for a in sym:
+        a.fill(np.nan)
+    rect = [np.full((n, n), np.nan, dtype=dtype) for _ in range(6)]
+    with _at_isa(isa):
+        _engine.fill_tiles_multi(*args, sym, s_slot, t_slot, [0, 1], True, tile, 2, panel)
+        _engine.fill_tiles_multi(*args, rect, s_slot, t_slot, [0, 1], False, tile, 2, panel)
     off = ~np.eye(n, dtype=bool)      # the caller overwrites the diagonal
     for a, b in zip(sym, rect):
         assert np.array_equal(a[off], a.T[off])           # exactly symmetric
         assert not np.isnan(a[off]).any()                 # every entry written
-        assert normwise(np.where(off, a, 0), np.where(off, b, 0)) <= 1e-13
+        tol = 1e-13 if dtype == np.float64 else 1e-5
+        assert normwise(np.where(off, a, 0), np.where(off, b, 0)) <= tol
 
 
 @requires_compiled
