@@ -88,20 +88,24 @@ def naive(X, y, task, depths, ks, ridges, folds, metric):
 
 
 def _paired(fa, fb, repeat):
-    """Median times of fa, fb run alternately (after one untimed call of each) and the
-    median of the per-pair ratios fa/fb (robust to drift on a shared machine)."""
+    """fa, fb run alternately (after one untimed call of each): median wall times of
+    each, the median of the per-pair wall-time ratios fa/fb (robust to drift on a
+    shared machine) and the same ratio of process CPU time (user + system, all
+    threads: page faults included, time lost to other jobs' threads excluded)."""
     fa()
     fb()
-    ta, tb = [], []
+    wa, wb, ca, cb = [], [], [], []
     for _ in range(repeat):
-        for f, ts in ((fa, ta), (fb, tb)):
+        for f, ws, cs in ((fa, wa, ca), (fb, wb, cb)):
             gc.collect()
             time.sleep(0.2)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
-            ts.append(time.perf_counter() - t0)
-    ta, tb = np.array(ta), np.array(tb)
-    return float(np.median(ta)), float(np.median(tb)), float(np.median(ta / tb))
+            ws.append(time.perf_counter() - t0)
+            cs.append(time.process_time() - c0)
+    wa, wb, ca, cb = map(np.array, (wa, wb, ca, cb))
+    return (float(np.median(wa)), float(np.median(wb)), float(np.median(wa / wb)),
+            float(np.median(ca / cb)))
 
 
 def kernel_pass(n, d, depths, ks, repeat, numpy, n_jobs):
@@ -132,23 +136,24 @@ def kernel_pass(n, d, depths, ks, repeat, numpy, n_jobs):
         return mats
 
     def row(label, f):
-        t_f, t_s, r = _paired(f, single, repeat)
-        print(f"  {label:<52s} {t_f:7.3f} s  {r:5.2f} x  (single {t_s:.3f} s)")
-        return r
+        t_f, t_s, r, r_cpu = _paired(f, single, repeat)
+        print(f"  {label:<48s} {t_f:6.3f} s  {r:5.2f} x  cpu {r_cpu:5.2f} x  "
+              f"(single {t_s:.3f} s)")
+        return r, r_cpu
 
     # fresh outputs (np.empty, first touched by the pass's writers: page faults included)
     row("sweep pass, full matrices (default)", multi())
     row("sweep pass, symmetrize=False (upper triangles)", multi(symmetrize=False))
     r_w = row(f"floor: allocate + write {n_mats - 2} matrices",
               lambda: write([np.empty((n, n)) for _ in range(n_mats - 2)]))
-    print(f"  {'':<52s} -> single + that = {1 + r_w:5.2f} x")
+    print(f"  {'':<48s} -> single + that = {1 + r_w[0]:5.2f} x  cpu {1 + r_w[1]:5.2f} x")
     # outputs reused (out=: allocated and faulted once, outside the timing)
     buf = multi()()
     row("sweep pass, full, out= reused", multi(out=buf))
     row("sweep pass, symmetrize=False, out= reused", multi(out=buf, symmetrize=False))
     mats = [a for a in {id(a): a for kern in buf.values() for a in kern}.values()]
     r_r = row(f"floor: rewrite {n_mats - 2} allocated matrices", lambda: write(mats[2:]))
-    print(f"  {'':<52s} -> single + that = {1 + r_r:5.2f} x")
+    print(f"  {'':<48s} -> single + that = {1 + r_r[0]:5.2f} x  cpu {1 + r_r[1]:5.2f} x")
     del buf, mats
     if numpy:
         row("sweep pass, NumPy", multi("numpy"))

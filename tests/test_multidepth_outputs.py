@@ -132,8 +132,9 @@ def test_full_matrices_are_symmetric_and_equal_single_runs(backend, dtype, rng):
 @pytest.mark.parametrize("backend", [pytest.param("compiled", marks=requires_compiled),
                                      "numpy"])
 @pytest.mark.parametrize("get", ["both", "ntk"])
-def test_symmetrize_false_gives_the_upper_triangle(backend, get, rng):
-    X = _inputs(rng, 133)
+@pytest.mark.parametrize("n", [133, 400])     # 400: outputs > 1 MiB, memory maps
+def test_symmetrize_false_gives_the_upper_triangle(backend, get, n, rng):
+    X = _inputs(rng, n)
     net = nk.MLP(depth=4, b_std=0.1)
     full = kernels_multi(net, X, depths=DEPTHS, frozen_layers=KS, tile=16, get=get,
                          backend=backend)
@@ -145,6 +146,7 @@ def test_symmetrize_false_gives_the_upper_triangle(backend, get, rng):
             assert (a is None) == (b is None)
             if a is not None:
                 np.testing.assert_array_equal(b, np.triu(a))
+                assert b.flags.writeable and b.flags.c_contiguous
         if get == "both":
             assert up[key].nngp is up.nngp(key[0])
 
