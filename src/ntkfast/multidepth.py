@@ -424,14 +424,7 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     else:
         # uninitialised: first touched by the pass's own (parallel) writers.  Upper
         # triangles only: zeroed, whose untouched pages below the diagonal stay zero pages.
-        zero = symmetric and not mirror
-        outs = {}
-        for depth in depths:
-            s_arr = _aligned((n, m), dt, zero) if want_nngp else None
-            for k in ks:
-                if k <= depth:
-                    t_arr = _aligned((n, m), dt, zero) if want_ntk else None
-                    outs[(depth, k)] = (s_arr, t_arr)
+        outs = _allocate(plan, (n, m), dt, symmetric and not mirror)
     for key, (o_s, o_t) in outs.items():
         result[key] = Kernels(o_s, o_t)
 
@@ -469,17 +462,46 @@ def _aligned(shape, dtype, zero=False):
     """An uninitialised (``zero``: zero-filled) C-contiguous array of ``shape`` and
     ``dtype`` whose data starts on a ``_ALIGN``-byte boundary.
 
-    Large zero-filled arrays (the upper triangles of ``symmetrize=False``) are an
-    anonymous memory map: zero by definition, in 4 KiB pages of which those never
-    written (below the diagonal) are never faulted in, so about half the memory is
-    resident (np.zeros measured up to 4x slower here, its huge pages all touched)."""
+    Large zero-filled arrays (the upper triangles of ``symmetrize=False``) are a
+    private anonymous memory map: zero by definition, in 4 KiB pages of which those
+    never written (below the diagonal) are never faulted in, so about 2/3 of the
+    memory is resident (np.zeros measured up to 3x slower here)."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if zero and nbytes >= _MMAP_BYTES:
-        return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+        if hasattr(mmap, "MAP_PRIVATE"):  # POSIX (a shared map would be shmem)
+            buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        else:
+            buf = mmap.mmap(-1, nbytes)
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
     raw = (np.zeros if zero else np.empty)(nbytes + _ALIGN, dtype=np.uint8)
     off = -raw.ctypes.data % _ALIGN
     return raw[off:off + nbytes].view(dtype).reshape(shape)
+
+
+def _allocate(plan, shape, dt, zero):
+    """{(depth, k): (nngp, ntk)} of new ``_aligned`` arrays (one Σ per depth)."""
+    outs = {}
+    for depth in plan.depths:
+        s_arr = _aligned(shape, dt, zero) if plan.want_nngp else None
+        for k in plan.ks:
+            if k <= depth:
+                t_arr = _aligned(shape, dt, zero) if plan.want_ntk else None
+                outs[(depth, k)] = (s_arr, t_arr)
+    return outs
+
+
+def _uninitialised(depths, frozen_layers, get, n, dtype=np.float64):
+    """A MultiKernels of uninitialised N × N arrays to pass as ``out=`` with
+    ``symmetrize=False`` by a consumer that reads the upper triangles only
+    (:func:`ntkfast.sweep`): the strictly lower triangles then stay garbage, without
+    the cost of zero pages."""
+    plan = _Plan(sorted(set(depths)), sorted(set(frozen_layers)), get in ("both", "nngp"),
+                 get in ("both", "ntk"))
+    result = MultiKernels()
+    for key, (o_s, o_t) in _allocate(plan, (n, n), np.dtype(dtype), False).items():
+        result[key] = Kernels(o_s, o_t)
+    return result
 
 
 def _reused_outputs(out, plan, shape, dt, X, Z):

@@ -55,7 +55,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from . import _defaults
-from .multidepth import kernels_multi
+from .multidepth import _uninitialised, kernels_multi
 from .network import MLP
 
 __all__ = ["sweep", "SweepResult", "load_dataset", "make_folds", "parse_int_list",
@@ -478,9 +478,12 @@ def sweep(datasets, depths=None, ridges=None, cv=4, kernel="ntk",
             configs = [(kind, None, None, kern[kind] if isinstance(kern, dict)
                         else getattr(kern, kind)) for kind in kinds]
         else:
-            mk = kernels_multi(net, X, depths=depths, frozen_layers=ks,
-                               get="both" if kernel == "both" else kernel, n_jobs=n_jobs,
-                               symmetrize=False)
+            # upper triangles into uninitialised arrays: fold_predictions(upper=True)
+            # never reads below the diagonal (no zero pages to pay for)
+            get = "both" if kernel == "both" else kernel
+            mk = kernels_multi(net, X, depths=depths, frozen_layers=ks, get=get,
+                               n_jobs=n_jobs, symmetrize=False,
+                               out=_uninitialised(depths, ks, get, X.shape[0]))
         t1 = time.perf_counter()
         for depth in depths if not arch else ():
             if "ntk" in kinds:
