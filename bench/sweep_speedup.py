@@ -3,10 +3,13 @@
 
 1. Kernel pass (``--pass-n``, default N = 4000, D = 64, depths 1-5 x frozen 0-2, float64,
    both threads): ``kernels_multi`` (every (depth, k) Σ and Θ; compiled engine, and the
-   NumPy pass with ``--numpy``) against the deepest single ``MLP(5).kernels(X)``, run
-   alternately (median of per-pair ratios); and the memory floor: allocating and
-   writing the same number of N x N matrices (``np.empty`` + fill, page faults
-   included), whose time is what the extra outputs cost at best.  ``--pass-n 0`` skips it.
+   NumPy pass with ``--numpy``) against the deepest single ``MLP(5).kernels(X)`` (fresh
+   outputs), run alternately (median of per-pair ratios of wall time, and of process
+   CPU time, less sensitive to other jobs): full matrices and ``symmetrize=False``
+   (upper triangles), each into fresh outputs and into reused ones (``out=``); and two
+   floors: allocating and writing the same number of N x N matrices (``np.empty`` +
+   fill, page faults included), and rewriting already allocated ones (memory
+   bandwidth alone).  ``--pass-n 0`` skips it.
 2. Dataset sweep (``--dataset``; ``--skip-dataset`` skips it):
 
 Naive: for every (depth, frozen-layer count, ridge, fold) compute the training and
@@ -28,13 +31,32 @@ Measured (2-core Zen 3, loaded by other jobs, OPENBLAS_NUM_THREADS=1):
   digits n=600, depths 1-5, k=0, 13 ridges, 4 folds:      sweep 0.86 s, naive 2.71 s: 3.1x
   digits n=1797, depths 1-5, k=0-2, 13 ridges, 4 folds:   sweep 44.7 s, naive 462 s: 10.3x
 (scores identical; kernels by the NumPy pass then).
-Kernel pass, compiled engine (2-core Zen 4 shared with ~6 other jobs, load 10-12;
-N=4000, depths 1-5 x k 0-2 = 19 matrices, float64, fresh outputs each call):
-  D=64:  4.1-7.2x the deepest single kernel; floor (single + writing 17 more
-         matrices, page faults included) 2.3-3.6x; NumPy pass 14.5x.
-  D=784: 4.5x; floor 2.9x.
-The gap to the floor is the transposed (mirror) write of each K(X, X) block into
-the lower triangle of every output.
+Kernel pass, compiled engine: 2-core Zen 4 VM shared with two other engineers' jobs
+(load 5-6), OPENBLAS_NUM_THREADS=1, N=4000, depths 1-5 x k 0-2 = 19 matrices (2.43 GB)
+float64; ``python bench/sweep_speedup.py --skip-dataset --repeat 5 [--pass-d 784]``;
+ratio to the deepest single kernel (fresh outputs), wall (cpu):
+                                                  D=64          D=784
+  before (42ab6eb; fresh outputs, full)           4.08          3.92
+    its floor, single + allocate/write 17         4.78          3.21
+  full matrices, fresh outputs (default)          2.84 (3.54)   3.91 (3.53)
+  symmetrize=False, fresh (zero-page maps)        6.63 (6.56)   2.19 (2.69)
+  floor: single + allocate/write 17 matrices      8.14 (8.36)   4.18 (4.31)
+  full matrices, out= reused                      1.91 (2.02)   1.50 (1.50)
+  symmetrize=False, out= reused                   1.25 (1.23)   0.99 (1.08)
+  floor: single + rewrite 17 matrices             1.24 (1.33)   1.11 (1.13)
+(before/after in alternate processes, a minute apart; the single kernel itself took
+0.28-0.53 s at D=64 and 0.88-1.41 s at D=784 within these runs.)
+Fresh outputs: the first touch of 2.4 GB (the kernel zeroing every page, faults) costs
+1-3 s on this VM and varies 3x from run to run with the other jobs: more than the
+single kernel itself, so <= 2x with 19 fresh dense float64 outputs is below the memory
+floor here.  Reused outputs (``out=``): the full pass is within 1.5-1.9x, the upper
+triangles at the floor.  The mirror (full - upper, reused outputs, D=64, the two
+builds alternating): 0.39-0.40 s with plain stores, 0.19-0.30 s since it streams
+whole cache lines (outputs 64-byte aligned: 0.40 -> 0.34 s before that).
+Dataset sweep (``--dataset digits --frozen 0-2 --skip-naive --repeat 5``, n=1797, 12
+NTKs, 4 folds): sweep 41.4 s (kernels 0.86 s, solves 40.5 s); its kernel pass,
+upper triangles into uninitialised arrays 5.2x (cpu 4.8x) the deepest single NTK,
+zero-page maps 5.0x (6.1x), full matrices 4.3x (4.1x): first touch again.
 """
 
 from __future__ import annotations
