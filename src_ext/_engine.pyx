@@ -6,7 +6,8 @@ per-thread buffers: one GEMM (``scipy.linalg.cython_blas``; SYRK on the diagonal
 tile of K(X, X)), then, row by row, the whole recursion over all layers while the
 row is in L1 (C kernels in ``ntk_recursion.h``), one write of each recorded kernel
 (one, or every (depth, frozen k) kernel of a sweep: :func:`fill_tiles_multi`), and
-the mirrored write of each block of 16 rows while it is still in cache.  The tile
+the mirrored write of each block of 16 rows while it is still in cache (whole aligned
+cache lines streamed with non-temporal stores on x86-64-v3/v4; none with mirror=False).  The tile
 kernel runs at the CPU's instruction-set level (:func:`isa`, :func:`set_isa`).  For K(X, X) only
 panels on and above the diagonal are computed.  The GIL is released; BLAS must
 be pinned to one thread by the caller (threadpoolctl): the parallelism is ours.

@@ -654,7 +654,10 @@ NTK_TARGET_V3 static void SUF(ntk_tile_v3)(NTK_TILE_PARAMS)
         _mm_sfence();
 }
 #endif
-static void SUF(ntk_tile_base)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS, NTK_ISA_BASELINE); }
+static void SUF(ntk_tile_base)(NTK_TILE_PARAMS)
+{
+    SUF(ntk_tile_body)(NTK_TILE_ARGS, NTK_ISA_BASELINE);
+}
 
 __attribute__((unused)) static void SUF(ntk_tile)(NTK_TILE_PARAMS)
 {

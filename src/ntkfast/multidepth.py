@@ -35,7 +35,10 @@ every requested layer and Θ of every frozen count k straight into the output
 rows during the one pass (one GEMM per tile, the recursion once; the frozen
 chains reuse each layer's E, Ė), in the output dtype, with the engine's
 exact-angle arithmetic, so every kernel equals ``MLP(depth).kernels`` to
-rounding.  The cost above one single kernel is writing the extra matrices.
+rounding.  The cost above one single kernel is writing the extra matrices: their
+first touch (page faults) when new, memory bandwidth when reused (``out=``); a
+consumer that reads one triangle asks for ``symmetrize=False`` and skips the
+transposed writes (:func:`ntkfast.sweep` does).
 Other activations, and ``exact_angles=False``, use the NumPy pass below
 (``backend='numpy'``).
 
