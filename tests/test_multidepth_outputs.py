@@ -154,7 +154,7 @@ def test_symmetrize_false_gives_the_upper_triangle(backend, get, n, rng):
 @requires_compiled
 @pytest.mark.parametrize("symmetrize", [True, False])
 def test_thread_count_does_not_change_results(symmetrize, rng):
-    X = _inputs(rng, 170)
+    X = _inputs(rng, 176)     # rows of whole cache lines: the streamed mirror
     net = nk.MLP(depth=3, b_std=0.2)
     a = kernels_multi(net, X, depths=[1, 3], frozen_layers=[0, 1], tile=16, n_jobs=1,
                       symmetrize=symmetrize)
