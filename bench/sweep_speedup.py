@@ -3,10 +3,13 @@
 
 1. Kernel pass (``--pass-n``, default N = 4000, D = 64, depths 1-5 x frozen 0-2, float64,
    both threads): ``kernels_multi`` (every (depth, k) Σ and Θ; compiled engine, and the
-   NumPy pass with ``--numpy``) against the deepest single ``MLP(5).kernels(X)``, run
-   alternately (median of per-pair ratios); and the memory floor: allocating and
-   writing the same number of N x N matrices (``np.empty`` + fill, page faults
-   included), whose time is what the extra outputs cost at best.  ``--pass-n 0`` skips it.
+   NumPy pass with ``--numpy``) against the deepest single ``MLP(5).kernels(X)`` (fresh
+   outputs), run alternately (median of per-pair ratios of wall time, and of process
+   CPU time, less sensitive to other jobs): full matrices and ``symmetrize=False``
+   (upper triangles), each into fresh outputs and into reused ones (``out=``); and two
+   floors: allocating and writing the same number of N x N matrices (``np.empty`` +
+   fill, page faults included), and rewriting already allocated ones (memory
+   bandwidth alone).  ``--pass-n 0`` skips it.
 2. Dataset sweep (``--dataset``; ``--skip-dataset`` skips it):
 
 Naive: for every (depth, frozen-layer count, ridge, fold) compute the training and
@@ -28,13 +31,32 @@ Measured (2-core Zen 3, loaded by other jobs, OPENBLAS_NUM_THREADS=1):
   digits n=600, depths 1-5, k=0, 13 ridges, 4 folds:      sweep 0.86 s, naive 2.71 s: 3.1x
   digits n=1797, depths 1-5, k=0-2, 13 ridges, 4 folds:   sweep 44.7 s, naive 462 s: 10.3x
 (scores identical; kernels by the NumPy pass then).
-Kernel pass, compiled engine (2-core Zen 4 shared with ~6 other jobs, load 10-12;
-N=4000, depths 1-5 x k 0-2 = 19 matrices, float64, fresh outputs each call):
-  D=64:  4.1-7.2x the deepest single kernel; floor (single + writing 17 more
-         matrices, page faults included) 2.3-3.6x; NumPy pass 14.5x.
-  D=784: 4.5x; floor 2.9x.
-The gap to the floor is the transposed (mirror) write of each K(X, X) block into
-the lower triangle of every output.
+Kernel pass, compiled engine: 2-core Zen 4 VM shared with two other engineers' jobs
+(load 5-6), OPENBLAS_NUM_THREADS=1, N=4000, depths 1-5 x k 0-2 = 19 matrices (2.43 GB)
+float64; ``python bench/sweep_speedup.py --skip-dataset --repeat 5 [--pass-d 784]``;
+ratio to the deepest single kernel (fresh outputs), wall (cpu):
+                                                  D=64          D=784
+  before (42ab6eb; fresh outputs, full)           4.08          3.92
+    its floor, single + allocate/write 17         4.78          3.21
+  full matrices, fresh outputs (default)          2.84 (3.54)   3.91 (3.53)
+  symmetrize=False, fresh (zero-page maps)        6.63 (6.56)   2.19 (2.69)
+  floor: single + allocate/write 17 matrices      8.14 (8.36)   4.18 (4.31)
+  full matrices, out= reused                      1.91 (2.02)   1.50 (1.50)
+  symmetrize=False, out= reused                   1.25 (1.23)   0.99 (1.08)
+  floor: single + rewrite 17 matrices             1.24 (1.33)   1.11 (1.13)
+(before/after in alternate processes, a minute apart; the single kernel itself took
+0.28-0.53 s at D=64 and 0.88-1.41 s at D=784 within these runs.)
+Fresh outputs: the first touch of 2.4 GB (the kernel zeroing every page, faults) costs
+1-3 s on this VM and varies 3x from run to run with the other jobs: more than the
+single kernel itself, so <= 2x with 19 fresh dense float64 outputs is below the memory
+floor here.  Reused outputs (``out=``): the full pass is within 1.5-1.9x, the upper
+triangles at the floor.  The mirror (full - upper, reused outputs, D=64, the two
+builds alternating): 0.39-0.40 s with plain stores, 0.19-0.30 s since it streams
+whole cache lines (outputs 64-byte aligned: 0.40 -> 0.34 s before that).
+Dataset sweep (``--dataset digits --frozen 0-2 --skip-naive --repeat 5``, n=1797, 12
+NTKs, 4 folds): sweep 41.4 s (kernels 0.86 s, solves 40.5 s); its kernel pass,
+upper triangles into uninitialised arrays 5.2x (cpu 4.8x) the deepest single NTK,
+zero-page maps 5.0x (6.1x), full matrices 4.3x (4.1x): first touch again.
 """
 
 from __future__ import annotations
@@ -52,7 +74,7 @@ import numpy as np  # noqa: E402
 
 import ntkfast as nk  # noqa: E402
 from ntkfast import sweep as S  # noqa: E402
-from ntkfast.multidepth import kernels_multi  # noqa: E402
+from ntkfast.multidepth import _uninitialised, kernels_multi  # noqa: E402
 
 
 def naive(X, y, task, depths, ks, ridges, folds, metric):
@@ -88,20 +110,24 @@ def naive(X, y, task, depths, ks, ridges, folds, metric):
 
 
 def _paired(fa, fb, repeat):
-    """Median times of fa, fb run alternately (after one untimed call of each) and the
-    median of the per-pair ratios fa/fb (robust to drift on a shared machine)."""
+    """fa, fb run alternately (after one untimed call of each): median wall times of
+    each, the median of the per-pair wall-time ratios fa/fb (robust to drift on a
+    shared machine) and the same ratio of process CPU time (user + system, all
+    threads: page faults included, time lost to other jobs' threads excluded)."""
     fa()
     fb()
-    ta, tb = [], []
+    wa, wb, ca, cb = [], [], [], []
     for _ in range(repeat):
-        for f, ts in ((fa, ta), (fb, tb)):
+        for f, ws, cs in ((fa, wa, ca), (fb, wb, cb)):
             gc.collect()
             time.sleep(0.2)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
-            ts.append(time.perf_counter() - t0)
-    ta, tb = np.array(ta), np.array(tb)
-    return float(np.median(ta)), float(np.median(tb)), float(np.median(ta / tb))
+            ws.append(time.perf_counter() - t0)
+            cs.append(time.process_time() - c0)
+    wa, wb, ca, cb = map(np.array, (wa, wb, ca, cb))
+    return (float(np.median(wa)), float(np.median(wb)), float(np.median(wa / wb)),
+            float(np.median(ca / cb)))
 
 
 def kernel_pass(n, d, depths, ks, repeat, numpy, n_jobs):
@@ -113,37 +139,46 @@ def kernel_pass(n, d, depths, ks, repeat, numpy, n_jobs):
                   for a in kern if a is not None})
     print(f"Kernel pass: N={n} D={d} ReLU b_std=0.1 float64, depths {depths} x frozen {ks} "
           f"= {n_mats} matrices of {n * n * 8 / 1e9:.3f} GB ({n_mats * n * n * 8 / 1e9:.2f} "
-          f"GB), n_jobs={n_jobs}, {repeat} paired runs")
+          f"GB), n_jobs={n_jobs}, {repeat} paired runs; ratios = median of per-pair "
+          "time / deepest single kernel (Σ+Θ, fresh outputs)")
 
     def single():
         return net.kernels(X, n_jobs=n_jobs)
 
-    def multi(backend):
+    def multi(backend="compiled", **kw):
         return lambda: kernels_multi(net, X, depths=depths, frozen_layers=ks,
-                                     n_jobs=n_jobs, backend=backend)
+                                     n_jobs=n_jobs, backend=backend, **kw)
 
     threads = n_jobs or os.cpu_count() or 1
 
-    def write(count):
-        """Allocate and write ``count`` N x N float64 matrices on ``threads`` threads
-        (np.copyto releases the GIL), page faults included, as the pass's outputs."""
-        def run():
-            mats = [np.empty((n, n)) for _ in range(count)]
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda a: np.copyto(a, 1.0), mats))
-            return mats
-        return run
+    def write(mats):
+        """Write ``mats`` on ``threads`` threads (np.copyto releases the GIL)."""
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda a: np.copyto(a, 1.0), mats))
+        return mats
 
-    t_m, t_s, r_m = _paired(multi("compiled"), single, repeat)
-    print(f"  deepest single kernel (Σ+Θ, depth {max(depths)}): {t_s:7.3f} s")
-    print(f"  sweep pass, compiled:  {t_m:7.3f} s   {r_m:5.2f} x the single kernel")
-    t_w, t_s2, r_w = _paired(write(n_mats - 2), single, repeat)
-    print(f"  floor: writing {n_mats - 2} more matrices {t_w:7.3f} s -> single + writes "
-          f"= {1 + r_w:5.2f} x the single kernel (contiguous writes; the pass also "
-          "mirrors each K(X, X) tile into the lower triangle)")
+    def row(label, f):
+        t_f, t_s, r, r_cpu = _paired(f, single, repeat)
+        print(f"  {label:<48s} {t_f:6.3f} s  {r:5.2f} x  cpu {r_cpu:5.2f} x  "
+              f"(single {t_s:.3f} s)")
+        return r, r_cpu
+
+    # fresh outputs (np.empty, first touched by the pass's writers: page faults included)
+    row("sweep pass, full matrices (default)", multi())
+    row("sweep pass, symmetrize=False (upper triangles)", multi(symmetrize=False))
+    r_w = row(f"floor: allocate + write {n_mats - 2} matrices",
+              lambda: write([np.empty((n, n)) for _ in range(n_mats - 2)]))
+    print(f"  {'':<48s} -> single + that = {1 + r_w[0]:5.2f} x  cpu {1 + r_w[1]:5.2f} x")
+    # outputs reused (out=: allocated and faulted once, outside the timing)
+    buf = multi()()
+    row("sweep pass, full, out= reused", multi(out=buf))
+    row("sweep pass, symmetrize=False, out= reused", multi(out=buf, symmetrize=False))
+    mats = [a for a in {id(a): a for kern in buf.values() for a in kern}.values()]
+    r_r = row(f"floor: rewrite {n_mats - 2} allocated matrices", lambda: write(mats[2:]))
+    print(f"  {'':<48s} -> single + that = {1 + r_r[0]:5.2f} x  cpu {1 + r_r[1]:5.2f} x")
+    del buf, mats
     if numpy:
-        t_np, _, r_np = _paired(multi("numpy"), single, 1)
-        print(f"  sweep pass, NumPy:     {t_np:7.3f} s   {r_np:5.2f} x the single kernel")
+        row("sweep pass, NumPy", multi("numpy"))
 
 
 def main(argv=None):
@@ -167,6 +202,8 @@ def main(argv=None):
     p.add_argument("--numpy", action="store_true",
                    help="also time the NumPy pass (slow)")
     p.add_argument("--skip-dataset", action="store_true")
+    p.add_argument("--skip-naive", action="store_true",
+                   help="dataset: time the sweep and its kernel pass only")
     a = p.parse_args(argv)
     if a.pass_n:
         kernel_pass(a.pass_n, a.pass_d, S.parse_int_list(a.pass_depths, "depths"),
@@ -197,6 +234,22 @@ def main(argv=None):
     t_sweep = time.perf_counter() - t0
     tm = res.timings[ds.name]
     print(f"sweep: {t_sweep:8.2f} s  (kernels {tm['kernels']:.2f} s, solves {tm['solve']:.2f} s)")
+    net = nk.MLP(depth=max(depths))
+    get = "ntk"
+    n_x = Xp.shape[0]
+    variants = (("upper triangles into new uninitialised arrays (the sweep)", False, True),
+                ("upper triangles, zero below (symmetrize=False)", False, False),
+                ("full matrices", True, False))
+    for label, sym, fresh in variants:
+        t_p, t_1, r, r_cpu = _paired(
+            lambda: kernels_multi(net, Xp, depths=depths, frozen_layers=ks, get=get,
+                                  symmetrize=sym, out=_uninitialised(depths, ks, get, n_x)
+                                  if fresh else None),
+            lambda: net.ntk(Xp), a.repeat)
+        print(f"  its kernel pass, {label}: {t_p:.3f} s = {r:.2f} x (cpu {r_cpu:.2f} x) the "
+              f"deepest single NTK ({t_1:.3f} s)")
+    if a.skip_naive:
+        return
 
     t0 = time.perf_counter()
     ref = naive(Xp, y, task, depths, ks, ridges, folds, metric)

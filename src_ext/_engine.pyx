@@ -6,7 +6,8 @@ per-thread buffers: one GEMM (``scipy.linalg.cython_blas``; SYRK on the diagonal
 tile of K(X, X)), then, row by row, the whole recursion over all layers while the
 row is in L1 (C kernels in ``ntk_recursion.h``), one write of each recorded kernel
 (one, or every (depth, frozen k) kernel of a sweep: :func:`fill_tiles_multi`), and
-the mirrored write of each block of 16 rows while it is still in cache.  The tile
+the mirrored write of each block of 16 rows while it is still in cache (whole aligned
+cache lines streamed with non-temporal stores on x86-64-v3/v4; none with mirror=False).  The tile
 kernel runs at the CPU's instruction-set level (:func:`isa`, :func:`set_isa`).  For K(X, X) only
 panels on and above the diagonal are computed.  The GIL is released; BLAS must
 be pinned to one thread by the caller (threadpoolctl): the parallelism is ours.
@@ -169,13 +170,16 @@ def fill_tiles_multi(dict params, const real[:, ::1] X, const real[:, ::1] Z,
                      const real[:, ::1] Qx, const real[:, ::1] Rx,
                      const real[:, ::1] Qz, const real[:, ::1] Rz,
                      list outs, s_slot, t_slot, ks, bint symmetric, int tile, int n_jobs,
-                     int panel_cols=2048):
+                     int panel_cols=2048, bint mirror=True):
     """Fill many kernels of one recursion pass (the ntk_record of ntk_recursion.h).
 
     outs: N×M output arrays of X's dtype (unit stride along rows).  After layer
     l = 0 .. params["depth"], Σ goes to ``outs[s_slot[l]]`` and the Θ of frozen-layer
     count ``ks[c]`` (strictly ascending) to ``outs[t_slot[l * len(ks) + c]]``; -1 = not
-    recorded; each output at most once.  The rest as :func:`fill_tiles`.
+    recorded; each output at most once.  mirror (symmetric only): also write the
+    strictly lower triangle (each upper tile's transpose, while it is in cache);
+    False: only j >= i is written, the strictly lower triangle is not touched.
+    The rest as :func:`fill_tiles`.
     """
     cdef ntk_spec sp = _spec(params, X.shape[1])
     cdef Py_ssize_t depth = sp.depth, nk = len(ks), nout = len(outs)
@@ -257,6 +261,7 @@ def fill_tiles_multi(dict params, const real[:, ::1] X, const real[:, ::1] Z,
 
     cdef Py_ssize_t t, i0, j0
     cdef int bi, w, off, tid
+    cdef bint mirrored = symmetric and mirror
     cdef real *gram
     cdef real *work
 
@@ -276,9 +281,9 @@ def fill_tiles_multi(dict params, const real[:, ::1] X, const real[:, ::1] Z,
                         False)
             if off:  # the diagonal tile: j >= i only
                 _tile(&sp, &rec, bi, bi, gram, w, xp + i0 * d, xp + i0 * d, d, qxp + i0,
-                      rxp + i0, ldx, qzp + i0, rzp + i0, ldz, True, symmetric, work,
+                      rxp + i0, ldx, qzp + i0, rzp + i0, ldz, True, mirrored, work,
                       outp, ldop, i0, i0)
             if w > off:
                 _tile(&sp, &rec, bi, w - off, gram + off, w, xp + i0 * d,
                       zp + (j0 + off) * d, d, qxp + i0, rxp + i0, ldx, qzp + j0 + off,
-                      rzp + j0 + off, ldz, False, symmetric, work, outp, ldop, i0, j0 + off)
+                      rzp + j0 + off, ldz, False, mirrored, work, outp, ldop, i0, j0 + off)

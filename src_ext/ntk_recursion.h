@@ -51,6 +51,29 @@
 #ifdef NTK_X86_DISPATCH
 #define NTK_TARGET_V4 __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
 #define NTK_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#include <immintrin.h>
+
+/* Non-temporal copies of nrows rows of seg bytes (a multiple of 64; dst rows 64-byte
+ * aligned, ld_bytes apart) from a 64-byte aligned staging area (rows seg bytes apart):
+ * whole cache lines written without reading them first.  Used for the mirrored
+ * (transposed) writes of K(X, X), whose target lines are cold and scattered. */
+NTK_TARGET_V4 static void ntk_stream_rows_v4(char *dst, ptrdiff_t ld_bytes, const char *src,
+                                             size_t seg, int nrows)
+{
+    for (int r = 0; r < nrows; r++)
+        for (size_t b = 0; b < seg; b += 64)
+            _mm512_stream_si512((__m512i *)(dst + r * ld_bytes + b),
+                                _mm512_load_si512((const void *)(src + r * seg + b)));
+}
+
+NTK_TARGET_V3 static void ntk_stream_rows_v3(char *dst, ptrdiff_t ld_bytes, const char *src,
+                                             size_t seg, int nrows)
+{
+    for (int r = 0; r < nrows; r++)
+        for (size_t b = 0; b < seg; b += 32)
+            _mm256_stream_si256((__m256i *)(dst + r * ld_bytes + b),
+                                _mm256_load_si256((const __m256i *)(src + r * seg + b)));
+}
 #endif
 
 /* The best level this CPU (and OS: __builtin_cpu_supports checks XCR0) runs. */
@@ -142,6 +165,18 @@ typedef struct {
 /* columns of a row processed at once: 6 state rows of this many bytes stay in L1 */
 #define NTK_CHUNK_BYTES 2048
 #define NTK_COS_SERIES_CUT 0.87758256189037271612  /* cos(NTK_SERIES_CUT) */
+/* rows of a tile computed (and then mirrored, output by output, while in cache) at once */
+#ifndef NTK_MIRROR_ROWS
+#define NTK_MIRROR_ROWS 16
+#endif
+/* 1: mirror whole aligned lines with non-temporal stores (x86-64-v3/v4), 0: never */
+#ifndef NTK_MIRROR_STREAM
+#define NTK_MIRROR_STREAM 1
+#endif
+/* mirrored rows prefetched ahead for writing (plain stores) */
+#ifndef NTK_MIRROR_AHEAD
+#define NTK_MIRROR_AHEAD 24
+#endif
 
 /* Instantiate the kernels for double and float. */
 #define REAL double

@@ -528,15 +528,53 @@ NTK_INLINE void SUF(ntk_row)(const ntk_spec *sp, const ntk_record *rec, int n,
 
 /* Copy the block rows g0..g1 x columns c0..c1 of a tile (just written, still in
  * cache) to its mirror image out[j0 + j, i0 + i] (only j > i on a diagonal tile).
- * The writes are contiguous runs of g1 - g0 elements in each target row; the rows
- * `ahead` further on (up to bj) are prefetched for writing: many store misses in
- * flight. */
+ * Each target row gets a contiguous run of g1 - g0 elements.  isa >= 1 (x86-64-v3/v4
+ * builds) and whole, aligned cache lines (run a multiple of 64 bytes, out and its row
+ * stride 64-byte aligned: ntkfast allocates its outputs so): 8 target rows at a time
+ * are transposed into a staging area in L1 and streamed out with non-temporal stores
+ * (no read for ownership of the cold, scattered target lines).  Otherwise plain
+ * stores, the rows `ahead` further on (up to bj) prefetched for writing. */
 NTK_INLINE void SUF(ntk_mirror_block)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, ptrdiff_t j0,
-                                      int g0, int g1, int c0, int c1, int bj, int diag_tile)
+                                      int g0, int g1, int c0, int c1, int bj, int diag_tile,
+                                      const int isa)
 {
-    const int ahead = 24;
-    const int jstart = (diag_tile && g0 + 1 > c0) ? g0 + 1 : c0;
-    for (int j = jstart; j < c1; j++) {
+    const int ahead = NTK_MIRROR_AHEAD;
+    int j = (diag_tile && g0 + 1 > c0) ? g0 + 1 : c0;
+#ifdef NTK_X86_DISPATCH
+    const size_t seg = (size_t)(g1 - g0) * sizeof(REAL);
+    if (NTK_MIRROR_STREAM && isa >= NTK_ISA_V3 && seg % 64 == 0 && seg <= 64 * sizeof(REAL)
+        && ((size_t)ldo * sizeof(REAL)) % 64 == 0
+        && (size_t)(out + i0 + g0) % 64 == 0) {
+        /* rows j < g1 of a diagonal tile take part of the run only: plain stores */
+        const int jfull = (diag_tile && j < g1) ? (g1 < c1 ? g1 : c1) : j;
+        for (; j < jfull; j++) {
+            REAL *dst = out + (j0 + j) * ldo + i0;
+            const REAL *src = out + i0 * ldo + j0 + j;
+            for (int i = g0; i < j; i++)
+                dst[i] = src[i * ldo];
+        }
+        const int m = g1 - g0;
+        REAL stage[8 * 64] __attribute__((aligned(64)));
+        for (; j < c1; j += 8) {
+            const int nr = c1 - j < 8 ? c1 - j : 8;
+            const REAL *src = out + (i0 + g0) * ldo + j0 + j;
+            for (int i = 0; i < m; i++)
+                for (int r = 0; r < nr; r++)
+                    stage[r * m + i] = src[i * ldo + r];
+            char *dst = (char *)(out + (j0 + j) * ldo + i0 + g0);
+            if (isa >= NTK_ISA_V4)
+                ntk_stream_rows_v4(dst, ldo * (ptrdiff_t)sizeof(REAL), (const char *)stage,
+                                   seg, nr);
+            else
+                ntk_stream_rows_v3(dst, ldo * (ptrdiff_t)sizeof(REAL), (const char *)stage,
+                                   seg, nr);
+        }
+        return;
+    }
+#else
+    (void)isa;
+#endif
+    for (; j < c1; j++) {
         REAL *dst = out + (j0 + j) * ldo + i0;
         const REAL *src = out + i0 * ldo + j0 + j;
         if (j + ahead < bj) {
@@ -565,9 +603,9 @@ NTK_INLINE void SUF(ntk_mirror_block)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, pt
 #define NTK_TILE_ARGS sp, rec, bi, bj, gram, ldg, X, Z, d, Qx, Rx, ldx, Qz, Rz, ldz, \
     diag_tile, mirror, work, out, ldo, i0, j0
 
-NTK_INLINE void SUF(ntk_tile_body)(NTK_TILE_PARAMS)
+NTK_INLINE void SUF(ntk_tile_body)(NTK_TILE_PARAMS, const int isa)
 {
-    const int G = 16, nout = rec->nout;
+    const int G = NTK_MIRROR_ROWS, nout = rec->nout;
     /* columns in chunks whose recursion state stays in L1; chunk <= bj, so the
      * caller's NTK_WORK_ROWS(nk) bj of scratch always suffice */
     const int chunk_max = NTK_CHUNK_BYTES / (int)sizeof(REAL);
@@ -594,7 +632,7 @@ NTK_INLINE void SUF(ntk_tile_body)(NTK_TILE_PARAMS)
             if (mirror)
                 for (int o = 0; o < nout; o++)
                     SUF(ntk_mirror_block)(out[o], ldo[o], i0, j0, g0, g1, cs, ce, bj,
-                                          diag_tile);
+                                          diag_tile, isa);
         }
     }
 }
@@ -603,10 +641,23 @@ NTK_INLINE void SUF(ntk_tile_body)(NTK_TILE_PARAMS)
  * the same source inlined into each, so only the vector width and instruction
  * selection differ. */
 #ifdef NTK_X86_DISPATCH
-NTK_TARGET_V4 static void SUF(ntk_tile_v4)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
-NTK_TARGET_V3 static void SUF(ntk_tile_v3)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+NTK_TARGET_V4 static void SUF(ntk_tile_v4)(NTK_TILE_PARAMS)
+{
+    SUF(ntk_tile_body)(NTK_TILE_ARGS, NTK_ISA_V4);
+    if (mirror)
+        _mm_sfence();  /* the streamed lines are ordered before anything after the tile */
+}
+NTK_TARGET_V3 static void SUF(ntk_tile_v3)(NTK_TILE_PARAMS)
+{
+    SUF(ntk_tile_body)(NTK_TILE_ARGS, NTK_ISA_V3);
+    if (mirror)
+        _mm_sfence();
+}
 #endif
-static void SUF(ntk_tile_base)(NTK_TILE_PARAMS) { SUF(ntk_tile_body)(NTK_TILE_ARGS); }
+static void SUF(ntk_tile_base)(NTK_TILE_PARAMS)
+{
+    SUF(ntk_tile_body)(NTK_TILE_ARGS, NTK_ISA_BASELINE);
+}
 
 __attribute__((unused)) static void SUF(ntk_tile)(NTK_TILE_PARAMS)
 {

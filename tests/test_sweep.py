@@ -233,3 +233,28 @@ def test_sweep_architecture_cli_and_errors(capsys):
         kw = {"architecture": "dense", **kw}
         with pytest.raises(ValueError, match=match):
             S.sweep("iris", ridges=[0.1], cv=2, **kw)
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_fold_predictions_from_the_upper_triangle(order):
+    """The sweep reads kernels_multi(symmetrize=False)'s upper triangles: the same
+    predictions as from the full matrix, for ascending folds (LAPACK uplo='U' on
+    K[tr, tr] as is) and for shuffled ones (completed from the upper triangle)."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 4))
+    Y = rng.normal(size=(60, 2))
+    K = nk.MLP(depth=2, b_std=0.1).ntk(X)
+    idx = np.arange(60) if order == "sorted" else rng.permutation(60)
+    tr, te = idx[:45], idx[45:]
+    if order == "sorted":
+        tr, te = np.sort(tr), np.sort(te)
+    ridges = [1e-2, 1.0]
+    full = S.fold_predictions(K, tr, te, Y, ridges, True, "regression")
+    got = S.fold_predictions(np.triu(K), tr, te, Y, ridges, True, "regression",
+                             upper=True)
+    scale = np.max(np.abs(full))
+    assert np.max(np.abs(got - full)) <= 1e-11 * scale
+    # the lower triangle is really not read: garbage there changes nothing
+    junk = np.triu(K) + np.tril(np.full_like(K, np.nan), -1)
+    np.testing.assert_array_equal(
+        S.fold_predictions(junk, tr, te, Y, ridges, True, "regression", upper=True), got)

@@ -35,7 +35,10 @@ every requested layer and Θ of every frozen count k straight into the output
 rows during the one pass (one GEMM per tile, the recursion once; the frozen
 chains reuse each layer's E, Ė), in the output dtype, with the engine's
 exact-angle arithmetic, so every kernel equals ``MLP(depth).kernels`` to
-rounding.  The cost above one single kernel is writing the extra matrices.
+rounding.  The cost above one single kernel is writing the extra matrices: their
+first touch (page faults) when new, memory bandwidth when reused (``out=``); a
+consumer that reads one triangle asks for ``symmetrize=False`` and skips the
+transposed writes (:func:`ntkfast.sweep` does).
 Other activations, and ``exact_angles=False``, use the NumPy pass below
 (``backend='numpy'``).
 
@@ -64,6 +67,7 @@ mirrored (exactly symmetric), and the diagonal is the O(N) diagonal recursion
 from __future__ import annotations
 
 import math
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -98,6 +102,9 @@ class MultiKernels(dict):
 
     depths: tuple
     frozen_layers: tuple
+    #: False for ``kernels_multi(X, symmetrize=False)``: only the upper triangle
+    #: (j >= i) of each K(X, X) holds the kernel (see :func:`kernels_multi`)
+    symmetrized: bool = True
 
     def nngp(self, depth):
         """Σ of the depth-``depth`` network."""
@@ -308,7 +315,7 @@ def _diagonals(spec, plan, X, q):
 
 def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both",
                   dtype=None, tile=None, n_jobs=None, exact_angles=True,
-                  backend="auto") -> MultiKernels:
+                  backend="auto", out=None, symmetrize=True) -> MultiKernels:
     """The kernels of several depths and frozen-layer counts from ONE recursion pass.
 
     Parameters
@@ -344,13 +351,27 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
         pass (closed-form activations; arithmetic in ``dtype``, as
         :meth:`MLP.kernels`).  'numpy': the blocked NumPy pass of this module
         (float64 arithmetic; any activation).  'auto': compiled when it applies.
+    out : MultiKernels, optional
+        The result of an earlier call with the same depths, frozen_layers, get,
+        shapes and dtype: its arrays are overwritten in place and returned (no
+        allocation, no page faults: a repeated sweep writes at memory speed).
+    symmetrize : bool
+        K(X, X) only.  True (default): full, exactly symmetric matrices.  False:
+        only the upper triangle j >= i (diagonal included) is computed and written,
+        for consumers that read one triangle (LAPACK ``uplo='U'``, e.g.
+        ``scipy.linalg.eigh(K, lower=False)``, as :func:`ntkfast.sweep` does); the
+        strictly lower triangle is not the kernel: 0 in arrays allocated here (each
+        array equals ``np.triu(K)``; the zero pages below the diagonal are never
+        written), unspecified in ``out`` arrays.  The result's ``symmetrized`` is
+        False.  Saves the transposed write of every tile (about half the memory
+        traffic of the pass).
 
     Returns
     -------
     MultiKernels
         ``{(depth, k): Kernels(nngp, ntk)}``; each equals
         ``MLP(depth=depth, ...).kernels(X, Z)`` (and, for k > 0, the frozen
-        recursion) to rounding.
+        recursion) to rounding (its upper triangle with ``symmetrize=False``).
     """
     from .network import MLP
 
@@ -369,6 +390,11 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
     if tile is not None:
         tile = V.check_int(tile, "tile", minimum=1)
     n_threads = V.check_n_jobs(n_jobs)
+    if not isinstance(symmetrize, (bool, np.bool_)):
+        raise TypeError(f"symmetrize: expected True or False, got {symmetrize!r}")
+    if not symmetrize and Z is not None:
+        raise ValueError("symmetrize=False: only for K(X, X) (Z=None); K(X, Z) has no "
+                         "symmetry to skip")
     want_nngp, want_ntk = get in ("both", "nngp"), get in ("both", "ntk")
     plan = _Plan(depths, ks, want_nngp, want_ntk)
     engine = _compiled_engine(backend, net.activation, exact_angles)
@@ -391,24 +417,26 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
         kz = tiny_row_exponents(spec, Z, qz, arith)
         Zm, qz = _rescaled(spec, Z, qz, kz, arith)
     n, m = X.shape[0], Zm.shape[0]
+    mirror = symmetric and bool(symmetrize)
     result = MultiKernels()
     result.depths = tuple(depths)
     result.frozen_layers = tuple(ks)
-    outs = {}
-    for depth in depths:
-        s_arr = np.empty((n, m), dtype=dt) if want_nngp else None
-        for k in ks:
-            if k <= depth:
-                t_arr = np.empty((n, m), dtype=dt) if want_ntk else None
-                outs[(depth, k)] = (s_arr, t_arr)
-                result[(depth, k)] = Kernels(s_arr, t_arr)
+    result.symmetrized = bool(symmetrize)
+    if out is not None:
+        outs = _reused_outputs(out, plan, (n, m), dt, X, Z)
+    else:
+        # uninitialised: first touched by the pass's own (parallel) writers.  Upper
+        # triangles only: zeroed, whose untouched pages below the diagonal stay zero pages.
+        outs = _allocate(plan, (n, m), dt, symmetric and not mirror)
+    for key, (o_s, o_t) in outs.items():
+        result[key] = Kernels(o_s, o_t)
 
     if engine is not None:
         _compiled_pass(engine, spec, plan, X, Zm, qx, qz, outs, symmetric, dt, tile,
-                       n_threads)
+                       n_threads, mirror)
     else:
         _numpy_pass(spec, plan, exact_angles, X, Zm, qx, qz, outs, symmetric, tile,
-                    n_threads)
+                    n_threads, mirror)
 
     if symmetric:
         idx = np.arange(n)
@@ -419,13 +447,117 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
             if o_t is not None:
                 o_t[idx, idx] = dtt
     if kx is not None or kz is not None:
-        for arr in {id(a): a for pair in outs.values() for a in pair if a is not None}.values():
+        for arr in _distinct(outs):
             unscale(arr, kx, kz)
     return result
 
 
-def _numpy_pass(spec, plan, exact, X, Z, qx, qz, outs, symmetric, tile, n_threads):
-    """Every (depth, k) kernel of ``outs`` by the blocked NumPy recursion (float64)."""
+#: output arrays start on a cache-line boundary: the mirrored (transposed) writes of a
+#: tile's rows then fill whole lines (np.empty only guarantees 16 bytes)
+_ALIGN = 64
+
+
+#: zero-filled outputs from this size on are anonymous memory maps
+_MMAP_BYTES = 1 << 20
+
+
+def _aligned(shape, dtype, zero=False):
+    """An uninitialised (``zero``: zero-filled) C-contiguous array of ``shape`` and
+    ``dtype`` whose data starts on a ``_ALIGN``-byte boundary.
+
+    Large zero-filled arrays (the upper triangles of ``symmetrize=False``) are a
+    private anonymous memory map: zero by definition, in 4 KiB pages of which those
+    never written (below the diagonal) are never faulted in, so about 2/3 of the
+    memory is resident (np.zeros measured up to 3x slower here)."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if zero and nbytes >= _MMAP_BYTES:
+        if hasattr(mmap, "MAP_PRIVATE"):  # POSIX (a shared map would be shmem)
+            buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        else:
+            buf = mmap.mmap(-1, nbytes)
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    raw = (np.zeros if zero else np.empty)(nbytes + _ALIGN, dtype=np.uint8)
+    off = -raw.ctypes.data % _ALIGN
+    return raw[off:off + nbytes].view(dtype).reshape(shape)
+
+
+def _allocate(plan, shape, dt, zero):
+    """{(depth, k): (nngp, ntk)} of new ``_aligned`` arrays (one Σ per depth)."""
+    outs = {}
+    for depth in plan.depths:
+        s_arr = _aligned(shape, dt, zero) if plan.want_nngp else None
+        for k in plan.ks:
+            if k <= depth:
+                t_arr = _aligned(shape, dt, zero) if plan.want_ntk else None
+                outs[(depth, k)] = (s_arr, t_arr)
+    return outs
+
+
+def _uninitialised(depths, frozen_layers, get, n, dtype=np.float64):
+    """A MultiKernels of uninitialised N × N arrays to pass as ``out=`` with
+    ``symmetrize=False`` by a consumer that reads the upper triangles only
+    (:func:`ntkfast.sweep`): the strictly lower triangles then stay garbage, without
+    the cost of zero pages."""
+    plan = _Plan(sorted(set(depths)), sorted(set(frozen_layers)), get in ("both", "nngp"),
+                 get in ("both", "ntk"))
+    result = MultiKernels()
+    for key, (o_s, o_t) in _allocate(plan, (n, n), np.dtype(dtype), False).items():
+        result[key] = Kernels(o_s, o_t)
+    return result
+
+
+def _reused_outputs(out, plan, shape, dt, X, Z):
+    """{(depth, k): (nngp, ntk)} of an earlier result ``out`` (see :func:`kernels_multi`),
+    checked: the same (depth, k) keys and kernels, one Σ per depth shared by its k, every
+    array of ``shape`` and ``dt``, rows contiguous, writeable, no two overlapping nor
+    overlapping the inputs."""
+    if not isinstance(out, dict):
+        raise TypeError("out: expected the MultiKernels of an earlier kernels_multi call "
+                        f"(same depths, frozen_layers, get, shapes, dtype), got "
+                        f"{type(out).__name__}")
+    if sorted(out) != sorted(plan.keys):
+        raise ValueError(f"out: has the (depth, k) kernels {sorted(out)}, this call "
+                         f"computes {sorted(plan.keys)}; pass the result of a call with "
+                         "the same depths and frozen_layers")
+    outs, sigma_of = {}, {}
+    for key in plan.keys:
+        entry = out[key]
+        pair = (getattr(entry, "nngp", None), getattr(entry, "ntk", None))
+        for name, arr, want in zip(("nngp", "ntk"), pair, (plan.want_nngp, plan.want_ntk)):
+            if (arr is None) == want:
+                raise ValueError(f"out[{key}].{name}: {'missing' if want else 'given'}; "
+                                 "pass the result of a call with the same get=")
+            if arr is None:
+                continue
+            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dt:
+                raise ValueError(f"out[{key}].{name}: expected an ndarray of shape {shape} "
+                                 f"and dtype {dt}, got {getattr(arr, 'shape', None)} "
+                                 f"{getattr(arr, 'dtype', None)}")
+            if arr.strides[1] != arr.itemsize or not arr.flags.writeable:
+                raise ValueError(f"out[{key}].{name}: must be writeable with contiguous rows")
+        if pair[0] is not None and sigma_of.setdefault(key[0], pair[0]) is not pair[0]:
+            raise ValueError(f"out[{key}].nngp: Σ does not depend on k, so every k of depth "
+                             f"{key[0]} must share one nngp array (as kernels_multi returns)")
+        outs[key] = pair
+    ntks = [p[1] for p in outs.values() if p[1] is not None]
+    if len({id(a) for a in ntks}) != len(ntks) or \
+            {id(a) for a in sigma_of.values()} & {id(a) for a in ntks}:
+        raise ValueError("out: every (depth, k) Θ needs its own array, distinct from the Σ "
+                         "arrays")
+    distinct = _distinct(outs)
+    inputs = [X] if Z is None else [X, Z]
+    for i, a in enumerate(distinct):
+        for b in distinct[i + 1:] + inputs:
+            if np.may_share_memory(a, b):
+                raise ValueError("out: its arrays overlap each other or the inputs")
+    return outs
+
+
+def _numpy_pass(spec, plan, exact, X, Z, qx, qz, outs, symmetric, tile, n_threads,
+                mirror=True):
+    """Every (depth, k) kernel of ``outs`` by the blocked NumPy recursion (float64);
+    K(X, X) without ``mirror``: the upper triangle (j >= i) only."""
     n, m = X.shape[0], Z.shape[0]
     rxs = np.sqrt(qx)
     rzs = rxs if symmetric else np.sqrt(qz)
@@ -438,8 +570,10 @@ def _numpy_pass(spec, plan, exact, X, Z, qx, qz, outs, symmetric, tile, n_thread
         j0 = i0 if symmetric else 0
         _block(spec, plan, exact, X, Z, qx, qz, rxs, rzs, i0, i1, j0,
                0 if symmetric else None, outs)
-        if symmetric:
+        if mirror:
             _mirror_block(outs, i0, i1)
+        elif symmetric:
+            _zero_below_diagonal(outs, i0, i1)
 
     if n_threads > 1 and len(starts) > 1:
         # Our threads are the parallelism: BLAS single-threaded inside them (OpenBLAS's
@@ -477,9 +611,11 @@ def _compiled_engine(backend, activation, exact_angles):
     return engine
 
 
-def _compiled_pass(engine, spec, plan, X, Z, qx, qz, outs, symmetric, dt, tile, n_jobs):
+def _compiled_pass(engine, spec, plan, X, Z, qx, qz, outs, symmetric, dt, tile, n_jobs,
+                   mirror=True):
     """Every (depth, k) kernel of ``outs`` from one pass of the compiled engine: the
-    record tables of ``_engine.fill_tiles_multi`` (Σ shared by all k of a depth)."""
+    record tables of ``_engine.fill_tiles_multi`` (Σ shared by all k of a depth);
+    K(X, X) without ``mirror``: the upper triangle (j >= i) only."""
     ks = list(plan.ks) if plan.want_ntk else [0]
     nk = len(ks)
     s_slot = [-1] * (plan.max_depth + 1)
@@ -493,7 +629,20 @@ def _compiled_pass(engine, spec, plan, X, Z, qx, qz, outs, symmetric, dt, tile, 
             t_slot[depth * nk + ks.index(k)] = len(arrays)
             arrays.append(o_t)
     engine.fill_multi(spec, X, Z, arrays, s_slot, t_slot, ks, symmetric=symmetric,
-                      dtype=dt, tile=tile, n_jobs=n_jobs, qx=qx, qz=qz)
+                      dtype=dt, tile=tile, n_jobs=n_jobs, qx=qx, qz=qz, mirror=mirror)
+
+
+def _distinct(outs):
+    """The distinct arrays of ``outs`` (Σ is shared by the k of a depth)."""
+    return list({id(a): a for pair in outs.values() for a in pair if a is not None}.values())
+
+
+def _zero_below_diagonal(outs, i0, i1):
+    """Zero the strictly lower part of the diagonal block of rows i0:i1 (the NumPy pass
+    computes whole block rows from column i0; symmetrize=False promises np.triu)."""
+    il = np.tril_indices(i1 - i0, -1)
+    for a in _distinct(outs):
+        a[i0:i1, i0:i1][il] = 0
 
 
 def _mirror_block(outs, i0, i1):

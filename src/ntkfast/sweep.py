@@ -5,7 +5,9 @@ For every dataset, :func:`sweep`
 1. computes the kernels of every depth (and every frozen-layer count k, Arora
    et al. 2020's ``fix_dep``) of K(X, X) from ONE recursion pass
    (:func:`ntkfast.multidepth.kernels_multi`: the compiled engine for closed-form
-   activations, which records every kernel in its tiled pass);
+   activations, which records every kernel in its tiled pass), upper triangles
+   only (``symmetrize=False``: no transposed writes; every read below takes
+   K[a, b] for a <= b from K[min, max]);
 2. for every kernel and cross-validation fold, takes ONE eigendecomposition
    K_train = V Λ Vᵀ and scores every ridge r from it:
    f_test(r) = K_test,train V (Λ + r s I)⁻¹ Vᵀ y_train, with s = mean diag(K_train)
@@ -53,7 +55,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from . import _defaults
-from .multidepth import kernels_multi
+from .multidepth import _uninitialised, kernels_multi
 from .network import MLP
 
 __all__ = ["sweep", "SweepResult", "load_dataset", "make_folds", "parse_int_list",
@@ -242,19 +244,34 @@ def _score(metric, pred, truth):
     return float(1.0 - err / tot) if tot > 0 else (1.0 if err == 0 else 0.0)
 
 
-def fold_predictions(K, tr, te, Y, ridges, relative_ridge, task):
+def _upper_block(K, rows, cols):
+    """K[rows][:, cols] of a symmetric K of which only the upper triangle (j >= i) is
+    stored: entries with rows[a] > cols[b] are read as K[cols[b], rows[a]]."""
+    A = K[np.ix_(rows, cols)]
+    below = rows[:, None] > cols[None, :]
+    if below.any():
+        np.copyto(A, K[np.ix_(cols, rows)].T, where=below)
+    return A
+
+
+def fold_predictions(K, tr, te, Y, ridges, relative_ridge, task, upper=False):
     """Predictions (R, test, k) of every ridge from ONE eigh of K[tr, tr].
 
     Regression targets are centred by their training mean (added back).  A ridge
-    with λ_min + r s <= N·eps·λ_max gives NaN predictions.
+    with λ_min + r s <= N·eps·λ_max gives NaN predictions.  upper: K holds only
+    its upper triangle (``kernels_multi(..., symmetrize=False)``); with ascending
+    ``tr`` (scikit-learn's splitters) the eigensolver reads the upper triangle of
+    K[tr, tr] as is (LAPACK uplo='U'), else it is completed first.
     """
-    Ktr = K[np.ix_(tr, tr)]
-    Kte = K[np.ix_(te, tr)]
+    tr, te = np.asarray(tr), np.asarray(te)
+    uplo_upper = upper and bool(np.all(tr[1:] > tr[:-1]))
+    Ktr = _upper_block(K, tr, tr) if upper and not uplo_upper else K[np.ix_(tr, tr)]
+    Kte = _upper_block(K, te, tr) if upper else K[np.ix_(te, tr)]
     Ytr = Y[tr]
     offset = Ytr.mean(axis=0) if task == "regression" else np.zeros(Y.shape[1])
     scale = float(np.mean(np.diagonal(Ktr))) if relative_ridge else 1.0
     # divide and conquer ('evd'): the fastest LAPACK driver for all eigenpairs
-    lam, V = sla.eigh(Ktr, driver="evd", check_finite=False)
+    lam, V = sla.eigh(Ktr, lower=not uplo_upper, driver="evd", check_finite=False)
     A = Kte @ V
     c = V.T @ (Ytr - offset)
     tol = tr.size * np.finfo(float).eps * max(float(np.max(np.abs(lam))),
@@ -461,8 +478,12 @@ def sweep(datasets, depths=None, ridges=None, cv=4, kernel="ntk",
             configs = [(kind, None, None, kern[kind] if isinstance(kern, dict)
                         else getattr(kern, kind)) for kind in kinds]
         else:
-            mk = kernels_multi(net, X, depths=depths, frozen_layers=ks,
-                               get="both" if kernel == "both" else kernel, n_jobs=n_jobs)
+            # upper triangles into uninitialised arrays: fold_predictions(upper=True)
+            # never reads below the diagonal (no zero pages to pay for)
+            get = "both" if kernel == "both" else kernel
+            mk = kernels_multi(net, X, depths=depths, frozen_layers=ks, get=get,
+                               n_jobs=n_jobs, symmetrize=False,
+                               out=_uninitialised(depths, ks, get, X.shape[0]))
         t1 = time.perf_counter()
         for depth in depths if not arch else ():
             if "ntk" in kinds:
@@ -474,7 +495,8 @@ def sweep(datasets, depths=None, ridges=None, cv=4, kernel="ntk",
         for kind, depth, k, K in configs:
             scores = np.empty((len(folds), ridges.size))
             for f, (tr, te) in enumerate(folds):
-                preds = fold_predictions(K, tr, te, Y, ridges, relative_ridge, t)
+                preds = fold_predictions(K, tr, te, Y, ridges, relative_ridge, t,
+                                         upper=not arch)
                 for i in range(ridges.size):
                     scores[f, i] = (np.nan if np.isnan(preds[i]).any()
                                     else _score(m, preds[i], truth_of(te)))

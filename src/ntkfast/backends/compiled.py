@@ -169,15 +169,17 @@ class CompiledEngine:
                 out_ntk[idx, idx] = ntk_diag
 
     def fill_multi(self, spec, X, Z, outs, s_slot, t_slot, ks, *, symmetric, dtype,
-                   tile=None, n_jobs=1, qx, qz):
+                   tile=None, n_jobs=1, qx, qz, mirror=True):
         """Many kernels of one recursion pass (``spec.depth`` = the deepest layer), as
         ``_engine.fill_tiles_multi``: after layer l, Σ into ``outs[s_slot[l]]`` and the
         Θ of frozen-layer count ``ks[c]`` into ``outs[t_slot[l * len(ks) + c]]`` (-1: not
         recorded).  X, Z already rescaled (no tiny rows); qx, qz their float64 layer
-        variances.  The diagonal of K(X, X) is left to the caller."""
+        variances.  The diagonal of K(X, X) is left to the caller.  mirror=False
+        (symmetric only): write the upper triangle j > i only, not its transpose."""
         dtype = np.dtype(dtype)
         Xc, Zc, Qx, Rx, Qz, Rz = _engine_inputs(X, Z, qx, qz, symmetric, dtype)
         with limited(1, "blas"):  # our OpenMP loop is the parallelism
             _engine.fill_tiles_multi(engine_params(spec, Xc.shape[1], dtype), Xc, Zc, Qx, Rx,
                                      Qz, Rz, list(outs), list(s_slot), list(t_slot), list(ks),
-                                     symmetric, int(tile or DEFAULT_TILE), int(n_jobs), PANEL)
+                                     symmetric, int(tile or DEFAULT_TILE), int(n_jobs), PANEL,
+                                     bool(mirror))
