@@ -169,7 +169,7 @@ if numba is not None:
 
     @njit(cache=True, parallel=True)
     def _fill_series(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, qx, qz, P, c0x, kt,
-                     Qt, c0z, ktz, ktzb, lanes, i0, j0, outS, outT, flag):
+                     Qt, c0z, ktz, ktzb, lanes, i0, j0, outS, outT, flag, mirS, mirT):
         """The recursion per element with (E, Ė) from the Hermite series (the sums of
         :func:`ntkfast.series.pair`), vectorised over chunks of CB columns.
 
@@ -182,9 +182,14 @@ if numba is not None:
         :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
         ρ² for the terms its largest |ρ| needs (more terms only shrink the truncation);
         an element whose series cannot be certified is flagged (``flag[r, c]``) and
-        left for the caller, as is the diagonal of a symmetric block."""
+        left for the caller, as is the diagonal of a symmetric block.  ``mirS``/``mirT``
+        (see :func:`_mirrors`): where not empty, the transposed views that receive
+        outS[r, c]/outT[r, c] at [c, r] too (a symmetric block's lower part, written
+        while the tile is in cache: no separate mirror pass)."""
         nr, nc = G.shape
         nb = kt.shape[2]
+        wS = mirS.shape[0] > 0
+        wT = mirT.shape[0] > 0
         kcap = 2 * P.shape[2] - 2
         RB = 8
         CB = 32
@@ -294,6 +299,56 @@ if numba is not None:
                             oT[i] = Th[i]
                             if bad[i]:
                                 flag[r, lo + i] = True
+                        if wS:
+                            for i in range(m):
+                                mirS[lo + i, r] = S[i]
+                        if wT:
+                            for i in range(m):
+                                mirT[lo + i, r] = Th[i]
+
+
+    @njit(cache=True, parallel=True)
+    def _fill_sin(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, fx, fz, bb, a2, sin2,
+                  cos2, outS, outT, mirS, mirT):
+        """The recursion per element for φ(u) = a sin(bu + c) (:class:`Sin`'s closed form,
+        fused): with x = b²Σ and the per-row/column factors fx[l, r] = e^{−b² q_x/2},
+        fz[l, c] = e^{−b² q_z/2} (bb = b², a2 = a², sin2 = sin²c, cos2 = cos²c),
+
+            E = a² fx fz (sinh x + sin²c e^{−x}),  Ė = a² b² fx fz (sinh x + cos²c e^{−x}),
+
+        from one expm1 per element and layer: m = e^{|x|} − 1, sinh |x| = m (1 + e^{−|x|})/2
+        (no cancellation at small |x|, none in 1 + m for x < 0).  ``mirS``/``mirT``: as in :func:`_fill_series`."""
+        nr, nc = G.shape
+        wS = mirS.shape[0] > 0
+        wT = mirT.shape[0] > 0
+        for r in prange(nr):
+            c0 = r if symmetric else 0
+            for c in range(c0, nc):
+                g = G[r, c] * inv_d
+                S = w2 * g + b2
+                Th = lam0 * g + mu
+                for l in range(depth):
+                    x = bb * S
+                    m = math.expm1(abs(x))          # e^{|x|} − 1 ≥ 0: no cancellation
+                    big = 1.0 + m
+                    small = 1.0 / big
+                    sh = 0.5 * m * (1.0 + small)    # sinh |x|
+                    if x >= 0.0:
+                        dec = small                 # e^{−x}
+                    else:
+                        sh = -sh
+                        dec = big
+                    damp = a2 * fx[l, r] * fz[l, c]
+                    E = damp * (sh + sin2 * dec)
+                    Ed = bb * damp * (sh + cos2 * dec)
+                    Th = w2 * Ed * Th + lam * E + mu
+                    S = w2 * E + b2
+                outS[r, c] = S
+                outT[r, c] = Th
+                if wS:
+                    mirS[c, r] = S
+                if wT:
+                    mirT[c, r] = Th
 
 
 def _make_fill(phi2):
@@ -462,6 +517,8 @@ class NumbaQuadEngine:
         if self.tabulate is True and not const:
             raise ValueError("backend='numba' with tabulate=True: the per-layer variances q "
                              "are not constant across rows (normalise the inputs)")
+        if isinstance(spec.activation, Sin) and self.tabulate is not True:
+            return "closed"
         if not const or self.tabulate is False:
             act = spec.activation
             return "series" if getattr(act, "uses_series", False) and \
@@ -498,6 +555,12 @@ class NumbaQuadEngine:
         elif mode == "series":
             tables = [_series_tables(act, qx, None if symmetric else qz, depth, n_jobs,
                                      series.KFAST), None]
+        elif mode == "closed":
+            bb = act.b * act.b
+            with np.errstate(under="ignore"):
+                fx = np.exp(-0.5 * bb * qx)
+                fz = fx if symmetric else np.exp(-0.5 * bb * qz)
+            sin_args = (bb, act.a * act.a, math.sin(act.c) ** 2, math.cos(act.c) ** 2)
         elif isinstance(act, QuadratureActivation):
             kernel = _kernel_for(act)
             if act.kink:
@@ -525,13 +588,19 @@ class NumbaQuadEngine:
                 shape = (i1 - i0, m - j0)
                 oS = out_nngp[i0:i1, j0:] if out_nngp is not None else np.empty(shape, dtype)
                 oT = out_ntk[i0:i1, j0:] if out_ntk is not None else np.empty(shape, dtype)
+                mirS, mirT, mirrored = _mirrors(symmetric and mode in ("series", "closed"),
+                                                out_nngp, out_ntk, i0, i1, dtype)
                 if mode == "table":
                     _fill_table(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0,
                                 spec.lam, spec.mu, qq, tabE, tabD,
                                 self.table_size / math.pi, oS, oT)
                 elif mode == "series":
                     self._series_panel(spec, act, tables, G, inv_d, symmetric, qx, qz, i0,
-                                       j0, i1, n_jobs, oS, oT)
+                                       j0, i1, n_jobs, oS, oT, mirS, mirT)
+                elif mode == "closed":
+                    _fill_sin(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0,
+                              spec.lam, spec.mu, fx[:, i0:i1], fz[:, j0:], *sin_args, oS, oT,
+                              mirS, mirT)
                 elif isinstance(act, QuadratureActivation):
                     kernel(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0, spec.lam,
                            spec.mu, qx[:, i0:i1], qz[:, j0:], act.kink, x, w, ax, aw, rr, rw,
@@ -540,7 +609,7 @@ class NumbaQuadEngine:
                     self._numpy_panel(spec, G * inv_d, qx[:, i0:i1], qz[:, j0:], oS, oT)
                 if symmetric:
                     for o in (out_nngp, out_ntk):
-                        if o is None:
+                        if o is None or any(o is d for d in mirrored):
                             continue
                         if type(o) is np.ndarray:  # blocked, cache-friendly transpose
                             _mirror_panel(o, i0, i1)
@@ -561,14 +630,15 @@ class NumbaQuadEngine:
                 out_ntk[idx, idx] = ntk_diag
 
     def _series_panel(self, spec, act, tables, G, inv_d, symmetric, qx, qz, i0, j0, i1,
-                      n_jobs, oS, oT):
+                      n_jobs, oS, oT, mirS, mirT):
         """One panel by the series: a first pass with KFAST terms; the elements it
         cannot certify get a KCAP pass (its tables built on first need), and those
-        still uncertified the activation's own rule (:func:`_redo_pairs`)."""
+        still uncertified the activation's own rule (:func:`_redo_pairs`); the mirror
+        views (:func:`_mirrors`) get the corrected elements too."""
         args = (G, inv_d, symmetric, spec.depth, spec.w2, spec.b2, spec.lam0, spec.lam,
                 spec.mu, _inv_roots(qx), _inv_roots(qz))
         flag = np.zeros(G.shape, dtype=np.bool_)
-        _fill_series(*args, *tables[0], i0, j0, oS, oT, flag)
+        _fill_series(*args, *tables[0], i0, j0, oS, oT, flag, mirS, mirT)
         if symmetric:
             np.fill_diagonal(flag, False)
         if not flag.any():
@@ -579,13 +649,19 @@ class NumbaQuadEngine:
         S2 = np.empty(G.shape)
         T2 = np.empty(G.shape)
         flag2 = np.zeros(G.shape, dtype=np.bool_)
-        _fill_series(*args, *tables[1], i0, j0, S2, T2, flag2)
+        none = np.empty((0, 0))
+        _fill_series(*args, *tables[1], i0, j0, S2, T2, flag2, none, none)
+        fixed = flag.copy()
         oS[flag] = S2[flag]
         oT[flag] = T2[flag]
         flag &= flag2
         if flag.any():
             self.last_flagged += int(flag.sum())
             _redo_pairs(spec, G * inv_d, qx[:, i0:i1], qz[:, j0:], flag, oS, oT)
+        r, c = np.nonzero(fixed)
+        for o, mir in ((oS, mirS), (oT, mirT)):
+            if mir.shape[0]:
+                mir[c, r] = o[r, c]
 
     @staticmethod
     def _numpy_panel(spec, g, qx, qz, oS, oT):
@@ -641,6 +717,23 @@ def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
     ktzb = np.ascontiguousarray(pad.reshape(d1, nblk, SERIES_CB, series.NBINS).max(axis=2))
     return (P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)), c0z, ktz, ktzb,
             lanes)
+
+
+def _mirrors(enabled, out_nngp, out_ntk, i0, i1, dtype):
+    """(mirS, mirT, mirrored): for a symmetric panel of rows i0:i1 the transposed views
+    out[i0:, i0:i1] a kernel fills along with the upper part (an empty array where an
+    output is absent or not a plain ndarray: mirrored afterwards), and the outputs
+    that are mirrored that way."""
+    empty = np.empty((0, 0), dtype)
+    views = []
+    done = []
+    for o in (out_nngp, out_ntk):
+        if enabled and o is not None and type(o) is np.ndarray:
+            views.append(o[i0:, i0:i1])
+            done.append(o)
+        else:
+            views.append(empty)
+    return views[0], views[1], tuple(done)
 
 
 def _inv_roots(q):
