@@ -48,7 +48,8 @@ def test_fused_sin_layer_matches_mpmath(a, b, c):
     none = np.empty((0, 0))
     for i in range(qx.size):  # one row per element: fx of row i, fz of column i
         _fill_sin(G[:, i:i + 1], 1.0, False, 1, 1.0, 0.0, 1.0, 0.0, 0.0,
-                  fx[0, :, i:i + 1], np.exp(-0.5 * bb * qz[i:i + 1])[None, :], bb, a * a,
+                  fx[0, :, i:i + 1].copy(), np.exp(-0.5 * bb * qz[i:i + 1])[None, :], 0, 0,
+                  bb, a * a,
                   math.sin(c) ** 2, math.cos(c) ** 2, oS[:, i:i + 1], oT[:, i:i + 1],
                   none, none)
     for i in range(qx.size):
@@ -97,3 +98,27 @@ def test_sin_ntk_only_output(rng):
     b = net.ntk(X, backend="reference")
     assert np.max(np.abs(a - b)) <= 1e-13 * np.max(np.abs(b))
     assert np.array_equal(a, a.T)
+
+
+def test_vector_exponential_within_two_ulp():
+    """numba_quad._exp_sinh (the branch-free e^y, sinh y of the Sin kernel) against
+    40-digit mpmath on [0, 709] incl. the switch of the sinh branch at y = 1."""
+    import numba
+
+    from ntkfast.backends.numba_quad import _exp_sinh
+
+    @numba.njit
+    def apply(y, e, s):
+        for i in range(y.size):
+            e[i], s[i] = _exp_sinh(y[i])
+
+    y = np.concatenate([np.geomspace(1e-300, 1.0, 300), [1 - 1e-16, 1.0, 1 + 2e-16],
+                        np.random.default_rng(2).uniform(0, 709, 400), [709.0]])
+    e, s = np.empty_like(y), np.empty_like(y)
+    apply(y, e, s)
+    with mpmath.workdps(40):
+        re_ = np.array([float(mpmath.exp(mpmath.mpf(v))) for v in y])
+        rs = np.array([float(mpmath.sinh(mpmath.mpf(v))) for v in y])
+    eps = np.finfo(float).eps
+    assert np.all(np.abs(e - re_) <= 2 * eps * re_)
+    assert np.all(np.abs(s - rs) <= 2 * eps * rs)
