@@ -234,6 +234,24 @@ def test_numba_series_engine_matches_reference(act, param, rng):
             assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
 
 
+def _shifted_tanh(u):  # neither odd nor even: all four lanes, j2 > 0
+    return math.tanh(u + 0.5)
+
+
+def test_numba_series_engine_mixed_parity(rng):
+    """A φ with long odd and even chains (lanes 2, 3 up to j2 > 0: the kernel's
+    two-term Horner steps above j2, single steps below): engine = reference, f64."""
+    act = Custom(_shifted_tanh, name="shifted-tanh")
+    X, Z = _unequal(rng, 150), _unequal(rng, 70)
+    assert series.lane_plan(series.coefficients(act.phi2, np.array([0.5, 2.0])))[3] > 0
+    net = nk.MLP(activation=act, depth=3, w_std=1.3, b_std=0.2)
+    for Zi in (None, Z):
+        k = net.kernels(X, Zi, backend="numba")
+        r = net.kernels(X, Zi, backend="reference")
+        for a, b in ((k.nngp, r.nngp), (k.ntk, r.ntk)):
+            assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
+
+
 def _network_vs_quadrature(act, param, rng):
     X, Z = _unequal(rng, 8), _unequal(rng, 5)
     kw = dict(depth=2, w_std=1.3, b_std=0.2, parameterization=param,
