@@ -22,6 +22,7 @@ import dis
 import functools
 import hashlib
 import math
+import threading
 import types
 
 import numpy as np
@@ -472,12 +473,48 @@ class QuadratureActivation(Activation):
 
     def diag_rule(self, q):
         if self.uses_series:
-            from . import series
-            return series.diag(self.phi2, q, step=self.series_step)
+            return self._series_diag(q)
         from . import quadrature
         kink = self.kink or self._quad_kink
         return quadrature.gauss_diag(self.phi2, q, kink=kink,
                                      degree=None if kink else self.degree, rule=self.rule)
+
+    #: entries of the per-activation memo of :meth:`_series_diag`
+    _DIAG_MEMO = 8
+
+    def _series_diag(self, q):
+        """:func:`ntkfast.series.diag` memoised by the content of q (copies returned): a
+        network asks for the same layer variances' maps several times (the layer
+        variances, the diagonal of Θ, the φ' tails of :meth:`series_coefficients`)."""
+        from . import series
+        q = np.asarray(q, dtype=np.float64)
+        key = (q.shape, self.series_step,
+               hashlib.blake2b(np.ascontiguousarray(q).tobytes(), digest_size=16).digest())
+        with _MEMO_LOCK:
+            memo = self.__dict__.setdefault("_diag_memo", {})
+            hit = memo.get(key)
+        if hit is None:
+            hit = self._diag_values(q)
+            with _MEMO_LOCK:
+                while len(memo) >= self._DIAG_MEMO:
+                    memo.pop(next(iter(memo)))
+                memo[key] = hit
+        return hit[0].copy(), hit[1].copy()
+
+    def _diag_values(self, q):
+        from . import series
+        return series.diag(self.phi2, q, step=self.series_step)
+
+    def series_coefficients(self, q, kcap):
+        """:func:`ntkfast.series.coefficients` of φ and φ' at the variances ``q`` (the
+        engine's per-layer tables)."""
+        from . import series
+        return series.coefficients(self.phi2, q, kcap, self.series_step)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_diag_memo", None)       # a cache, not state
+        return state
 
     def fn(self, u):
         return self.phi2(np.asarray(u, dtype=np.float64))[0]
@@ -501,6 +538,9 @@ class QuadratureActivation(Activation):
         if self.method != self._default_method():
             args.append(f"method={self.method!r}")
         return f"{type(self).__name__}({', '.join(args)})"
+
+
+_MEMO_LOCK = threading.Lock()
 
 
 def _sigmoid(u):
@@ -681,7 +721,8 @@ class Custom(QuadratureActivation):
             self.derivative_method = "given"
         else:
             self._nb_dfn, self.derivative_method = self._derive(numba)
-        self._nb_phi2, self._nb_apply = _custom_kernels(numba, self._nb_fn, self._nb_dfn)
+        self._nb_phi2, self._nb_apply, self._nb_apply1 = _custom_kernels(
+            numba, self._nb_fn, self._nb_dfn)
         probe = np.array(_PROBE)
         f, d = self.phi2(probe)
         if not (np.all(np.isfinite(f)) and np.all(np.isfinite(d))):
@@ -778,6 +819,25 @@ class Custom(QuadratureActivation):
         d = np.empty_like(flat)
         self._nb_apply(flat, f, d)
         return f.reshape(u.shape), d.reshape(u.shape)
+
+    def phi(self, u):
+        """φ alone on a float64 array (no derivative evaluated)."""
+        u = np.asarray(u, dtype=np.float64)
+        flat = np.ascontiguousarray(u).ravel()
+        f = np.empty_like(flat)
+        self._nb_apply1(flat, f)
+        return f.reshape(u.shape)
+
+    def series_coefficients(self, q, kcap):
+        """Without ``dfn``, φ''s coefficients by Stein's identity from φ's
+        (:func:`ntkfast.series.coefficients` with ``stein``): no derived φ' in the
+        series' tables, except for rows of tiny q (:func:`ntkfast.series.stein_rows`);
+        E[φ'²] per row (the tail bound of Ė) from the memoised diagonal rule."""
+        from . import series
+        if self.derivative_method == "given":
+            return super().series_coefficients(q, kcap)
+        return series.coefficients(self.phi2, q, kcap, self.series_step,
+                                   stein=(self.phi, self.diag_rule(q)[1]))
 
     def _key(self):
         # stable across processes (the journal of an out-of-core run holds it)
@@ -916,7 +976,12 @@ def _custom_kernels(numba, jf, jd):
             f[i] = jf(x[i])
             d[i] = jd(x[i])
 
-    return phi2, apply
+    @numba.njit
+    def apply1(x, f):
+        for i in range(x.size):
+            f[i] = jf(x[i])
+
+    return phi2, apply, apply1
 
 
 _BY_NAME.update({"tanh": Tanh, "softplus": Softplus, "sigmoid": Sigmoid, "silu": SiLU,

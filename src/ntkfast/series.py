@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - numba is an optional extra
     njit = None
 
 __all__ = ["KCAP", "TOL", "NBINS", "SeriesCoeffs", "coefficients", "diag", "decay_check",
-           "hermite_table", "evaluate", "quadrature_fallback"]
+           "hermite_table", "evaluate", "quadrature_fallback", "stein_rows"]
 
 #: most Hermite terms per row and map
 KCAP = 128
@@ -235,18 +235,57 @@ def _group_k(phi2, q, kcap=KCAP, step=1.0):
     return max(K, 2)
 
 
-def coefficients(phi2, q, kcap=KCAP, step=1.0):
+def coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     """See :func:`_coefficients` (run with single-threaded BLAS: its products are thin,
     and threaded BLAS slows them down several-fold on a busy machine)."""
     from ._threads import limited
     with limited(1, "blas"):
-        return _coefficients(phi2, q, kcap, step)
+        return _coefficients(phi2, q, kcap, step, stein)
 
 
-def _coefficients(phi2, q, kcap=KCAP, step=1.0):
+def _folded(vals_p, vals_m, We, Wo, we, C, e, rows, K1):
+    """C[rows, :K1] = the coefficients b_0 … b_{K1−1} of the values on the folded rule
+    (vals_p at +y, vals_m at −y; :func:`folded_table`) and e[rows] = Σ w φ²."""
+    fe = vals_p + vals_m
+    fo = vals_p - vals_m
+    fe[:, 0] *= 0.5            # y = 0 counted once
+    fo[:, 0] = 0.0
+    # an odd (even) φ has fe (fo) = 0 exactly: skip its product
+    C[rows, 0:K1:2] = (fe @ We)[:, :(K1 + 1) // 2] if fe.any() else 0.0
+    C[rows, 1:K1:2] = (fo @ Wo)[:, :K1 // 2] if fo.any() else 0.0
+    sq = vals_p * vals_p + vals_m * vals_m
+    sq[:, 0] *= 0.5
+    e[rows] = sq @ we
+
+
+def stein_rows(q, e, ed):
+    """The rows whose φ' coefficients come from φ's (:func:`coefficients` with
+    ``stein``): b'_k = √(k+1) b_{k+1}/√q carries the rounding of b_{k+1} (~ε √e) times
+    1/√q, i.e. ε·√(e/(q ed)) relative to √ed; used where that amplification is at most
+    :data:`STEIN_AMP` (else φ' itself is integrated)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        amp2 = e / (q * ed)
+    return (q > 0) & (ed > 0) & (amp2 <= STEIN_AMP * STEIN_AMP)
+
+
+#: largest amplification √(E[φ²]/(q E[φ'²])) of the rounding of φ's coefficients that
+#: the Stein identity may carry into φ''s: the error of b'_k is ≤ 7 ε·amp·√E[φ'²]
+#: (measured for sigmoid, softplus and LeCun's tanh at q = 1e-12 … 30,
+#: tests/test_stein.py), so ≤ 5e-14 √E[φ'²] here; beyond (tiny q with E[φ] ≠ 0) φ' is
+#: integrated
+STEIN_AMP = 30.0
+
+
+def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     """:class:`SeriesCoeffs` for the variances ``q`` (1-D float64), ``phi2(u) -> (φ, φ')``
     vectorised, with at most ``kcap`` (even) terms: the tables flag (> kcap) what
-    these cannot certify."""
+    these cannot certify.
+
+    ``stein``: None, or (phi, ed) with ``phi(u) -> φ`` vectorised and ed = E[φ'(√q g)²]
+    per row (e.g. :func:`diag`'s): then φ' is not evaluated for the rows of
+    :func:`stein_rows` — its coefficients follow from φ's by Gaussian integration by
+    parts (Stein), E[φ'(√q g) He_k(g)] = E[φ(√q g) He_{k+1}(g)]/√q, i.e.
+    b'_k = √(k+1) b_{k+1}/√q in the orthonormal basis (one more term of φ)."""
     q = np.ascontiguousarray(q, dtype=np.float64).ravel()
     n = q.size
     groups = np.ceil(np.log2(np.maximum(q, 1e-300))).astype(np.int64) if n else q
@@ -263,26 +302,34 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0):
     Ad = np.empty((n, Kall + 1))
     e = np.empty(n)
     ed = np.empty(n)
+    if stein is not None:
+        phi, ed_given = stein
+        ed[:] = ed_given
+        Bx = np.empty((n, Kall + 2))           # φ's coefficients to b_{Kall+1}
     for idx, qg, _ in parts:
         # every row gets all Kall terms: the tail bound of a row is only valid over
         # computed terms (a row truncated earlier would need its true, sub-rounding tail)
-        y, we, We, Wo = folded_table(_step(qg, step), Kall)
+        y, we, We, Wo = folded_table(_step(qg, step), Kall + (stein is not None))
         for s in range(0, idx.size, _ROWS):
             rows = idx[s:s + _ROWS]
             u = np.sqrt(q[rows])[:, None] * y[None, :]
-            fp, dp = phi2(u)
-            fm, dm = phi2(-u)
-            for vals_p, vals_m, C, ee in ((fp, fm, A, e), (dp, dm, Ad, ed)):
-                fe = vals_p + vals_m
-                fo = vals_p - vals_m
-                fe[:, 0] *= 0.5            # y = 0 counted once
-                fo[:, 0] = 0.0
-                # an odd (even) φ has fe (fo) = 0 exactly: skip its product
-                C[rows, 0::2] = fe @ We if fe.any() else 0.0
-                C[rows, 1::2] = fo @ Wo if fo.any() else 0.0
-                sq = vals_p * vals_p + vals_m * vals_m
-                sq[:, 0] *= 0.5
-                ee[rows] = sq @ we
+            if stein is None:
+                fp, dp = phi2(u)
+                fm, dm = phi2(-u)
+                _folded(fp, fm, We, Wo, we, A, e, rows, Kall + 1)
+                _folded(dp, dm, We, Wo, we, Ad, ed, rows, Kall + 1)
+                continue
+            _folded(phi(u), phi(-u), We, Wo, we, Bx, e, rows, Kall + 2)
+            A[rows] = Bx[rows, :Kall + 1]
+            ok = stein_rows(q[rows], e[rows], ed[rows])
+            good = rows[ok]
+            k = np.arange(1, Kall + 2)
+            Ad[good] = Bx[good, 1:] * np.sqrt(k)[None, :] / np.sqrt(q[good])[:, None]
+            bad = rows[~ok]
+            if bad.size:                       # tiny q (or φ' ≡ 0): integrate φ' itself
+                ub = u[~ok]
+                spare = np.empty(n)
+                _folded(phi2(ub)[1], phi2(-ub)[1], We, Wo, we, Ad, spare, bad, Kall + 1)
     kt = np.maximum(_k_table(A, e, Kall), _k_table(Ad, ed, Kall)).astype(np.int16)
     return SeriesCoeffs(A, Ad, kt, e, ed)
 

@@ -774,8 +774,7 @@ def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
     with limited(1, "blas"):
         with ThreadPoolExecutor(max(1, min(int(n_jobs or 1), len(jobs)))) as pool:
             coeffs = list(pool.map(
-                lambda j: series.coefficients(act.phi2, sides[j[0]][j[1]], kcap,
-                                              act.series_step), jobs))
+                lambda j: act.series_coefficients(sides[j[0]][j[1]], kcap), jobs))
     J = series.n_pairs(kcap)
     d1 = max(depth, 1)
     lanes = np.zeros((d1, 4), dtype=np.int64)
