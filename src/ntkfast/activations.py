@@ -483,9 +483,11 @@ class QuadratureActivation(Activation):
     _DIAG_MEMO = 8
 
     def _series_diag(self, q):
-        """:func:`ntkfast.series.diag` memoised by the content of q (copies returned): a
-        network asks for the same layer variances' maps several times (the layer
-        variances, the diagonal of Θ, the φ' tails of :meth:`series_coefficients`)."""
+        """:func:`ntkfast.series.diag_interpolated` (the diagonal rule at a few variances,
+        interpolated in log q where that is verified) memoised by the content of q
+        (copies returned): a network asks for the same layer variances' maps several
+        times (the layer variances, the diagonal of Θ, the φ' tails of
+        :meth:`series_coefficients`)."""
         from . import series
         q = np.asarray(q, dtype=np.float64)
         key = (q.shape, self.series_step,
@@ -503,7 +505,7 @@ class QuadratureActivation(Activation):
 
     def _diag_values(self, q):
         from . import series
-        return series.diag(self.phi2, q, step=self.series_step)
+        return series.diag_interpolated(self.phi2, q, step=self.series_step)
 
     def series_coefficients(self, q, kcap):
         """:func:`ntkfast.series.coefficients` of φ and φ' at the variances ``q`` (the
@@ -827,6 +829,13 @@ class Custom(QuadratureActivation):
         f = np.empty_like(flat)
         self._nb_apply1(flat, f)
         return f.reshape(u.shape)
+
+    def _diag_values(self, q):
+        from . import series
+        # a central-difference φ' is good to ~1e-13 (see the class doc): its rule's
+        # values carry that noise, which the interpolation check must not chase
+        tol_d = 1e-13 if self.derivative_method == "central-difference" else None
+        return series.diag_interpolated(self.phi2, q, step=self.series_step, tol_d=tol_d)
 
     def series_coefficients(self, q, kcap):
         """Without ``dfn``, φ''s coefficients by Stein's identity from φ's
