@@ -203,8 +203,22 @@ def n_pairs(K):
     return K // 2 + 1
 
 
-def _k_table(b, e, K):
-    """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper edge."""
+def _k_table(b, e, K, bd=None, ed=None):
+    """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper
+    edge; with ``bd``, ``ed`` (φ''s coefficients) the least K' that bounds both maps:
+    the condition is monotone in K', so it is one scan of the larger log tail."""
+    lrt = _log_tail(b, e)
+    if bd is not None:
+        lrt = np.maximum(lrt, _log_tail(bd, ed))
+    n = b.shape[0]
+    logm = np.log((np.arange(NBINS) + 1.0) / NBINS)
+    kt = np.empty((n, NBINS), dtype=np.int32)
+    _k_scan(np.ascontiguousarray(lrt), logm, 0.5 * math.log(TOL), 32767, kt)
+    return kt
+
+
+def _log_tail(b, e):
+    """½ log(T_K/e) per row and K (−∞ for a row with e = 0)."""
     n = b.shape[0]
     sq = b * b
     # T_K = (e − Σ_{k≤Kcomp} b²) + Σ_{K<k≤Kcomp} b²: clamp the (rounding-level) remainder
@@ -214,10 +228,7 @@ def _k_table(b, e, K):
     with np.errstate(divide="ignore", invalid="ignore"):
         lrt = 0.5 * (np.log(T) - np.log(np.where(e > 0, e, 1.0))[:, None])
     lrt[~(e > 0)] = -np.inf          # φ ≡ 0 on this row: nothing to sum
-    logm = np.log((np.arange(NBINS) + 1.0) / NBINS)
-    kt = np.empty((n, NBINS), dtype=np.int32)
-    _k_scan(np.ascontiguousarray(lrt), logm, 0.5 * math.log(TOL), 32767, kt)
-    return kt
+    return lrt
 
 
 def _group_k(phi2, q, kcap=KCAP, step=1.0):
@@ -331,7 +342,7 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
                 ub = u[~ok]
                 spare = np.empty(n)
                 _folded(phi2(ub)[1], phi2(-ub)[1], We, Wo, we, Ad, spare, bad, Kall + 1)
-    kt = np.maximum(_k_table(A, e, Kall), _k_table(Ad, ed, Kall)).astype(np.int16)
+    kt = _k_table(A, e, Kall, Ad, ed).astype(np.int16)
     return SeriesCoeffs(A, Ad, kt, e, ed)
 
 
