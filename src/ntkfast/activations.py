@@ -479,8 +479,10 @@ class QuadratureActivation(Activation):
         return quadrature.gauss_diag(self.phi2, q, kink=kink,
                                      degree=None if kink else self.degree, rule=self.rule)
 
-    #: entries of the per-activation memo of :meth:`_series_diag`
+    #: entries of the per-activation memo of :meth:`_series_diag`, and the most rows
+    #: an entry may have
     _DIAG_MEMO = 8
+    _DIAG_MEMO_ROWS = 1 << 20
 
     def _series_diag(self, q):
         """:func:`ntkfast.series.diag_interpolated` (the diagonal rule at a few variances,
@@ -488,8 +490,9 @@ class QuadratureActivation(Activation):
         (copies returned): a network asks for the same layer variances' maps several
         times (the layer variances, the diagonal of Θ, the φ' tails of
         :meth:`series_coefficients`)."""
-        from . import series
         q = np.asarray(q, dtype=np.float64)
+        if q.size > self._DIAG_MEMO_ROWS:           # bound the memo's memory (~16 MB/entry)
+            return self._diag_values(q)
         key = (q.shape, self.series_step,
                hashlib.blake2b(np.ascontiguousarray(q).tobytes(), digest_size=16).digest())
         with _MEMO_LOCK:

@@ -42,6 +42,16 @@ at every variance, a steep analytic φ (tanh(3u)) only at large ones:
 :class:`~ntkfast.activations.Custom` φ, which warns and keeps the quadrature when both are
 slow), and :func:`calibrate_step` refines the rule for φ analytic in a narrow strip.
 
+**φ' from φ (Stein).**  Gaussian integration by parts, E[φ'(√q g) He_k(g)] =
+E[φ(√q g) He_{k+1}(g)]/√q, gives b'_k = √(k+1) b_{k+1}/√q: a
+:class:`~ntkfast.activations.Custom` φ without ``dfn`` needs no derived φ' for its tables
+(:func:`coefficients` with ``stein``), except on rows where 1/√q would amplify the
+rounding of b_{k+1} past :data:`STEIN_AMP`.
+
+**Diagonal.**  E[φ(√q g)²] and E[φ'(√q g)²] are smooth in log q: the diagonal rule of many
+rows is computed at 65 Chebyshev points and interpolated, verified per row
+(:func:`diag_interpolated`).
+
 **Speed.**  The coefficients cost O(rows × nodes × K) (BLAS); the elements O(K) each,
 with K ≈ 10–25 for |ρ| ≲ 0.3 (typical of unrelated inputs) and KCAP = 128 at |ρ| → 1.
 The engine (:mod:`ntkfast.backends.numba_quad`) first runs with :data:`KFAST` terms and

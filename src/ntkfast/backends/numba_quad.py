@@ -3,10 +3,11 @@
 Per block of rows (a *panel*, 256 rows by default): one GEMM of the panel against the
 columns by NumPy/BLAS, then a Numba kernel, parallel over the panel's rows (``prange``),
 runs the whole depth recursion per element (:mod:`ntkfast._spec`) and writes Σ/Θ.
-Symmetric K(X, X): only columns ≥ row are computed, then mirrored; the diagonal is the
-O(N) diagonal recursion (θ = 0), as in the compiled engine.
+Symmetric K(X, X): only columns ≥ row are computed and mirrored (by the series and Sin
+kernels while the tile is in cache, else per panel); the diagonal is the O(N) diagonal
+recursion (θ = 0), as in the compiled engine.
 
-Three per-element evaluations of (E, Ė):
+Four per-element evaluations of (E, Ė):
 
 * **tabulated** — when every row of X shares one q per layer and every row of Z
   shares one q per layer (normalised inputs; relative spread ≤ :data:`CONSTANT_Q_RTOL`),
@@ -27,14 +28,16 @@ Three per-element evaluations of (E, Ė):
   A first pass uses :data:`ntkfast.series.KFAST` terms; the elements it cannot certify
   get a :data:`~ntkfast.series.KCAP` pass, and those still uncertified (|ρ| → 1 with a
   steep φ(√q ·)) the activation's own rule (series or 2-D quadrature per element).
-  Measured 2.8–5× the compiled ReLU time (``bench/bench_activations.py``).
+  Measured 2.5–3.5× the compiled ReLU time (``bench/bench_activations.py``).
+* **closed** — :class:`Sin`/:class:`Cos`: the closed form fused into the recursion
+  (:func:`_fill_sin`: per-row × per-column damping factors, one vectorised exponential
+  per element and layer), ~1.2× the compiled ReLU time.
 * **per element** — φ with ``kink=True`` or ``method='quadrature'`` (``degree=``
   given): the same 2-D quadrature as ``kernel_rule`` (:mod:`ntkfast.quadrature`, tensor
   rule with n² or polar rule with 4·n_a·n_r evaluations of φ and φ' per entry and
   layer), compiled with φ inlined; the outer values φ(√q_x x_k) are computed once per
   row and layer.  This costs ~n² φ evaluations per entry and layer, i.e. thousands of
-  times the closed-form path.  Closed-form Sin/Cos are evaluated per panel by their
-  NumPy rule.
+  times the closed-form path.
 
 Numba compiles the per-element kernel once per activation per process (a few
 seconds); the tabulated kernel is cached on disk (``cache=True``).
@@ -381,7 +384,8 @@ if numba is not None:
         fz[l, j0 + c] = e^{−b² q_z/2} (C-contiguous, so that the column loop vectorises;
         bb = b², a2 = a², sin2 = sin²c, cos2 = cos²c),
 
-            E = a² fx fz (sinh x + sin²c e^{−x}),  Ė = a² b² fx fz (sinh x + cos²c e^{−x}),
+            E = a² fx fz (sinh x + sin²c e^{−x}),
+            Ė = a² b² fx fz (sinh x + cos²c e^{−x}),
 
         from one vectorised exponential of |x| per element and layer (:func:`_exp_sinh`;
         sinh and e^{−x} without cancellation), per block of RB rows × CB columns.
@@ -580,7 +584,8 @@ class NumbaQuadEngine:
     """The 'numba' backend (see module docstring).
 
     ``tabulate``: None (automatic: when q is constant per layer), True (require it; an
-    error if q is not constant) or False (always per element).
+    error if q is not constant) or False (always per element).  Sin/Cos take their
+    fused closed form unless ``tabulate=True``.
     """
 
     name = "numba"
@@ -687,12 +692,10 @@ class NumbaQuadEngine:
                     _fill_sin(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0,
                               spec.lam, spec.mu, fx, fz, i0, j0, *sin_args, oS, oT, mirS,
                               mirT)
-                elif isinstance(act, QuadratureActivation):
+                else:  # "element": a QuadratureActivation by 2-D quadrature per element
                     kernel(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0, spec.lam,
                            spec.mu, qx[:, i0:i1], qz[:, j0:], act.kink, x, w, ax, aw, rr, rw,
                            oS, oT)
-                else:
-                    self._numpy_panel(spec, G * inv_d, qx[:, i0:i1], qz[:, j0:], oS, oT)
                 if symmetric:
                     for o in (out_nngp, out_ntk):
                         if o is None or any(o is d for d in mirrored):
@@ -748,17 +751,6 @@ class NumbaQuadEngine:
         for o, mir in ((oS, mirS), (oT, mirT)):
             if mir.shape[0]:
                 mir[c, r] = o[r, c]
-
-    @staticmethod
-    def _numpy_panel(spec, g, qx, qz, oS, oT):
-        S = spec.w2 * g + spec.b2
-        T = spec.lam0 * g + spec.mu
-        for l in range(spec.depth):
-            e, ed = spec.activation.kernel_rule(S, qx[l][:, None], qz[l][None, :])
-            T = spec.w2 * ed * T + spec.lam * e + spec.mu
-            S = spec.w2 * e + spec.b2
-        oS[...] = S
-        oT[...] = T
 
 
 def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
