@@ -91,12 +91,13 @@ def _unequal(rng, n, d=8):
     return rng.standard_normal((n, d)) * rng.uniform(0.2, 1.8, (n, 1))
 
 
+@pytest.mark.parametrize("given", [False, True], ids=["derived", "dfn"])
 @pytest.mark.parametrize("param", ["ntk", "standard"])
-def test_engine_with_stein_matches_reference(param, rng):
+def test_engine_with_stein_matches_reference(param, given, rng):
     """The numba engine (Stein tables) against the reference backend (the series of
-    the derived φ'), a sigmoid-like φ with E[φ] ≠ 0 and tiny rows (the φ' fallback),
-    float64 ≤ 1e-12 and float32 ≤ 1e-5, NNGP and NTK."""
-    act = Custom(_sig, name="sig-engine-stein")
+    φ' itself: derived, or dfn), a sigmoid-like φ with E[φ] ≠ 0 and tiny rows (the φ'
+    fallback), float64 ≤ 1e-12 and float32 ≤ 1e-5, NNGP and NTK."""
+    act = Custom(_sig, _dsig if given else None, name=f"sig-engine-stein-{given}")
     X, Z = _unequal(rng, 60), _unequal(rng, 30)
     X[3] *= 1e-5
     net = nk.MLP(activation=act, depth=3, w_std=1.3, b_std=0.0 if param == "ntk" else 0.1,

@@ -510,11 +510,19 @@ class QuadratureActivation(Activation):
         from . import series
         return series.diag_interpolated(self.phi2, q, step=self.series_step)
 
+    def phi(self, u):
+        """φ alone on a float64 array (subclasses skip computing φ')."""
+        return self.phi2(u)[0]
+
     def series_coefficients(self, q, kcap):
         """:func:`ntkfast.series.coefficients` of φ and φ' at the variances ``q`` (the
-        engine's per-layer tables)."""
+        engine's per-layer tables), φ''s by Stein's identity from φ's (``stein``): φ' is
+        not evaluated for the tables except on rows of tiny q
+        (:func:`ntkfast.series.stein_rows`); E[φ'²] per row (the tail bound of Ė) from
+        the memoised diagonal rule."""
         from . import series
-        return series.coefficients(self.phi2, q, kcap, self.series_step)
+        return series.coefficients(self.phi2, q, kcap, self.series_step,
+                                   stein=(self.phi, self.diag_rule(q)[1]))
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -565,6 +573,9 @@ class Tanh(QuadratureActivation):
         t = np.tanh(u)
         return t, 1.0 - t * t
 
+    def phi(self, u):
+        return np.tanh(u)
+
 
 class Softplus(QuadratureActivation):
     """φ(u) = log(1 + e^u) (computed stably), φ' = sigmoid(u)."""
@@ -575,7 +586,10 @@ class Softplus(QuadratureActivation):
         self._init_degree(degree, rule, method)
 
     def phi2(self, u):
-        return np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u))), _sigmoid(u)
+        return self.phi(u), _sigmoid(u)
+
+    def phi(self, u):
+        return np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u)))
 
 
 class Sigmoid(QuadratureActivation):
@@ -590,6 +604,9 @@ class Sigmoid(QuadratureActivation):
         s = _sigmoid(u)
         return s, s * (1.0 - s)
 
+    def phi(self, u):
+        return _sigmoid(u)
+
 
 class SiLU(QuadratureActivation):
     """φ(u) = u·sigmoid(u) (swish), φ' = s + u s (1 − s)."""
@@ -602,6 +619,9 @@ class SiLU(QuadratureActivation):
     def phi2(self, u):
         s = _sigmoid(u)
         return u * s, s + u * s * (1.0 - s)
+
+    def phi(self, u):
+        return u * _sigmoid(u)
 
 
 class Sin(Activation):
@@ -840,16 +860,6 @@ class Custom(QuadratureActivation):
         tol_d = 1e-13 if self.derivative_method == "central-difference" else None
         return series.diag_interpolated(self.phi2, q, step=self.series_step, tol_d=tol_d)
 
-    def series_coefficients(self, q, kcap):
-        """Without ``dfn``, φ''s coefficients by Stein's identity from φ's
-        (:func:`ntkfast.series.coefficients` with ``stein``): no derived φ' in the
-        series' tables, except for rows of tiny q (:func:`ntkfast.series.stein_rows`);
-        E[φ'²] per row (the tail bound of Ė) from the memoised diagonal rule."""
-        from . import series
-        if self.derivative_method == "given":
-            return super().series_coefficients(q, kcap)
-        return series.coefficients(self.phi2, q, kcap, self.series_step,
-                                   stein=(self.phi, self.diag_rule(q)[1]))
 
     def _key(self):
         # stable across processes (the journal of an out-of-core run holds it)
