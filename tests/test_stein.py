@@ -143,3 +143,15 @@ def test_interpolated_diagonal_of_derived_derivative(f, df):
     re_, red = series.diag(b.phi2, q, step=b.series_step)
     np.testing.assert_allclose(e, re_, rtol=1e-14, atol=0)
     np.testing.assert_allclose(ed, red, rtol=3e-13, atol=0)
+
+
+def test_stein_keeps_exact_parity_lanes():
+    """Softplus = u/2 + even: φ''s odd chain beyond b'_0 … and even chain must stay as in
+    the direct tables (rounding-level coefficients of φ lifted by 1/√q would open long
+    lanes of their own and double the kernel's work), at small and large q."""
+    from ntkfast.activations import Softplus, Tanh
+    q = np.array([1e-4, 0.05, 1.0, 6.0])
+    for act in (Softplus(), Tanh()):
+        st = act.series_coefficients(q, 48)
+        direct = series.coefficients(act.phi2, q, 48)
+        assert series.lane_plan(st) == series.lane_plan(direct)

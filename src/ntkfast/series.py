@@ -346,7 +346,16 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
             ok = stein_rows(q[rows], e[rows], ed[rows])
             good = rows[ok]
             k = np.arange(1, Kall + 2)
-            Ad[good] = Bx[good, 1:] * np.sqrt(k)[None, :] / np.sqrt(q[good])[:, None]
+            Bg = Bx[good]
+            # a parity of φ's coefficients from k = 2 on that is all at rounding level
+            # (≤ 1e-15 of the row's largest: an exact parity, e.g. softplus = u/2 + even,
+            # sigmoid = ½ + odd) is zero: φ''s 1/√q would lift that noise into lanes of
+            # its own (SeriesCoeffs.lanes) and double the kernel's work
+            scale = 1e-15 * np.abs(Bg).max(axis=1)
+            for par in (2, 3):
+                noise = np.abs(Bg[:, par::2]).max(axis=1) <= scale
+                Bg[np.ix_(noise, np.arange(par, Kall + 2, 2))] = 0.0
+            Ad[good] = Bg[:, 1:] * np.sqrt(k)[None, :] / np.sqrt(q[good])[:, None]
             bad = rows[~ok]
             if bad.size:                       # tiny q (or φ' ≡ 0): integrate φ' itself
                 ub = u[~ok]
