@@ -234,6 +234,24 @@ def test_numba_series_engine_matches_reference(act, param, rng):
             assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
 
 
+def _shifted_tanh(u):  # neither odd nor even: all four lanes, j2 > 0
+    return math.tanh(u + 0.5)
+
+
+def test_numba_series_engine_mixed_parity(rng):
+    """A φ with long odd and even chains (lanes 2, 3 up to j2 > 0: the kernel's
+    two-term Horner steps above j2, single steps below): engine = reference, f64."""
+    act = Custom(_shifted_tanh, name="shifted-tanh")
+    X, Z = _unequal(rng, 150), _unequal(rng, 70)
+    assert series.lane_plan(series.coefficients(act.phi2, np.array([0.5, 2.0])))[3] > 0
+    net = nk.MLP(activation=act, depth=3, w_std=1.3, b_std=0.2)
+    for Zi in (None, Z):
+        k = net.kernels(X, Zi, backend="numba")
+        r = net.kernels(X, Zi, backend="reference")
+        for a, b in ((k.nngp, r.nngp), (k.ntk, r.ntk)):
+            assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
+
+
 def _network_vs_quadrature(act, param, rng):
     X, Z = _unequal(rng, 8), _unequal(rng, 5)
     kw = dict(depth=2, w_std=1.3, b_std=0.2, parameterization=param,
@@ -354,3 +372,36 @@ def test_cli_activation_with_parameters(tmp_path):
     np.testing.assert_allclose(np.load(out), nk.MLP(depth=_defaults.DEPTH, activation=nk.Sin(1, 2, 0.5), w_std=_defaults.W_STD,
                                       b_std=_defaults.B_STD).ntk(X),
                                rtol=1e-12)
+
+
+# -- the diagonal rule interpolated in log q --------------------------------------------
+@pytest.mark.parametrize("name", ["tanh", "softplus", "silu", "sigmoid"])
+def test_diag_interpolated_matches_direct_rule_and_mpmath(name):
+    """2000 rows, q from 1e-9 to 40 (and q = 0): the interpolant agrees with the direct
+    1-D rule of every row to 1e-14 (the rule itself: ≤ 1e-12 from mpmath, tested above),
+    and sampled rows between the nodes match 40-digit mpmath to 1e-12."""
+    act = ACTS[name]
+    rng = np.random.default_rng(11)
+    q = np.exp(rng.uniform(math.log(1e-9), math.log(40.0), 2000))
+    q[7] = 0.0
+    e, ed = series.diag_interpolated(act.phi2, q)
+    re_, red = series.diag(act.phi2, q)
+    np.testing.assert_allclose(e, re_, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(ed, red, rtol=1e-14, atol=0)
+    for i in (3, 500):
+        me, med = mp_diag(name, q[i])
+        assert abs(e[i] - me) <= 1e-12 * me and abs(ed[i] - med) <= 1e-12 * med
+
+
+def test_diag_interpolated_falls_back_where_unverified(monkeypatch):
+    """Too few Chebyshev points for the range (the two interpolants disagree): such rows
+    take the direct rule, bit for bit (all but the few at or next to a node, where the
+    interpolants agree), and every row stays within 1e-14."""
+    monkeypatch.setattr(series, "DIAG_INTERP_N", 2)
+    q = np.geomspace(1e-6, 50.0, 600)
+    phi2 = Tanh().phi2
+    e, ed = series.diag_interpolated(phi2, q)
+    re_, red = series.diag(phi2, q)
+    assert np.mean((e == re_) & (ed == red)) > 0.95
+    np.testing.assert_allclose(e, re_, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(ed, red, rtol=1e-14, atol=0)

@@ -22,6 +22,7 @@ import dis
 import functools
 import hashlib
 import math
+import threading
 import types
 
 import numpy as np
@@ -472,12 +473,61 @@ class QuadratureActivation(Activation):
 
     def diag_rule(self, q):
         if self.uses_series:
-            from . import series
-            return series.diag(self.phi2, q, step=self.series_step)
+            return self._series_diag(q)
         from . import quadrature
         kink = self.kink or self._quad_kink
         return quadrature.gauss_diag(self.phi2, q, kink=kink,
                                      degree=None if kink else self.degree, rule=self.rule)
+
+    #: entries of the per-activation memo of :meth:`_series_diag`, and the most rows
+    #: an entry may have
+    _DIAG_MEMO = 8
+    _DIAG_MEMO_ROWS = 1 << 20
+
+    def _series_diag(self, q):
+        """:func:`ntkfast.series.diag_interpolated` (the diagonal rule at a few variances,
+        interpolated in log q where that is verified) memoised by the content of q
+        (copies returned): a network asks for the same layer variances' maps several
+        times (the layer variances, the diagonal of Θ, the φ' tails of
+        :meth:`series_coefficients`)."""
+        q = np.asarray(q, dtype=np.float64)
+        if q.size > self._DIAG_MEMO_ROWS:           # bound the memo's memory (~16 MB/entry)
+            return self._diag_values(q)
+        key = (q.shape, self.series_step,
+               hashlib.blake2b(np.ascontiguousarray(q).tobytes(), digest_size=16).digest())
+        with _MEMO_LOCK:
+            memo = self.__dict__.setdefault("_diag_memo", {})
+            hit = memo.get(key)
+        if hit is None:
+            hit = self._diag_values(q)
+            with _MEMO_LOCK:
+                while len(memo) >= self._DIAG_MEMO:
+                    memo.pop(next(iter(memo)))
+                memo[key] = hit
+        return hit[0].copy(), hit[1].copy()
+
+    def _diag_values(self, q):
+        from . import series
+        return series.diag_interpolated(self.phi2, q, step=self.series_step)
+
+    def phi(self, u):
+        """φ alone on a float64 array (subclasses skip computing φ')."""
+        return self.phi2(u)[0]
+
+    def series_coefficients(self, q, kcap):
+        """:func:`ntkfast.series.coefficients` of φ and φ' at the variances ``q`` (the
+        engine's per-layer tables), φ''s by Stein's identity from φ's (``stein``): φ' is
+        not evaluated for the tables except on rows of tiny q
+        (:func:`ntkfast.series.stein_rows`); E[φ'²] per row (the tail bound of Ė) from
+        the memoised diagonal rule."""
+        from . import series
+        return series.coefficients(self.phi2, q, kcap, self.series_step,
+                                   stein=(self.phi, self.diag_rule(q)[1]))
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_diag_memo", None)       # a cache, not state
+        return state
 
     def fn(self, u):
         return self.phi2(np.asarray(u, dtype=np.float64))[0]
@@ -503,6 +553,9 @@ class QuadratureActivation(Activation):
         return f"{type(self).__name__}({', '.join(args)})"
 
 
+_MEMO_LOCK = threading.Lock()
+
+
 def _sigmoid(u):
     e = np.exp(-np.abs(u))
     return np.where(u >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
@@ -520,6 +573,9 @@ class Tanh(QuadratureActivation):
         t = np.tanh(u)
         return t, 1.0 - t * t
 
+    def phi(self, u):
+        return np.tanh(u)
+
 
 class Softplus(QuadratureActivation):
     """φ(u) = log(1 + e^u) (computed stably), φ' = sigmoid(u)."""
@@ -530,7 +586,10 @@ class Softplus(QuadratureActivation):
         self._init_degree(degree, rule, method)
 
     def phi2(self, u):
-        return np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u))), _sigmoid(u)
+        return self.phi(u), _sigmoid(u)
+
+    def phi(self, u):
+        return np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u)))
 
 
 class Sigmoid(QuadratureActivation):
@@ -545,6 +604,9 @@ class Sigmoid(QuadratureActivation):
         s = _sigmoid(u)
         return s, s * (1.0 - s)
 
+    def phi(self, u):
+        return _sigmoid(u)
+
 
 class SiLU(QuadratureActivation):
     """φ(u) = u·sigmoid(u) (swish), φ' = s + u s (1 − s)."""
@@ -557,6 +619,9 @@ class SiLU(QuadratureActivation):
     def phi2(self, u):
         s = _sigmoid(u)
         return u * s, s + u * s * (1.0 - s)
+
+    def phi(self, u):
+        return u * _sigmoid(u)
 
 
 class Sin(Activation):
@@ -681,7 +746,8 @@ class Custom(QuadratureActivation):
             self.derivative_method = "given"
         else:
             self._nb_dfn, self.derivative_method = self._derive(numba)
-        self._nb_phi2, self._nb_apply = _custom_kernels(numba, self._nb_fn, self._nb_dfn)
+        self._nb_phi2, self._nb_apply, self._nb_apply1 = _custom_kernels(
+            numba, self._nb_fn, self._nb_dfn)
         probe = np.array(_PROBE)
         f, d = self.phi2(probe)
         if not (np.all(np.isfinite(f)) and np.all(np.isfinite(d))):
@@ -778,6 +844,22 @@ class Custom(QuadratureActivation):
         d = np.empty_like(flat)
         self._nb_apply(flat, f, d)
         return f.reshape(u.shape), d.reshape(u.shape)
+
+    def phi(self, u):
+        """φ alone on a float64 array (no derivative evaluated)."""
+        u = np.asarray(u, dtype=np.float64)
+        flat = np.ascontiguousarray(u).ravel()
+        f = np.empty_like(flat)
+        self._nb_apply1(flat, f)
+        return f.reshape(u.shape)
+
+    def _diag_values(self, q):
+        from . import series
+        # a central-difference φ' is good to ~1e-13 (see the class doc): its rule's
+        # values carry that noise, which the interpolation check must not chase
+        tol_d = 1e-13 if self.derivative_method == "central-difference" else None
+        return series.diag_interpolated(self.phi2, q, step=self.series_step, tol_d=tol_d)
+
 
     def _key(self):
         # stable across processes (the journal of an out-of-core run holds it)
@@ -916,7 +998,12 @@ def _custom_kernels(numba, jf, jd):
             f[i] = jf(x[i])
             d[i] = jd(x[i])
 
-    return phi2, apply
+    @numba.njit
+    def apply1(x, f):
+        for i in range(x.size):
+            f[i] = jf(x[i])
+
+    return phi2, apply, apply1
 
 
 _BY_NAME.update({"tanh": Tanh, "softplus": Softplus, "sigmoid": Sigmoid, "silu": SiLU,

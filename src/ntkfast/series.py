@@ -42,6 +42,16 @@ at every variance, a steep analytic φ (tanh(3u)) only at large ones:
 :class:`~ntkfast.activations.Custom` φ, which warns and keeps the quadrature when both are
 slow), and :func:`calibrate_step` refines the rule for φ analytic in a narrow strip.
 
+**φ' from φ (Stein).**  Gaussian integration by parts, E[φ'(√q g) He_k(g)] =
+E[φ(√q g) He_{k+1}(g)]/√q, gives b'_k = √(k+1) b_{k+1}/√q: a
+:class:`~ntkfast.activations.Custom` φ without ``dfn`` needs no derived φ' for its tables
+(:func:`coefficients` with ``stein``), except on rows where 1/√q would amplify the
+rounding of b_{k+1} past :data:`STEIN_AMP`.
+
+**Diagonal.**  E[φ(√q g)²] and E[φ'(√q g)²] are smooth in log q: the diagonal rule of many
+rows is computed at 65 Chebyshev points and interpolated, verified per row
+(:func:`diag_interpolated`).
+
 **Speed.**  The coefficients cost O(rows × nodes × K) (BLAS); the elements O(K) each,
 with K ≈ 10–25 for |ρ| ≲ 0.3 (typical of unrelated inputs) and KCAP = 128 at |ρ| → 1.
 The engine (:mod:`ntkfast.backends.numba_quad`) first runs with :data:`KFAST` terms and
@@ -61,7 +71,8 @@ except ImportError:  # pragma: no cover - numba is an optional extra
     njit = None
 
 __all__ = ["KCAP", "TOL", "NBINS", "SeriesCoeffs", "coefficients", "diag", "decay_check",
-           "hermite_table", "evaluate", "quadrature_fallback"]
+           "hermite_table", "evaluate", "quadrature_fallback", "stein_rows",
+           "diag_interpolated"]
 
 #: most Hermite terms per row and map
 KCAP = 128
@@ -202,8 +213,22 @@ def n_pairs(K):
     return K // 2 + 1
 
 
-def _k_table(b, e, K):
-    """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper edge."""
+def _k_table(b, e, K, bd=None, ed=None):
+    """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper
+    edge; with ``bd``, ``ed`` (φ''s coefficients) the least K' that bounds both maps:
+    the condition is monotone in K', so it is one scan of the larger log tail."""
+    lrt = _log_tail(b, e)
+    if bd is not None:
+        lrt = np.maximum(lrt, _log_tail(bd, ed))
+    n = b.shape[0]
+    logm = np.log((np.arange(NBINS) + 1.0) / NBINS)
+    kt = np.empty((n, NBINS), dtype=np.int32)
+    _k_scan(np.ascontiguousarray(lrt), logm, 0.5 * math.log(TOL), 32767, kt)
+    return kt
+
+
+def _log_tail(b, e):
+    """½ log(T_K/e) per row and K (−∞ for a row with e = 0)."""
     n = b.shape[0]
     sq = b * b
     # T_K = (e − Σ_{k≤Kcomp} b²) + Σ_{K<k≤Kcomp} b²: clamp the (rounding-level) remainder
@@ -213,10 +238,7 @@ def _k_table(b, e, K):
     with np.errstate(divide="ignore", invalid="ignore"):
         lrt = 0.5 * (np.log(T) - np.log(np.where(e > 0, e, 1.0))[:, None])
     lrt[~(e > 0)] = -np.inf          # φ ≡ 0 on this row: nothing to sum
-    logm = np.log((np.arange(NBINS) + 1.0) / NBINS)
-    kt = np.empty((n, NBINS), dtype=np.int32)
-    _k_scan(np.ascontiguousarray(lrt), logm, 0.5 * math.log(TOL), 32767, kt)
-    return kt
+    return lrt
 
 
 def _group_k(phi2, q, kcap=KCAP, step=1.0):
@@ -235,18 +257,57 @@ def _group_k(phi2, q, kcap=KCAP, step=1.0):
     return max(K, 2)
 
 
-def coefficients(phi2, q, kcap=KCAP, step=1.0):
+def coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     """See :func:`_coefficients` (run with single-threaded BLAS: its products are thin,
     and threaded BLAS slows them down several-fold on a busy machine)."""
     from ._threads import limited
     with limited(1, "blas"):
-        return _coefficients(phi2, q, kcap, step)
+        return _coefficients(phi2, q, kcap, step, stein)
 
 
-def _coefficients(phi2, q, kcap=KCAP, step=1.0):
+def _folded(vals_p, vals_m, We, Wo, we, C, e, rows, K1):
+    """C[rows, :K1] = the coefficients b_0 … b_{K1−1} of the values on the folded rule
+    (vals_p at +y, vals_m at −y; :func:`folded_table`) and e[rows] = Σ w φ²."""
+    fe = vals_p + vals_m
+    fo = vals_p - vals_m
+    fe[:, 0] *= 0.5            # y = 0 counted once
+    fo[:, 0] = 0.0
+    # an odd (even) φ has fe (fo) = 0 exactly: skip its product
+    C[rows, 0:K1:2] = (fe @ We)[:, :(K1 + 1) // 2] if fe.any() else 0.0
+    C[rows, 1:K1:2] = (fo @ Wo)[:, :K1 // 2] if fo.any() else 0.0
+    sq = vals_p * vals_p + vals_m * vals_m
+    sq[:, 0] *= 0.5
+    e[rows] = sq @ we
+
+
+def stein_rows(q, e, ed):
+    """The rows whose φ' coefficients come from φ's (:func:`coefficients` with
+    ``stein``): b'_k = √(k+1) b_{k+1}/√q carries the rounding of b_{k+1} (~ε √e) times
+    1/√q, i.e. ε·√(e/(q ed)) relative to √ed; used where that amplification is at most
+    :data:`STEIN_AMP` (else φ' itself is integrated)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        amp2 = e / (q * ed)
+    return (q > 0) & (ed > 0) & (amp2 <= STEIN_AMP * STEIN_AMP)
+
+
+#: largest amplification √(E[φ²]/(q E[φ'²])) of the rounding of φ's coefficients that
+#: the Stein identity may carry into φ''s: the error of b'_k is ≤ 7 ε·amp·√E[φ'²]
+#: (measured for sigmoid, softplus and LeCun's tanh at q = 1e-12 … 30,
+#: tests/test_stein.py), so ≤ 5e-14 √E[φ'²] here; beyond (tiny q with E[φ] ≠ 0) φ' is
+#: integrated
+STEIN_AMP = 30.0
+
+
+def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     """:class:`SeriesCoeffs` for the variances ``q`` (1-D float64), ``phi2(u) -> (φ, φ')``
     vectorised, with at most ``kcap`` (even) terms: the tables flag (> kcap) what
-    these cannot certify."""
+    these cannot certify.
+
+    ``stein``: None, or (phi, ed) with ``phi(u) -> φ`` vectorised and ed = E[φ'(√q g)²]
+    per row (e.g. :func:`diag`'s): then φ' is not evaluated for the rows of
+    :func:`stein_rows` — its coefficients follow from φ's by Gaussian integration by
+    parts (Stein), E[φ'(√q g) He_k(g)] = E[φ(√q g) He_{k+1}(g)]/√q, i.e.
+    b'_k = √(k+1) b_{k+1}/√q in the orthonormal basis (one more term of φ)."""
     q = np.ascontiguousarray(q, dtype=np.float64).ravel()
     n = q.size
     groups = np.ceil(np.log2(np.maximum(q, 1e-300))).astype(np.int64) if n else q
@@ -263,27 +324,44 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0):
     Ad = np.empty((n, Kall + 1))
     e = np.empty(n)
     ed = np.empty(n)
+    if stein is not None:
+        phi, ed_given = stein
+        ed[:] = ed_given
+        Bx = np.empty((n, Kall + 2))           # φ's coefficients to b_{Kall+1}
     for idx, qg, _ in parts:
         # every row gets all Kall terms: the tail bound of a row is only valid over
         # computed terms (a row truncated earlier would need its true, sub-rounding tail)
-        y, we, We, Wo = folded_table(_step(qg, step), Kall)
+        y, we, We, Wo = folded_table(_step(qg, step), Kall + (stein is not None))
         for s in range(0, idx.size, _ROWS):
             rows = idx[s:s + _ROWS]
             u = np.sqrt(q[rows])[:, None] * y[None, :]
-            fp, dp = phi2(u)
-            fm, dm = phi2(-u)
-            for vals_p, vals_m, C, ee in ((fp, fm, A, e), (dp, dm, Ad, ed)):
-                fe = vals_p + vals_m
-                fo = vals_p - vals_m
-                fe[:, 0] *= 0.5            # y = 0 counted once
-                fo[:, 0] = 0.0
-                # an odd (even) φ has fe (fo) = 0 exactly: skip its product
-                C[rows, 0::2] = fe @ We if fe.any() else 0.0
-                C[rows, 1::2] = fo @ Wo if fo.any() else 0.0
-                sq = vals_p * vals_p + vals_m * vals_m
-                sq[:, 0] *= 0.5
-                ee[rows] = sq @ we
-    kt = np.maximum(_k_table(A, e, Kall), _k_table(Ad, ed, Kall)).astype(np.int16)
+            if stein is None:
+                fp, dp = phi2(u)
+                fm, dm = phi2(-u)
+                _folded(fp, fm, We, Wo, we, A, e, rows, Kall + 1)
+                _folded(dp, dm, We, Wo, we, Ad, ed, rows, Kall + 1)
+                continue
+            _folded(phi(u), phi(-u), We, Wo, we, Bx, e, rows, Kall + 2)
+            A[rows] = Bx[rows, :Kall + 1]
+            ok = stein_rows(q[rows], e[rows], ed[rows])
+            good = rows[ok]
+            k = np.arange(1, Kall + 2)
+            Bg = Bx[good]
+            # a parity of φ's coefficients from k = 2 on that is all at rounding level
+            # (≤ 1e-15 of the row's largest: an exact parity, e.g. softplus = u/2 + even,
+            # sigmoid = ½ + odd) is zero: φ''s 1/√q would lift that noise into lanes of
+            # its own (SeriesCoeffs.lanes) and double the kernel's work
+            scale = 1e-15 * np.abs(Bg).max(axis=1)
+            for par in (2, 3):
+                noise = np.abs(Bg[:, par::2]).max(axis=1) <= scale
+                Bg[np.ix_(noise, np.arange(par, Kall + 2, 2))] = 0.0
+            Ad[good] = Bg[:, 1:] * np.sqrt(k)[None, :] / np.sqrt(q[good])[:, None]
+            bad = rows[~ok]
+            if bad.size:                       # tiny q (or φ' ≡ 0): integrate φ' itself
+                ub = u[~ok]
+                spare = np.empty(n)
+                _folded(phi2(ub)[1], phi2(-ub)[1], We, Wo, we, Ad, spare, bad, Kall + 1)
+    kt = _k_table(A, e, Kall, Ad, ed).astype(np.int16)
     return SeriesCoeffs(A, Ad, kt, e, ed)
 
 
@@ -303,6 +381,72 @@ def diag(phi2, q, step=1.0):
             f, d = phi2(np.sqrt(flat[rows])[:, None] * x[None, :])
             e[rows] = (f * f) @ w
             ed[rows] = (d * d) @ w
+    return e.reshape(q.shape), ed.reshape(q.shape)
+
+
+#: fewest rows for which :func:`diag_interpolated` interpolates (below: :func:`diag`)
+DIAG_INTERP_MIN = 256
+#: Chebyshev points in log q of the check interpolant (the final one has twice as many)
+DIAG_INTERP_N = 32
+#: agreement of the two interpolants (relative) at which the finer is used for a row
+DIAG_INTERP_TOL = 1e-14
+
+
+def _cheb_interp(t, nodes, vals):
+    """The barycentric interpolant through Chebyshev–Lobatto ``nodes`` (descending,
+    x_j = cos(jπ/n) mapped) of ``vals`` (nodes × m), at the points ``t``."""
+    n = nodes.size - 1
+    w = np.ones(n + 1)
+    w[1::2] = -1.0
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    d = t[:, None] - nodes[None, :]
+    exact = d == 0.0
+    d[exact] = 1.0
+    c = w[None, :] / d
+    out = (c @ vals) / c.sum(axis=1)[:, None]
+    hit = exact.any(axis=1)
+    if hit.any():
+        out[hit] = vals[np.argmax(exact[hit], axis=1)]
+    return out
+
+
+def diag_interpolated(phi2, q, step=1.0, tol_d=None):
+    """:func:`diag` for many rows at the cost of a few: E[φ(√q g)²] and E[φ'(√q g)²] are
+    smooth in log q, so they are computed at the 2n + 1 Chebyshev–Lobatto points of
+    [log q_min, log q_max] (n = :data:`DIAG_INTERP_N`) and interpolated (barycentric).
+    A row takes the 2n-point interpolant where the n-point one agrees with it to
+    :data:`DIAG_INTERP_TOL` relative (the finer one's error is then far smaller),
+    else :func:`diag` itself; so do rows with q ≤ 0 or not finite, and all rows when
+    there are fewer than :data:`DIAG_INTERP_MIN`.  ``tol_d``: the agreement asked of
+    E[φ'²] instead (a φ' known only to ~1e-13, e.g. by finite differences, has that
+    noise in its rule's values)."""
+    q = np.asarray(q, dtype=np.float64)
+    flat = q.ravel()
+    good = np.isfinite(flat) & (flat > 0)
+    if np.count_nonzero(good) < DIAG_INTERP_MIN:
+        return diag(phi2, q, step)
+    t = np.log(flat[good])
+    lo, hi = float(t.min()), float(t.max())
+    if hi - lo <= 1e-12 * max(1.0, abs(lo)):        # (nearly) one variance: no spread
+        return diag(phi2, q, step)
+    n = DIAG_INTERP_N
+    x = np.cos(np.arange(2 * n + 1) * np.pi / (2 * n))
+    nodes = 0.5 * (hi + lo) + 0.5 * (hi - lo) * x
+    nodes[0], nodes[-1] = hi, lo
+    ev, edv = diag(phi2, np.exp(nodes), step)
+    vals = np.stack([ev, edv], axis=1)
+    fine = _cheb_interp(t, nodes, vals)
+    coarse = _cheb_interp(t, nodes[::2], vals[::2])
+    tol = np.array([DIAG_INTERP_TOL, DIAG_INTERP_TOL if tol_d is None else tol_d])
+    close = np.all(np.abs(fine - coarse) <= tol * np.abs(fine), axis=1)
+    e = np.empty(flat.size)
+    ed = np.empty(flat.size)
+    idx = np.nonzero(good)[0]
+    e[idx], ed[idx] = fine[:, 0], fine[:, 1]
+    direct = np.concatenate([np.nonzero(~good)[0], idx[~close]])
+    if direct.size:
+        e[direct], ed[direct] = diag(phi2, flat[direct], step)
     return e.reshape(q.shape), ed.reshape(q.shape)
 
 
