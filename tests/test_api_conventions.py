@@ -103,8 +103,13 @@ def test_mlp_kernels_depths_and_frozen_layers_keywords(rng):
         np.testing.assert_allclose(multi[(depth, 0)].nngp, single.nngp, rtol=1e-13)
     only_frozen = net.kernels(X, frozen_layers=1)
     assert set(only_frozen) == {(1, 1), (2, 1), (3, 1)}  # default depths 1 … net.depth
-    with pytest.raises(ValueError, match="^out: not supported with depths="):
+    with pytest.raises(ValueError, match="^out: with depths=/frozen_layers= it must be"):
         net.kernels(X, depths=[1], out=np.empty((7, 7)))
+    again = net.kernels(X * 0.5, depths=[1, 3], frozen_layers=[0, 1], out=multi)
+    assert again[(3, 1)].ntk is multi[(3, 1)].ntk  # the same arrays, overwritten
+    np.testing.assert_array_equal(
+        again[(3, 1)].ntk, nk.kernels_multi(net, X * 0.5, depths=[1, 3],
+                                            frozen_layers=[0, 1])[(3, 1)].ntk)
     reference = net.kernels(X, depths=[1, 3], frozen_layers=[0, 1], backend="reference")
     for key in direct:  # the NumPy pass: another code path, same numbers
         np.testing.assert_allclose(reference[key].ntk, direct[key].ntk, rtol=1e-12, atol=0)

@@ -67,12 +67,12 @@ mirrored (exactly symmetric), and the diagonal is the O(N) diagonal recursion
 from __future__ import annotations
 
 import math
-import mmap
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import _validation as V
+from ._alloc import aligned as _aligned
 from ._threads import limited
 from ._spec import RecursionSpec
 from .activations import ABReLU
@@ -450,36 +450,6 @@ def kernels_multi(net, X, Z=None, depths=None, frozen_layers=(0,), *, get="both"
         for arr in _distinct(outs):
             unscale(arr, kx, kz)
     return result
-
-
-#: output arrays start on a cache-line boundary: the mirrored (transposed) writes of a
-#: tile's rows then fill whole lines (np.empty only guarantees 16 bytes)
-_ALIGN = 64
-
-
-#: zero-filled outputs from this size on are anonymous memory maps
-_MMAP_BYTES = 1 << 20
-
-
-def _aligned(shape, dtype, zero=False):
-    """An uninitialised (``zero``: zero-filled) C-contiguous array of ``shape`` and
-    ``dtype`` whose data starts on a ``_ALIGN``-byte boundary.
-
-    Large zero-filled arrays (the upper triangles of ``symmetrize=False``) are a
-    private anonymous memory map: zero by definition, in 4 KiB pages of which those
-    never written (below the diagonal) are never faulted in, so about 2/3 of the
-    memory is resident (np.zeros measured up to 3x slower here)."""
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if zero and nbytes >= _MMAP_BYTES:
-        if hasattr(mmap, "MAP_PRIVATE"):  # POSIX (a shared map would be shmem)
-            buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        else:
-            buf = mmap.mmap(-1, nbytes)
-        return np.frombuffer(buf, dtype=dtype).reshape(shape)
-    raw = (np.zeros if zero else np.empty)(nbytes + _ALIGN, dtype=np.uint8)
-    off = -raw.ctypes.data % _ALIGN
-    return raw[off:off + nbytes].view(dtype).reshape(shape)
 
 
 def _allocate(plan, shape, dt, zero):

@@ -155,8 +155,9 @@ _MLP_NTK_FORMULA = """Recursion ('ntk' parameterization): Θ¹ = Σ¹, then per 
 _MULTIDEPTH_DOC = """
     depths : int or sequence of int, optional
         Return the kernels of these depths instead, all from the one recursion pass
-        (:func:`ntkfast.multidepth.kernels_multi`; ``out``, ``progress`` and
-        ``backend`` stay at their defaults).
+        (:func:`ntkfast.multidepth.kernels_multi`; ``out`` may then be the
+        ``MultiKernels`` of an earlier call, whose arrays are overwritten: no new
+        memory; ``progress`` stays off).
     frozen_layers : int or sequence of int, optional
         The NTKs with the bottom k Dense layers frozen, for each k given (Arora et
         al. 2020's ``fix_dep``; default 0, the ordinary NTK); without ``depths``,
@@ -291,14 +292,18 @@ class MLP:
                 backend="auto", progress=False, resume=True, depths=None,
                 frozen_layers=None):
         if depths is not None or frozen_layers is not None:
-            if out is not None or progress:
-                bad = "out" if out is not None else "progress"
-                raise ValueError(f"{bad}: not supported with depths=/frozen_layers= "
+            from .multidepth import MultiKernels, kernels_multi
+            if progress:
+                raise ValueError("progress: not supported with depths=/frozen_layers= "
                                  "(one in-memory pass); leave it at its default")
-            from .multidepth import kernels_multi
+            if out is not None and not isinstance(out, MultiKernels):
+                raise ValueError("out: with depths=/frozen_layers= it must be the "
+                                 "MultiKernels of an earlier call (its arrays are reused), "
+                                 f"got {type(out).__name__}")
             return kernels_multi(self, X, Z, depths=depths,
                                  frozen_layers=0 if frozen_layers is None else frozen_layers,
-                                 dtype=dtype, tile=tile, n_jobs=n_jobs, backend=backend)
+                                 dtype=dtype, tile=tile, n_jobs=n_jobs, backend=backend,
+                                 out=out)
         nngp, ntk = self._compute(X, Z, True, True, dtype=dtype, out=out, tile=tile,
                                   n_jobs=n_jobs, backend=backend, progress=progress,
                                   resume=resume)

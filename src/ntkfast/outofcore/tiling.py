@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import journal as J
+from .._alloc import aligned
 from .._threads import limited
 from .._validation import check_variances
 from ..backends import row_stats
@@ -231,8 +232,8 @@ def _check_out_path(path):
 
 
 def _check_out(out, shape, dtype, name):
-    if out is None:
-        return np.empty(shape, dtype=dtype)
+    if out is None:  # cache-line aligned: the engine's mirror streams whole lines
+        return aligned(shape, dtype)
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(f"out: {name} output must have shape {shape} and dtype {dtype}, "
                          f"got shape {out.shape} and dtype {out.dtype}")
