@@ -33,6 +33,7 @@ cdef extern from "ntk_conv.h" nogil:
         long maxsize
         int want_ntk
         int idx_size
+        long padsize
         double tau
         int est_mode
 
@@ -82,6 +83,13 @@ def _inverse_roots(q):
     return r
 
 
+def _channels_first(X, int P, int C):
+    """Rows (P C, channels last) as rows (C P, channels first), C-contiguous."""
+    X = np.asarray(X)
+    return np.ascontiguousarray(X.reshape(X.shape[0], P, C).transpose(0, 2, 1)).reshape(
+        X.shape[0], P * C)
+
+
 cdef inline double _pair(const ncv_prog *pg, const real *g, long ldg, const real *x,
                       const real *z, const real *qx, const real *qz, const real *rx,
                       const real *rz, real *ws, int *iws, real *out_s,
@@ -125,6 +133,7 @@ cdef int _prog(ncv_prog *pg, object ops_buf, Py_ssize_t n_ops, dict prog, bint w
     pg.maxsize = prog["maxsize"]
     pg.want_ntk = want_ntk
     pg.idx_size = prog["idx_size"]
+    pg.padsize = prog.get("padsize", 0)
     pg.tau = prog["tau"]
     pg.est_mode = est_mode
     if pg.n_slots < 1 or pg.n_slots > 16:
@@ -155,7 +164,7 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
 
     dtype = np.float64 if real is double else np.float32
     cdef Py_ssize_t gsize = (<Py_ssize_t> P) * P * tile_cols if pg.full else 1
-    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W
+    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W + pg.padsize
     cdef real[:, ::1] gbuf = np.empty((n_jobs, gsize), dtype=dtype)
     cdef real[:, ::1] wbuf = np.empty((n_jobs, wsize), dtype=dtype)
     cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)
@@ -172,8 +181,13 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef real *ws
     cdef int *iws
     cdef real *ot
-    cdef const real *xp = &X[0, 0]
-    cdef const real *zp = &Z[0, 0]
+    # same-position mode reads the inputs channels first (C x P per row)
+    cdef const real[:, ::1] Xr = X if pg.full else _channels_first(X, P, C)
+    cdef const real[:, ::1] Zr = Z if pg.full else (
+        Xr if &Z[0, 0] == &X[0, 0] and Z.shape[0] == X.shape[0]
+        else _channels_first(Z, P, C))
+    cdef const real *xp = &Xr[0, 0]
+    cdef const real *zp = &Zr[0, 0]
     cdef const real *qxp = &Qx[0, 0]
     cdef const real *qzp = &Qz[0, 0]
     # float64 in full mode: the inverse roots 1/sqrt(q) of the tapes (0 where q = 0), once per
@@ -251,7 +265,7 @@ def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     if n == 0:
         return
     cdef Py_ssize_t gsize = (<Py_ssize_t> P) * P if pg.full else 1
-    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W
+    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W + pg.padsize
     cdef double[:, ::1] gbuf = np.empty((n_jobs, gsize))
     cdef double[:, ::1] wbuf = np.empty((n_jobs, wsize))
     cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)
@@ -261,7 +275,8 @@ def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef double *ws
     cdef int *iws
     cdef double *ot
-    cdef const double *xp = &X[0, 0]
+    cdef const double[:, ::1] Xr = X if pg.full else _channels_first(X, P, C)
+    cdef const double *xp = &Xr[0, 0]
     with nogil, parallel(num_threads=n_jobs):
         tid = threadid()
         g = &gbuf[tid, 0]

@@ -89,6 +89,7 @@ typedef struct {
     long maxsize;            /* elements of the largest state array */
     int want_ntk;
     int idx_size;            /* ints of index scratch */
+    long padsize;            /* elements of the same-position Conv's padded scratch */
     double tau;
     int est_mode;            /* 0: count near-parallel pixel pairs; 1: those not alike;
                               2: the Theta error estimate */

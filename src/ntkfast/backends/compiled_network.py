@@ -160,6 +160,7 @@ class Program:
         #: spatial shape of each activation's variance tape (offsets: running sums)
         self.tape_shapes = []
         self.idx_size = 1
+        self.padsize = 0
         self.used = {0}
         self.n_slots = 1
         self._op(INPUT, dst=0, hi=self.H, wi=self.W, ho=self.H, wo=self.W)
@@ -236,6 +237,9 @@ class Program:
                      cs=float(meta.channels * size) if std else 0.0,
                      c0=1.0 if std and layer.b_std is not None else 0.0, inv=1.0 / size)
             self.idx_size = max(self.idx_size, kh * ho + 2 * kh + kw * wo + 2 * kw)
+            if not self.full:  # the same-position Conv's padded copy + row sums
+                wp = wo + kw - 1
+                self.padsize = max(self.padsize, (ho + kh - 1) * wp + ho * wp)
         elif isinstance(layer, Elementwise):
             act = layer.activation
             if isinstance(act, Identity):
@@ -277,7 +281,7 @@ class Program:
         from ..activations import ABReLU  # noqa: F401
         return dict(full=int(self.full), H=self.H, W=self.W, C=self.C,
                     n_slots=self.n_slots, maxsize=self.maxsize, idx_size=self.idx_size,
-                    tau=NEAR_TAU)
+                    padsize=self.padsize, tau=NEAR_TAU)
 
 
 def compile_network(plan) -> Program:
