@@ -607,6 +607,23 @@ static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
     return est == est ? est : INFINITY;
 }
 
+/* The self pass's states are symmetric, X[h, h', w, w'] = X[h', h, w', w] (Sigma(x, x),
+ * Theta(x, x); every op keeps that, with the same operations in the same order on both
+ * elements): the planes h > h' as the transposes of the planes h < h'
+ * (X: n x n planes of w x w). */
+static inline void NCV(ncv_mirror)(REAL *X, int n, int w)
+{
+    const long pl = (long)w * w;
+    for (int h = 0; h < n; h++)
+        for (int h2 = h + 1; h2 < n; h2++) {
+            const REAL *restrict src = X + ((long)h * n + h2) * pl;
+            REAL *restrict dst = X + ((long)h2 * n + h) * pl;
+            for (int a = 0; a < w; a++)
+                for (int b = 0; b < w; b++)
+                    dst[(long)b * w + a] = src[(long)a * w + b];
+        }
+}
+
 /* The whole network for one pair (x, z).  g: the pair's block of the GEMM tile
  * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs channels first (C x P,
  * same-position mode; unused in full mode); qx, qz: the packed variance tapes of x and z; rx, rz: their inverse roots
@@ -728,7 +745,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 int cnt = 0;
                 /* along the diagonals i2 - i = dd: consecutive output planes share
                  * k - 1 of their k input planes (stride 1), which stay in cache */
-                for (int dd = 1 - ho; dd < ho; dd++)
+                /* (the self pass: the planes i <= i' only, then ncv_mirror) */
+                for (int dd = qself ? 0 : 1 - ho; dd < ho; dd++)
                     for (int i = dd < 0 ? -dd : 0; i < (dd > 0 ? ho - dd : ho); i++) {
                         const int i2 = i + dd;
                         const long off = ((long)i * ho + i2) * pout;
@@ -755,6 +773,13 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 if (nx)
                     flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? To : NULL,
                                                 n_out);
+                /* (the self pass: the next op mirrors if it is this slot's activation) */
+                if (qself && !(t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
+                               op[1].dst == op->dst)) {
+                    NCV(ncv_mirror)(So, ho, wo);
+                    if (pg->want_ntk)
+                        NCV(ncv_mirror)(To, ho, wo);
+                }
                 Sb[op->dst] = So;
                 Tb[op->dst] = To;
                 A = S;
@@ -807,16 +832,34 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                     }
             }
             if (full) {
+                /* the self pass: the planes h <= h' (the others by ncv_mirror), those
+                 * h < h' counted twice in the near-parallel count and estimate */
+                double num2 = 0;
+                int cnt2 = 0;
                 for (int h = 0; h < hi; h++)
-                    for (int h2 = 0; h2 < hi; h2++)
+                    for (int h2 = qself ? h : 0; h2 < hi; h2++) {
+                        const int twice = qself && h2 > h;
                         for (int w = 0; w < wi; w++) {
                             const long off = (((long)h * hi + h2) * wi + w) * wi;
-                            cnt += NCV(ncv_act_row)(op, wi, S + off, Tp ? Tp + off : NULL,
-                                                    qxl + h * wi + w, 0, qzl + h2 * wi,
-                                                    rxl ? rxl + h * wi + w : NULL,
-                                                    rxl ? rzl + h2 * wi : NULL, tau, mode,
-                                                    &num);
+                            const int c = NCV(ncv_act_row)(op, wi, S + off,
+                                                           Tp ? Tp + off : NULL,
+                                                           qxl + h * wi + w, 0, qzl + h2 * wi,
+                                                           rxl ? rxl + h * wi + w : NULL,
+                                                           rxl ? rzl + h2 * wi : NULL, tau,
+                                                           mode, twice ? &num2 : &num);
+                            if (twice)
+                                cnt2 += c;
+                            else
+                                cnt += c;
                         }
+                    }
+                cnt += 2 * cnt2;
+                num += 2 * num2;
+                if (qself) {
+                    NCV(ncv_mirror)(S, hi, wi);
+                    if (Tp)
+                        NCV(ncv_mirror)(Tp, hi, wi);
+                }
             } else {
                 cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, rxl, rzl, tau, mode,
                                     &num);
