@@ -624,6 +624,19 @@ static inline void NCV(ncv_mirror)(REAL *X, int n, int w)
         }
 }
 
+/* The self pass: slot k's stale planes h > h' from the planes h < h' (n x n planes
+ * of w x w), Theta's too where it is not identically zero. */
+static inline void NCV(ncv_complete)(int *up, int k, REAL *const *Sb, REAL *const *Tb,
+                                     const int *tz, int want_ntk, int n, int w)
+{
+    if (!up[k])
+        return;
+    NCV(ncv_mirror)(Sb[k], n, w);
+    if (want_ntk && !tz[k])
+        NCV(ncv_mirror)(Tb[k], n, w);
+    up[k] = 0;
+}
+
 /* The whole network for one pair (x, z).  g: the pair's block of the GEMM tile
  * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs channels first (C x P,
  * same-position mode; unused in full mode); qx, qz: the packed variance tapes of x and z; rx, rz: their inverse roots
@@ -644,6 +657,10 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
     REAL *PAD = P4 + (long)pg->W * pg->W;
     REAL *Sb[NCV_MAX_SLOTS], *Tb[NCV_MAX_SLOTS];
     int tz[NCV_MAX_SLOTS];
+    /* the self pass (full mode): up[k] = slot k holds its planes h <= h' only (the
+     * others stale until ncv_mirror: Conv and the activations read and write those
+     * planes only, the ops that read the others mirror first) */
+    int up[NCV_MAX_SLOTS];
     int H = pg->H, W = pg->W;
     long size = 1;
     double flags = 0;   /* the estimate (or count) returned: see ncv_layer_est */
@@ -661,6 +678,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
         rz = NULL;
     for (int k = 0; k < pg->n_slots; k++) {
         tz[k] = 1;
+        up[k] = 0;
         Sb[k] = ws + 2L * k * M;
         Tb[k] = Sb[k] + M;
     }
@@ -730,6 +748,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 size = n_out;
                 break;
             }
+            if (full && op->circ)  /* wrapped windows read planes h > h' too */
+                NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             const NCV(ncv_maps) mp = NCV(ncv_window_maps)(op, iws);
             const int *ih = mp.ih, *iw = mp.iw, *rlw = mp.rlw, *rhw = mp.rhw;
             const int cw = !op->circ && op->sw == 1;
@@ -745,7 +765,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 int cnt = 0;
                 /* along the diagonals i2 - i = dd: consecutive output planes share
                  * k - 1 of their k input planes (stride 1), which stay in cache */
-                /* (the self pass: the planes i <= i' only, then ncv_mirror) */
+                /* (the self pass: the planes i <= i' only, see up) */
                 for (int dd = qself ? 0 : 1 - ho; dd < ho; dd++)
                     for (int i = dd < 0 ? -dd : 0; i < (dd > 0 ? ho - dd : ho); i++) {
                         const int i2 = i + dd;
@@ -773,13 +793,9 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 if (nx)
                     flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? To : NULL,
                                                 n_out);
-                /* (the self pass: the next op mirrors if it is this slot's activation) */
-                if (qself && !(t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
-                               op[1].dst == op->dst)) {
-                    NCV(ncv_mirror)(So, ho, wo);
-                    if (pg->want_ntk)
-                        NCV(ncv_mirror)(To, ho, wo);
-                }
+                /* (the self pass: the planes i > i' stale, see up) */
+                if (qself)
+                    up[op->dst] = 1;
                 Sb[op->dst] = So;
                 Tb[op->dst] = To;
                 A = S;
@@ -832,8 +848,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                     }
             }
             if (full) {
-                /* the self pass: the planes h <= h' (the others by ncv_mirror), those
-                 * h < h' counted twice in the near-parallel count and estimate */
+                /* the self pass: the planes h <= h' (see up), those h < h' counted
+                 * twice in the near-parallel count and estimate */
                 double num2 = 0;
                 int cnt2 = 0;
                 for (int h = 0; h < hi; h++)
@@ -855,11 +871,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                     }
                 cnt += 2 * cnt2;
                 num += 2 * num2;
-                if (qself) {
-                    NCV(ncv_mirror)(S, hi, wi);
-                    if (Tp)
-                        NCV(ncv_mirror)(Tp, hi, wi);
-                }
+                if (qself)
+                    up[op->dst] = 1;
             } else {
                 cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, rxl, rzl, tau, mode,
                                     &num);
@@ -879,6 +892,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_POOL: {
+            NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             const NCV(ncv_maps) mp = NCV(ncv_window_maps)(op, iws);
             const int *ih = mp.ih, *iw = mp.iw;
             const int has_t = pg->want_ntk && !tz[op->dst];
@@ -897,6 +911,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_GAP: {
+            NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             const int has_t = pg->want_ntk && !tz[op->dst];
             /* per (h, h') plane, then the planes: short sums */
             const long plane = (long)wi * wi, np = (long)hi * hi;
@@ -929,6 +944,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_LNORM: {
+            NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             /* the variances before the layer: recorded on the tape (self pass) */
             const REAL eps = (REAL)op->pa;
             REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
@@ -972,6 +988,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_COPY: {
+            up[op->dst] = up[op->src];
             memcpy(S, Sb[op->src], sizeof(REAL) * n_in);
             if (pg->want_ntk && !tz[op->src])
                 memcpy(T, Tb[op->src], sizeof(REAL) * n_in);
@@ -979,6 +996,10 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_ADD: {
+            if (up[op->dst] != up[op->src]) {  /* elementwise: alike or both complete */
+                NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
+                NCV(ncv_complete)(up, op->src, Sb, Tb, tz, pg->want_ntk, hi, wi);
+            }
             REAL *Ss = Sb[op->src], *Ts = Tb[op->src];
 #pragma omp simd
             for (long j = 0; j < n_in; j++)
