@@ -888,6 +888,9 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                             Tp[d] = B[p];
                     }
             }
+            /* the estimate's denominator sums |Theta| over all pixel pairs */
+            if (num > 0 && up[op->dst])
+                NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? Tp : NULL, n_in);
             break;
         }
