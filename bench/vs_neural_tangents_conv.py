@@ -1,7 +1,13 @@
 """Convolutional kernels: ntkfast's compiled network engine against neural-tangents'
 ``stax`` (and against ntkfast's own NumPy engine), side by side in one run.
 
-    python bench/vs_neural_tangents_conv.py [--n 8] [--threads 2] [--nt-python /tmp/ntenv/bin/python]
+    python bench/vs_neural_tangents_conv.py [--n N] [--threads 2] [--nt-python /tmp/ntenv/bin/python]
+        [--nt-cache DIR]
+
+N images per network: by default 8 for the pooling networks (Myrtle-5, ResNet-like:
+~1 M pixel pairs per image pair) and 64 for CNN-Flatten (1024 same-position pixel
+pairs per image pair: at N = 8 its 64 entries measure fixed costs, not the per-entry
+rate); ``--n`` sets one N for all.
 
 The nt half runs in its own environment (neural-tangents 0.6.5 + jax, CPU) as a
 subprocess of this script (``nt`` sub-command; it does not import ntkfast): the same
@@ -21,9 +27,12 @@ Reported per network and dtype, seconds per kernel entry (a K(X, X) of N² entri
 * ``ntkfast`` total: ``net.kernels(X)`` (the compiled self pass, O(N P²), + the
   compiled cross pass over the N(N−1)/2 pairs i < j), the better of two runs after a
   warm-up;
+* ``self s/image``: the self pass alone (``variances``: the per-image fixed cost, in
+  float64 whatever the dtype), per image (better of two);
 * ``cross``: the compiled cross pass alone (what grows as N²), per pair (better of two);
 * ``numpy``: the reference NumPy engine's cross pass, per pair (a few pairs);
 * ``nt``: neural-tangents' K(X, X) time / N²;
+* ``workspace``: one thread's buffers (``_conv_engine.workspace_bytes``);
 * ``CPU s/pair``: the cross pass's process CPU time per pair (all threads), and the
   GFLOP/s per core-second and fraction of one core's peak it gives: on a shared
   machine the wall-clock rate understates the engine;
@@ -133,6 +142,12 @@ def build(name):
 
 
 
+def default_n(name):
+    """Images per network by default: 64 for the same-position networks (Flatten
+    readouts: ~1e-5 s per entry, so N = 8 would time fixed costs), 8 for the rest."""
+    return 64 if "flatten" in name else 8
+
+
 def flop_count(program):
     """Arithmetic of one pair's cross pass (see the module doc), from the op list."""
     from ntkfast.backends import compiled_network as CN
@@ -175,8 +190,12 @@ def ours(net, X, dtype, threads, n_numpy_pairs=2):
         k = net.kernels(Xd, n_jobs=threads, backend="compiled")
         total = min(total, time.perf_counter() - t0)
     plan = NetworkPlan(net, X.shape[1:])
-    eng = CompiledNetworkEngine()
-    q = eng.variances(plan, Xd)
+    eng = CompiledNetworkEngine(n_jobs=threads)
+    self_s = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        q = eng.variances(plan, Xd)
+        self_s = min(self_s, (time.perf_counter() - t0) / n)
     S = np.empty((n, n), dtype)
     T = np.empty_like(S)
     cross = cpu = float("inf")
@@ -198,7 +217,12 @@ def ours(net, X, dtype, threads, n_numpy_pairs=2):
     except Exception as exc:  # the NumPy engine is someone's work in progress
         print(f"# numpy engine failed: {exc!r}", file=sys.stderr)
         numpy_pair = float("nan")
-    return k, total / n ** 2, cross, cpu, numpy_pair, flop_count(eng.program(plan))
+    from ntkfast import _conv_engine
+    from ntkfast.backends.compiled_network import TILE_ELEMS
+    prog = eng.program(plan)
+    cols = max(1, min(n, TILE_ELEMS // (prog.P * prog.P))) if prog.full else min(n, 256)
+    ws = _conv_engine.workspace_bytes(prog.prog(dtype), cols, np.dtype(dtype).itemsize)
+    return (k, total / n ** 2, cross, cpu, numpy_pair, flop_count(prog), self_s, ws)
 
 
 def run_nt(desc, X, threads, python, cache=None):
@@ -240,7 +264,9 @@ def main():
     p_nt.add_argument("--desc")
     p_nt.add_argument("--x")
     p_nt.add_argument("--out")
-    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--n", type=int, default=None,
+                    help="images per network (default: 8 for the pooling networks, "
+                    "64 for CNN-Flatten)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nt-python", default="/tmp/ntenv/bin/python")
     ap.add_argument("--archs", default="myrtle5,cnn-flatten(4),resnet-gap",
@@ -250,7 +276,6 @@ def main():
     if args.cmd == "nt":
         return nt_main(args)
     import platform
-    X = np.random.default_rng(0).standard_normal((args.n, 32, 32, 3)).astype(np.float32)
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -258,25 +283,29 @@ def main():
     except (OSError, StopIteration):
         pass
     peak = peak_gflops(args.threads)
-    print(f"# {cpu}, {os.cpu_count()} cores, {args.threads} threads; N = {args.n} images "
-          f"32x32x3; K(X, X) (N^2 entries); peak assumed {peak:.0f} GFLOP/s f64, "
-          f"{2 * peak:.0f} f32")
-    head = ("arch", "dtype", "nt s/entry", "ntkfast s/entry", "nt/ntkfast", "cross s/pair",
-            "nt/cross", "numpy s/pair", "numpy/cross", "MFLOP/pair", "GFLOP/s", "% peak",
-            "CPU s/pair", "GFLOP/s per core", "% core peak", "max rel diff vs nt")
+    print(f"# {cpu}, {os.cpu_count()} cores, {args.threads} threads; N images 32x32x3 "
+          f"per network; K(X, X) (N^2 entries); peak assumed {peak:.0f} GFLOP/s f64, "
+          f"{2 * peak:.0f} f32; load average {os.getloadavg()[0]:.1f}")
+    head = ("arch", "N", "dtype", "nt s/entry", "ntkfast s/entry", "nt/ntkfast",
+            "cross s/pair", "nt/cross", "self s/image", "numpy s/pair", "numpy/cross",
+            "MFLOP/pair", "GFLOP/s", "% peak", "CPU s/pair", "GFLOP/s per core",
+            "% core peak", "max rel diff vs nt", "workspace MiB/thread")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name in args.archs.split(","):
         net = build(name)
+        n = args.n or default_n(name)
+        X = np.random.default_rng(0).standard_normal((n, 32, 32, 3)).astype(np.float32)
         nt_s = None
         if os.path.exists(args.nt_python):
             cache = None if not args.nt_cache else os.path.join(
-                args.nt_cache, f"nt_{name}_{args.n}_{args.threads}.npz")
+                args.nt_cache, f"nt_{name}_{n}_{args.threads}.npz")
             nt_nngp, nt_ntk, nt_time = run_nt(net.describe(), X, args.threads,
                                               args.nt_python, cache)
-            nt_s = nt_time / args.n ** 2
+            nt_s = nt_time / n ** 2
         for dtype in (np.float32, np.float64):
-            k, per_entry, cross, cpu, numpy_pair, flops = ours(net, X, dtype, args.threads)
+            k, per_entry, cross, cpu, numpy_pair, flops, self_s, ws = ours(
+                net, X, dtype, args.threads)
             gf = flops / cross / 1e9
             gf_core = flops / cpu / 1e9  # per core-second actually spent (shared machine)
             pk = peak * (2 if dtype == np.float32 else 1)
@@ -290,10 +319,11 @@ def main():
             else:
                 diff = float("nan")
                 cols = ("-", f"{per_entry:.3g}", "-", f"{cross:.3g}", "-")
-            print("| " + " | ".join((name, np.dtype(dtype).name) + cols + (
-                f"{numpy_pair:.3g}", f"{numpy_pair / cross:.0f}x", f"{flops / 1e6:.1f}",
+            print("| " + " | ".join((name, str(n), np.dtype(dtype).name) + cols + (
+                f"{self_s:.3g}", f"{numpy_pair:.3g}", f"{numpy_pair / cross:.0f}x", f"{flops / 1e6:.1f}",
                 f"{gf:.1f}", f"{100 * gf / pk:.1f}", f"{cpu:.3g}", f"{gf_core:.1f}",
-                f"{100 * gf_core * args.threads / pk:.1f}", f"{diff:.1e}")) + " |", flush=True)
+                f"{100 * gf_core * args.threads / pk:.1f}", f"{diff:.1e}",
+                f"{ws / 2 ** 20:.3g}")) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ cdef extern from "ntk_conv.h" nogil:
         long maxsize
         int want_ntk
         int idx_size
+        long padsize
         double tau
         int est_mode
 
@@ -82,6 +83,32 @@ def _inverse_roots(q):
     return r
 
 
+def _sizes(dict prog, int tile_cols):
+    """(GEMM tile, workspace) elements per thread: the workspace holds 2 (n_slots + 1)
+    states of ``maxsize`` elements (Σ and Θ per slot and two spares), four W x W plane
+    buffers and the same-position Conv's padded copies; the GEMM tile (full mode) is
+    P² ``tile_cols`` elements, kept in the first spare state when ``tile_cols`` is 1."""
+    P = prog["H"] * prog["W"]
+    wsize = (2 * (prog["n_slots"] + 1) * prog["maxsize"] + 4 * prog["W"] * prog["W"]
+             + prog.get("padsize", 0))
+    gsize = P * P * tile_cols if prog["full"] and tile_cols > 1 else 1
+    return gsize, wsize
+
+
+def workspace_bytes(dict prog, int tile_cols, itemsize):
+    """Bytes of one thread's buffers in :func:`run_pairs` (GEMM tile + workspace +
+    index scratch) for ``tile_cols`` columns per work item and ``itemsize``-byte reals."""
+    gsize, wsize = _sizes(prog, tile_cols)
+    return (gsize + wsize) * itemsize + 4 * max(1, prog["idx_size"])
+
+
+def _channels_first(X, int P, int C):
+    """Rows (P C, channels last) as rows (C P, channels first), C-contiguous."""
+    X = np.asarray(X)
+    return np.ascontiguousarray(X.reshape(X.shape[0], P, C).transpose(0, 2, 1)).reshape(
+        X.shape[0], P * C)
+
+
 cdef inline double _pair(const ncv_prog *pg, const real *g, long ldg, const real *x,
                       const real *z, const real *qx, const real *qz, const real *rx,
                       const real *rz, real *ws, int *iws, real *out_s,
@@ -125,6 +152,7 @@ cdef int _prog(ncv_prog *pg, object ops_buf, Py_ssize_t n_ops, dict prog, bint w
     pg.maxsize = prog["maxsize"]
     pg.want_ntk = want_ntk
     pg.idx_size = prog["idx_size"]
+    pg.padsize = prog.get("padsize", 0)
     pg.tau = prog["tau"]
     pg.est_mode = est_mode
     if pg.n_slots < 1 or pg.n_slots > 16:
@@ -154,8 +182,11 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
         raise ValueError("run_pairs: inputs of the wrong size")
 
     dtype = np.float64 if real is double else np.float32
-    cdef Py_ssize_t gsize = (<Py_ssize_t> P) * P * tile_cols if pg.full else 1
-    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W
+    # one column per work item (large images): the GEMM block in the workspace
+    cdef bint g_in_ws = pg.full and tile_cols == 1
+    cdef Py_ssize_t gsize, wsize
+    gsize, wsize = _sizes(prog, tile_cols)
+    cdef Py_ssize_t g_off = 2 * pg.n_slots * pg.maxsize
     cdef real[:, ::1] gbuf = np.empty((n_jobs, gsize), dtype=dtype)
     cdef real[:, ::1] wbuf = np.empty((n_jobs, wsize), dtype=dtype)
     cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)
@@ -172,8 +203,13 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef real *ws
     cdef int *iws
     cdef real *ot
-    cdef const real *xp = &X[0, 0]
-    cdef const real *zp = &Z[0, 0]
+    # same-position mode reads the inputs channels first (C x P per row)
+    cdef const real[:, ::1] Xr = X if pg.full else _channels_first(X, P, C)
+    cdef const real[:, ::1] Zr = Z if pg.full else (
+        Xr if &Z[0, 0] == &X[0, 0] and Z.shape[0] == X.shape[0]
+        else _channels_first(Z, P, C))
+    cdef const real *xp = &Xr[0, 0]
+    cdef const real *zp = &Zr[0, 0]
     cdef const real *qxp = &Qx[0, 0]
     cdef const real *qzp = &Qz[0, 0]
     # float64 in full mode: the inverse roots 1/sqrt(q) of the tapes (0 where q = 0), once per
@@ -206,8 +242,8 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
 
     with nogil, parallel(num_threads=n_jobs):
         tid = threadid()
-        g = &gbuf[tid, 0]
         ws = &wbuf[tid, 0]
+        g = ws + g_off if g_in_ws else &gbuf[tid, 0]
         iws = &ibuf[tid, 0]
         for it in prange(n_items, schedule="dynamic"):
             i = items[it, 0]
@@ -250,8 +286,9 @@ def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
         raise ValueError("run_self: arrays of the wrong size")
     if n == 0:
         return
-    cdef Py_ssize_t gsize = (<Py_ssize_t> P) * P if pg.full else 1
-    cdef Py_ssize_t wsize = 2 * (pg.n_slots + 1) * pg.maxsize + 4 * pg.W * pg.W
+    cdef Py_ssize_t gsize, wsize
+    gsize, wsize = _sizes(prog, 1)  # the GEMM block x x^T in the workspace
+    cdef Py_ssize_t g_off = 2 * pg.n_slots * pg.maxsize
     cdef double[:, ::1] gbuf = np.empty((n_jobs, gsize))
     cdef double[:, ::1] wbuf = np.empty((n_jobs, wsize))
     cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)
@@ -261,11 +298,12 @@ def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef double *ws
     cdef int *iws
     cdef double *ot
-    cdef const double *xp = &X[0, 0]
+    cdef const double[:, ::1] Xr = X if pg.full else _channels_first(X, P, C)
+    cdef const double *xp = &Xr[0, 0]
     with nogil, parallel(num_threads=n_jobs):
         tid = threadid()
-        g = &gbuf[tid, 0]
         ws = &wbuf[tid, 0]
+        g = ws + g_off if pg.full else &gbuf[tid, 0]
         iws = &ibuf[tid, 0]
         for i in prange(n, schedule="dynamic"):
             if pg.full:

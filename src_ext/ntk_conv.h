@@ -15,7 +15,9 @@
  *     or direct per-position dot products (same-position mode), Theta0 = 0;
  *   - Conv: the window sum along the diagonal (p + a, p' + a) is separable: one
  *     pass along the (h, h') diagonal adding whole W x W planes, one along the
- *     (w, w') diagonal over contiguous rows: 2k loads per element, not k^2;
+ *     (w, w') diagonal over contiguous rows: 2k loads per element, not k^2; in
+ *     same-position mode (stride 1, not circular) from zero-padded copies, so the
+ *     sums are long contiguous passes without edge cases;
  *   - activations: the closed forms (ABReLU family, Erf, GELU) with an inlined
  *     vectorisable atan2 (ntk_recursion.h); in float64 the ABReLU family's angle is
  *     the division-free ntk_angle of the unit-circle point (sqrt D, |Sigma|) rx rz,
@@ -25,6 +27,8 @@
  *     flagged pairs with the reference engine's double-double pass);
  *   - AvgPool: four one-axis window sums; GlobalAvgPool / Flatten: means;
  *   - LayerNorm: Sigma[p, p'] / sqrt((eps + qx(p)) (eps + qz(p'))), Theta likewise.
+ * The self pass (x = z) computes the planes h <= h' of its symmetric states only and
+ * mirrors the rest before an op that reads them (ncv_complete).
  * Each pair is computed by the same sequence of operations whatever the thread or
  * the tile it falls in, so results do not depend on either.
  */
@@ -89,6 +93,7 @@ typedef struct {
     long maxsize;            /* elements of the largest state array */
     int want_ntk;
     int idx_size;            /* ints of index scratch */
+    long padsize;            /* elements of the same-position Conv's padded scratch */
     double tau;
     int est_mode;            /* 0: count near-parallel pixel pairs; 1: those not alike;
                               2: the Theta error estimate */

@@ -32,6 +32,26 @@ static inline void NCV(ncv_map)(int n_in, int n_out, int k, int s, int lo, int c
     }
 }
 
+/* The index maps of a window op (Conv, AvgPool) along h and w in the index scratch
+ * iws: ih (kh x ho), rlh, rhh, then iw (kw x wo), rlw, rhw (ncv_map's layout). */
+typedef struct {
+    int *ih, *rlh, *rhh, *iw, *rlw, *rhw;
+} NCV(ncv_maps);
+
+static inline NCV(ncv_maps) NCV(ncv_window_maps)(const ncv_op *op, int *iws)
+{
+    NCV(ncv_maps) m;
+    m.ih = iws;
+    m.rlh = m.ih + op->kh * op->ho;
+    m.rhh = m.rlh + op->kh;
+    m.iw = m.rhh + op->kh;
+    m.rlw = m.iw + op->kw * op->wo;
+    m.rhw = m.rlw + op->kw;
+    NCV(ncv_map)(op->hi, op->ho, op->kh, op->sh, op->lo_h, op->circ, m.ih, m.rlh, m.rhh);
+    NCV(ncv_map)(op->wi, op->wo, op->kw, op->sw, op->lo_w, op->circ, m.iw, m.rlw, m.rhw);
+    return m;
+}
+
 /* dst = src for the first window offset (*started 0), dst += src after: n elements. */
 NTK_INLINE void NCV(ncv_add_plane)(REAL *restrict dst, const REAL *restrict src, long n,
                                    int *started)
@@ -106,6 +126,48 @@ NTK_INLINE void NCV(ncv_rowsum)(REAL *restrict out, int n_out, int m, const REAL
 }
 
 #define NCV_MAXK 16
+
+/* Same-position Conv with stride 1, not circular, k <= NCV_MAXK (one of Sigma, Theta):
+ * out[i, j] = sum_a sum_b X[i + a - lo_h, j + b - lo_w] (0 outside the input) for the
+ * ho x wo outputs, from a zero-padded copy Pd (hp = ho + kh - 1 rows of
+ * wp = wo + kw - 1) so that no output is an edge case: the sum along h is one
+ * contiguous pass over ho wp elements, Hs[r] = sum_a Pd[r + a wp] (the k rows in
+ * order), then per output row the sum along w, out[i, j] = sum_b Hs[i wp + j + b].
+ * The sums of ncv_hrow + ncv_wrow in the same order, the padded zeros added in
+ * (x + 0 = x: the same values). */
+NTK_INLINE void NCV(ncv_conv_sp)(const ncv_op *op, const REAL *restrict X,
+                                 REAL *restrict out, REAL *restrict Pd, REAL *restrict Hs)
+{
+    const int hi = op->hi, wi = op->wi, ho = op->ho, wo = op->wo;
+    const int kh = op->kh, kw = op->kw, lh = op->lo_h, lw = op->lo_w;
+    const int hp = ho + kh - 1, wp = wo + kw - 1;
+    /* columns [c0, c1) of a padded row hold the input row's [c0 - lw, c1 - lw) */
+    const int c0 = lw < 0 ? 0 : lw;
+    const int c1 = wi + lw < wp ? wi + lw : wp;
+    for (int r = 0; r < hp; r++) {
+        REAL *restrict pr = Pd + (long)r * wp;
+        const int src = r - lh;
+        if (src < 0 || src >= hi || c1 <= c0) {
+            memset(pr, 0, sizeof(REAL) * wp);
+            continue;
+        }
+        const REAL *restrict xr = X + (long)src * wi - lw;
+        for (int c = 0; c < c0; c++)
+            pr[c] = 0;
+        memcpy(pr + c0, xr + c0, sizeof(REAL) * (c1 - c0));
+        for (int c = c1; c < wp; c++)
+            pr[c] = 0;
+    }
+    const REAL *rs[NCV_MAXK];
+    for (int a = 0; a < kh; a++)
+        rs[a] = Pd + (long)a * wp;
+    NCV(ncv_sumk)(Hs, rs, kh, 0, (long)ho * wp);
+    for (int i = 0; i < ho; i++) {
+        for (int b = 0; b < kw; b++)
+            rs[b] = Hs + (long)i * wp + b;
+        NCV(ncv_sumk)(out + (long)i * wo, rs, kw, 0, wo);
+    }
+}
 
 /* out[o, i, r] = sum_a in[o, idx[a][i], r]: a window sum along one axis
  * (dims (outer, n_in, inner) -> (outer, n_out, inner)). */
@@ -545,9 +607,39 @@ static inline double NCV(ncv_layer_est)(const ncv_prog *pg, int cnt, double num,
     return est == est ? est : INFINITY;
 }
 
+/* The self pass's states are symmetric, X[h, h', w, w'] = X[h', h, w', w] (Sigma(x, x),
+ * Theta(x, x); every op keeps that, with the same operations in the same order on both
+ * elements): the planes h > h' as the transposes of the planes h < h'
+ * (X: n x n planes of w x w). */
+static inline void NCV(ncv_mirror)(REAL *X, int n, int w)
+{
+    const long pl = (long)w * w;
+    for (int h = 0; h < n; h++)
+        for (int h2 = h + 1; h2 < n; h2++) {
+            const REAL *restrict src = X + ((long)h * n + h2) * pl;
+            REAL *restrict dst = X + ((long)h2 * n + h) * pl;
+            for (int a = 0; a < w; a++)
+                for (int b = 0; b < w; b++)
+                    dst[(long)b * w + a] = src[(long)a * w + b];
+        }
+}
+
+/* The self pass: slot k's stale planes h > h' from the planes h < h' (n x n planes
+ * of w x w), Theta's too where it is not identically zero. */
+static inline void NCV(ncv_complete)(int *up, int k, REAL *const *Sb, REAL *const *Tb,
+                                     const int *tz, int want_ntk, int n, int w)
+{
+    if (!up[k])
+        return;
+    NCV(ncv_mirror)(Sb[k], n, w);
+    if (want_ntk && !tz[k])
+        NCV(ncv_mirror)(Tb[k], n, w);
+    up[k] = 0;
+}
+
 /* The whole network for one pair (x, z).  g: the pair's block of the GEMM tile
- * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs (P x C, same-position
- * mode); qx, qz: the packed variance tapes of x and z; rx, rz: their inverse roots
+ * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs channels first (C x P,
+ * same-position mode; unused in full mode); qx, qz: the packed variance tapes of x and z; rx, rz: their inverse roots
  * 1/sqrt(q) (0 where q = 0), or NULL (the ReLU family's angle then by atan2).  ws: 2 (n_slots + 1) maxsize
  * elements; iws: idx_size ints.  Writes Sigma, Theta (if wanted) and returns the number
  * of near-parallel pixel pairs met by angle-reading activations. */
@@ -561,8 +653,14 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
     /* four plane buffers of the fused Conv (W x W each) after the spares */
     REAL *P1 = B + M, *P2 = P1 + (long)pg->W * pg->W, *P3 = P2 + (long)pg->W * pg->W;
     REAL *P4 = P3 + (long)pg->W * pg->W;
+    /* the padded copy and row sums of the same-position Conv (pg->padsize elements) */
+    REAL *PAD = P4 + (long)pg->W * pg->W;
     REAL *Sb[NCV_MAX_SLOTS], *Tb[NCV_MAX_SLOTS];
     int tz[NCV_MAX_SLOTS];
+    /* the self pass (full mode): up[k] = slot k holds its planes h <= h' only (the
+     * others stale until ncv_mirror: Conv and the activations read and write those
+     * planes only, the ops that read the others mirror first) */
+    int up[NCV_MAX_SLOTS];
     int H = pg->H, W = pg->W;
     long size = 1;
     double flags = 0;   /* the estimate (or count) returned: see ncv_layer_est */
@@ -580,6 +678,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
         rz = NULL;
     for (int k = 0; k < pg->n_slots; k++) {
         tz[k] = 1;
+        up[k] = 0;
         Sb[k] = ws + 2L * k * M;
         Tb[k] = Sb[k] + M;
     }
@@ -604,14 +703,24 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                                 sr[w2] = gr[w2] * invc;
                         }
             } else {
+                /* x, z channels first (C x P): vectorised over the positions, the
+                 * channels added in order */
                 const long P = (long)H * W;
-                for (long p = 0; p < P; p++) {
-                    REAL acc = 0;
-                    const REAL *xp = x + p * C, *zp = z + p * C;
-                    for (int c = 0; c < C; c++)
-                        acc += xp[c] * zp[c];
-                    S[p] = acc * invc;
+                {
+                    const REAL *restrict xc = x, *restrict zc = z;
+#pragma omp simd
+                    for (long p = 0; p < P; p++)
+                        S[p] = xc[p] * zc[p];
                 }
+                for (int c = 1; c < C; c++) {
+                    const REAL *restrict xc = x + c * P, *restrict zc = z + c * P;
+#pragma omp simd
+                    for (long p = 0; p < P; p++)
+                        S[p] += xc[p] * zc[p];
+                }
+#pragma omp simd
+                for (long p = 0; p < P; p++)
+                    S[p] *= invc;
             }
             tz[op->dst] = 1;
             size = n_out;
@@ -624,12 +733,26 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_CONV: {
-            int *ih = iws, *rlh = ih + op->kh * ho, *rhh = rlh + op->kh;
-            int *iw = rhh + op->kh, *rlw = iw + op->kw * wo, *rhw = rlw + op->kw;
-            NCV(ncv_map)(hi, ho, op->kh, op->sh, op->lo_h, op->circ, ih, rlh, rhh);
-            NCV(ncv_map)(wi, wo, op->kw, op->sw, op->lo_w, op->circ, iw, rlw, rhw);
-            const int cw = !op->circ && op->sw == 1;
             const int has_t = pg->want_ntk && !tz[op->dst];
+            if (!full && op->sh == 1 && op->sw == 1 && !op->circ && op->kh <= NCV_MAXK &&
+                op->kw <= NCV_MAXK) {
+                /* same-position pairs, stride 1: from zero-padded copies, no edge
+                 * cases (ncv_conv_sp); Sigma's window sums into B, Theta's into A */
+                REAL *Pd = PAD, *Hs = PAD + (long)(ho + op->kh - 1) * (wo + op->kw - 1);
+                NCV(ncv_conv_sp)(op, S, B, Pd, Hs);
+                if (has_t)
+                    NCV(ncv_conv_sp)(op, T, A, Pd, Hs);
+                NCV(ncv_affine)(op, n_out, B, has_t ? A : NULL, S, pg->want_ntk ? T : NULL,
+                                (REAL)op->inv);
+                tz[op->dst] = !pg->want_ntk;
+                size = n_out;
+                break;
+            }
+            if (full && op->circ)  /* wrapped windows read planes h > h' too */
+                NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
+            const NCV(ncv_maps) mp = NCV(ncv_window_maps)(op, iws);
+            const int *ih = mp.ih, *iw = mp.iw, *rlw = mp.rlw, *rhw = mp.rhw;
+            const int cw = !op->circ && op->sw == 1;
             if (full) {
                 /* per output plane (i, i'): the (h, h') sum, the (w, w') sum and the
                  * affine step in L1, then the next op if it is this slot's activation
@@ -642,7 +765,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 int cnt = 0;
                 /* along the diagonals i2 - i = dd: consecutive output planes share
                  * k - 1 of their k input planes (stride 1), which stay in cache */
-                for (int dd = 1 - ho; dd < ho; dd++)
+                /* (the self pass: the planes i <= i' only, see up) */
+                for (int dd = qself ? 0 : 1 - ho; dd < ho; dd++)
                     for (int i = dd < 0 ? -dd : 0; i < (dd > 0 ? ho - dd : ho); i++) {
                         const int i2 = i + dd;
                         const long off = ((long)i * ho + i2) * pout;
@@ -669,6 +793,9 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                 if (nx)
                     flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? To : NULL,
                                                 n_out);
+                /* (the self pass: the planes i > i' stale, see up) */
+                if (qself)
+                    up[op->dst] = 1;
                 Sb[op->dst] = So;
                 Tb[op->dst] = To;
                 A = S;
@@ -721,16 +848,31 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                     }
             }
             if (full) {
+                /* the self pass: the planes h <= h' (see up), those h < h' counted
+                 * twice in the near-parallel count and estimate */
+                double num2 = 0;
+                int cnt2 = 0;
                 for (int h = 0; h < hi; h++)
-                    for (int h2 = 0; h2 < hi; h2++)
+                    for (int h2 = qself ? h : 0; h2 < hi; h2++) {
+                        const int twice = qself && h2 > h;
                         for (int w = 0; w < wi; w++) {
                             const long off = (((long)h * hi + h2) * wi + w) * wi;
-                            cnt += NCV(ncv_act_row)(op, wi, S + off, Tp ? Tp + off : NULL,
-                                                    qxl + h * wi + w, 0, qzl + h2 * wi,
-                                                    rxl ? rxl + h * wi + w : NULL,
-                                                    rxl ? rzl + h2 * wi : NULL, tau, mode,
-                                                    &num);
+                            const int c = NCV(ncv_act_row)(op, wi, S + off,
+                                                           Tp ? Tp + off : NULL,
+                                                           qxl + h * wi + w, 0, qzl + h2 * wi,
+                                                           rxl ? rxl + h * wi + w : NULL,
+                                                           rxl ? rzl + h2 * wi : NULL, tau,
+                                                           mode, twice ? &num2 : &num);
+                            if (twice)
+                                cnt2 += c;
+                            else
+                                cnt += c;
                         }
+                    }
+                cnt += 2 * cnt2;
+                num += 2 * num2;
+                if (qself)
+                    up[op->dst] = 1;
             } else {
                 cnt += NCV(ncv_act_row)(op, (int)n_in, S, Tp, qxl, 1, qzl, rxl, rzl, tau, mode,
                                     &num);
@@ -746,14 +888,16 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                             Tp[d] = B[p];
                     }
             }
+            /* the estimate's denominator sums |Theta| over all pixel pairs */
+            if (num > 0 && up[op->dst])
+                NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             flags += NCV(ncv_layer_est)(pg, cnt, num, pg->want_ntk ? Tp : NULL, n_in);
             break;
         }
         case NCV_POOL: {
-            int *ih = iws, *rlh = ih + op->kh * ho, *rhh = rlh + op->kh;
-            int *iw = rhh + op->kh, *rlw = iw + op->kw * wo, *rhw = rlw + op->kw;
-            NCV(ncv_map)(hi, ho, op->kh, op->sh, op->lo_h, op->circ, ih, rlh, rhh);
-            NCV(ncv_map)(wi, wo, op->kw, op->sw, op->lo_w, op->circ, iw, rlw, rhw);
+            NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
+            const NCV(ncv_maps) mp = NCV(ncv_window_maps)(op, iws);
+            const int *ih = mp.ih, *iw = mp.iw;
             const int has_t = pg->want_ntk && !tz[op->dst];
             for (int pass = 0; pass < (has_t ? 2 : 1); pass++) {
                 REAL *X0 = pass ? T : S;
@@ -770,6 +914,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_GAP: {
+            NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             const int has_t = pg->want_ntk && !tz[op->dst];
             /* per (h, h') plane, then the planes: short sums */
             const long plane = (long)wi * wi, np = (long)hi * hi;
@@ -802,6 +947,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_LNORM: {
+            NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
             /* the variances before the layer: recorded on the tape (self pass) */
             const REAL eps = (REAL)op->pa;
             REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
@@ -845,6 +991,7 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_COPY: {
+            up[op->dst] = up[op->src];
             memcpy(S, Sb[op->src], sizeof(REAL) * n_in);
             if (pg->want_ntk && !tz[op->src])
                 memcpy(T, Tb[op->src], sizeof(REAL) * n_in);
@@ -852,6 +999,10 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_ADD: {
+            if (up[op->dst] != up[op->src]) {  /* elementwise: alike or both complete */
+                NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
+                NCV(ncv_complete)(up, op->src, Sb, Tb, tz, pg->want_ntk, hi, wi);
+            }
             REAL *Ss = Sb[op->src], *Ts = Tb[op->src];
 #pragma omp simd
             for (long j = 0; j < n_in; j++)

@@ -16,6 +16,10 @@ Design:
   GEMM per item gives the tile's pixel-pair products x_i[p]·z_j[p'] (BLAS), then every
   pair runs the whole program in per-thread workspaces (OpenMP over items).  Conv's
   diagonal window sum is separable (one pass along (h, h'), one along (w, w')).
+* **Same-position Conv** (stride 1, not circular): Σ and Θ copied zero-padded, so the
+  window sums are long contiguous passes without edge cases (the same sums in the same
+  order as the general path: identical values); the input products read the images
+  channels first, vectorised over positions.
 * **Self pass.**  ``variances`` runs the program on the pairs (x, x) in C, float64
   whatever the kernels' dtype (``run_self``: one GEMM x xᵀ per row in full mode),
   recording the per-position variances every activation / LayerNorm reads (the
@@ -23,7 +27,9 @@ Design:
   activations' diagonal rule (θ = 0 by construction).  O(N P²), done once; rows whose
   own pixel pairs p ≠ p' are near-parallel enough to matter (the reference's estimate,
   in C) and the reference's tiny-input rescaling are handled as the reference does
-  (those rows through its self pass).  ``*_diag`` uses the same engine, so it is
+  (those rows through its self pass).  Its states are symmetric, Σ(x, x)[h, h', w, w'] =
+  Σ(x, x)[h', h, w', w]: Conv and the activations compute the planes h ≤ h' only, and
+  the rest is mirrored (transposed) once, before an op that reads it (pooling, GAP, …).  ``*_diag`` uses the same engine, so it is
   bitwise the diagonal of K(X, X); the compiled and reference diagonals agree to
   rounding (≲ 1e-15 relative).
 * **LayerNorm** (channel axis): Σ / √((ε + q_x)(ε + q_z)), Θ likewise, its variances
@@ -41,6 +47,16 @@ Design:
   double-double pass).  The rerun always computes Θ, so Σ does not depend on whether
   Θ is wanted.
   Float32 sends every pair that meets a near-parallel pixel pair.
+* **Memory.**  Per thread (``_conv_engine.workspace_bytes``): 2 (n_slots + 1) states
+  of P² (full mode) or P (same-position) elements — Σ and Θ of each live slot and two
+  spares, since a Conv's window sums read input planes around the output's — plus a few
+  W × W planes; the GEMM tile (P² × columns per item) lives in a spare state when an item
+  has one column (P² ≥ :data:`TILE_ELEMS`).  Myrtle-5 on 32×32 images: 4 × 1024² elements
+  = **32 MiB float64 / 16 MiB float32 per thread** (measured from ``workspace_bytes``),
+  ResNet-like with one FanOut branch 48 / 24 MiB; CNN-Flatten 80 KiB.  "A few MB" is not
+  reachable with whole-layer states: one 32×32 layer's Σ alone is 1024² pixel pairs ×
+  8 B = 8 MiB, and Σ, Θ of the input and the output of a Conv are 32 MiB; less needs
+  tiling the P² state across layers (windows overlap by k − 1 per layer).
 * **Symmetric K(X, X).**  Only pairs i < j are computed; the block is mirrored exactly
   and its diagonal is the self pass's.  Every pair is computed by the same operations
   whatever the thread count or tile, so results do not depend on either.
@@ -160,6 +176,7 @@ class Program:
         #: spatial shape of each activation's variance tape (offsets: running sums)
         self.tape_shapes = []
         self.idx_size = 1
+        self.padsize = 0
         self.used = {0}
         self.n_slots = 1
         self._op(INPUT, dst=0, hi=self.H, wi=self.W, ho=self.H, wo=self.W)
@@ -236,6 +253,9 @@ class Program:
                      cs=float(meta.channels * size) if std else 0.0,
                      c0=1.0 if std and layer.b_std is not None else 0.0, inv=1.0 / size)
             self.idx_size = max(self.idx_size, kh * ho + 2 * kh + kw * wo + 2 * kw)
+            if not self.full:  # the same-position Conv's padded copy + row sums
+                wp = wo + kw - 1
+                self.padsize = max(self.padsize, (ho + kh - 1) * wp + ho * wp)
         elif isinstance(layer, Elementwise):
             act = layer.activation
             if isinstance(act, Identity):
@@ -277,7 +297,7 @@ class Program:
         from ..activations import ABReLU  # noqa: F401
         return dict(full=int(self.full), H=self.H, W=self.W, C=self.C,
                     n_slots=self.n_slots, maxsize=self.maxsize, idx_size=self.idx_size,
-                    tau=NEAR_TAU)
+                    padsize=self.padsize, tau=NEAR_TAU)
 
 
 def compile_network(plan) -> Program:
