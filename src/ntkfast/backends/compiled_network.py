@@ -359,6 +359,9 @@ class CompiledNetworkEngine:
                                       Q[r:r1], nngp[r:r1],
                                       ntk[r:r1] if want_ntk else np.zeros(1), est[r:r1],
                                       want_ntk, min(jobs, r1 - r), 2 if want_ntk else 0)
+        if prog.series:  # rows with a pixel pair p != p' no table certifies
+            conv_series.reference_rows(self.reference, plan, A, Q, nngp, ntk, est,
+                                       want_ntk)
         k = np.concatenate(ks) if ks and any(c.any() for c in ks) else None
         tapes, off = [], 0
         for shape in prog.tape_shapes:

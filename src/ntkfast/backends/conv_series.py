@@ -31,12 +31,18 @@ import numpy as np
 from .._threads import limited
 
 __all__ = ["is_series", "SeriesLayer", "PairTables", "build_tables", "run_self",
-           "TABLE_BUDGET", "SAVE", "LOAD"]
+           "reference_rows", "TABLE_BUDGET", "SAVE", "LOAD"]
 
 #: bytes of coefficient tables alive in one chunk of the cross pass (rows + columns)
 TABLE_BUDGET = 128 << 20
 #: bytes of stored states in one chunk of the staged self pass
 SAVE_BUDGET = 256 << 20
+#: most Hermite terms of a table; pixel pairs that need more are not certified and
+#: their image pairs are recomputed by the reference.  Twice the FC engine's KCAP:
+#: images with smooth regions have many pixel pairs at |ρ| > 0.99 (digits 16×16,
+#: Myrtle-5 with SiLU, first layer: up to 7 % of the pixel pairs need more than 128
+#: terms, none more than 256), each row of pixel pairs reads only the terms it needs
+TERMS = 256
 #: ntk_conv_series.h's stage modes
 SAVE, LOAD = 1, 2
 
@@ -71,7 +77,8 @@ def _layer_tables(layer, q, dtype):
     n, P = q.shape
     act = layer.act
     with np.errstate(all="ignore"):
-        C = series.coefficients(act.phi2, q.ravel(), series.KCAP, act.series_step)
+        C = series.coefficients(act.phi2, q.ravel(), TERMS or series.KCAP,
+                                act.series_step)
     K = C.K
     J = K // 2 + 1
     pe, pd, nl, j2 = series.lane_plan(C)
@@ -153,7 +160,8 @@ def diag_tables(prog, tapes, dtype, layers):
 def _bytes_per_image(prog, itemsize):
     """Upper bound of one image's tables (KCAP terms, both maps, four lanes)."""
     from .. import series
-    per_pixel = (2 * (series.KCAP // 2 + 1) * 2 + 4) * itemsize + 2 * series.NBINS
+    per_pixel = (2 * ((TERMS or series.KCAP) // 2 + 1) * 2 + 4) * itemsize + \
+        2 * series.NBINS
     return sum(layer.P for layer in prog.series) * per_pixel
 
 
@@ -290,6 +298,22 @@ def run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs):
         if want_ntk:
             ntk[r:r1] = t
     return est
+
+
+def reference_rows(reference, plan, A, Q, nngp, ntk, est, want_ntk):
+    """The rows whose staged self pass met a pixel pair no table certifies (est = ∞:
+    that pixel pair, and so the later tapes, were not computed) from the reference
+    engine's self pass: tapes, diagonals; their estimate is then 0."""
+    bad = np.flatnonzero(np.isinf(est))
+    if not bad.size:
+        return
+    ref = reference.variances(plan, A[bad], want_ntk)
+    Q[bad] = np.concatenate([np.asarray(t, np.float64).reshape(bad.size, -1)
+                             for t in ref.tapes], axis=1)
+    nngp[bad] = ref.nngp
+    if want_ntk:
+        ntk[bad] = ref.ntk
+    est[bad] = 0.0
 
 
 def table_memory(prog, n, itemsize=8):
