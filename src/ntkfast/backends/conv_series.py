@@ -43,6 +43,10 @@ SAVE_BUDGET = 256 << 20
 #: Myrtle-5 with SiLU, first layer: up to 7 % of the pixel pairs need more than 128
 #: terms, none more than 256), each row of pixel pairs reads only the terms it needs
 TERMS = 256
+#: terms of the first tables (the FC engine's first pass, series.KFAST): the pairs (and
+#: self-pass rows) with a pixel pair these cannot certify are rerun with TERMS terms,
+#: so the common case pays for short tables only
+FIRST_TERMS = 48
 #: ntk_conv_series.h's stage modes
 SAVE, LOAD = 1, 2
 
@@ -69,7 +73,11 @@ def _col(name):
     return INT_FIELDS.index(name)
 
 
-def _layer_tables(layer, q, dtype):
+def _tiers():
+    return (FIRST_TERMS, TERMS) if FIRST_TERMS and FIRST_TERMS < TERMS else (TERMS,)
+
+
+def _layer_tables(layer, q, dtype, terms):
     """(blocks, K table, fields) of one layer for the variances q (n, P) float64:
     blocks (n, m P) in the row layout of ntk_conv_series.h, K table (n, NBINS P) int16,
     fields: the op's sk, sj2, spe, spd, snb."""
@@ -77,8 +85,7 @@ def _layer_tables(layer, q, dtype):
     n, P = q.shape
     act = layer.act
     with np.errstate(all="ignore"):
-        C = series.coefficients(act.phi2, q.ravel(), TERMS or series.KCAP,
-                                act.series_step)
+        C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step)
     K = C.K
     J = K // 2 + 1
     pe, pd, nl, j2 = series.lane_plan(C)
@@ -102,11 +109,12 @@ def _layer_tables(layer, q, dtype):
     return block, kt, fields
 
 
-def build_tables(prog, tapes, dtype, layers=None):
+def build_tables(prog, tapes, dtype, layers=None, terms=None):
     """(iops, C, KT): the program's op rows with the series fields set, and per row
     of ``tapes`` (the packed float64 variance tapes (n, Σ P_l), x and z rows stacked)
     the coefficient row C (``dtype``) and the K-table row KT of the series layers
-    ``layers`` (default: all), laid out in that order (ntk_conv_series.h)."""
+    ``layers`` (default: all), laid out in that order (ntk_conv_series.h), with at
+    most ``terms`` terms (default :data:`TERMS`)."""
     layers = prog.series if layers is None else layers
     iops = prog.iops.copy()
     n = tapes.shape[0]
@@ -115,7 +123,7 @@ def build_tables(prog, tapes, dtype, layers=None):
     for layer in layers:
         q = np.ascontiguousarray(tapes[:, layer.qoff:layer.qoff + layer.P],
                                  dtype=np.float64)
-        block, kt, fields = _layer_tables(layer, q, dtype)
+        block, kt, fields = _layer_tables(layer, q, dtype, terms or TERMS)
         fields.update(coff=coff, koff=koff)
         for name, v in fields.items():
             iops[layer.op, _col(name)] = v
@@ -130,7 +138,7 @@ def build_tables(prog, tapes, dtype, layers=None):
     return iops, C, KT
 
 
-def diag_tables(prog, tapes, dtype, layers):
+def diag_tables(prog, tapes, dtype, layers, terms=None):
     """:func:`build_tables` for a self pass of same-position pixel pairs only (every
     pixel pair takes the diagonal rule E = e(q), Ė = e'(q)): the 1-D
     :func:`ntkfast.series.diag` values and empty series (K = 0)."""
@@ -160,7 +168,7 @@ def diag_tables(prog, tapes, dtype, layers):
 def _bytes_per_image(prog, itemsize):
     """Upper bound of one image's tables (KCAP terms, both maps, four lanes)."""
     from .. import series
-    per_pixel = (2 * ((TERMS or series.KCAP) // 2 + 1) * 2 + 4) * itemsize + \
+    per_pixel = (2 * (TERMS // 2 + 1) * 2 + 4) * itemsize + \
         2 * series.NBINS
     return sum(layer.P for layer in prog.series) * per_pixel
 
@@ -181,18 +189,38 @@ class PairTables:
         per = _bytes_per_image(self.prog, np.dtype(dtype).itemsize)
         return max(1, TABLE_BUDGET // (2 * max(1, per)))
 
-    def _tables(self, r0, r1, c0, c1, dtype):
+    def _tables(self, r0, r1, c0, c1, dtype, terms):
         if self.symmetric and (r0, r1) == (c0, c1):
-            iops, C, KT = build_tables(self.prog, self.tx[r0:r1], dtype)
+            iops, C, KT = build_tables(self.prog, self.tx[r0:r1], dtype, terms=terms)
             return iops, C, C, KT, KT
         n = r1 - r0
         iops, C, KT = build_tables(self.prog, np.concatenate(
-            [self.tx[r0:r1], self.tz[c0:c1]]), dtype)
+            [self.tx[r0:r1], self.tz[c0:c1]]), dtype, terms=terms)
         return (iops, np.ascontiguousarray(C[:n]), np.ascontiguousarray(C[n:]),
                 np.ascontiguousarray(KT[:n]), np.ascontiguousarray(KT[n:]))
 
     def run(self, iops, fops, prog, X, Z, Qx, Qz, items, out_s, out_t, flags, want_t,
             jobs, cols, mode, mask=None):
+        """The tiers of terms (:data:`FIRST_TERMS`, then :data:`TERMS` for the pairs the
+        first tables could not certify, flags = ∞)."""
+        tiers = _tiers()
+        for k, terms in enumerate(tiers):
+            if k:
+                redo = np.isinf(flags)
+                if mask is not None:
+                    redo &= mask != 0
+                if not redo.any():
+                    return
+                out_s[redo] = 0
+                if want_t:
+                    out_t[redo] = 0
+                flags[redo] = 0
+                mask = redo.astype(np.int8)
+            self._pass(terms, fops, prog, X, Z, Qx, Qz, items, out_s, out_t, flags, want_t,
+                       jobs, cols, mode, mask)
+
+    def _pass(self, terms, fops, prog, X, Z, Qx, Qz, items, out_s, out_t, flags, want_t,
+              jobs, cols, mode, mask):
         from .. import _conv_engine
         dtype = X.dtype
         n1, n2 = X.shape[0], Z.shape[0]
@@ -215,7 +243,7 @@ class PairTables:
                     sub = np.ascontiguousarray(sub[keep])
                     if not sub.shape[0]:
                         continue
-                ops, Cx, Cz, KTx, KTz = self._tables(r0, r1, c0, c1, dtype)
+                ops, Cx, Cz, KTx, KTz = self._tables(r0, r1, c0, c1, dtype, terms)
                 s = np.zeros((r1 - r0, c1 - c0), dtype)
                 t = np.zeros((r1 - r0, c1 - c0), dtype) if want_t else np.zeros((1, 1),
                                                                                 dtype)
@@ -252,6 +280,29 @@ def _stage_ops(prog, a, b):
 
 
 def run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs):
+    """:func:`_run_self` with the tiers of terms: the rows the first tables leave
+    uncertified (est = ∞) rerun with :data:`TERMS` terms (and if still uncertified,
+    :func:`reference_rows` takes them)."""
+    rows = np.arange(X.shape[0])
+    for k, terms in enumerate(_tiers()):
+        if k:
+            rows = np.flatnonzero(np.isinf(est))
+            if not rows.size:
+                return est
+            q, s = Q[rows].copy(), nngp[rows].copy()
+            t = ntk[rows].copy() if want_ntk else None
+            e = est[rows].copy()
+            _run_self(prog, np.ascontiguousarray(X[rows]), q, s, t, e, want_ntk, jobs,
+                      terms)
+            Q[rows], nngp[rows], est[rows] = q, s, e
+            if want_ntk:
+                ntk[rows] = t
+        else:
+            _run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs, terms)
+    return est
+
+
+def _run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs, terms):
     """The self pass of the rows X (n, P C) float64 in stages (see the module doc);
     writes the tapes Q (n, Σ P_l), the diagonals nngp, ntk and the estimate est (the
     sum over the stages of what ``run_self`` returns: near-parallel estimates of the
@@ -278,7 +329,7 @@ def run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs):
             if a > 0:  # this stage starts with series layer k - 1: its tables
                 layer = prog.series[k - 1]
                 build = build_tables if prog.full else diag_tables
-                full, C, KT = build(prog, Q[r:r1], np.float64, [layer])
+                full, C, KT = build(prog, Q[r:r1], np.float64, [layer], terms)
                 iops[0] = full[layer.op]
                 iops[0, _col("smode")] = LOAD
             else:
