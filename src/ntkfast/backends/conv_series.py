@@ -43,10 +43,11 @@ SAVE_BUDGET = 256 << 20
 #: Myrtle-5 with SiLU, first layer: up to 7 % of the pixel pairs need more than 128
 #: terms, none more than 256), each row of pixel pairs reads only the terms it needs
 TERMS = 256
-#: terms of the first tables (the FC engine's first pass, series.KFAST): the pairs (and
-#: self-pass rows) with a pixel pair these cannot certify are rerun with TERMS terms,
-#: so the common case pays for short tables only
-FIRST_TERMS = 48
+#: terms of the first tables (the FC engine's KCAP): the pairs (and self-pass rows) with
+#: a pixel pair these cannot certify are rerun with TERMS terms, so the common case pays
+#: for the shorter tables (48 terms, the FC engine's first pass, measured slower on
+#: Myrtle-5 / tanh: one pixel pair out of 10^6 beyond 48 terms reruns the whole pair)
+FIRST_TERMS = 128
 #: ntk_conv_series.h's stage modes
 SAVE, LOAD = 1, 2
 
