@@ -26,6 +26,12 @@ Design:
   (those rows through its self pass).  ``*_diag`` uses the same engine, so it is
   bitwise the diagonal of K(X, X); the compiled and reference diagonals agree to
   rounding (≲ 1e-15 relative).
+* **Series activations** (Tanh, Softplus, Sigmoid, SiLU, ``Custom``: no closed form):
+  the Hermite series with per-pixel coefficient tables built from the tapes
+  (:mod:`.conv_series`, ``src_ext/ntk_conv_series.h``); the self pass runs in stages
+  (a layer's tables need its variances); image pairs with a pixel pair the tables
+  cannot certify (|ρ| → 1 with a steep φ) are recomputed by the reference engine
+  (``_precise``), as are self-pass rows with one.
 * **LayerNorm** (channel axis): Σ / √((ε + q_x)(ε + q_z)), Θ likewise, its variances
   on the tape like an activation's.
 * **Accuracy.**  Float64 runs the reference's float64 rules (differences are rounding
@@ -434,8 +440,11 @@ class CompiledNetworkEngine:
         if symmetric:
             near = np.triu(near, 1)
         if mode and near.any():
-            near = self._estimate(prog, dtype, Xc, Zc, Qx, Qz, items, near, jobs, cols,
-                                  run)
+            # ∞: a series pixel pair no table certifies (recomputed, no estimate needed)
+            bad = near & np.isinf(flags)
+            cand = near & ~bad
+            near = bad | (self._estimate(prog, dtype, Xc, Zc, Qx, Qz, items, cand, jobs,
+                                         cols, run) if cand.any() else cand)
         if near.any():
             self._precise(plan, X64, Z64, near, res_s, res_t if want_t else None, want_t,
                           qx, qz)
