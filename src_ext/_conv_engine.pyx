@@ -10,7 +10,7 @@ parallelism).  See ntkfast/backends/compiled_network.py for the program.
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -22,6 +22,7 @@ cdef extern from "ntk_conv.h" nogil:
         int kh, kw, sh, sw
         int lo_h, lo_w
         int circ, act, qoff, standard, flag
+        int sk, sj2, spe, spd, snb, smode, coff, koff
         double w2, b2, cs, c0, inv, pa, pb, pc
 
     ctypedef struct ncv_prog:
@@ -37,14 +38,23 @@ cdef extern from "ntk_conv.h" nogil:
         double tau
         int est_mode
 
+    ctypedef struct ncv_stab:
+        const void *cx
+        const void *cz
+        const int16_t *kx
+        const int16_t *kz
+        void *save
+
     double ncv_pair_f64(const ncv_prog *pg, const double *g, long ldg, const double *x,
                      const double *z, const double *qx, const double *qz, const double *rx,
                      const double *rz, double *qself,
-                     double *ws, int *iws, double *out_s, double *out_t)
+                     double *ws, int *iws, double *out_s, double *out_t,
+                     const ncv_stab *st)
     double ncv_pair_f32(const ncv_prog *pg, const float *g, long ldg, const float *x,
                      const float *z, const float *qx, const float *qz, const float *rx,
                      const float *rz, float *qself,
-                     float *ws, int *iws, float *out_s, float *out_t)
+                     float *ws, int *iws, float *out_s, float *out_t,
+                     const ncv_stab *st)
 
 ctypedef fused real:
     float
@@ -52,7 +62,8 @@ ctypedef fused real:
 
 #: int fields of one op, in ncv_op order (the Python compiler writes these columns)
 INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
-              "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag")
+              "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag",
+              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff")
 FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
 
 
@@ -112,12 +123,13 @@ def _channels_first(X, int P, int C):
 cdef inline double _pair(const ncv_prog *pg, const real *g, long ldg, const real *x,
                       const real *z, const real *qx, const real *qz, const real *rx,
                       const real *rz, real *ws, int *iws, real *out_s,
-                      real *out_t) noexcept nogil:
+                      real *out_t, const ncv_stab *st) noexcept nogil:
     if real is double:
-        return ncv_pair_f64(pg, g, ldg, x, z, qx, qz, rx, rz, NULL, ws, iws, out_s, out_t)
+        return ncv_pair_f64(pg, g, ldg, x, z, qx, qz, rx, rz, NULL, ws, iws, out_s, out_t,
+                            st)
     else:
         return ncv_pair_f32(pg, g, ldg, x, z, qx, qz, NULL, NULL, NULL, ws, iws, out_s,
-                            out_t)
+                            out_t, st)
 
 
 cdef object _ops(const int64_t[:, ::1] iops, const double[:, ::1] fops):
@@ -136,10 +148,22 @@ cdef object _ops(const int64_t[:, ::1] iops, const double[:, ::1] fops):
         ops[t].sh = iops[t, 9]; ops[t].sw = iops[t, 10]; ops[t].lo_h = iops[t, 11]
         ops[t].lo_w = iops[t, 12]; ops[t].circ = iops[t, 13]; ops[t].act = iops[t, 14]
         ops[t].qoff = iops[t, 15]; ops[t].standard = iops[t, 16]; ops[t].flag = iops[t, 17]
+        ops[t].sk = iops[t, 18]; ops[t].sj2 = iops[t, 19]; ops[t].spe = iops[t, 20]
+        ops[t].spd = iops[t, 21]; ops[t].snb = iops[t, 22]; ops[t].smode = iops[t, 23]
+        ops[t].coff = iops[t, 24]; ops[t].koff = iops[t, 25]
         ops[t].w2 = fops[t, 0]; ops[t].b2 = fops[t, 1]; ops[t].cs = fops[t, 2]
         ops[t].c0 = fops[t, 3]; ops[t].inv = fops[t, 4]; ops[t].pa = fops[t, 5]
         ops[t].pb = fops[t, 6]; ops[t].pc = fops[t, 7]
     return ops_buf
+
+
+cdef bint _has_series(const int64_t[:, ::1] iops):
+    """True when the program has a series activation (NCV_ACT_SERIES)."""
+    cdef Py_ssize_t t
+    for t in range(iops.shape[0]):
+        if iops[t, 0] == 3 and iops[t, 14] == 4:
+            return True
+    return False
 
 
 cdef int _prog(ncv_prog *pg, object ops_buf, Py_ssize_t n_ops, dict prog, bint want_ntk,
@@ -165,7 +189,9 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
               const real[:, ::1] Qz, const int64_t[:, ::1] items,
               real[:, ::1] out_s, real[:, ::1] out_t, double[:, ::1] flags,
               bint want_ntk, int n_jobs, int tile_cols, int est_mode=0,
-              const int8_t[:, ::1] mask=None):
+              const int8_t[:, ::1] mask=None, const real[:, ::1] Cx=None,
+              const real[:, ::1] Cz=None, const int16_t[:, ::1] KTx=None,
+              const int16_t[:, ::1] KTz=None):
     """Σ (and Θ) of the pairs of the work items ``items`` (rows (i, j0, j1): pairs
     (i, j) for j0 <= j < j1, at most ``tile_cols`` columns) into out_s[i, j] /
     out_t[i, j]; flags[i, j] = what ncv_pair returns (est_mode 0: the number of
@@ -173,7 +199,9 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     angles, or without Θ the count of candidate pixel pairs; see ntk_conv_impl.h).
     ``mask`` (n1, n2): only the pairs with mask[i, j] != 0 are computed.
     X (n1, P C), Z (n2, P C): the inputs, channels last; Qx, Qz: the packed
-    variance tapes.  ``prog``: full, H, W, C, n_slots, maxsize, idx_size, tau."""
+    variance tapes.  ``prog``: full, H, W, C, n_slots, maxsize, idx_size, tau.
+    Cx, Cz, KTx, KTz: the series activations' per-row coefficient and K tables
+    (ntk_conv_series.h; required when the program has a series activation)."""
     ops_buf = _ops(iops, fops)
     cdef ncv_prog pg
     _prog(&pg, ops_buf, iops.shape[0], prog, want_ntk, est_mode)
@@ -190,6 +218,28 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef real[:, ::1] gbuf = np.empty((n_jobs, gsize), dtype=dtype)
     cdef real[:, ::1] wbuf = np.empty((n_jobs, wsize), dtype=dtype)
     cdef int[:, ::1] ibuf = np.empty((n_jobs, max(1, pg.idx_size)), dtype=np.intc)
+    # per-thread series table pointers (set per pair)
+    stab_buf = bytearray(n_jobs * sizeof(ncv_stab))
+    cdef ncv_stab *stabs = <ncv_stab *> (<char *> stab_buf)
+    cdef ncv_stab *stp
+    cdef bint series = _has_series(iops)
+    cdef const real *cxp = NULL
+    cdef const real *czp = NULL
+    cdef const int16_t *kxp = NULL
+    cdef const int16_t *kzp = NULL
+    cdef Py_ssize_t lc = 0, lk = 0
+    if series:
+        if Cx is None or Cz is None or KTx is None or KTz is None or \
+                Cx.shape[0] != X.shape[0] or Cz.shape[0] != Z.shape[0] or \
+                KTx.shape[0] != X.shape[0] or KTz.shape[0] != Z.shape[0] or \
+                Cx.shape[1] != Cz.shape[1] or KTx.shape[1] != KTz.shape[1]:
+            raise ValueError("run_pairs: series tables missing or of the wrong size")
+        cxp = &Cx[0, 0]
+        czp = &Cz[0, 0]
+        kxp = &KTx[0, 0]
+        kzp = &KTz[0, 0]
+        lc = Cx.shape[1]
+        lk = KTx.shape[1]
     cdef Py_ssize_t n_items = items.shape[0]
     cdef Py_ssize_t lq = Qx.shape[1]
     cdef Py_ssize_t row = P * C
@@ -245,6 +295,8 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
         ws = &wbuf[tid, 0]
         g = ws + g_off if g_in_ws else &gbuf[tid, 0]
         iws = &ibuf[tid, 0]
+        stp = stabs + tid
+        stp.save = NULL
         for it in prange(n_items, schedule="dynamic"):
             i = items[it, 0]
             j0 = items[it, 1]
@@ -258,24 +310,33 @@ def run_pairs(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
                 if use_mask and mp[i * ncol + j] == 0:
                     continue
                 ot = &out_t[i, j] if want_ntk else NULL
+                if series:
+                    stp.cx = cxp + i * lc
+                    stp.cz = czp + j * lc
+                    stp.kx = kxp + i * lk
+                    stp.kz = kzp + j * lk
                 nf = _pair(&pg, g + (j - j0) * P, bj * P, xp + i * row, zp + j * row,
                            qxp + i * lq, qzp + j * lq,
                            rxp + i * lq if rxp != NULL else NULL,
                            rzp + j * lq if rxp != NULL else NULL,
-                           ws, iws, &out_s[i, j], ot)
+                           ws, iws, &out_s[i, j], ot, stp if series else NULL)
                 flags[i, j] = nf
 
 
 def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
              const double[:, ::1] X, double[:, ::1] Q, double[::1] out_s,
-             double[::1] out_t, double[::1] est, bint want_ntk, int n_jobs, int est_mode):
+             double[::1] out_t, double[::1] est, bint want_ntk, int n_jobs, int est_mode,
+             const double[:, ::1] Cs=None, const int16_t[:, ::1] KTs=None,
+             double[:, ::1] save=None):
     """The self pass in float64: per row x_i of X (n, P C), the whole network on the
     pair (x_i, x_i), g = x_i x_i^T by one GEMM in full mode; writes the variance tape
     Q[i] (q(p) = Σ(x, x)[p, p] before every activation, packed), Σ(x_i, x_i) into
     out_s[i], Θ(x_i, x_i) (if wanted) into out_t[i], and est[i]: what ncv_pair returns
     in ``est_mode`` (2 with Θ: the estimated relative Θ error of its float64 angles at
     pixel pairs p != p').  Same-position pixel pairs take the activations' diagonal
-    rule (θ = 0 exactly)."""
+    rule (θ = 0 exactly).  Cs, KTs: the series activations' tables of the rows; ``save``
+    (n, 2 maxsize): per row the state a staged series program stores / loads
+    (ntk_conv_series.h)."""
     ops_buf = _ops(iops, fops)
     cdef ncv_prog pg
     _prog(&pg, ops_buf, iops.shape[0], prog, want_ntk, est_mode)
@@ -300,14 +361,42 @@ def run_self(const int64_t[:, ::1] iops, const double[:, ::1] fops, dict prog,
     cdef double *ot
     cdef const double[:, ::1] Xr = X if pg.full else _channels_first(X, P, C)
     cdef const double *xp = &Xr[0, 0]
+    stab_buf = bytearray(n_jobs * sizeof(ncv_stab))
+    cdef ncv_stab *stabs = <ncv_stab *> (<char *> stab_buf)
+    cdef ncv_stab *stp
+    cdef bint series = _has_series(iops)
+    cdef const double *cp = NULL
+    cdef const int16_t *kp = NULL
+    cdef double *svp = NULL
+    cdef Py_ssize_t lc = 0, lk = 0, ls = 0
+    if series:
+        if Cs is None or KTs is None or Cs.shape[0] != n or KTs.shape[0] != n:
+            raise ValueError("run_self: series tables missing or of the wrong size")
+        cp = &Cs[0, 0]
+        kp = &KTs[0, 0]
+        lc = Cs.shape[1]
+        lk = KTs.shape[1]
+        if save is not None:
+            if save.shape[0] != n or save.shape[1] < 2 * pg.maxsize:
+                raise ValueError("run_self: save buffer of the wrong size")
+            svp = &save[0, 0]
+            ls = save.shape[1]
     with nogil, parallel(num_threads=n_jobs):
         tid = threadid()
         ws = &wbuf[tid, 0]
         g = ws + g_off if pg.full else &gbuf[tid, 0]
         iws = &ibuf[tid, 0]
+        stp = stabs + tid
         for i in prange(n, schedule="dynamic"):
             if pg.full:
                 _gemm(g, P, xp + i * row, xp + i * row, P, P, C)
             ot = &out_t[i] if want_ntk else NULL
+            if series:
+                stp.cx = cp + i * lc
+                stp.cz = cp + i * lc
+                stp.kx = kp + i * lk
+                stp.kz = kp + i * lk
+                stp.save = svp + i * ls if svp != NULL else NULL
             est[i] = ncv_pair_f64(&pg, g, P, xp + i * row, xp + i * row, NULL, NULL,
-                                  NULL, NULL, &Q[i, 0], ws, iws, &out_s[i], ot)
+                                  NULL, NULL, &Q[i, 0], ws, iws, &out_s[i], ot,
+                                  stp if series else NULL)

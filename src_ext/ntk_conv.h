@@ -53,7 +53,8 @@ enum {
     NCV_LNORM = 9    /* LayerNorm: Sigma / sqrt((eps + qx)(eps + qz)), Theta likewise */
 };
 
-enum { NCV_ACT_ABRELU = 1, NCV_ACT_ERF = 2, NCV_ACT_GELU = 3 };
+enum { NCV_ACT_ABRELU = 1, NCV_ACT_ERF = 2, NCV_ACT_GELU = 3,
+       NCV_ACT_SERIES = 4 /* Hermite series with per-pixel tables: ntk_conv_series.h */ };
 
 #define NCV_MAX_SLOTS 16
 
@@ -77,6 +78,10 @@ typedef struct {
     int qoff;                /* activation: offset of its variances in a packed tape row */
     int standard;            /* 'standard' parameterization */
     int flag;                /* activation: angle-reading (flags near-parallel pairs) */
+    /* NCV_ACT_SERIES (ntk_conv_series.h): terms K of the tables, last entry of lanes 2, 3
+     * (-1: none), parities of lanes 0, 1 (1: odd), |rho| bins, stage mode, offsets of
+     * the layer in a coefficient row and in a K-table row */
+    int sk, sj2, spe, spd, snb, smode, coff, koff;
     double w2, b2;           /* Sigma' = w2 M(Sigma) + b2 (M: window mean) */
     double cs, c0;           /* standard: Theta' = cs M(Sigma) + w2 M(Theta) + c0 */
     double inv;              /* 1 / window size (Conv), 1 / window^2 (AvgPool) */

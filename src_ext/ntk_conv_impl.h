@@ -637,16 +637,19 @@ static inline void NCV(ncv_complete)(int *up, int k, REAL *const *Sb, REAL *cons
     up[k] = 0;
 }
 
+#include "ntk_conv_series.h"
+
 /* The whole network for one pair (x, z).  g: the pair's block of the GEMM tile
  * (full mode: g[p * ldg + p'] = x[p].z[p']); x, z: the inputs channels first (C x P,
  * same-position mode; unused in full mode); qx, qz: the packed variance tapes of x and z; rx, rz: their inverse roots
  * 1/sqrt(q) (0 where q = 0), or NULL (the ReLU family's angle then by atan2).  ws: 2 (n_slots + 1) maxsize
- * elements; iws: idx_size ints.  Writes Sigma, Theta (if wanted) and returns the number
+ * elements; iws: idx_size ints; st: the series activations' tables (ntk_conv_series.h;
+ * NULL without them).  Writes Sigma, Theta (if wanted) and returns the number
  * of near-parallel pixel pairs met by angle-reading activations. */
 NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                              const REAL *x, const REAL *z, const REAL *qx, const REAL *qz,
                              const REAL *rx, const REAL *rz, REAL *qself, REAL *ws,
-                             int *iws, REAL *out_s, REAL *out_t)
+                             int *iws, REAL *out_s, REAL *out_t, const ncv_stab *st)
 {
     const long M = pg->maxsize;
     REAL *A = ws + 2L * pg->n_slots * M, *B = A + M;
@@ -758,7 +761,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                  * affine step in L1, then the next op if it is this slot's activation
                  * (fused); written to the spare buffers, which become the slot's */
                 const ncv_op *nx = (!qself && t + 1 < pg->n_ops && op[1].kind == NCV_ACT &&
-                                    op[1].dst == op->dst) ? op + 1 : NULL;
+                                    op[1].dst == op->dst && op[1].act != NCV_ACT_SERIES)
+                                   ? op + 1 : NULL;
                 REAL *So = A, *To = B;
                 const long pin = (long)wi * wi, pout = (long)wo * wo;
                 double num = 0;
@@ -823,6 +827,13 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
             break;
         }
         case NCV_ACT: {
+            if (op->act == NCV_ACT_SERIES) {
+                /* the series layer reads (and its staged self pass stores) whole
+                 * states: complete the self pass's half planes first */
+                NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
+                flags += NCV(ncv_series_layer)(pg, op, S, T, &tz[op->dst], qx, qz, qself, st);
+                break;
+            }
             REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;
             const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
             const REAL *rxl = rx ? rx + op->qoff : NULL, *rzl = rx ? rz + op->qoff : NULL;

@@ -189,8 +189,9 @@ def test_dispatch():
     assert isinstance(eng, CompiledNetworkEngine)
     eng, _ = conv._engine_and_spec((5, 2), "reference")
     assert type(eng) is NetworkReferenceEngine
-    tanh = nk.serial(nk.Conv((3,)), nk.FanOut(1), nk.parallel(nk.Tanh()), nk.FanInSum(),
-                     nk.Flatten(), nk.Dense())
+    # Tanh by 2-D quadrature (the series ones run compiled: tests/test_conv_series.py)
+    tanh = nk.serial(nk.Conv((3,)), nk.FanOut(1), nk.parallel(nk.Tanh(degree=40)),
+                     nk.FanInSum(), nk.Flatten(), nk.Dense())
     eng, _ = tanh._engine_and_spec((5, 2), "auto")
     assert type(eng) is NetworkReferenceEngine
     with pytest.raises(ValueError, match=r"backend='compiled'.*branch 0.*Tanh"):

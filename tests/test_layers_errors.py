@@ -166,7 +166,7 @@ def test_bad_keywords():
         net.ntk(IMG, backend="gpu")
     # the compiled network engine runs this net; not one with a quadrature activation
     with pytest.raises(ValueError, match=r"backend='compiled'.*layer 1 \(Tanh\).*'reference'"):
-        nk.serial(nk.Conv((3, 3)), nk.Tanh(), nk.Flatten(), nk.Dense()).ntk(
+        nk.serial(nk.Conv((3, 3)), nk.Tanh(degree=40), nk.Flatten(), nk.Dense()).ntk(
             IMG, backend="compiled")
     with pytest.raises(ValueError, match="backend='numba'.*'reference'"):
         net.ntk(IMG, backend="numba")

@@ -32,6 +32,12 @@ Design:
   the rest is mirrored (transposed) once, before an op that reads it (pooling, GAP, …).  ``*_diag`` uses the same engine, so it is
   bitwise the diagonal of K(X, X); the compiled and reference diagonals agree to
   rounding (≲ 1e-15 relative).
+* **Series activations** (Tanh, Softplus, Sigmoid, SiLU, ``Custom``: no closed form):
+  the Hermite series with per-pixel coefficient tables built from the tapes
+  (:mod:`.conv_series`, ``src_ext/ntk_conv_series.h``); the self pass runs in stages
+  (a layer's tables need its variances); image pairs with a pixel pair the tables
+  cannot certify (|ρ| → 1 with a steep φ) are recomputed by the reference engine
+  (``_precise``), as are self-pass rows with one.
 * **LayerNorm** (channel axis): Σ / √((ε + q_x)(ε + q_z)), Θ likewise, its variances
   on the tape like an activation's.
 * **Accuracy.**  Float64 runs the reference's float64 rules (differences are rounding
@@ -76,14 +82,16 @@ from ..activations import ABReLU, Erf, GELU, Identity  # noqa: E402
 from ..layers.state import window_pads  # noqa: E402
 from ..layers.elementwise import NEAR_PARALLEL_RTOL  # noqa: E402
 from .reference_network import STATE_BUDGET, NetworkReferenceEngine  # noqa: E402
+from . import conv_series  # noqa: E402
 
 __all__ = ["CompiledNetworkEngine", "compile_network", "unsupported_layer", "Program"]
 
 INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
-              "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag")
+              "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag",
+              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff")
 FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
 INPUT, AFFINE, CONV, ACT, POOL, GAP, FLATTEN, COPY, ADD, LNORM = range(10)
-ACT_ABRELU, ACT_ERF, ACT_GELU = 1, 2, 3
+ACT_ABRELU, ACT_ERF, ACT_GELU, ACT_SERIES = 1, 2, 3, 4
 MAX_SLOTS = 16
 #: pairs with a pixel pair of sin²θ < NEAR_TAU at an angle-reading activation go through
 #: the reference engine's own cross pass (its near-parallel criterion screens the same
@@ -125,7 +133,8 @@ def unsupported_layer(layer, where="the network"):
         return None
     if isinstance(layer, Elementwise):
         act = layer.activation
-        if type(act) in (Identity, GELU) or isinstance(act, (ABReLU, Erf)):
+        if type(act) in (Identity, GELU) or isinstance(act, (ABReLU, Erf)) or \
+                conv_series.is_series(act):
             return None
         return where
     from ..layers import LayerNorm
@@ -179,6 +188,8 @@ class Program:
         self.padsize = 0
         self.used = {0}
         self.n_slots = 1
+        #: the series activations (conv_series.SeriesLayer), in op order
+        self.series = []
         self._op(INPUT, dst=0, hi=self.H, wi=self.W, ho=self.H, wo=self.W)
         state = self._walk(plan.network, (0, plan.in_meta))
         if isinstance(state, list) or state[0] != 0:
@@ -267,6 +278,10 @@ class Program:
                               pb=(a - b) ** 2 / (2 * np.pi), flag=int(act.angle_sensitive))
             elif isinstance(act, Erf):
                 fields.update(act=ACT_ERF, pa=act.a ** 2, pb=act.b ** 2, pc=act.c ** 2)
+            elif conv_series.is_series(act):  # tables per fill call: conv_series
+                fields.update(act=ACT_SERIES)
+                self.series.append(conv_series.SeriesLayer(
+                    len(self.rows), act, self.qoff, h * w, len(self.used) == 1))
             else:
                 fields.update(act=ACT_GELU)
             self._op(ACT, **base, **fields)
@@ -342,6 +357,8 @@ class CompiledNetworkEngine:
         from .. import _conv_engine
         from .reference_network import _check_tiny, _tiny_exponents
         prog = self.program(plan)  # rejects unsupported networks before the work
+        if prog.series and not conv_series.staged(prog):
+            return self.reference.variances(plan, A, want_ntk)
         n = A.shape[0]
         Q = np.zeros((n, max(1, prog.qoff)))
         nngp = np.zeros(n)
@@ -358,11 +375,19 @@ class CompiledNetworkEngine:
                 rows = np.ldexp(rows, kc.reshape((-1,) + (1,) * (rows.ndim - 1)))
             ks.append(kc if kc is not None else np.zeros(r1 - r, np.int64))
             X = np.ascontiguousarray(rows.reshape(r1 - r, -1))
+            if prog.series:  # in stages: a layer's tables need its variances
+                conv_series.run_self(prog, X, Q[r:r1], nngp[r:r1],
+                                     ntk[r:r1] if want_ntk else None, est[r:r1],
+                                     want_ntk, min(jobs, r1 - r))
+                continue
             with limited(1, "blas"):  # our OpenMP loop is the parallelism
                 _conv_engine.run_self(prog.iops, prog.fops, prog.prog(np.float64), X,
                                       Q[r:r1], nngp[r:r1],
                                       ntk[r:r1] if want_ntk else np.zeros(1), est[r:r1],
                                       want_ntk, min(jobs, r1 - r), 2 if want_ntk else 0)
+        if prog.series:  # rows with a pixel pair p != p' no table certifies
+            conv_series.reference_rows(self.reference, plan, A, Q, nngp, ntk, est,
+                                       want_ntk)
         k = np.concatenate(ks) if ks and any(c.any() for c in ks) else None
         tapes, off = [], 0
         for shape in prog.tape_shapes:
@@ -422,17 +447,24 @@ class CompiledNetworkEngine:
         # float64: Θ's estimated error (elementwise.py's); float32: near-parallel count
         mode = 1 if dtype == np.float64 else 0
         jobs = max(1, int(n_jobs or 1))
+        run = _conv_engine.run_pairs
+        if prog.series:  # per chunk of rows x columns, with their series tables
+            run = conv_series.PairTables(prog, _packed(qx, n1, np.float64),
+                                         _packed(qz, n2, np.float64), symmetric).run
         if items.shape[0]:
             with limited(1, "blas"):  # our OpenMP loop is the parallelism
-                _conv_engine.run_pairs(prog.iops, prog.fops, prog.prog(dtype), Xc, Zc, Qx,
-                                       Qz, items, res_s, res_t, flags, want_t, jobs, cols,
-                                       mode)
+                run(prog.iops, prog.fops, prog.prog(dtype), Xc, Zc, Qx, Qz, items, res_s,
+                    res_t, flags, want_t, jobs, cols, mode)
         # float64: candidates (a near-parallel pixel pair not computed alike)
         near = flags > 0
         if symmetric:
             near = np.triu(near, 1)
         if mode and near.any():
-            near = self._estimate(prog, dtype, Xc, Zc, Qx, Qz, items, near, jobs, cols)
+            # ∞: a series pixel pair no table certifies (recomputed, no estimate needed)
+            bad = near & np.isinf(flags)
+            cand = near & ~bad
+            near = bad | (self._estimate(prog, dtype, Xc, Zc, Qx, Qz, items, cand, jobs,
+                                         cols, run) if cand.any() else cand)
         if near.any():
             self._precise(plan, X64, Z64, near, res_s, res_t if want_t else None, want_t,
                           qx, qz)
@@ -453,7 +485,7 @@ class CompiledNetworkEngine:
         if want_t:
             out_ntk[...] = res_t
 
-    def _estimate(self, prog, dtype, Xc, Zc, Qx, Qz, items, cand, jobs, cols):
+    def _estimate(self, prog, dtype, Xc, Zc, Qx, Qz, items, cand, jobs, cols, run=None):
         """Float64: the candidate pairs (a near-parallel pixel pair not computed
         alike) rerun with Θ for their error estimate (C's est_mode 2: a pre-pass and a
         scalar loop per row, kept out of the first pass's loop), in the same work items
@@ -466,9 +498,10 @@ class CompiledNetworkEngine:
         s2, t2 = np.zeros(shape, dtype), np.zeros(shape, dtype)
         est = np.zeros(shape)
         with limited(1, "blas"):
-            _conv_engine.run_pairs(prog.iops, prog.fops, prog.prog(dtype), Xc, Zc, Qx, Qz,
-                                   np.ascontiguousarray(items[keep]), s2, t2, est, True,
-                                   jobs, cols, 2, cand.astype(np.int8))
+            (run or _conv_engine.run_pairs)(
+                prog.iops, prog.fops, prog.prog(dtype), Xc, Zc, Qx, Qz,
+                np.ascontiguousarray(items[keep]), s2, t2, est, True, jobs, cols, 2,
+                cand.astype(np.int8))
         return cand & (est > NEAR_PARALLEL_RTOL)
 
     def _precise(self, plan, X64, Z64, near, res_s, res_t, want_t, qx, qz):

@@ -103,7 +103,8 @@ class KernelMethods:
                 raise ValueError(
                     f"backend='compiled': {bad} has no compiled kernel rule (the compiled "
                     "network engine runs Dense, Conv, AvgPool, GlobalAvgPool, Flatten, "
-                    "FanOut/parallel/FanInSum, Identity and the ReLU family, Erf, GELU); "
+                    "FanOut/parallel/FanInSum, Identity, the ReLU family, Erf, GELU and "
+                    "the series activations Tanh, Softplus, Sigmoid, SiLU, Custom); "
                     "use backend='auto' or 'reference' for this network")
         elif backend != "auto":
             raise ValueError(f"backend={backend!r}: only fully-connected chains Dense, [φ, "

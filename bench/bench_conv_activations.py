@@ -1,0 +1,131 @@
+"""Series activations in conv nets: the compiled engine's time with Tanh, Softplus, SiLU,
+Sigmoid against the same network with ReLU, side by side in one run, and the reference
+(NumPy) engine's time for comparison.
+
+    python bench/bench_conv_activations.py [--n 8] [--size 32] [--threads 2]
+        [--archs myrtle5,cnn-flatten(4)] [--acts tanh,softplus,silu,sigmoid]
+        [--data random|smooth] [--ref-n 2]
+
+Per network (a preset of ``ntkfast.architecture_spec`` with ``relu`` replaced by the
+activation) and activation: ``kernels(X)`` of N images (both kernels, float64) by the
+compiled engine, the better of two runs after a warm-up, and its ratio to ReLU's; the
+self pass (per image) and the cross pass (per pair) separately; and the reference
+engine's ``kernels`` of the first ``--ref-n`` images against the compiled engine's on
+the same images.  ``--data smooth``: Gaussian-blurred noise (natural images have pixel
+pairs at |ρ| → 1, whose image pairs the series cannot certify and the reference
+recomputes: see the routed column).  Nothing is asserted: timings on a shared machine
+are noisy, so the variants alternate within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def build(arch, act):
+    from ntkfast.architecture_spec import PRESETS, parse_architecture
+    name, _, arg = arch.partition("(")
+    spec = PRESETS[name](*([int(arg.rstrip(")"))] if arg else [])) if name in PRESETS \
+        else arch
+    return parse_architecture(spec.replace("relu", act))
+
+
+def images(n, size, kind, rng):
+    X = rng.standard_normal((n, size, size, 3))
+    if kind == "smooth":  # a 5-tap blur along both axes, twice
+        for _ in range(2):
+            for ax in (1, 2):
+                X = sum(np.roll(X, s, axis=ax) for s in (-2, -1, 0, 1, 2)) / 5.0
+        X /= X.std()
+    return X
+
+
+def timed(f, repeat=2):
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def passes(net, X, threads):
+    """(self pass s / image, cross pass s / pair, image pairs sent to the reference)."""
+    from ntkfast.backends.compiled_network import CompiledNetworkEngine
+    from ntkfast.backends.reference_network import NetworkPlan
+    n = X.shape[0]
+    plan = NetworkPlan(net, X.shape[1:])
+    eng = CompiledNetworkEngine(n_jobs=threads)
+    routed = []
+    orig = eng._precise
+
+    def spy(plan_, X64, Z64, near, *a, **k):
+        routed.append(int(near.sum()))
+        return orig(plan_, X64, Z64, near, *a, **k)
+
+    eng._precise = spy
+    ts = timed(lambda: eng.variances(plan, X))
+    q = eng.variances(plan, X)
+    S = np.empty((n, n))
+    T = np.empty_like(S)
+    tc = timed(lambda: eng.fill(plan, X, X, S, T, symmetric=True, n_jobs=threads, qx=q,
+                                qz=q))
+    return ts / n, tc / (n * (n - 1) / 2), (routed[-1] if routed else 0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--archs", default="myrtle5,cnn-flatten(4)")
+    ap.add_argument("--acts", default="tanh,softplus,silu,sigmoid")
+    ap.add_argument("--data", default="random", choices=["random", "smooth"])
+    ap.add_argument("--ref-n", type=int, default=2)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    X = images(args.n, args.size, args.data, rng)
+    Xr = X[:args.ref_n]
+    acts = ["relu"] + args.acts.split(",")
+    print(f"# K(X, X) of N = {args.n} images {args.size}x{args.size}x3 ({args.data}), "
+          f"float64, {args.threads} threads; reference on {args.ref_n} images")
+    print(f"{'network':16s} {'act':9s} {'compiled s':>10s} {'/ReLU':>6s} "
+          f"{'self ms/img':>11s} {'cross ms/pair':>13s} {'/ReLU':>6s} {'routed':>6s} "
+          f"{'ref s':>8s} {'comp s':>8s} {'ref/comp':>8s}")
+    for arch in args.archs.split(";") if ";" in args.archs else _split(args.archs):
+        nets = {a: build(arch, a) for a in acts}
+        for a in acts:  # warm-up: Numba, tables, threads
+            nets[a].kernels(X[:2], n_jobs=args.threads)
+        base = base_cross = None
+        for a in acts:
+            net = nets[a]
+            total = timed(lambda: net.kernels(X, n_jobs=args.threads))
+            ts, tc, routed = passes(net, X, args.threads)
+            tref = timed(lambda: net.kernels(Xr, backend="reference"), 1)
+            tcomp = timed(lambda: net.kernels(Xr, n_jobs=args.threads))
+            if a == "relu":
+                base, base_cross = total, tc
+            print(f"{arch:16s} {a:9s} {total:10.3f} {total / base:6.2f} {ts * 1e3:11.2f} "
+                  f"{tc * 1e3:13.2f} {tc / base_cross:6.2f} {routed:6d} {tref:8.3f} "
+                  f"{tcomp:8.3f} {tref / tcomp:8.1f}", flush=True)
+
+
+def _split(text):
+    """Comma-separated architectures, keeping commas inside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur] if cur else out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""Series activations (Tanh, Softplus, Sigmoid, SiLU, :class:`~ntkfast.activations.Custom`)
+in the compiled network engine: the per-image coefficient tables of the Hermite series
+(:mod:`ntkfast.series`) and the two passes that read them (``src_ext/ntk_conv_series.h``).
+
+Per series activation layer and pixel p of an image, with q(p) the variance the self
+pass records (the tape), the normalised coefficients b_k(q(p)) of φ and φ'
+(:func:`ntkfast.series.coefficients`: one trapezoidal rule per variance, a BLAS product)
+and the certificate's K table (per |ρ| bin the least K with |ρ|^{K+1} √(T_K T'_K) ≤
+1e-13 √(e e'), T_K the tail energy).  The C side evaluates, per pixel pair,
+Σ_k b_k(q_x(p)) b_k(q_z(p')) ρ^k and the same for φ' by Horner chains with the row's
+largest certified K; a pixel pair no K of the table certifies flags the image pair,
+which the engine then recomputes with the reference engine (``_precise``).  An image
+and its partner's coefficients come from one call, so both have the same number of
+terms and the certificate holds over computed terms only.
+
+* **Cross pass** (:class:`PairTables`): the block's pairs in chunks of rows × columns
+  whose tables fit :data:`TABLE_BUDGET` (never N × P × K for all N), each chunk's
+  tables built for its rows and columns only.
+* **Self pass** (:func:`run_self`): in stages, because a layer's coefficients need the
+  variances the layers before it produce: the program runs up to a series activation,
+  records its variances and stores the state (Σ, Θ of the image with itself), Python
+  builds that layer's tables, the next stage loads the state and goes on.  O(N P²),
+  in C; a network whose series activation sits in a branch while another branch is
+  alive (the state of one slot is stored) takes the reference engine's self pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._threads import limited
+
+__all__ = ["is_series", "SeriesLayer", "PairTables", "build_tables", "run_self",
+           "reference_rows", "TABLE_BUDGET", "SAVE", "LOAD"]
+
+#: bytes of coefficient tables alive in one chunk of the cross pass (rows + columns)
+TABLE_BUDGET = 128 << 20
+#: bytes of stored states in one chunk of the staged self pass
+SAVE_BUDGET = 256 << 20
+#: most Hermite terms of a table; pixel pairs that need more are not certified and
+#: their image pairs are recomputed by the reference.  Twice the FC engine's KCAP:
+#: images with smooth regions have many pixel pairs at |ρ| > 0.99 (digits 16×16,
+#: Myrtle-5 with SiLU, first layer: up to 7 % of the pixel pairs need more than 128
+#: terms, none more than 256), each row of pixel pairs reads only the terms it needs
+TERMS = 256
+#: terms of the first tables (the FC engine's KCAP): the pairs (and self-pass rows) with
+#: a pixel pair these cannot certify are rerun with TERMS terms, so the common case pays
+#: for the shorter tables (48 terms, the FC engine's first pass, measured slower on
+#: Myrtle-5 / tanh: one pixel pair out of 10^6 beyond 48 terms reruns the whole pair)
+FIRST_TERMS = 128
+#: ntk_conv_series.h's stage modes
+SAVE, LOAD = 1, 2
+
+
+def is_series(act) -> bool:
+    """True for an activation the compiled engine evaluates by its Hermite series."""
+    from ..activations import QuadratureActivation
+    return isinstance(act, QuadratureActivation) and act.uses_series
+
+
+class SeriesLayer:
+    """One series activation of a :class:`~.compiled_network.Program`: its op row, φ,
+    its tape offset and pixel count, and whether it is the only live slot (the staged
+    self pass stores one slot's state)."""
+
+    __slots__ = ("op", "act", "qoff", "P", "alone")
+
+    def __init__(self, op, act, qoff, P, alone):
+        self.op, self.act, self.qoff, self.P, self.alone = op, act, qoff, P, alone
+
+
+def _col(name):
+    from .._conv_engine import INT_FIELDS
+    return INT_FIELDS.index(name)
+
+
+def _tiers():
+    return (FIRST_TERMS, TERMS) if FIRST_TERMS and FIRST_TERMS < TERMS else (TERMS,)
+
+
+def _layer_tables(layer, q, dtype, terms):
+    """(blocks, K table, fields) of one layer for the variances q (n, P) float64:
+    blocks (n, m P) in the row layout of ntk_conv_series.h, K table (n, NBINS P) int16,
+    fields: the op's sk, sj2, spe, spd, snb."""
+    from .. import series
+    n, P = q.shape
+    act = layer.act
+    with np.errstate(all="ignore"):
+        C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step)
+    K = C.K
+    J = K // 2 + 1
+    pe, pd, nl, j2 = series.lane_plan(C)
+    J2 = j2 + 1 if nl == 4 else 0
+
+    def chain(A, par, m):
+        part = A[:, (1 if par else 2)::2][:, :m]
+        out = np.zeros((n, m, P), dtype=dtype)
+        out[:, :part.shape[1], :] = part.reshape(n, P, -1).transpose(0, 2, 1)
+        return out
+
+    parts = [chain(C.A, pe, J), chain(C.Ad, pd, J)]
+    if J2:
+        parts += [chain(C.A, 1 - pe, J2), chain(C.Ad, 1 - pd, J2)]
+    for v in (C.A[:, 0], C.Ad[:, 0], C.e, C.ed):
+        parts.append(np.asarray(v, dtype=dtype).reshape(n, 1, P))
+    block = np.concatenate(parts, axis=1).reshape(n, -1)
+    kt = np.ascontiguousarray(C.kt.reshape(n, P, -1).transpose(0, 2, 1),
+                              dtype=np.int16).reshape(n, -1)     # [bin][pixel]
+    fields = dict(sk=K, sj2=J2 - 1, spe=pe, spd=pd, snb=C.kt.shape[1])
+    return block, kt, fields
+
+
+def build_tables(prog, tapes, dtype, layers=None, terms=None):
+    """(iops, C, KT): the program's op rows with the series fields set, and per row
+    of ``tapes`` (the packed float64 variance tapes (n, Σ P_l), x and z rows stacked)
+    the coefficient row C (``dtype``) and the K-table row KT of the series layers
+    ``layers`` (default: all), laid out in that order (ntk_conv_series.h), with at
+    most ``terms`` terms (default :data:`TERMS`)."""
+    layers = prog.series if layers is None else layers
+    iops = prog.iops.copy()
+    n = tapes.shape[0]
+    blocks, kts = [], []
+    coff = koff = 0
+    for layer in layers:
+        q = np.ascontiguousarray(tapes[:, layer.qoff:layer.qoff + layer.P],
+                                 dtype=np.float64)
+        block, kt, fields = _layer_tables(layer, q, dtype, terms or TERMS)
+        fields.update(coff=coff, koff=koff)
+        for name, v in fields.items():
+            iops[layer.op, _col(name)] = v
+        blocks.append(block)
+        kts.append(kt)
+        coff += block.shape[1]
+        koff += kt.shape[1]
+    C = np.ascontiguousarray(np.concatenate(blocks, axis=1)) if blocks else \
+        np.zeros((n, 1), dtype)
+    KT = np.ascontiguousarray(np.concatenate(kts, axis=1)) if kts else \
+        np.zeros((n, 1), np.int16)
+    return iops, C, KT
+
+
+def diag_tables(prog, tapes, dtype, layers, terms=None):
+    """:func:`build_tables` for a self pass of same-position pixel pairs only (every
+    pixel pair takes the diagonal rule E = e(q), Ė = e'(q)): the 1-D
+    :func:`ntkfast.series.diag` values and empty series (K = 0)."""
+    from .. import series
+    iops = prog.iops.copy()
+    n = tapes.shape[0]
+    blocks, kts = [], []
+    coff = koff = 0
+    for layer in layers:
+        q = np.ascontiguousarray(tapes[:, layer.qoff:layer.qoff + layer.P],
+                                 dtype=np.float64)
+        with np.errstate(all="ignore"):
+            e, ed = series.diag(layer.act.phi2, q, step=layer.act.series_step)
+        block = np.zeros((n, 6, layer.P), dtype)   # lanes 0, 1; b_0, b'_0; e, e'
+        block[:, 4], block[:, 5] = e, ed
+        fields = dict(sk=0, sj2=-1, spe=1, spd=1, snb=1, coff=coff, koff=koff)
+        for name, v in fields.items():
+            iops[layer.op, _col(name)] = v
+        blocks.append(block.reshape(n, -1))
+        kts.append(np.zeros((n, layer.P), np.int16))
+        coff += blocks[-1].shape[1]
+        koff += layer.P
+    return iops, np.ascontiguousarray(np.concatenate(blocks, axis=1)), \
+        np.ascontiguousarray(np.concatenate(kts, axis=1))
+
+
+def _bytes_per_image(prog, itemsize):
+    """Upper bound of one image's tables (KCAP terms, both maps, four lanes)."""
+    from .. import series
+    per_pixel = (2 * (TERMS // 2 + 1) * 2 + 4) * itemsize + \
+        2 * series.NBINS
+    return sum(layer.P for layer in prog.series) * per_pixel
+
+
+class PairTables:
+    """The cross pass of a program with series activations: ``run(...)`` has the
+    signature of ``_conv_engine.run_pairs`` (without the tables) and runs the work
+    items in chunks of rows × columns, each with its rows' and columns' tables.
+    ``tx``, ``tz``: the packed float64 tapes of the block's rows and columns;
+    ``symmetric``: the columns are the rows."""
+
+    def __init__(self, prog, tx, tz, symmetric):
+        self.prog = prog
+        self.tx, self.tz = tx, tz
+        self.symmetric = symmetric
+
+    def _chunk(self, dtype):
+        per = _bytes_per_image(self.prog, np.dtype(dtype).itemsize)
+        return max(1, TABLE_BUDGET // (2 * max(1, per)))
+
+    def _tables(self, r0, r1, c0, c1, dtype, terms):
+        if self.symmetric and (r0, r1) == (c0, c1):
+            iops, C, KT = build_tables(self.prog, self.tx[r0:r1], dtype, terms=terms)
+            return iops, C, C, KT, KT
+        n = r1 - r0
+        iops, C, KT = build_tables(self.prog, np.concatenate(
+            [self.tx[r0:r1], self.tz[c0:c1]]), dtype, terms=terms)
+        return (iops, np.ascontiguousarray(C[:n]), np.ascontiguousarray(C[n:]),
+                np.ascontiguousarray(KT[:n]), np.ascontiguousarray(KT[n:]))
+
+    def run(self, iops, fops, prog, X, Z, Qx, Qz, items, out_s, out_t, flags, want_t,
+            jobs, cols, mode, mask=None):
+        """The tiers of terms (:data:`FIRST_TERMS`, then :data:`TERMS` for the pairs the
+        first tables could not certify, flags = ∞)."""
+        tiers = _tiers()
+        for k, terms in enumerate(tiers):
+            if k:
+                redo = np.isinf(flags)
+                if mask is not None:
+                    redo &= mask != 0
+                if not redo.any():
+                    return
+                out_s[redo] = 0
+                if want_t:
+                    out_t[redo] = 0
+                flags[redo] = 0
+                mask = redo.astype(np.int8)
+            self._pass(terms, fops, prog, X, Z, Qx, Qz, items, out_s, out_t, flags, want_t,
+                       jobs, cols, mode, mask)
+
+    def _pass(self, terms, fops, prog, X, Z, Qx, Qz, items, out_s, out_t, flags, want_t,
+              jobs, cols, mode, mask):
+        from .. import _conv_engine
+        dtype = X.dtype
+        n1, n2 = X.shape[0], Z.shape[0]
+        step = self._chunk(dtype)
+        for r0 in range(0, n1, step):
+            r1 = min(n1, r0 + step)
+            for c0 in range(0, n2, step):
+                c1 = min(n2, c0 + step)
+                sel = items[(items[:, 0] >= r0) & (items[:, 0] < r1) &
+                            (items[:, 2] > c0) & (items[:, 1] < c1)]
+                if not sel.shape[0]:
+                    continue
+                sub = np.stack([sel[:, 0] - r0, np.maximum(sel[:, 1], c0) - c0,
+                                np.minimum(sel[:, 2], c1) - c0], axis=1)
+                sub = np.ascontiguousarray(sub, dtype=np.int64)
+                m = None if mask is None else np.ascontiguousarray(mask[r0:r1, c0:c1])
+                if m is not None:
+                    keep = np.fromiter((m[i, j0:j1].any() for i, j0, j1 in sub), bool,
+                                       count=sub.shape[0])
+                    sub = np.ascontiguousarray(sub[keep])
+                    if not sub.shape[0]:
+                        continue
+                ops, Cx, Cz, KTx, KTz = self._tables(r0, r1, c0, c1, dtype, terms)
+                s = np.zeros((r1 - r0, c1 - c0), dtype)
+                t = np.zeros((r1 - r0, c1 - c0), dtype) if want_t else np.zeros((1, 1),
+                                                                                dtype)
+                f = np.zeros((r1 - r0, c1 - c0))
+                with limited(1, "blas"):
+                    _conv_engine.run_pairs(ops, fops, prog, X[r0:r1], Z[c0:c1],
+                                           Qx[r0:r1], Qz[c0:c1], sub, s, t, f, want_t,
+                                           jobs, cols, mode, m, Cx, Cz, KTx, KTz)
+                out_s[r0:r1, c0:c1] += s
+                if want_t:
+                    out_t[r0:r1, c0:c1] += t
+                flags[r0:r1, c0:c1] += f
+
+
+def staged(prog) -> bool:
+    """True when the self pass can run in stages (every series activation is the only
+    live slot when it runs)."""
+    return all(layer.alone for layer in prog.series)
+
+
+def _stage_ops(prog, a, b):
+    """The op rows of stage [a, b): ops a..b-1, loading at a series op a, and ending
+    with the series op b (storing) when b is one."""
+    iops = prog.iops.copy()
+    col = _col("smode")
+    stop = b if b < iops.shape[0] else None
+    rows = iops[a:(stop + 1 if stop is not None else None)].copy()
+    fops = prog.fops[a:(stop + 1 if stop is not None else None)]
+    if a > 0:
+        rows[0, col] = LOAD
+    if stop is not None:
+        rows[-1, col] = SAVE
+    return rows, np.ascontiguousarray(fops)
+
+
+def run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs):
+    """:func:`_run_self` with the tiers of terms: the rows the first tables leave
+    uncertified (est = ∞) rerun with :data:`TERMS` terms (and if still uncertified,
+    :func:`reference_rows` takes them)."""
+    rows = np.arange(X.shape[0])
+    for k, terms in enumerate(_tiers()):
+        if k:
+            rows = np.flatnonzero(np.isinf(est))
+            if not rows.size:
+                return est
+            q, s = Q[rows].copy(), nngp[rows].copy()
+            t = ntk[rows].copy() if want_ntk else None
+            e = est[rows].copy()
+            _run_self(prog, np.ascontiguousarray(X[rows]), q, s, t, e, want_ntk, jobs,
+                      terms)
+            Q[rows], nngp[rows], est[rows] = q, s, e
+            if want_ntk:
+                ntk[rows] = t
+        else:
+            _run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs, terms)
+    return est
+
+
+def _run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs, terms):
+    """The self pass of the rows X (n, P C) float64 in stages (see the module doc);
+    writes the tapes Q (n, Σ P_l), the diagonals nngp, ntk and the estimate est (the
+    sum over the stages of what ``run_self`` returns: near-parallel estimates of the
+    ReLU family, ∞ where a series layer could not certify a pixel pair p ≠ p')."""
+    from .. import _conv_engine
+    n = X.shape[0]
+    ops = [layer.op for layer in prog.series]
+    bounds = [0] + ops + [prog.iops.shape[0]]
+    step = max(1, SAVE_BUDGET // (16 * prog.maxsize))
+    pdict = prog.prog(np.float64)
+    est[...] = 0.0
+    for r in range(0, n, step):
+        r1 = min(n, r + step)
+        rows = X[r:r1]
+        save = np.zeros((r1 - r, 2 * prog.maxsize))
+        s = np.zeros(r1 - r)
+        t = np.zeros(r1 - r)
+        e = np.zeros(r1 - r)
+        for k in range(len(bounds) - 1):
+            a, b = bounds[k], bounds[k + 1]
+            if a == b:
+                continue
+            iops, fops = _stage_ops(prog, a, b)
+            if a > 0:  # this stage starts with series layer k - 1: its tables
+                layer = prog.series[k - 1]
+                build = build_tables if prog.full else diag_tables
+                full, C, KT = build(prog, Q[r:r1], np.float64, [layer], terms)
+                iops[0] = full[layer.op]
+                iops[0, _col("smode")] = LOAD
+            else:
+                C = KT = None
+            if a == 0 and b == prog.iops.shape[0]:
+                C = KT = None
+            if C is None:
+                C = np.zeros((r1 - r, 1))
+                KT = np.zeros((r1 - r, 1), np.int16)
+            e[...] = 0.0
+            with limited(1, "blas"):
+                _conv_engine.run_self(np.ascontiguousarray(iops), fops, pdict, rows, Q[r:r1],
+                                      s, t, e, want_ntk, min(jobs, r1 - r),
+                                      2 if want_ntk else 0, C, KT, save)
+            est[r:r1] += e
+        nngp[r:r1] = s
+        if want_ntk:
+            ntk[r:r1] = t
+    return est
+
+
+def reference_rows(reference, plan, A, Q, nngp, ntk, est, want_ntk):
+    """The rows whose staged self pass met a pixel pair no table certifies (est = ∞:
+    that pixel pair, and so the later tapes, were not computed) from the reference
+    engine's self pass: tapes, diagonals; their estimate is then 0."""
+    bad = np.flatnonzero(np.isinf(est))
+    if not bad.size:
+        return
+    ref = reference.variances(plan, A[bad], want_ntk)
+    Q[bad] = np.concatenate([np.asarray(t, np.float64).reshape(bad.size, -1)
+                             for t in ref.tapes], axis=1)
+    nngp[bad] = ref.nngp
+    if want_ntk:
+        ntk[bad] = ref.ntk
+    est[bad] = 0.0
+
+
+def table_memory(prog, n, itemsize=8):
+    """Bytes of the tables of n images (upper bound, for the docs and tests)."""
+    return n * _bytes_per_image(prog, itemsize)

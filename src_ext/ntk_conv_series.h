@@ -1,0 +1,229 @@
+/*
+ * Series activations (Tanh, Softplus, Sigmoid, SiLU, Custom: phi without a closed
+ * form) in the compiled network engine: the Hermite (Mehler) series of
+ * ntkfast/series.py with per-pixel coefficient tables, one activation layer of one
+ * pair of images at a time (NCV_ACT_SERIES; the tables are built in Python by
+ * ntkfast/backends/conv_series.py).
+ *
+ * With rho = Sigma / sqrt(qx qz) and the normalised coefficients b_k(q) =
+ * E[phi(sqrt(q) g) He_k(g)] / sqrt(k!) of phi (and b'_k of phi'),
+ *     E[phi(u) phi(v)]   = sum_k b_k(qx(p)) b_k(qz(p')) rho^k,
+ *     E[phi'(u) phi'(v)] = sum_k b'_k(qx(p)) b'_k(qz(p')) rho^k,
+ * evaluated per pixel pair (p, p') as in series.pair: b_0 b_0 plus two Horner chains in
+ * rho^2 per map (the parity with the longer run of non-zero terms in "lane" 0 (E) / 1
+ * (Edot), the other in lanes 2 / 3, up to j2), with the per-pair weights
+ * b_k(p) b_k(p').  Terms: per row of pixel pairs, the most any of its pixel pairs needs
+ * by the certificate of series._k_table (per pixel and |rho| bin, the least K with
+ * |rho|^{K+1} sqrt(T_K(qx) T_K(qz)) <= 1e-13 sqrt(e(qx) e(qz)), T_K the tail energy),
+ * read at the row's largest |rho|: more terms only lower the bound.  A pixel pair no K <= the table's can certify
+ * makes the layer return INFINITY: the caller recomputes the image pair with the
+ * reference engine (compiled_network.py's _precise route).  Pixel pairs with
+ * Sigma = qx = qz to 1e-12 (an image with itself, duplicate windows) take the diagonal
+ * to first order, E = e(qx) - (qx - Sigma) e'(qx), Edot = e'(qx) (e = E[phi^2],
+ * e' = E[phi'^2]): series.evaluate's rule; on the self pass's diagonal (Sigma = q
+ * exactly) that is the 1-D diagonal rule E = e(q), Edot = e'(q).
+ *
+ * Table layout per image (one row, REAL), per layer at op->coff, P pixels, J =
+ * op->sk / 2 + 1 chain entries, J2 = op->sj2 + 1 (0: no lanes 2, 3):
+ *     lane 0 [J][P], lane 1 [J][P], lane 2 [J2][P], lane 3 [J2][P],
+ *     b_0 [P], b'_0 [P], e [P], e' [P];
+ * and per layer at op->koff of an int16 row: the K table [op->snb][P].
+ *
+ * Self pass in stages (the coefficients of a layer need its variances, which the
+ * self pass computes): op->smode bit 1: record the variances on the tape, store the
+ * slot's Sigma (and Theta) into st->save and stop (the program ends with this op);
+ * bit 2: load them back first (a program that starts with this op).
+ */
+#ifndef NCV_SERIES_TYPES
+#define NCV_SERIES_TYPES
+
+#include <stdint.h>
+
+/* the per-pair (or per-image) pointers of the series activations */
+typedef struct {
+    const void *cx, *cz;        /* REAL coefficient tables of x and z (one row each) */
+    const int16_t *kx, *kz;       /* K tables of x and z */
+    void *save;                 /* self pass stages: Sigma then Theta (REAL) */
+} ncv_stab;
+
+#define NCV_SERIES_LANES 64     /* pixel pairs evaluated together */
+#define NCV_SERIES_SAVE 1
+#define NCV_SERIES_LOAD 2
+
+#endif /* NCV_SERIES_TYPES */
+
+/* n pixel pairs: x pixels px0 + j xs, z pixels pz0 + j (j < n <= NCV_SERIES_LANES), S
+ * and T (NULL: Theta not wanted or zero) in place; qx, qz the layer's variances
+ * (x's at px0 with stride xs, z's at pz0); returns the uncertified pixel pairs.
+ * Terms: those the largest |rho| of the lanes needs (K tables are nondecreasing in
+ * |rho|), unless that is more than the table holds: then each lane's own. */
+NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
+                                     REAL *restrict T, const REAL *restrict qx, int xs,
+                                     const REAL *restrict qz, long px0, long pz0,
+                                     const REAL *restrict cx, const REAL *restrict cz,
+                                     const int16_t *restrict kx, const int16_t *restrict kz,
+                                     long P)
+{
+    REAL rho[NCV_SERIES_LANES], r2[NCV_SERIES_LANES];
+    REAL l0[NCV_SERIES_LANES], l1[NCV_SERIES_LANES], l2[NCV_SERIES_LANES],
+        l3[NCV_SERIES_LANES];
+    int kk[NCV_SERIES_LANES];
+    const int nb = op->snb, kall = op->sk, J = op->sk / 2 + 1, J2 = op->sj2 + 1;
+    const REAL tiny = (REAL)1e-12;
+    REAL amax = 0;
+#pragma omp simd reduction(max:amax)
+    for (int j = 0; j < n; j++) {
+        const REAL s = S[j], a = qx[j * xs], b = qz[j], qq = a * b;
+        REAL r = qq > 0 ? s / RSQRT(qq) : (REAL)0;
+        r = r > 1 ? (REAL)1 : (r < -1 ? (REAL)-1 : r);
+        /* (q = 0 too: E = e(0) = phi(0)^2, Edot = phi'(0)^2) */
+        const int dg = a - s <= tiny * a && RFABS(a - b) <= tiny * a;
+        kk[j] = dg ? -1 : 0;
+        rho[j] = r;
+        r2[j] = r * r;
+        const REAL m = dg ? (REAL)0 : RFABS(r);
+        amax = m > amax ? m : amax;
+        l0[j] = l1[j] = l2[j] = l3[j] = 0;
+    }
+    int bin = (int)(amax * (REAL)nb);
+    bin = bin < nb ? bin : nb - 1;
+    const int16_t *restrict kxb = kx + (long)bin * P + px0, *restrict kzb = kz + (long)bin * P + pz0;
+    int kmax = 0, bad = 0;
+    for (int j = 0; j < n; j++) {
+        const int ka = kxb[j * xs], kb = kzb[j];
+        const int k = ka > kb ? ka : kb;
+        kmax = k > kmax ? k : kmax;
+    }
+    if (kmax > kall) {  /* some lane needs more than the table: each lane's own */
+        kmax = 0;
+        for (int j = 0; j < n; j++) {
+            if (kk[j] < 0)
+                continue;
+            int b = (int)(RFABS(rho[j]) * (REAL)nb);
+            b = b < nb ? b : nb - 1;
+            const int ka = kx[(long)b * P + px0 + (long)j * xs], kb = kz[(long)b * P + pz0 + j];
+            const int k = ka > kb ? ka : kb;
+            if (k > kall) {
+                kk[j] = -2;
+                bad++;
+            } else {
+                kmax = k > kmax ? k : kmax;
+            }
+        }
+    }
+    const long pl = P;
+    const REAL *restrict x0 = cx + op->coff + px0, *restrict z0 = cz + op->coff + pz0;
+    /* lanes 0, 1: entries jj <= kmax / 2 (k <= 2 jj + 2 >= kmax terms) */
+    for (int jj = kmax / 2; jj >= 0; jj--) {
+        const REAL *restrict xa = x0 + (long)jj * pl, *restrict za = z0 + (long)jj * pl;
+#pragma omp simd
+        for (int j = 0; j < n; j++)
+            l0[j] = l0[j] * r2[j] + xa[j * xs] * za[j];
+        if (T) {
+            const REAL *restrict xb = x0 + (long)(J + jj) * pl;
+            const REAL *restrict zb = z0 + (long)(J + jj) * pl;
+#pragma omp simd
+            for (int j = 0; j < n; j++)
+                l1[j] = l1[j] * r2[j] + xb[j * xs] * zb[j];
+        }
+    }
+    const int top2 = kmax / 2 < J2 - 1 ? kmax / 2 : J2 - 1;
+    for (int jj = top2; jj >= 0; jj--) {
+        const REAL *restrict xa = x0 + (long)(2 * J + jj) * pl;
+        const REAL *restrict za = z0 + (long)(2 * J + jj) * pl;
+#pragma omp simd
+        for (int j = 0; j < n; j++)
+            l2[j] = l2[j] * r2[j] + xa[j * xs] * za[j];
+        if (T) {
+            const REAL *restrict xb = x0 + (long)(2 * J + J2 + jj) * pl;
+            const REAL *restrict zb = z0 + (long)(2 * J + J2 + jj) * pl;
+#pragma omp simd
+            for (int j = 0; j < n; j++)
+                l3[j] = l3[j] * r2[j] + xb[j * xs] * zb[j];
+        }
+    }
+    const long tail = (long)(2 * J + 2 * J2) * pl;
+    const REAL *restrict c0x = x0 + tail, *restrict c0z = z0 + tail;
+    const REAL *restrict d0x = c0x + pl, *restrict d0z = c0z + pl;
+    const REAL *restrict ex = d0x + pl, *restrict edx = ex + pl;
+    const int pe = op->spe, pd = op->spd;
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        const REAL r = rho[j], rr = r2[j];
+        const REAL e = c0x[j * xs] * c0z[j] + (pe ? r * l0[j] + rr * l2[j]
+                                                   : rr * l0[j] + r * l2[j]);
+        const int k = kk[j];
+        const REAL dE = ex[j * xs] - (qx[j * xs] - S[j]) * edx[j * xs];
+        S[j] = k == -1 ? dE : (k == -2 ? (REAL)0 : e);
+    }
+    if (T) {
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            const REAL r = rho[j], rr = r2[j];
+            const REAL ed = d0x[j * xs] * d0z[j] + (pd ? r * l1[j] + rr * l3[j]
+                                                        : rr * l1[j] + r * l3[j]);
+            const int k = kk[j];
+            T[j] *= k == -1 ? edx[j * xs] : (k == -2 ? (REAL)0 : ed);
+        }
+    }
+    return bad;
+}
+
+/* One series activation layer of the pair (x, z) (self pass: qself != NULL, x = z):
+ * S, T the slot's arrays, *tz its Theta-is-zero flag.  Returns INFINITY when a pixel
+ * pair could not be certified (the caller recomputes the pair), else 0. */
+static double NCV(ncv_series_layer)(const ncv_prog *pg, const ncv_op *op, REAL *S, REAL *T,
+                                    int *tz, const REAL *qx, const REAL *qz, REAL *qself,
+                                    const ncv_stab *st)
+{
+    const int hi = op->hi, wi = op->wi, full = pg->full;
+    const long P = (long)hi * wi;
+    const long n_in = full ? P * P : P;
+    REAL *sv = st ? (REAL *)st->save : NULL;
+    if ((op->smode & NCV_SERIES_LOAD) && sv) {
+        memcpy(S, sv, sizeof(REAL) * n_in);
+        if (pg->want_ntk)
+            memcpy(T, sv + n_in, sizeof(REAL) * n_in);
+        *tz = !pg->want_ntk;
+    }
+    if (qself) {
+        for (long p = 0; p < P; p++) {
+            const long h = p / wi, w = p % wi;
+            qself[op->qoff + p] = full ? S[((h * hi + h) * wi + w) * wi + w] : S[p];
+        }
+        if (op->smode & NCV_SERIES_SAVE) {
+            if (sv) {
+                memcpy(sv, S, sizeof(REAL) * n_in);
+                if (pg->want_ntk)
+                    memcpy(sv + n_in, T, sizeof(REAL) * n_in);
+            }
+            return 0.0;
+        }
+    }
+    REAL *Tp = (pg->want_ntk && !*tz) ? T : NULL;
+    const REAL *cx = (const REAL *)st->cx, *cz = (const REAL *)st->cz;
+    const int16_t *kx = st->kx + op->koff, *kz = st->kz + op->koff;
+    const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
+    long bad = 0;
+    if (full) {
+        for (int h = 0; h < hi; h++)
+            for (int h2 = 0; h2 < hi; h2++)
+                for (int w = 0; w < wi; w++) {
+                    const long off = (((long)h * hi + h2) * wi + w) * wi;
+                    for (int j0 = 0; j0 < wi; j0 += NCV_SERIES_LANES) {
+                        const int n = wi - j0 < NCV_SERIES_LANES ? wi - j0 : NCV_SERIES_LANES;
+                        bad += NCV(ncv_series_lanes)(
+                            op, n, S + off + j0, Tp ? Tp + off + j0 : NULL,
+                            qxl + h * wi + w, 0, qzl + h2 * wi + j0, (long)h * wi + w,
+                            (long)h2 * wi + j0, cx, cz, kx, kz, P);
+                    }
+                }
+    } else {
+        for (long j0 = 0; j0 < P; j0 += NCV_SERIES_LANES) {
+            const int n = P - j0 < NCV_SERIES_LANES ? (int)(P - j0) : NCV_SERIES_LANES;
+            bad += NCV(ncv_series_lanes)(op, n, S + j0, Tp ? Tp + j0 : NULL, qxl + j0, 1,
+                                         qzl + j0, j0, j0, cx, cz, kx, kz, P);
+        }
+    }
+    return bad ? INFINITY : 0.0;
+}

@@ -1,0 +1,227 @@
+"""Series activations (Tanh, Softplus, Sigmoid, SiLU, Custom) in the compiled network
+engine (src_ext/ntk_conv_series.h, ntkfast.backends.conv_series) against the NumPy
+reference engine: random conv architectures, both readouts (Flatten: same-position
+pixel pairs; pooling / GAP: all of them), strides and paddings, both
+parameterizations and dtypes; near-parallel pairs (duplicates, scaled copies) through
+the reference fallback; the certificate (too few terms change the route, not the
+numbers); threads, tiles and table chunks."""
+
+import math
+
+import numpy as np
+import pytest
+
+import ntkfast as nk
+from ntkfast.backends import conv_series
+from ntkfast.backends.compiled_network import CompiledNetworkEngine, unsupported_layer
+from ntkfast.backends.reference_network import NetworkPlan
+
+
+def _custom():
+    def fn(u):
+        return math.sin(u) + 0.5 * math.tanh(u)
+    return nk.Custom(fn, name="sin_tanh")
+
+
+SERIES = {"tanh": nk.Tanh, "softplus": nk.Softplus, "sigmoid": nk.Sigmoid,
+          "silu": nk.SiLU, "custom": _custom}
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+def _linear(rng, cls, **kw):
+    std = rng.random() < 0.3
+    b_std = None if rng.random() < 0.4 else float(rng.uniform(0.05, 0.5))
+    return cls(**kw, w_std=float(rng.uniform(0.8, 1.8)), b_std=b_std,
+               parameterization="standard" if std else "ntk", width=3)
+
+
+def _conv(rng, size, same=False):
+    k = tuple(int(rng.integers(1, 4)) for _ in size)
+    pad = "SAME" if same else str(rng.choice(["SAME", "VALID", "CIRCULAR"]))
+    if pad == "VALID" and any(kk > n for kk, n in zip(k, size)):
+        pad = "SAME"
+    s = None if same or rng.random() < 0.6 else tuple(int(rng.integers(1, 3)) for _ in size)
+    layer = _linear(rng, nk.Conv, filter_shape=k, strides=s, padding=pad)
+    return layer, layer.output_spatial(size, "")
+
+
+def series_network(rng, act, size, pool):
+    """A random conv network with the series activation ``act`` (a factory) after every
+    conv, optionally a ReLU too, pooling (full mode) or a Flatten readout, a residual
+    block now and then (the activation inside a branch)."""
+    layers = []
+    conv, size = _conv(rng, size)
+    layers.append(conv)
+    for depth in range(int(rng.integers(1, 3))):
+        if rng.random() < 0.25:
+            c, _ = _conv(rng, size, same=True)
+            layers += [nk.FanOut(2), nk.parallel(nk.serial(act(), c), nk.Identity()),
+                       nk.FanInSum()]
+        layers.append(act() if rng.random() < 0.8 else nk.ReLU())
+        if pool and rng.random() < 0.5 and min(size) >= 2:
+            layers.append(nk.AvgPool((2,) * len(size), padding="SAME"))
+            size = layers[-1].output_spatial(size, "")
+        conv, size = _conv(rng, size)
+        layers.append(conv)
+    layers.append(act())
+    layers.append(nk.GlobalAvgPool() if pool else nk.Flatten())
+    layers.append(_linear(rng, nk.Dense))
+    if rng.random() < 0.5:
+        layers += [act(), _linear(rng, nk.Dense)]
+    return nk.serial(*layers)
+
+
+SHAPES = [(6, 5, 2), (5, 4, 3), (9, 2), (4, 7, 3)]
+# (a Custom φ through the reference engine costs ~10x the built-ins: three of its cases)
+CASES = [(name, seed) for name in SERIES for seed in range(3 if name == "custom" else 4)]
+
+
+def _case(name, seed):
+    rng = np.random.default_rng(1000 * seed + len(name))
+    shape = SHAPES[seed % len(SHAPES)]
+    net = series_network(rng, SERIES[name], shape[:-1], pool=seed % 2 == 1)
+    X = rng.standard_normal((4,) + shape)
+    Z = rng.standard_normal((3,) + shape)
+    return net, X, Z
+
+
+@pytest.mark.parametrize("name,seed", CASES)
+def test_random_series_networks_match_reference(name, seed):
+    net, X, Z = _case(name, seed)
+    assert unsupported_layer(net) is None
+    eng, _ = net._engine_and_spec(X.shape[1:], "auto")
+    assert isinstance(eng, CompiledNetworkEngine)
+    for args in ((X, Z), (X,)):
+        ref = net.kernels(*args, backend="reference")
+        got = net.kernels(*args, backend="compiled")
+        assert _rel(got.nngp, ref.nngp) <= 1e-12, net
+        assert _rel(got.ntk, ref.ntk) <= 1e-12, net
+        got32 = net.kernels(*(a.astype(np.float32) for a in args), backend="compiled")
+        assert got32.ntk.dtype == np.float32
+        assert _rel(got32.nngp, ref.nngp) <= 3e-5, net
+        assert _rel(got32.ntk, ref.ntk) <= 3e-5, net
+    # K(X, X): exactly symmetric, its diagonal the self pass's (nngp_diag / ntk_diag)
+    got = net.kernels(X, backend="compiled")
+    for k, diag in ((got.nngp, net.nngp_diag(X)), (got.ntk, net.ntk_diag(X))):
+        assert np.array_equal(k, k.T)
+        assert np.array_equal(np.diag(k), diag)
+    assert np.array_equal(net.nngp(X, backend="compiled"), got.nngp)
+
+
+def _spy(monkeypatch):
+    """The image pairs the compiled engine sends to the reference (``_precise``)."""
+    sent = []
+    orig = CompiledNetworkEngine._precise
+
+    def spy(self, plan, X64, Z64, near, *args, **kw):
+        sent.append(np.argwhere(near))
+        return orig(self, plan, X64, Z64, near, *args, **kw)
+
+    monkeypatch.setattr(CompiledNetworkEngine, "_precise", spy)
+    return sent
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_near_parallel_pairs_go_through_the_reference(pool, monkeypatch):
+    """Duplicates and scaled copies: pixel pairs at |rho| -> 1 with a steep tanh(sqrt(q) .)
+    that no table certifies; their image pairs take the reference's route."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((4, 5, 5, 2))
+    X[1] = X[0]                         # an exact copy
+    X[2] = 1.5 * X[0]                   # a scaled copy (rho = 1, q differ)
+    X[3] = X[0] + 1e-7 * rng.standard_normal(X[0].shape)
+    readout = [nk.AvgPool((2, 2)), nk.GlobalAvgPool()] if pool else [nk.Flatten()]
+    net = nk.serial(nk.Conv((3, 3), w_std=2.5), nk.Tanh(), nk.Conv((3, 3), w_std=2.5),
+                    nk.Tanh(), *readout, nk.Dense())
+    sent = _spy(monkeypatch)
+    got = net.kernels(X, backend="compiled")
+    assert sent, "no pair was sent to the reference"
+    ref = net.kernels(X, backend="reference")
+    assert _rel(got.nngp, ref.nngp) <= 1e-12
+    assert _rel(got.ntk, ref.ntk) <= 1e-12
+    Z = np.concatenate([X[:1], 1.5 * X[:1]])
+    got = net.kernels(X, Z, backend="compiled")
+    ref = net.kernels(X, Z, backend="reference")
+    assert _rel(got.ntk, ref.ntk) <= 1e-12
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_too_few_terms_change_the_route_not_the_numbers(pool, monkeypatch):
+    """With tables of 6 terms most pixel pairs cannot be certified: the pairs go to the
+    reference and the kernels stay the reference's.  (Skipping the certificate, the
+    6-term sums would be off by far more than 1e-12.)"""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((4, 5, 4, 2)) + 0.5     # correlated images: larger |rho|
+    readout = [nk.GlobalAvgPool()] if pool else [nk.Flatten()]
+    net = nk.serial(nk.Conv((2, 2), w_std=1.5, b_std=0.2), nk.Tanh(), nk.Conv((3, 3)),
+                    nk.SiLU(), *readout, nk.Dense())
+    ref = net.kernels(X, backend="reference")
+    sent = _spy(monkeypatch)
+    full = net.kernels(X, backend="compiled")
+    routed = sum(len(s) for s in sent)
+    monkeypatch.setattr(conv_series, "TERMS", 6)
+    del sent[:]
+    few = net.kernels(X, backend="compiled")
+    assert sum(len(s) for s in sent) > routed
+    # 6-term first tables, then the full ones for what they leave: the route of `full`
+    monkeypatch.setattr(conv_series, "TERMS", 256)
+    monkeypatch.setattr(conv_series, "FIRST_TERMS", 6)
+    del sent[:]
+    tiered = net.kernels(X, backend="compiled")
+    assert sum(len(s) for s in sent) == routed
+    for got in (full, few, tiered):
+        assert _rel(got.nngp, ref.nngp) <= 1e-12
+        assert _rel(got.ntk, ref.ntk) <= 1e-12
+
+
+def test_threads_tiles_and_table_chunks_do_not_change_results(monkeypatch):
+    net, X, Z = _case("silu", 1)
+    plan = NetworkPlan(net, X.shape[1:])
+    eng = CompiledNetworkEngine()
+    qx, qz = eng.variances(plan, X), eng.variances(plan, Z)
+    results = []
+    for tile, jobs, budget in ((None, 1, None), (1, 2, None), (2, 2, 1), (3, 1, 1)):
+        if budget:  # one image's tables per chunk
+            monkeypatch.setattr(conv_series, "TABLE_BUDGET", budget)
+            monkeypatch.setattr(conv_series, "SAVE_BUDGET", budget)
+        q2 = CompiledNetworkEngine(n_jobs=jobs).variances(plan, X)
+        assert np.array_equal(q2.nngp, qx.nngp) and np.array_equal(q2.ntk, qx.ntk)
+        for sym, Zb, qb in ((False, Z, qz), (True, X, qx)):
+            S = np.empty((X.shape[0], Zb.shape[0]))
+            T = np.empty_like(S)
+            eng.fill(plan, X, Zb, S, T, symmetric=sym, dtype=np.float64, tile=tile,
+                     n_jobs=jobs, qx=qx, qz=qb)
+            results.append((sym, S, T))
+    for sym in (False, True):
+        first = [r for r in results if r[0] is sym]
+        for _, S, T in first[1:]:
+            assert np.max(np.abs(S - first[0][1])) <= 1e-13 * np.max(np.abs(S))
+            assert np.max(np.abs(T - first[0][2])) <= 1e-13 * np.max(np.abs(T))
+
+
+def test_activation_in_a_live_branch_uses_the_reference_self_pass():
+    """A series activation while another branch is alive: the staged self pass stores
+    one slot, so the self pass is the reference's; the cross pass stays compiled."""
+    net = nk.serial(nk.Conv((3, 3), b_std=0.1), nk.FanOut(2),
+                    nk.parallel(nk.serial(nk.Tanh(), nk.Conv((3, 3))), nk.Identity()),
+                    nk.FanInSum(), nk.Softplus(), nk.GlobalAvgPool(), nk.Dense())
+    X = np.random.default_rng(5).standard_normal((3, 4, 4, 2))
+    plan = NetworkPlan(net, X.shape[1:])
+    prog = CompiledNetworkEngine().program(plan)
+    assert not conv_series.staged(prog)
+    got = net.kernels(X, backend="compiled")
+    ref = net.kernels(X, backend="reference")
+    assert _rel(got.ntk, ref.ntk) <= 1e-12
+    assert _rel(got.nngp, ref.nngp) <= 1e-12
+
+
+def test_quadrature_and_kinked_activations_stay_in_the_reference():
+    net = nk.serial(nk.Conv((3,)), nk.Tanh(degree=40), nk.Flatten(), nk.Dense())
+    assert unsupported_layer(net) is not None
+    kinked = nk.Custom(lambda u: abs(u), kink=True, name="abs")
+    assert unsupported_layer(nk.serial(nk.Conv((3,)), kinked, nk.Flatten(),
+                                       nk.Dense())) is not None
