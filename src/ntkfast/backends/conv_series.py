@@ -110,13 +110,10 @@ def _layer_tables(layer, q, dtype, terms):
     return block, kt, fields
 
 
-def build_tables(prog, tapes, dtype, layers=None, terms=None):
-    """(iops, C, KT): the program's op rows with the series fields set, and per row
-    of ``tapes`` (the packed float64 variance tapes (n, Σ P_l), x and z rows stacked)
-    the coefficient row C (``dtype``) and the K-table row KT of the series layers
-    ``layers`` (default: all), laid out in that order (ntk_conv_series.h), with at
-    most ``terms`` terms (default :data:`TERMS`)."""
-    layers = prog.series if layers is None else layers
+def _assemble(prog, tapes, dtype, layers, layer_tables):
+    """(iops, C, KT) from ``layer_tables(layer, q) -> (block, kt, fields)`` per series
+    layer, with q its (n, P) float64 variances from ``tapes``: the blocks and K tables
+    concatenated in layer order, their offsets and fields set in the op rows."""
     iops = prog.iops.copy()
     n = tapes.shape[0]
     blocks, kts = [], []
@@ -124,7 +121,7 @@ def build_tables(prog, tapes, dtype, layers=None, terms=None):
     for layer in layers:
         q = np.ascontiguousarray(tapes[:, layer.qoff:layer.qoff + layer.P],
                                  dtype=np.float64)
-        block, kt, fields = _layer_tables(layer, q, dtype, terms or TERMS)
+        block, kt, fields = layer_tables(layer, q)
         fields.update(coff=coff, koff=koff)
         for name, v in fields.items():
             iops[layer.op, _col(name)] = v
@@ -139,31 +136,32 @@ def build_tables(prog, tapes, dtype, layers=None, terms=None):
     return iops, C, KT
 
 
+def build_tables(prog, tapes, dtype, layers=None, terms=None):
+    """(iops, C, KT): the program's op rows with the series fields set, and per row
+    of ``tapes`` (the packed float64 variance tapes (n, Σ P_l), x and z rows stacked)
+    the coefficient row C (``dtype``) and the K-table row KT of the series layers
+    ``layers`` (default: all), laid out in that order (ntk_conv_series.h), with at
+    most ``terms`` terms (default :data:`TERMS`)."""
+    return _assemble(prog, tapes, dtype, prog.series if layers is None else layers,
+                     lambda layer, q: _layer_tables(layer, q, dtype, terms or TERMS))
+
+
 def diag_tables(prog, tapes, dtype, layers, terms=None):
     """:func:`build_tables` for a self pass of same-position pixel pairs only (every
     pixel pair takes the diagonal rule E = e(q), Ė = e'(q)): the 1-D
     :func:`ntkfast.series.diag` values and empty series (K = 0)."""
     from .. import series
-    iops = prog.iops.copy()
-    n = tapes.shape[0]
-    blocks, kts = [], []
-    coff = koff = 0
-    for layer in layers:
-        q = np.ascontiguousarray(tapes[:, layer.qoff:layer.qoff + layer.P],
-                                 dtype=np.float64)
+
+    def layer_tables(layer, q):
+        n = q.shape[0]
         with np.errstate(all="ignore"):
             e, ed = series.diag(layer.act.phi2, q, step=layer.act.series_step)
         block = np.zeros((n, 6, layer.P), dtype)   # lanes 0, 1; b_0, b'_0; e, e'
         block[:, 4], block[:, 5] = e, ed
-        fields = dict(sk=0, sj2=-1, spe=1, spd=1, snb=1, coff=coff, koff=koff)
-        for name, v in fields.items():
-            iops[layer.op, _col(name)] = v
-        blocks.append(block.reshape(n, -1))
-        kts.append(np.zeros((n, layer.P), np.int16))
-        coff += blocks[-1].shape[1]
-        koff += layer.P
-    return iops, np.ascontiguousarray(np.concatenate(blocks, axis=1)), \
-        np.ascontiguousarray(np.concatenate(kts, axis=1))
+        return (block.reshape(n, -1), np.zeros((n, layer.P), np.int16),
+                dict(sk=0, sj2=-1, spe=1, spd=1, snb=1))
+
+    return _assemble(prog, tapes, dtype, layers, layer_tables)
 
 
 def _bytes_per_image(prog, itemsize):
