@@ -157,6 +157,22 @@ if numba is not None:
         return u * s, s + u * s * (1.0 - s)
 
 
+    @njit(inline="always")
+    def _store_chunk(outS, outT, mirS, mirT, wS, wT, r, lo, m, S, Th):
+        """Row r, columns lo … lo + m − 1 of a panel from the chunk's Σ, Θ, and the
+        same values into the mirror views (column r of the rows below) while hot."""
+        oS = outS[r, lo:lo + m]
+        oT = outT[r, lo:lo + m]
+        for i in range(m):
+            oS[i] = S[i]
+            oT[i] = Th[i]
+        if wS:
+            for i in range(m):
+                mirS[lo + i, r] = S[i]
+        if wT:
+            for i in range(m):
+                mirT[lo + i, r] = Th[i]
+
     @njit(cache=True, parallel=True)
     def _mirror_panel(o, i0, i1):
         """o[j, i] = o[i, j] for rows i0 ≤ i < i1 and columns j > i (the lower part of a
@@ -329,19 +345,10 @@ if numba is not None:
                             for i in range(m):
                                 Th[i] = w2 * d0[i] * Th[i] + lam * e0[i] + mu
                                 S[i] = w2 * e0[i] + b2
-                        oS = outS[r, lo:lo + m]
-                        oT = outT[r, lo:lo + m]
+                        _store_chunk(outS, outT, mirS, mirT, wS, wT, r, lo, m, S, Th)
                         for i in range(m):
-                            oS[i] = S[i]
-                            oT[i] = Th[i]
                             if bad[i]:
                                 flag[r, lo + i] = True
-                        if wS:
-                            for i in range(m):
-                                mirS[lo + i, r] = S[i]
-                        if wT:
-                            for i in range(m):
-                                mirT[lo + i, r] = Th[i]
 
 
     @intrinsic
@@ -428,17 +435,7 @@ if numba is not None:
                             Ed = bb * damp * (sh + cos2 * dec)
                             Th[i] = w2 * Ed * Th[i] + lam * E + mu
                             S[i] = w2 * E + b2
-                    oS = outS[r, lo:lo + m]
-                    oT = outT[r, lo:lo + m]
-                    for i in range(m):
-                        oS[i] = S[i]
-                        oT[i] = Th[i]
-                    if wS:
-                        for i in range(m):
-                            mirS[lo + i, r] = S[i]
-                    if wT:
-                        for i in range(m):
-                            mirT[lo + i, r] = Th[i]
+                    _store_chunk(outS, outT, mirS, mirT, wS, wT, r, lo, m, S, Th)
 
 
 def _make_fill(phi2):
