@@ -29,9 +29,9 @@ Design:
   in C) and the reference's tiny-input rescaling are handled as the reference does
   (those rows through its self pass).  Its states are symmetric, Σ(x, x)[h, h', w, w'] =
   Σ(x, x)[h', h, w', w]: Conv and the activations compute the planes h ≤ h' only, and
-  the rest is mirrored (transposed) once, before an op that reads it (pooling, GAP, …).  ``*_diag`` uses the same engine, so it is
-  bitwise the diagonal of K(X, X); the compiled and reference diagonals agree to
-  rounding (≲ 1e-15 relative).
+  the rest is mirrored (transposed) once, before an op that reads it (pooling, GAP, …).
+  ``*_diag`` uses the same engine, so it is bitwise the diagonal of K(X, X); the
+  compiled and reference diagonals agree to rounding (≲ 1e-15 relative).
 * **Series activations** (Tanh, Softplus, Sigmoid, SiLU, ``Custom``: no closed form):
   the Hermite series with per-pixel coefficient tables built from the tapes
   (:mod:`.conv_series`, ``src_ext/ntk_conv_series.h``); the self pass runs in stages
