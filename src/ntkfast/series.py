@@ -216,29 +216,19 @@ def n_pairs(K):
 def _k_table(b, e, K, bd=None, ed=None):
     """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper
     edge; with ``bd``, ``ed`` (φ''s coefficients) the least K' that bounds both maps:
-    the condition is monotone in K', so it is one scan of the larger log tail."""
-    lrt = _log_tail(b, e)
-    if bd is not None:
-        lrt = np.maximum(lrt, _log_tail(bd, ed))
-    n = b.shape[0]
+    the condition is monotone in K', so it is one scan of the larger log tail
+    (:func:`_k_rows`)."""
     logm = np.log((np.arange(NBINS) + 1.0) / NBINS)
-    kt = np.empty((n, NBINS), dtype=np.int32)
-    _k_scan(np.ascontiguousarray(lrt), logm, 0.5 * math.log(TOL), 32767, kt)
-    return kt
-
-
-def _log_tail(b, e):
-    """½ log(T_K/e) per row and K (−∞ for a row with e = 0)."""
     n = b.shape[0]
-    sq = b * b
-    # T_K = (e − Σ_{k≤Kcomp} b²) + Σ_{K<k≤Kcomp} b²: clamp the (rounding-level) remainder
-    rest = np.maximum(e - sq.sum(axis=1), 0.0) + 8 * np.finfo(float).eps * np.abs(e)
-    tail = np.cumsum(sq[:, ::-1], axis=1)[:, ::-1]          # Σ_{k≥j} b², j = 0..K
-    T = np.concatenate([tail[:, 1:], np.zeros((n, 1))], axis=1) + rest[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lrt = 0.5 * (np.log(T) - np.log(np.where(e > 0, e, 1.0))[:, None])
-    lrt[~(e > 0)] = -np.inf          # φ ≡ 0 on this row: nothing to sum
-    return lrt
+    kt = np.empty((n, NBINS), dtype=np.int32)
+    two = bd is not None
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    e = np.ascontiguousarray(e, dtype=np.float64)
+    bd = np.ascontiguousarray(bd, dtype=np.float64) if two else b
+    ed = np.ascontiguousarray(ed, dtype=np.float64) if two else e
+    _k_rows(b, e, bd, ed, two, logm, 0.5 * math.log(TOL), 32767,
+            8 * np.finfo(float).eps, kt)
+    return kt
 
 
 def _group_k(phi2, q, kcap=KCAP, step=1.0):
@@ -307,7 +297,10 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     per row (e.g. :func:`diag`'s): then φ' is not evaluated for the rows of
     :func:`stein_rows` — its coefficients follow from φ's by Gaussian integration by
     parts (Stein), E[φ'(√q g) He_k(g)] = E[φ(√q g) He_{k+1}(g)]/√q, i.e.
-    b'_k = √(k+1) b_{k+1}/√q in the orthonormal basis (one more term of φ)."""
+    b'_k = √(k+1) b_{k+1}/√q in the orthonormal basis (one more term of φ).
+
+    A group of many rows is computed at a few variances and interpolated in log q
+    (:func:`_interpolated`), verified per row."""
     q = np.ascontiguousarray(q, dtype=np.float64).ravel()
     n = q.size
     groups = np.ceil(np.log2(np.maximum(q, 1e-300))).astype(np.int64) if n else q
@@ -320,49 +313,123 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
         K = _group_k(phi2, qg, kcap, step)
         Kall = max(Kall, K)
         parts.append((idx, qg, K))
-    A = np.empty((n, Kall + 1))
+    # every row gets all Kall terms: the tail bound of a row is only valid over
+    # computed terms (a row truncated earlier would need its true, sub-rounding tail)
+    nb = Kall + 1 + (stein is not None)        # φ's coefficients (Stein: to b_{Kall+1})
+    B = np.empty((n, nb))
     Ad = np.empty((n, Kall + 1))
     e = np.empty(n)
     ed = np.empty(n)
     if stein is not None:
-        phi, ed_given = stein
-        ed[:] = ed_given
-        Bx = np.empty((n, Kall + 2))           # φ's coefficients to b_{Kall+1}
+        phi, ed[:] = stein
     for idx, qg, _ in parts:
-        # every row gets all Kall terms: the tail bound of a row is only valid over
-        # computed terms (a row truncated earlier would need its true, sub-rounding tail)
-        y, we, We, Wo = folded_table(_step(qg, step), Kall + (stein is not None))
-        for s in range(0, idx.size, _ROWS):
-            rows = idx[s:s + _ROWS]
-            u = np.sqrt(q[rows])[:, None] * y[None, :]
+        y, we, We, Wo = folded_table(_step(qg, step), nb - 1)
+
+        def rule(qr):
+            """[b_0 … b_{nb−1}, e] of φ at the variances qr (without ``stein`` also
+            [b'_0 … b'_Kall, ed] of φ') on the group's rule, one row per variance."""
+            m = qr.size
+            u = np.sqrt(qr)[:, None] * y[None, :]
+            all_rows = np.arange(m)
+            Bq, eq = np.empty((m, nb)), np.empty(m)
+            if stein is not None:
+                _folded(phi(u), phi(-u), We, Wo, we, Bq, eq, all_rows, nb)
+                return np.concatenate([Bq, eq[:, None]], axis=1)
+            fp, dp = phi2(u)
+            fm, dm = phi2(-u)
+            Dq, edq = np.empty((m, Kall + 1)), np.empty(m)
+            _folded(fp, fm, We, Wo, we, Bq, eq, all_rows, nb)
+            _folded(dp, dm, We, Wo, we, Dq, edq, all_rows, Kall + 1)
+            return np.concatenate([Bq, eq[:, None], Dq, edq[:, None]], axis=1)
+
+        def store(rows, V):
+            B[rows], e[rows] = V[:, :nb], V[:, nb]
             if stein is None:
-                fp, dp = phi2(u)
-                fm, dm = phi2(-u)
-                _folded(fp, fm, We, Wo, we, A, e, rows, Kall + 1)
-                _folded(dp, dm, We, Wo, we, Ad, ed, rows, Kall + 1)
-                continue
-            _folded(phi(u), phi(-u), We, Wo, we, Bx, e, rows, Kall + 2)
-            A[rows] = Bx[rows, :Kall + 1]
-            ok = stein_rows(q[rows], e[rows], ed[rows])
-            good = rows[ok]
-            k = np.arange(1, Kall + 2)
-            Bg = Bx[good]
-            # a parity of φ's coefficients from k = 2 on that is all at rounding level
-            # (≤ 1e-15 of the row's largest: an exact parity, e.g. softplus = u/2 + even,
-            # sigmoid = ½ + odd) is zero: φ''s 1/√q would lift that noise into lanes of
-            # its own (SeriesCoeffs.lanes) and double the kernel's work
-            scale = 1e-15 * np.abs(Bg).max(axis=1)
-            for par in (2, 3):
-                noise = np.abs(Bg[:, par::2]).max(axis=1) <= scale
-                Bg[np.ix_(noise, np.arange(par, Kall + 2, 2))] = 0.0
-            Ad[good] = Bg[:, 1:] * np.sqrt(k)[None, :] / np.sqrt(q[good])[:, None]
-            bad = rows[~ok]
-            if bad.size:                       # tiny q (or φ' ≡ 0): integrate φ' itself
-                ub = u[~ok]
-                spare = np.empty(n)
-                _folded(phi2(ub)[1], phi2(-ub)[1], We, Wo, we, Ad, spare, bad, Kall + 1)
+                Ad[rows], ed[rows] = V[:, nb + 1:-1], V[:, -1]
+
+        # the row scales of the interpolated columns: √e for coefficients, e for e
+        blocks = [(0, nb, 0.5), (nb, nb + 1, 1.0)]
+        if stein is None:
+            blocks += [(nb + 1, nb + Kall + 2, 0.5), (nb + Kall + 2, nb + Kall + 3, 1.0)]
+        direct = _interpolated(rule, store, q, idx, blocks)
+        for s in range(0, direct.size, _ROWS):
+            rows = direct[s:s + _ROWS]
+            store(rows, rule(q[rows]))
+        if stein is not None:
+            _stein_derivative(phi2, q, idx, B, e, ed, Ad, y, we, We, Wo, Kall)
+    A = np.ascontiguousarray(B[:, :Kall + 1])
     kt = _k_table(A, e, Kall, Ad, ed).astype(np.int16)
     return SeriesCoeffs(A, Ad, kt, e, ed)
+
+
+def _stein_derivative(phi2, q, idx, B, e, ed, Ad, y, we, We, Wo, Kall):
+    """Ad[idx] = φ''s coefficients b'_k = √(k+1) b_{k+1}/√q from φ's (B) on the rows of
+    :func:`stein_rows`, by integrating φ' on the group's rule elsewhere."""
+    ok = stein_rows(q[idx], e[idx], ed[idx])
+    good = idx[ok]
+    k = np.arange(1, Kall + 2)
+    Bg = B[good]
+    # a parity of φ's coefficients from k = 2 on that is all at rounding level
+    # (≤ 1e-15 of the row's largest: an exact parity, e.g. softplus = u/2 + even,
+    # sigmoid = ½ + odd) is zero: φ''s 1/√q would lift that noise into lanes of
+    # its own (SeriesCoeffs.lanes) and double the kernel's work
+    scale = 1e-15 * np.abs(Bg).max(axis=1)
+    for par in (2, 3):
+        noise = np.abs(Bg[:, par::2]).max(axis=1) <= scale
+        Bg[np.ix_(noise, np.arange(par, Kall + 2, 2))] = 0.0
+    Ad[good] = Bg[:, 1:] * np.sqrt(k)[None, :] / np.sqrt(q[good])[:, None]
+    bad = idx[~ok]
+    for s in range(0, bad.size, _ROWS):      # tiny q (or φ' ≡ 0): integrate φ' itself
+        rows = bad[s:s + _ROWS]
+        u = np.sqrt(q[rows])[:, None] * y[None, :]
+        spare = np.empty(q.size)
+        _folded(phi2(u)[1], phi2(-u)[1], We, Wo, we, Ad, spare, rows, Kall + 1)
+
+
+#: Chebyshev–Lobatto points (2n + 1) in log q at which a group's coefficients are
+#: computed for interpolation (the check interpolant uses every other one): n = 12
+#: reproduces b_k(q) of the built-in activations over an octave to ~2e-15 of √E[φ²]
+#: (their rounding level), n = 4 only to ~1e-11
+COEFF_INTERP_N = 12
+#: fewest rows of a group for which its coefficients are interpolated
+COEFF_INTERP_MIN = 8 * COEFF_INTERP_N
+#: agreement of the two interpolants at which a row takes the finer one: relative to
+#: √E[φ²] of the row for the coefficients, to E[φ²] for E[φ²] itself
+COEFF_INTERP_TOL = 1e-14
+
+
+def _interpolated(rule, store, q, idx, blocks):
+    """Fill the rows ``idx`` (one group: one quadrature rule) by interpolation in log q
+    where that is verified; return the rows left to compute directly.
+
+    ``rule(qr)`` gives the values (coefficients and energies, one row per variance) at
+    the 2n + 1 Chebyshev–Lobatto points of [log q_min, log q_max] (n =
+    :data:`COEFF_INTERP_N`); they are smooth in log q (φ(√q y) on a fixed rule), so the
+    barycentric interpolant through them is exact to rounding for most rows.  A row is
+    stored (``store(rows, values)``) where the n- and 2n-point interpolants agree to
+    :data:`COEFF_INTERP_TOL` in every column block ``(start, stop, power)`` of
+    ``blocks``, relative to the row's energy (the column just after a coefficient
+    block) to the given power; the others (and groups too small, or of one variance,
+    or with q ≤ 0) are returned."""
+    if idx.size < COEFF_INTERP_MIN:
+        return idx
+    t = np.log(q[idx]) if np.all(q[idx] > 0) else None
+    if t is None or not np.all(np.isfinite(t)):
+        return idx
+    lo, hi = float(t.min()), float(t.max())
+    if hi - lo <= 1e-12 * max(1.0, abs(lo)):
+        return idx
+    nodes = _cheb_lobatto(lo, hi, 2 * COEFF_INTERP_N)
+    V = rule(np.exp(nodes))
+    fine = _cheb_interp(t, nodes, V)
+    coarse = _cheb_interp(t, nodes[::2], V[::2])
+    ok = np.ones(idx.size, dtype=bool)
+    for start, stop, power in blocks:
+        energy = np.abs(fine[:, stop if power == 0.5 else start]) ** power
+        diff = np.abs(fine[:, start:stop] - coarse[:, start:stop]).max(axis=1)
+        ok &= diff <= COEFF_INTERP_TOL * energy
+    store(idx[ok], fine[ok])
+    return idx[~ok]
 
 
 def diag(phi2, q, step=1.0):
@@ -390,6 +457,14 @@ DIAG_INTERP_MIN = 256
 DIAG_INTERP_N = 32
 #: agreement of the two interpolants (relative) at which the finer is used for a row
 DIAG_INTERP_TOL = 1e-14
+
+
+def _cheb_lobatto(lo, hi, n):
+    """The n + 1 Chebyshev–Lobatto points of [lo, hi], descending (hi … lo exactly)."""
+    x = np.cos(np.arange(n + 1) * np.pi / n)
+    nodes = 0.5 * (hi + lo) + 0.5 * (hi - lo) * x
+    nodes[0], nodes[-1] = hi, lo
+    return nodes
 
 
 def _cheb_interp(t, nodes, vals):
@@ -430,10 +505,7 @@ def diag_interpolated(phi2, q, step=1.0, tol_d=None):
     lo, hi = float(t.min()), float(t.max())
     if hi - lo <= 1e-12 * max(1.0, abs(lo)):        # (nearly) one variance: no spread
         return diag(phi2, q, step)
-    n = DIAG_INTERP_N
-    x = np.cos(np.arange(2 * n + 1) * np.pi / (2 * n))
-    nodes = 0.5 * (hi + lo) + 0.5 * (hi - lo) * x
-    nodes[0], nodes[-1] = hi, lo
+    nodes = _cheb_lobatto(lo, hi, 2 * DIAG_INTERP_N)
     ev, edv = diag(phi2, np.exp(nodes), step)
     vals = np.stack([ev, edv], axis=1)
     fine = _cheb_interp(t, nodes, vals)
@@ -466,17 +538,44 @@ def decay_check(phi2, q=1.0, step=1.0):
 
 if njit is not None:
 
+    @njit(cache=True, inline="always")
+    def _log_tail(b, e, slack, lrt, accumulate):
+        """lrt[k] (or its max with) ½ log(T_k/e), T_k = Σ_{j>k} b_j² + max(e − Σ b², 0)
+        + slack·|e| (the rounding-level remainder clamped); −∞ where e ≤ 0 (φ ≡ 0 on
+        this row: nothing to sum)."""
+        K1 = b.size
+        if not e > 0.0:
+            if not accumulate:
+                lrt[:] = -np.inf
+            return
+        total = 0.0
+        for k in range(K1):
+            total += b[k] * b[k]
+        rest = max(e - total, 0.0) + slack * abs(e)
+        le = math.log(e)
+        tail = 0.0
+        for k in range(K1 - 1, -1, -1):
+            v = 0.5 * (math.log(tail + rest) - le)
+            lrt[k] = max(lrt[k], v) if accumulate else v
+            tail += b[k] * b[k]
+
     @njit(cache=True)
-    def _k_scan(lrt, logm, lim, flag, kt):
-        """kt[r, b] = least k with ½(k+1) logm[b] + lrt[r, k] ≤ lim (else ``flag``);
-        nondecreasing in b, so one forward scan per row."""
-        n, K1 = lrt.shape
+    def _k_rows(b, e, bd, ed, two, logm, lim, flag, slack, kt):
+        """kt[r, m] = least k with ½(k+1) logm[m] + lrt[r, k] ≤ lim (else ``flag``), lrt
+        the larger log tail of the row's two maps (:func:`_log_tail`); nondecreasing in
+        m, so one forward scan per row.  Serial: the engine builds the tables of its
+        layers on threads of its own (a parallel kernel here would nest)."""
+        n, K1 = b.shape
         for r in range(n):
+            lrt = np.empty(K1)
+            _log_tail(b[r], e[r], slack, lrt, False)
+            if two:
+                _log_tail(bd[r], ed[r], slack, lrt, True)
             k = 0
-            for b in range(logm.size):
-                while k < K1 and 0.5 * (k + 1) * logm[b] + lrt[r, k] > lim:
+            for m in range(logm.size):
+                while k < K1 and 0.5 * (k + 1) * logm[m] + lrt[k] > lim:
                     k += 1
-                kt[r, b] = k if k < K1 else flag
+                kt[r, m] = k if k < K1 else flag
 
     @njit(cache=True, inline="always")
     def pair(P, c0x, r, Q, c0z, c, K, rho, pe, pd, nl, j2):

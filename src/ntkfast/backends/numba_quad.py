@@ -190,7 +190,7 @@ if numba is not None:
                     for i in range(ib, min(ie, j)):
                         o[j, i] = o[i, j]
 
-    @njit(cache=True, parallel=True)
+    @njit(cache=True, parallel=True, fastmath={"contract"})
     def _fill_series(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, qx, qz, P, c0x, kt,
                      Qt, c0z, ktz, ktzb, lanes, cb, i0, j0, outS, outT, flag, mirS, mirT):
         """The recursion per element with (E, Ė) from the Hermite series (the sums of
@@ -200,15 +200,16 @@ if numba is not None:
         ρ = Σ · (1/√q_x)(1/√q_z).  Rows i0 + r of the per-layer packed coefficients
         P (depth, n, J, 4), c0x (depth, n, 2) and term tables kt (depth, n, NBINS)
         against columns j0 + c of Qt (depth, J, 4, m: the columns' coefficients, column
-        index last), c0z, ktz and ktzb (depth, ⌈m/CB⌉, NBINS: ktz's maximum over each
-        aligned block of CB columns); lanes (depth, 4): (pe, pd, nl, j2) of
-        :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
+        index last), c0z (depth, 2, m), ktz and ktzb (depth, ⌈m/CB⌉, NBINS: ktz's
+        maximum over each aligned block of CB columns); lanes (depth, 4): (pe, pd, nl,
+        j2) of :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
         ρ² for the terms its largest |ρ| needs (more terms only shrink the truncation);
         an element whose series cannot be certified is flagged (``flag[r, c]``) and
-        left for the caller, as is the diagonal of a symmetric block.  ``mirS``/``mirT``
-        (see :func:`_mirrors`): where not empty, the transposed views that receive
-        outS[r, c]/outT[r, c] at [c, r] too (a symmetric block's lower part, written
-        while the tile is in cache: no separate mirror pass)."""
+        left for the caller, as is the diagonal of a symmetric block; G[r, c] keeps its
+        value there (G may be an output buffer: :func:`_gram_into_output`).
+        ``mirS``/``mirT`` (see :func:`_mirrors`): where not empty, the transposed views
+        that receive outS[r, c]/outT[r, c] at [c, r] too (a symmetric block's lower
+        part, written while the tile is in cache: no separate mirror pass)."""
         nr, nc = G.shape
         nb = kt.shape[2]
         wS = mirS.shape[0] > 0
@@ -220,12 +221,14 @@ if numba is not None:
             S = np.empty(CB)
             Th = np.empty(CB)
             rho = np.empty(CB)
+            rbits = rho.view(np.int64)
             r2 = np.empty(CB)
             e0 = np.empty(CB)
             e1 = np.empty(CB)
             d0 = np.empty(CB)
             d1 = np.empty(CB)
             bad = np.empty(CB, dtype=np.bool_)
+            gs = np.empty(CB)
             ra = rb * RB
             re = min(nr, ra + RB)
             cstart = ra + 1 if symmetric else 0
@@ -241,6 +244,7 @@ if numba is not None:
                         z0 = j0 + lo
                         g = G[r, lo:lo + m]
                         for i in range(m):
+                            gs[i] = g[i]
                             S[i] = w2 * (g[i] * inv_d) + b2
                             Th[i] = lam0 * (g[i] * inv_d) + mu
                             bad[i] = False
@@ -251,12 +255,16 @@ if numba is not None:
                             pd = lanes[l, 1]
                             nl = lanes[l, 2]
                             j2 = lanes[l, 3]
-                            mmax = 0.0
                             for i in range(m):
                                 rh = min(max(S[i] * (ia * iz[i]), -1.0), 1.0)
                                 rho[i] = rh
                                 r2[i] = rh * rh
-                                mmax = max(mmax, abs(rh))
+                            # max |ρ| as the max of the bits with the sign cleared: an
+                            # integer reduction vectorises, a float max does not
+                            mb = 0
+                            for i in range(m):
+                                mb = max(mb, rbits[i] & 0x7FFFFFFFFFFFFFFF)
+                            mmax = _bits_to_double(min(mb, 0x3FF0000000000000))  # ≤ 1.0
                             bi = _series_bin(mmax, nb)
                             K = max(kt[l, x, bi], ktzb[l, z0 // CB, bi],
                                     ktzb[l, (z0 + m - 1) // CB, bi])
@@ -327,8 +335,8 @@ if numba is not None:
                                         d0[i] = d0[i] * t + p1 * q1[i]
                             a00 = c0x[l, x, 0]
                             a01 = c0x[l, x, 1]
-                            cz0 = c0z[l, z0:z0 + m, 0]
-                            cz1 = c0z[l, z0:z0 + m, 1]
+                            cz0 = c0z[l, 0, z0:z0 + m]
+                            cz1 = c0z[l, 1, z0:z0 + m]
                             # odd lanes start at k = 1 (factor ρ), even ones at k = 2 (ρ²)
                             if pe == 1:
                                 for i in range(m):
@@ -349,6 +357,7 @@ if numba is not None:
                         for i in range(m):
                             if bad[i]:
                                 flag[r, lo + i] = True
+                                G[r, lo + i] = gs[i]  # G may be an output: keep its G
 
 
     @intrinsic
@@ -663,16 +672,19 @@ class NumbaQuadEngine:
         threads = max(1, min(int(n_jobs or 1), numba.config.NUMBA_NUM_THREADS))
         old_threads = numba.get_num_threads()
         numba.set_num_threads(threads)
-        # single-threaded BLAS for the panels' GEMMs: idle BLAS threads spin and take
-        # the cores from the Numba kernels that follow (as in the compiled engine)
+        # the Gram matrix in one threaded BLAS call, into an output the kernels then
+        # overwrite (:func:`_gram_into_output`); else per panel with single-threaded
+        # BLAS: idle BLAS threads spin and take the cores from the Numba kernels that
+        # follow (as in the compiled engine)
         from .._threads import limited
+        gram = _gram_into_output(Xc, Zc, out_ntk, out_nngp, symmetric, threads)
         blas = limited(1, "blas")
         blas.__enter__()  # left in the finally below
         try:
             for i0 in range(0, n, panel):
                 i1 = min(n, i0 + panel)
                 j0 = i0 if symmetric else 0
-                G = Xc[i0:i1] @ Zc[j0:].T
+                G = gram[i0:i1, j0:] if gram is not None else Xc[i0:i1] @ Zc[j0:].T
                 shape = (i1 - i0, m - j0)
                 oS = out_nngp[i0:i1, j0:] if out_nngp is not None else np.empty(shape, dtype)
                 oT = out_ntk[i0:i1, j0:] if out_ntk is not None else np.empty(shape, dtype)
@@ -736,14 +748,18 @@ class NumbaQuadEngine:
         T2 = np.empty(G.shape)
         flag2 = np.zeros(G.shape, dtype=np.bool_)
         none = np.empty((0, 0))
+        # G may be an output (_gram_into_output): its flagged entries are still G (the
+        # kernel leaves them), read here before the outputs get the KCAP values
         _fill_series(*args, *tables[1], i0, j0, S2, T2, flag2, none, none)
+        still = flag & flag2
+        r, c = np.nonzero(still)
+        g = G[r, c] * inv_d
         fixed = flag.copy()
         oS[flag] = S2[flag]
         oT[flag] = T2[flag]
-        flag &= flag2
-        if flag.any():
-            self.last_flagged += int(flag.sum())
-            _redo_pairs(spec, G * inv_d, qx[:, i0:i1], qz[:, j0:], flag, oS, oT)
+        if r.size:
+            self.last_flagged += int(r.size)
+            _redo_pairs(spec, g, qx[:, i0:i1][:, r], qz[:, j0:][:, c], r, c, oS, oT)
         r, c = np.nonzero(fixed)
         for o, mir in ((oS, mirS), (oT, mirT)):
             if mir.shape[0]:
@@ -752,8 +768,8 @@ class NumbaQuadEngine:
 
 def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
     """Per layer l < depth the series data of the variances qx[l] (and qz[l]; None:
-    the same as X): (P, c0x, kt, Qt, c0z, ktz, lanes) as :func:`_fill_series` reads
-    them.  The coefficients are computed on ``n_jobs`` threads, single-threaded BLAS
+    the same as X): (P, c0x, kt, Qt, c0z, ktz, ktzb, lanes, CB) as :func:`_fill_series`
+    reads them (the columns' data with the column index last).  The coefficients are computed on ``n_jobs`` threads, single-threaded BLAS
     each, with at most ``kcap`` terms (default :data:`ntkfast.series.KCAP`)."""
     from concurrent.futures import ThreadPoolExecutor
     kcap = int(kcap or series.KCAP)
@@ -789,7 +805,8 @@ def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
     pad = np.zeros((d1, nblk * SERIES_CB, series.NBINS), dtype=ktz.dtype)
     pad[:, :n] = ktz
     ktzb = np.ascontiguousarray(pad.reshape(d1, nblk, SERIES_CB, series.NBINS).max(axis=2))
-    return (P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)), c0z, ktz, ktzb,
+    return (P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)),
+            np.ascontiguousarray(c0z.transpose(0, 2, 1)), ktz, ktzb,
             lanes, SERIES_CB)
 
 
@@ -810,6 +827,34 @@ def _mirrors(enabled, out_nngp, out_ntk, i0, i1, dtype):
     return views[0], views[1], tuple(done)
 
 
+def _gram_into_output(Xc, Zc, out_ntk, out_nngp, symmetric, threads):
+    """X Zᵀ computed in one BLAS call on ``threads`` threads into an output buffer (Θ's,
+    else Σ's: a C-contiguous ndarray of the inputs' dtype), which the kernels read a
+    panel at a time and overwrite element by element (each reads its G entry before
+    writing there; mirrors go below the diagonal, where a symmetric block's G is never
+    read).  Symmetric: ``syrk`` fills the upper triangle only.  None where no output
+    fits (the caller computes each panel's G itself)."""
+    n, m = Xc.shape[0], Zc.shape[0]
+    buf = next((o for o in (out_ntk, out_nngp) if type(o) is np.ndarray
+                and o.dtype == Xc.dtype and o.shape == (n, m)
+                and o.flags.c_contiguous and o.flags.writeable), None)
+    if buf is None or n == 0 or m == 0:
+        return None
+    from .._threads import limited
+    with limited(threads, "blas"):
+        if symmetric:
+            from scipy.linalg import blas as _blas
+            syrk = _blas.dsyrk if Xc.dtype == np.float64 else _blas.ssyrk
+            # Fortran view: buf.T (column-major) is C-order buf; its lower triangle is
+            # buf's upper one, C = Aᵀ A with A = Xcᵀ (column-major view of Xc)
+            res = syrk(1.0, Xc.T, trans=1, lower=1, c=buf.T, overwrite_c=1, beta=0.0)
+            if not np.shares_memory(res, buf):  # pragma: no cover - a copying f2py
+                buf[...] = res.T
+        else:
+            np.matmul(Xc, Zc.T, out=buf)
+    return buf
+
+
 def _inv_roots(q):
     """1/√q, 0 where q = 0 (ρ = 0 for a zero row, as in the other engines)."""
     with np.errstate(divide="ignore"):
@@ -817,15 +862,14 @@ def _inv_roots(q):
     return np.ascontiguousarray(np.where(q > 0, r, 0.0))
 
 
-def _redo_pairs(spec, g, qx, qz, flag, oS, oT):
-    """The flagged elements of a panel by the activation's own rule (series where it
-    certifies, else 2-D quadrature), vectorised over the flagged pairs."""
-    r, c = np.nonzero(flag)
-    gg = g[r, c]
-    S = spec.w2 * gg + spec.b2
-    T = spec.lam0 * gg + spec.mu
+def _redo_pairs(spec, g, qx, qz, r, c, oS, oT):
+    """oS[r, c], oT[r, c] by the activation's own rule (series where it certifies, else
+    2-D quadrature), vectorised over the pairs: g the pairs' inner products / d, qx and
+    qz (depth, pairs) their variances."""
+    S = spec.w2 * g + spec.b2
+    T = spec.lam0 * g + spec.mu
     for l in range(spec.depth):
-        e, ed = spec.activation.kernel_rule(S, qx[l, r], qz[l, c])
+        e, ed = spec.activation.kernel_rule(S, qx[l], qz[l])
         T = spec.w2 * ed * T + spec.lam * e + spec.mu
         S = spec.w2 * e + spec.b2
     oS[r, c] = S
