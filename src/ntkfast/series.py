@@ -216,18 +216,17 @@ def n_pairs(K):
 def _k_table(b, e, K, bd=None, ed=None):
     """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper
     edge; with ``bd``, ``ed`` (φ''s coefficients) the least K' that bounds both maps:
-    the condition is monotone in K', so it is one scan of the larger log tail
-    (:func:`_k_rows`)."""
-    logm = np.log((np.arange(NBINS) + 1.0) / NBINS)
-    n = b.shape[0]
+    the condition, m^{K'+1} · max(T_K'/e, T'_K'/e') ≤ TOL, is monotone in K', so it is
+    one scan per row (:func:`_k_rows`) against a table of the powers m^k."""
+    n, K1 = b.shape
+    mpow = np.power(((np.arange(NBINS) + 1.0) / NBINS)[:, None], np.arange(1, K1 + 1))
     kt = np.empty((n, NBINS), dtype=np.int32)
     two = bd is not None
     b = np.ascontiguousarray(b, dtype=np.float64)
     e = np.ascontiguousarray(e, dtype=np.float64)
     bd = np.ascontiguousarray(bd, dtype=np.float64) if two else b
     ed = np.ascontiguousarray(ed, dtype=np.float64) if two else e
-    _k_rows(b, e, bd, ed, two, logm, 0.5 * math.log(TOL), 32767,
-            8 * np.finfo(float).eps, kt)
+    _k_rows(b, e, bd, ed, two, mpow, TOL, 32767, 8 * np.finfo(float).eps, kt)
     return kt
 
 
@@ -539,41 +538,42 @@ def decay_check(phi2, q=1.0, step=1.0):
 if njit is not None:
 
     @njit(cache=True, inline="always")
-    def _log_tail(b, e, slack, lrt, accumulate):
-        """lrt[k] (or its max with) ½ log(T_k/e), T_k = Σ_{j>k} b_j² + max(e − Σ b², 0)
-        + slack·|e| (the rounding-level remainder clamped); −∞ where e ≤ 0 (φ ≡ 0 on
-        this row: nothing to sum)."""
+    def _tail_ratio(b, e, slack, out, accumulate):
+        """out[k] (or its max with) T_k/e, T_k = Σ_{j>k} b_j² + max(e − Σ b², 0) +
+        slack·|e| (the rounding-level remainder clamped); 0 where e ≤ 0 (φ ≡ 0 on this
+        row: nothing to sum)."""
         K1 = b.size
         if not e > 0.0:
             if not accumulate:
-                lrt[:] = -np.inf
+                out[:] = 0.0
             return
         total = 0.0
         for k in range(K1):
             total += b[k] * b[k]
         rest = max(e - total, 0.0) + slack * abs(e)
-        le = math.log(e)
+        inv = 1.0 / e
         tail = 0.0
         for k in range(K1 - 1, -1, -1):
-            v = 0.5 * (math.log(tail + rest) - le)
-            lrt[k] = max(lrt[k], v) if accumulate else v
+            v = (tail + rest) * inv
+            out[k] = max(out[k], v) if accumulate else v
             tail += b[k] * b[k]
 
     @njit(cache=True)
-    def _k_rows(b, e, bd, ed, two, logm, lim, flag, slack, kt):
-        """kt[r, m] = least k with ½(k+1) logm[m] + lrt[r, k] ≤ lim (else ``flag``), lrt
-        the larger log tail of the row's two maps (:func:`_log_tail`); nondecreasing in
-        m, so one forward scan per row.  Serial: the engine builds the tables of its
-        layers on threads of its own (a parallel kernel here would nest)."""
+    def _k_rows(b, e, bd, ed, two, mpow, tol, flag, slack, kt):
+        """kt[r, m] = least k with mpow[m, k] · R[r, k] ≤ tol (else ``flag``), R the
+        larger tail ratio of the row's two maps (:func:`_tail_ratio`), mpow[m, k] =
+        edge_m^{k+1}; nondecreasing in m, so one forward scan per row.  Serial: the
+        engine builds the tables of its layers on threads of its own (a parallel
+        kernel here would nest)."""
         n, K1 = b.shape
+        R = np.empty(K1)
         for r in range(n):
-            lrt = np.empty(K1)
-            _log_tail(b[r], e[r], slack, lrt, False)
+            _tail_ratio(b[r], e[r], slack, R, False)
             if two:
-                _log_tail(bd[r], ed[r], slack, lrt, True)
+                _tail_ratio(bd[r], ed[r], slack, R, True)
             k = 0
-            for m in range(logm.size):
-                while k < K1 and 0.5 * (k + 1) * logm[m] + lrt[k] > lim:
+            for m in range(mpow.shape[0]):
+                while k < K1 and mpow[m, k] * R[k] > tol:
                     k += 1
                 kt[r, m] = k if k < K1 else flag
 
