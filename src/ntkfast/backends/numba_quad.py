@@ -217,6 +217,7 @@ if numba is not None:
         kcap = 2 * P.shape[2] - 2
         RB = 8
         CB = cb
+        nbad = np.zeros((nr + RB - 1) // RB, dtype=np.int64)  # per row block
         for rb in prange((nr + RB - 1) // RB):
             S = np.empty(CB)
             Th = np.empty(CB)
@@ -243,6 +244,7 @@ if numba is not None:
                         m = min(CB, cb_end - lo)
                         z0 = j0 + lo
                         g = G[r, lo:lo + m]
+                        anybad = False
                         for i in range(m):
                             gs[i] = g[i]
                             S[i] = w2 * (g[i] * inv_d) + b2
@@ -275,6 +277,7 @@ if numba is not None:
                                     Ki = max(kt[l, x, bj], ktz[l, z0 + i, bj])
                                     if Ki > kcap:
                                         bad[i] = True
+                                        anybad = True
                                     elif Ki > K:
                                         K = Ki
                             e0[:m] = 0.0
@@ -354,10 +357,13 @@ if numba is not None:
                                 Th[i] = w2 * d0[i] * Th[i] + lam * e0[i] + mu
                                 S[i] = w2 * e0[i] + b2
                         _store_chunk(outS, outT, mirS, mirT, wS, wT, r, lo, m, S, Th)
-                        for i in range(m):
-                            if bad[i]:
-                                flag[r, lo + i] = True
-                                G[r, lo + i] = gs[i]  # G may be an output: keep its G
+                        if anybad:
+                            for i in range(m):
+                                if bad[i]:
+                                    flag[r, lo + i] = True
+                                    G[r, lo + i] = gs[i]  # G may be an output: keep it
+                                    nbad[rb] += 1
+        return nbad.sum()
 
 
     @intrinsic
@@ -650,8 +656,8 @@ class NumbaQuadEngine:
                 tabE[l], tabD[l] = build_table(act, qx0, qz0, self.table_size)
                 qq[l] = qx0 * qz0
         elif mode == "series":
-            tables = [_series_tables(act, qx, None if symmetric else qz, depth, n_jobs,
-                                     series.KFAST), None]
+            tables = _SeriesPanels(act, qx, None if symmetric else qz, depth, n_jobs,
+                                   min(n, int(self.panel or DEFAULT_PANEL)), m)
         elif mode == "closed":
             bb = act.b * act.b
             with np.errstate(under="ignore"):
@@ -734,23 +740,17 @@ class NumbaQuadEngine:
         still uncertified the activation's own rule (:func:`_redo_pairs`); the mirror
         views (:func:`_mirrors`) get the corrected elements too."""
         args = (G, inv_d, symmetric, spec.depth, spec.w2, spec.b2, spec.lam0, spec.lam,
-                spec.mu, _inv_roots(qx), _inv_roots(qz))
-        flag = np.zeros(G.shape, dtype=np.bool_)
-        _fill_series(*args, *tables[0], i0, j0, oS, oT, flag, mirS, mirT)
-        if symmetric:
-            np.fill_diagonal(flag, False)
-        if not flag.any():
+                spec.mu, *tables.roots)
+        flag = tables.flag[:G.shape[0], :G.shape[1]]     # all False between panels
+        if not _fill_series(*args, *tables.fast, i0, j0, oS, oT, flag, mirS, mirT):
             return
-        if tables[1] is None:
-            tables[1] = _series_tables(act, qx, None if symmetric else qz, spec.depth,
-                                       n_jobs, series.KCAP)
         S2 = np.empty(G.shape)
         T2 = np.empty(G.shape)
         flag2 = np.zeros(G.shape, dtype=np.bool_)
         none = np.empty((0, 0))
         # G may be an output (_gram_into_output): its flagged entries are still G (the
         # kernel leaves them), read here before the outputs get the KCAP values
-        _fill_series(*args, *tables[1], i0, j0, S2, T2, flag2, none, none)
+        _fill_series(*args, *tables.full(), i0, j0, S2, T2, flag2, none, none)
         still = flag & flag2
         r, c = np.nonzero(still)
         g = G[r, c] * inv_d
@@ -764,6 +764,25 @@ class NumbaQuadEngine:
         for o, mir in ((oS, mirS), (oT, mirT)):
             if mir.shape[0]:
                 mir[c, r] = o[r, c]
+        flag[...] = False
+
+
+class _SeriesPanels:
+    """What the series kernel reads across the panels of one block: the KFAST tables
+    (``fast``), the KCAP ones built on first need (:meth:`full`), the inverse roots of
+    the variances and a flag buffer of one panel (kept all False between panels)."""
+
+    def __init__(self, act, qx, qz, depth, n_jobs, rows, cols):
+        self._args = (act, qx, qz, depth, n_jobs)
+        self.fast = _series_tables(*self._args, series.KFAST)
+        self._full = None
+        self.roots = (_inv_roots(qx), _inv_roots(qx if qz is None else qz))
+        self.flag = np.zeros((rows, cols), dtype=np.bool_)
+
+    def full(self):
+        if self._full is None:
+            self._full = _series_tables(*self._args, series.KCAP)
+        return self._full
 
 
 def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
