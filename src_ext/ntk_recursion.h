@@ -164,7 +164,6 @@ typedef struct {
 #define NTK_SERIES_CUT 0.5
 /* columns of a row processed at once: 6 state rows of this many bytes stay in L1 */
 #define NTK_CHUNK_BYTES 2048
-#define NTK_COS_SERIES_CUT 0.87758256189037271612  /* cos(NTK_SERIES_CUT) */
 /* rows of a tile computed (and then mirrored, output by output, while in cache) at once */
 #ifndef NTK_MIRROR_ROWS
 #define NTK_MIRROR_ROWS 16

@@ -131,6 +131,13 @@ NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
     return lo ? psi : (REAL)1.57079632679489661923 - psi;
 }
 
+/* D' = qx' qz' - S'^2 lost digits to cancellation (D' < tau qx' qz'): the test every
+ * [ABReLU, Dense] step (fast, exact, fix) applies to the D' it hands on. */
+NTK_INLINE int SUF(ntk_d_flagged)(REAL dnew, REAL tq, REAL qz1)
+{
+    return dnew < tq * qz1;
+}
+
 /* The [ABReLU, Dense] step, fast path, on a row (all columns, vectorised, no division):
  * r = sqrt(qx qz), phi = angle(sqrt D / r, |S| / r) in [0, pi/2] (theta = phi for
  * S >= 0, pi - phi for S < 0), h = sqrt D - phi |S| = r (sin phi - phi cos phi):
@@ -141,8 +148,11 @@ NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
  * phi = pi/2, h = 0: E = 0, Edot = c0 - c1 pi/2 (the theta = pi/2 convention).
  * Exact where the pair is not near-parallel; the caller redoes with
  * ntk_abrelu_exact the columns this returns as flagged (their count): D' < tau qx' qz'
- * (D' by subtraction lost digits) or S < 0 with cos phi > cos(NTK_SERIES_CUT)
- * (h then loses digits and E = c1 h has nothing to hide them). */
+ * (D' by subtraction lost digits) or S < 0 with phi < NTK_SERIES_CUT
+ * (h then loses digits and E = c1 h has nothing to hide them).
+ * Both branches as one: E = c1 h + ks S, Edot = kd + kp phi with the per-sign
+ * constants (ks, kd, kp) = (c0, c0, -c1) or (ab, ab, c1) picked by a blend, and the
+ * flags counted in int lanes (a REAL reduction is kept on the stack by gcc). */
 NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
                                      const REAL *restrict irzl, REAL qx1, const REAL *restrict qz1,
                                      const REAL *restrict Sin, const REAL *restrict Din,
@@ -154,8 +164,8 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
-    const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
-    REAL nflag = 0;  /* counted in REAL lanes: no narrowing of double masks */
+    const REAL tq = (REAL)sp->tau * qx1, cut = (REAL)NTK_SERIES_CUT;
+    int nflag = 0;
     /* Two passes (angle, then the rest): each has a short dependency chain, so the
      * out-of-order core keeps more columns in flight than in one long loop body. */
 #pragma omp simd
@@ -166,12 +176,12 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
     }
 #pragma omp simd reduction(+:nflag)
     for (int j = 0; j < n; j++) {
-        const REAL s = Sin[j], sq = Sq[j], phi = Phi[j];
-        const REAL as = RFABS(s);
+        const REAL s = Sin[j], phi = Phi[j];
         const int neg = s < 0;
-        const REAL h = sq - phi * as;
-        const REAL e = neg ? c1 * h - ab * as : c0 * s + c1 * h;
-        const REAL edot = neg ? ab + c1 * phi : c0 - c1 * phi;
+        const REAL h = Sq[j] - phi * RFABS(s);
+        const REAL ks = neg ? ab : c0, kp = neg ? c1 : -c1;
+        const REAL e = c1 * h + ks * s;
+        const REAL edot = ks + kp * phi;
         const REAL snew = w2 * e + b2;
         Tout[j] = w2 * edot * Tin[j] + lam * e + mu;
         Sout[j] = snew;
@@ -179,20 +189,20 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
             Eo[j] = e;
             Go[j] = edot;
         }
-        REAL flag = (s < 0 && as * irxl * irzl[j] > cos_cut) ? (REAL)1 : (REAL)0;
+        int flag = neg & (phi < cut);
         if (need_d) {
             const REAL dnew = qx1 * qz1[j] - snew * snew;
             Dout[j] = dnew > 0 ? dnew : 0;
-            flag = dnew < tq * qz1[j] ? (REAL)1 : flag;
+            flag |= SUF(ntk_d_flagged)(dnew, tq, qz1[j]);
         }
         nflag += flag;
     }
     if (diag_col >= 0) {  /* x_i itself (exact by construction) is not a flagged pair */
         const int j = diag_col;
-        nflag -= (Sin[j] < 0 && RFABS(Sin[j]) * irxl * irzl[j] > cos_cut)
-                 || (need_d && Dout[j] < tq * qz1[j]);
+        nflag -= (Sin[j] < 0 && Phi[j] < cut)
+                 || (need_d && SUF(ntk_d_flagged)(Dout[j], tq, qz1[j]));
     }
-    return (int)nflag;
+    return nflag;
 }
 
 /* One column of the [ABReLU, Dense] step, exact for near-parallel and
@@ -256,29 +266,29 @@ NTK_INLINE int SUF(ntk_layer_abrelu_exact)(const ntk_spec *sp, int n, REAL rxl, 
                               Sout + j, Dout + j, Tout + j, want_e ? Eo + j : Eo,
                               want_e ? Go + j : Go, need_d, want_e);
         if (need_d)
-            nflag += Dout[j] < tq * qz1[j];
+            nflag += SUF(ntk_d_flagged)(Dout[j], tq, qz1[j]);
     }
     if (need_d && diag_col >= 0)
-        nflag -= Dout[diag_col] < tq * qz1[diag_col];
+        nflag -= SUF(ntk_d_flagged)(Dout[diag_col], tq, qz1[diag_col]);
     return nflag;
 }
 
-/* Redo exactly the (few) columns a fast step flagged: S < 0 with cos phi >
- * cos(NTK_SERIES_CUT), or D' < tau qx' qz'.  (Near-parallel columns with S >= 0 need no
- * redo on entry: their E and Edot only need phi to absolute accuracy, which the exact
- * D carried in gives; what must be exact is the D' they hand on.) */
+/* Redo exactly the (few) columns a fast step flagged: S < 0 with phi < NTK_SERIES_CUT
+ * (Phi: the fast step's angles), or D' < tau qx' qz'.  (Near-parallel columns with
+ * S >= 0 need no redo on entry: their E and Edot only need phi to absolute accuracy,
+ * which the exact D carried in gives; what must be exact is the D' they hand on.) */
 static void SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
                                       const REAL *rzl, const REAL *irzl, REAL qx1,
                                       const REAL *qz1, const REAL *Sin, const REAL *Din,
-                                      const REAL *Tin, REAL *Sout, REAL *Dout, REAL *Tout,
-                                      REAL *Eo, REAL *Go, int need_d, int want_e,
-                                      int diag_col)
+                                      const REAL *Tin, const REAL *Phi, REAL *Sout,
+                                      REAL *Dout, REAL *Tout, REAL *Eo, REAL *Go, int need_d,
+                                      int want_e, int diag_col)
 {
-    const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
+    const REAL tq = (REAL)sp->tau * qx1, cut = (REAL)NTK_SERIES_CUT;
     for (int j = 0; j < n; j++) {
         const REAL s = Sin[j];
-        const int flagged = (s < 0 && RFABS(s) * irxl * irzl[j] > cos_cut)
-                            || (need_d && Dout[j] < tq * qz1[j]);
+        const int flagged = (s < 0 && Phi[j] < cut)
+                            || (need_d && SUF(ntk_d_flagged)(Dout[j], tq, qz1[j]));
         if (flagged && j != diag_col)
             SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], s, Din[j], Tin[j],
                                   Sout + j, Dout + j, Tout + j, want_e ? Eo + j : Eo,
@@ -306,8 +316,8 @@ NTK_INLINE int SUF(ntk_abrelu_step)(const ntk_spec *sp, int n, REAL rxl, REAL ir
                                                diag_col);
         if (nout <= many) {
             if (nout > 0)
-                SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2,
-                                          D2, T2, E, G, need_d, want_e, diag_col);
+                SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, tmp,
+                                          S2, D2, T2, E, G, need_d, want_e, diag_col);
             return nout;
         }
     }
