@@ -564,6 +564,22 @@ NTK_INLINE void SUF(ntk_mirror_block)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, pt
                 dst[i] = src[i * ldo];
         }
         const int m = g1 - g0;
+        if (isa >= NTK_ISA_V4 && m == 16) {  /* whole 16-row groups: in-register transposes */
+#if NTK_REAL_IS_DOUBLE
+            const int nr = 8;
+#else
+            const int nr = 16;
+#endif
+            for (; j + nr <= c1; j += nr) {
+                const REAL *src = out + (i0 + g0) * ldo + j0 + j;
+                char *dst = (char *)(out + (j0 + j) * ldo + i0 + g0);
+#if NTK_REAL_IS_DOUBLE
+                ntk_mirror_16x8_f64_v4(dst, ldo * (ptrdiff_t)sizeof(REAL), src, ldo);
+#else
+                ntk_mirror_16x16_f32_v4(dst, ldo * (ptrdiff_t)sizeof(REAL), src, ldo);
+#endif
+            }
+        }
         REAL stage[8 * 64] __attribute__((aligned(64)));
         for (; j < c1; j += 8) {
             const int nr = c1 - j < 8 ? c1 - j : 8;
