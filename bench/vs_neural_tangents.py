@@ -15,6 +15,14 @@ and both dtypes — K(X, X), Σ and Θ, depth 3:
     python bench/vs_neural_tangents.py dims [--n 4000] [--dims 784 16]
                                          [--nt-python /tmp/ntenv/bin/python]
 
+It also times, alternating with ours in the same process, BLAS ``syrk`` of the same X
+(a Gram matrix must at least be formed) and the *floor* of any K(X, X) engine here:
+allocating both N×N outputs and writing every element once, on the same threads
+(the kernel zeroes fresh pages, then the write; freeing included, as for ours).
+"floor/ours" is the fraction of that floor reached.  CPU seconds (all threads) are
+printed next to the wall times: on a shared machine they move less.  Without nt's
+environment (no ``--nt-python``) the nt columns are left empty.
+
 ``dump`` evaluates NT's infinite-width kernels (float64, x64 enabled) for every
 activation × parameterization × bias setting on seeded data and records its
 wall times (best of 3, after a warm-up call that includes JIT compilation);
@@ -25,6 +33,7 @@ difference and the time ratio NT / ntkfast per configuration.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import time
@@ -129,23 +138,74 @@ def nt_dims(x_path, out_path, dtype, repeat):
     np.savez(out_path, nngp=np.asarray(k.nngp), ntk=np.asarray(k.ntk), seconds=t)
 
 
+def write_floor(n, dtype, jobs):
+    """Both fresh N×N outputs (ntkfast's allocator) with every element written once, on
+    ``jobs`` threads (row bands); returns the pair."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ntkfast._alloc import aligned
+
+    a, b = aligned((n, n), dtype), aligned((n, n), dtype)
+    band = -(-n // jobs)
+
+    def write(k):
+        a[k * band:(k + 1) * band] = 1.0
+        b[k * band:(k + 1) * band] = 1.0
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(write, range(jobs)))
+    return a, b
+
+
+def timed(fn):
+    """(wall s, process CPU s) of one call, its result freed inside the timing."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def rotation(fns, repeat):
+    """Each of ``fns`` once untimed, then ``repeat`` rounds of one timed call of each in
+    turn (drift of a shared machine hits all alike): per fn the best wall time, the
+    median CPU time and the median over rounds of wall(fns[0]) / wall(fn)."""
+    for fn in fns:
+        fn()
+    walls = np.zeros((repeat, len(fns)))
+    cpus = np.zeros_like(walls)
+    for r in range(repeat):
+        for i, fn in enumerate(fns):
+            gc.collect()
+            walls[r, i], cpus[r, i] = timed(fn)
+    return walls.min(0), np.median(cpus, 0), np.median(walls[:, :1] / walls, 0)
+
+
 def dims(n, dim_list, nt_python, repeat):
-    """Side by side: nt (subprocess, its own environment) and ntkfast, same threads."""
+    """Side by side: nt (subprocess, its own environment) and ntkfast, same threads; and
+    ntkfast against syrk and the write floor, alternating in this process."""
     import os
     import subprocess
     import sys
     import tempfile
 
+    from scipy.linalg import blas
+
     import ntkfast as nk
+    from ntkfast._threads import available_cores
     from ntkfast.backends import compiled
 
+    jobs = available_cores()
+    have_nt = bool(nt_python) and os.path.exists(nt_python)
     print(f"# K(X, X) of N = {n} points, ReLU MLP depth {DIMS_NET['depth']}, Σ and Θ, "
           f"best of {repeat} after a warm-up; ntkfast tile kernel {compiled.isa()}; "
-          f"threads: all cores ({os.cpu_count()}) on both sides")
+          f"threads: {jobs} on every side; nt: {nt_python if have_nt else 'not run'}")
     print("# max rel diff Θ: |ours − nt| / max|Θ|, off and on the diagonal (nt forms the angle "
           "by arccos, which loses half the digits for near-parallel pairs: θ = 0 on the diagonal)")
-    print("| D | dtype | nt s | ntkfast s | nt / ntkfast | max rel diff Θ off diag | on diag |")
-    print("|---|---|---|---|---|---|---|")
+    print("# syrk: BLAS X Xᵀ (upper triangle); floor: allocate both outputs and write each "
+          "element once; ratios: medians of per-round ratios; CPU: median process CPU s")
+    print("| D | dtype | nt s | ntkfast s | nt / ntkfast | syrk s | floor s | ours / syrk | "
+          "ours / floor | floor / ours | ntkfast CPU s | floor CPU s | "
+          "max rel diff Θ off diag | on diag |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     net = nk.MLP(**DIMS_NET)
     with tempfile.TemporaryDirectory() as tmp:
         for d in dim_list:
@@ -153,18 +213,30 @@ def dims(n, dim_list, nt_python, repeat):
             xp = os.path.join(tmp, "x.npy")
             np.save(xp, X)
             for dtype in ("float32", "float64"):
-                op = os.path.join(tmp, "nt.npz")
-                subprocess.run([nt_python, os.path.abspath(__file__), "nt-dims", xp, op,
-                                dtype, str(repeat)], check=True, stderr=subprocess.DEVNULL)
-                ref = np.load(op)
-                k = net.kernels(X.astype(dtype), dtype=dtype)
-                t = best_of(lambda: net.kernels(X.astype(dtype), dtype=dtype), repeat)
-                err = np.abs(k.ntk - ref["ntk"]) / np.abs(ref["ntk"]).max()
-                on = np.diagonal(err).max()
-                np.fill_diagonal(err, 0.0)
-                nt_s = float(ref["seconds"])
-                print(f"| {d} | {dtype} | {nt_s:.3f} | {t:.3f} | {nt_s / t:.1f} | "
-                      f"{err.max():.1e} | {on:.1e} |")
+                Xd = X.astype(dtype)
+                nt_s, off, on = float("nan"), float("nan"), float("nan")
+                if have_nt:
+                    op = os.path.join(tmp, "nt.npz")
+                    subprocess.run([nt_python, os.path.abspath(__file__), "nt-dims", xp, op,
+                                    dtype, str(repeat)], check=True, stderr=subprocess.DEVNULL)
+                    ref = np.load(op)
+                    nt_s = float(ref["seconds"])
+                    k = net.kernels(Xd, dtype=dtype)
+                    err = np.abs(k.ntk - ref["ntk"]) / np.abs(ref["ntk"]).max()
+                    on = np.diagonal(err).max()
+                    np.fill_diagonal(err, 0.0)
+                    off = err.max()
+                    del k, err, ref
+                syrk = blas.dsyrk if dtype == "float64" else blas.ssyrk
+                best, cpu, ratio = rotation(
+                    [lambda: net.kernels(Xd, dtype=dtype, n_jobs=jobs),
+                     lambda: syrk(1.0, Xd, lower=False),
+                     lambda: write_floor(n, dtype, jobs)], repeat)
+                t = best[0]
+                print(f"| {d} | {dtype} | {nt_s:.3f} | {t:.4f} | {nt_s / t:.1f} | "
+                      f"{best[1]:.4f} | {best[2]:.4f} | {ratio[1]:.2f} | "
+                      f"{ratio[2]:.2f} | {1 / ratio[2]:.2f} | {cpu[0]:.4f} | {cpu[2]:.4f} | "
+                      f"{off:.1e} | {on:.1e} |")
                 sys.stdout.flush()
 
 

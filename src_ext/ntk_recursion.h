@@ -74,6 +74,79 @@ NTK_TARGET_V3 static void ntk_stream_rows_v3(char *dst, ptrdiff_t ld_bytes, cons
             _mm256_stream_si256((__m256i *)(dst + r * ld_bytes + b),
                                 _mm256_load_si256((const __m256i *)(src + r * seg + b)));
 }
+
+/* The mirror's transposes in registers (x86-64-v4): 16 rows of a just-written block
+ * (src, rows lds elements apart, in cache) become rows of the target, each a whole
+ * cache line (or two) streamed to dst (rows ld_bytes apart, 64-byte aligned).
+ * f64: 16 source rows x 8 target rows (two 8x8 transposes; 2 lines per target row);
+ * f32: 16 x 16 (one line per target row).  Pure bit moves, like the staging copy. */
+NTK_TARGET_V4 static void ntk_mirror_16x8_f64_v4(char *dst, ptrdiff_t ld_bytes,
+                                                  const double *src, ptrdiff_t lds)
+{
+    for (int h = 0; h < 2; h++) {
+        const double *p = src + h * 8 * lds;
+        const __m512d r0 = _mm512_loadu_pd(p), r1 = _mm512_loadu_pd(p + lds);
+        const __m512d r2 = _mm512_loadu_pd(p + 2 * lds), r3 = _mm512_loadu_pd(p + 3 * lds);
+        const __m512d r4 = _mm512_loadu_pd(p + 4 * lds), r5 = _mm512_loadu_pd(p + 5 * lds);
+        const __m512d r6 = _mm512_loadu_pd(p + 6 * lds), r7 = _mm512_loadu_pd(p + 7 * lds);
+        /* 128-bit lane L of t0 = (r0[2L], r1[2L]), of t1 = (r0[2L+1], r1[2L+1]), ... */
+        const __m512d t0 = _mm512_unpacklo_pd(r0, r1), t1 = _mm512_unpackhi_pd(r0, r1);
+        const __m512d t2 = _mm512_unpacklo_pd(r2, r3), t3 = _mm512_unpackhi_pd(r2, r3);
+        const __m512d t4 = _mm512_unpacklo_pd(r4, r5), t5 = _mm512_unpackhi_pd(r4, r5);
+        const __m512d t6 = _mm512_unpacklo_pd(r6, r7), t7 = _mm512_unpackhi_pd(r6, r7);
+        /* u0 = columns 0 and 4 of rows 0-3, u1 = 2 and 6, u2 = 1 and 5, u3 = 3 and 7 */
+        const __m512d u0 = _mm512_shuffle_f64x2(t0, t2, 0x88);
+        const __m512d u1 = _mm512_shuffle_f64x2(t0, t2, 0xDD);
+        const __m512d u2 = _mm512_shuffle_f64x2(t1, t3, 0x88);
+        const __m512d u3 = _mm512_shuffle_f64x2(t1, t3, 0xDD);
+        const __m512d u4 = _mm512_shuffle_f64x2(t4, t6, 0x88);
+        const __m512d u5 = _mm512_shuffle_f64x2(t4, t6, 0xDD);
+        const __m512d u6 = _mm512_shuffle_f64x2(t5, t7, 0x88);
+        const __m512d u7 = _mm512_shuffle_f64x2(t5, t7, 0xDD);
+        double *q = (double *)dst + h * 8;
+        const ptrdiff_t ld = ld_bytes / (ptrdiff_t)sizeof(double);
+        _mm512_stream_pd(q, _mm512_shuffle_f64x2(u0, u4, 0x88));
+        _mm512_stream_pd(q + 1 * ld, _mm512_shuffle_f64x2(u2, u6, 0x88));
+        _mm512_stream_pd(q + 2 * ld, _mm512_shuffle_f64x2(u1, u5, 0x88));
+        _mm512_stream_pd(q + 3 * ld, _mm512_shuffle_f64x2(u3, u7, 0x88));
+        _mm512_stream_pd(q + 4 * ld, _mm512_shuffle_f64x2(u0, u4, 0xDD));
+        _mm512_stream_pd(q + 5 * ld, _mm512_shuffle_f64x2(u2, u6, 0xDD));
+        _mm512_stream_pd(q + 6 * ld, _mm512_shuffle_f64x2(u1, u5, 0xDD));
+        _mm512_stream_pd(q + 7 * ld, _mm512_shuffle_f64x2(u3, u7, 0xDD));
+    }
+}
+
+NTK_TARGET_V4 static void ntk_mirror_16x16_f32_v4(char *dst, ptrdiff_t ld_bytes,
+                                                   const float *src, ptrdiff_t lds)
+{
+    __m512 a[16], b[16];
+    for (int k = 0; k < 8; k++) {  /* lane L: (r2k[4L], r2k+1[4L], r2k[4L+1], ...) */
+        const __m512 x = _mm512_loadu_ps(src + 2 * k * lds);
+        const __m512 y = _mm512_loadu_ps(src + (2 * k + 1) * lds);
+        a[2 * k] = _mm512_unpacklo_ps(x, y);
+        a[2 * k + 1] = _mm512_unpackhi_ps(x, y);
+    }
+    for (int g = 0; g < 4; g++) {  /* b[4g + m], lane L: rows 4g..4g+3 of column 4L + m */
+        const __m512d a0 = _mm512_castps_pd(a[4 * g]), a1 = _mm512_castps_pd(a[4 * g + 1]);
+        const __m512d a2 = _mm512_castps_pd(a[4 * g + 2]), a3 = _mm512_castps_pd(a[4 * g + 3]);
+        b[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        b[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        b[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        b[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    float *q = (float *)dst;
+    const ptrdiff_t ld = ld_bytes / (ptrdiff_t)sizeof(float);
+    for (int m = 0; m < 4; m++) {  /* columns m, 4 + m, 8 + m, 12 + m */
+        const __m512 clo = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x44);
+        const __m512 chi = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xEE);
+        const __m512 dlo = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x44);
+        const __m512 dhi = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xEE);
+        _mm512_stream_ps(q + m * ld, _mm512_shuffle_f32x4(clo, dlo, 0x88));
+        _mm512_stream_ps(q + (4 + m) * ld, _mm512_shuffle_f32x4(clo, dlo, 0xDD));
+        _mm512_stream_ps(q + (8 + m) * ld, _mm512_shuffle_f32x4(chi, dhi, 0x88));
+        _mm512_stream_ps(q + (12 + m) * ld, _mm512_shuffle_f32x4(chi, dhi, 0xDD));
+    }
+}
 #endif
 
 /* The best level this CPU (and OS: __builtin_cpu_supports checks XCR0) runs. */
@@ -164,7 +237,6 @@ typedef struct {
 #define NTK_SERIES_CUT 0.5
 /* columns of a row processed at once: 6 state rows of this many bytes stay in L1 */
 #define NTK_CHUNK_BYTES 2048
-#define NTK_COS_SERIES_CUT 0.87758256189037271612  /* cos(NTK_SERIES_CUT) */
 /* rows of a tile computed (and then mirrored, output by output, while in cache) at once */
 #ifndef NTK_MIRROR_ROWS
 #define NTK_MIRROR_ROWS 16
@@ -177,6 +249,23 @@ typedef struct {
 #ifndef NTK_MIRROR_AHEAD
 #define NTK_MIRROR_AHEAD 24
 #endif
+
+/* asin(x) = x + x^3 P(x^2) on x^2 <= sin^2(pi/8) (ntk_angle): P's coefficients,
+ * double (P0..P9) and float (F0..F3) */
+#define NTK_ASIN_P0 0.166666666666666540078
+#define NTK_ASIN_P1 0.0750000000001725869716
+#define NTK_ASIN_P2 0.0446428571041353068606
+#define NTK_ASIN_P3 0.0303819478043488405161
+#define NTK_ASIN_P4 0.0223720115764510810761
+#define NTK_ASIN_P5 0.0173564660745035383572
+#define NTK_ASIN_P6 0.0139087124076352668485
+#define NTK_ASIN_P7 0.0120720864133227279311
+#define NTK_ASIN_P8 0.00691764662872174328376
+#define NTK_ASIN_P9 0.0164797844863943903745
+#define NTK_ASIN_F0 0.16666656410578364352f
+#define NTK_ASIN_F1 0.0750223068219190454028f
+#define NTK_ASIN_F2 0.0438967708556046410593f
+#define NTK_ASIN_F3 0.0381318220605275596188f
 
 /* Instantiate the kernels for double and float. */
 #define REAL double

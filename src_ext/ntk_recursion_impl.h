@@ -102,9 +102,10 @@ NTK_INLINE int SUF(ntk_row_init)(const ntk_spec *sp, int n, const REAL *restrict
 /* phi = atan2(sn, cs) in [0, pi/2] for a point (sn, cs) >= 0 on the unit circle,
  * without a division: psi = asin(min(sn, cs)) in [0, pi/4], reduced above pi/8 by
  * psi = pi/4 - asin((max - min)/sqrt 2); asin(x) = x + x^3 P(x^2) on
- * x^2 <= sin^2(pi/8) (Chebyshev fit, <= 2e-16 relative in double, 6e-8 in float).
- * The result has the relative accuracy of sn (small angles) and the absolute
- * accuracy of one ulp of pi/2 elsewhere.  (0, 0) gives pi/2. */
+ * x^2 <= sin^2(pi/8) (Chebyshev fit NTK_ASIN_P*, <= 2e-16 relative in double, 6e-8 in
+ * float).  The result has the relative accuracy of sn (small angles) and the absolute
+ * accuracy of one ulp of pi/2 elsewhere.  (0, 0) gives pi/2.  (Used as is by the conv
+ * engine; the FC layers use ntk_angle_fc.) */
 NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
 {
     const int lo = sn < cs;
@@ -116,19 +117,56 @@ NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
     const REAL u = x * x;
 #if NTK_REAL_IS_DOUBLE
     const REAL u2 = u * u, u4 = u2 * u2;
-    const REAL p01 = 0.166666666666666540078 + u * 0.0750000000001725869716;
-    const REAL p23 = 0.0446428571041353068606 + u * 0.0303819478043488405161;
-    const REAL p45 = 0.0223720115764510810761 + u * 0.0173564660745035383572;
-    const REAL p67 = 0.0139087124076352668485 + u * 0.0120720864133227279311;
-    const REAL p89 = 0.00691764662872174328376 + u * 0.0164797844863943903745;
+    const REAL p01 = NTK_ASIN_P0 + u * NTK_ASIN_P1;
+    const REAL p23 = NTK_ASIN_P2 + u * NTK_ASIN_P3;
+    const REAL p45 = NTK_ASIN_P4 + u * NTK_ASIN_P5;
+    const REAL p67 = NTK_ASIN_P6 + u * NTK_ASIN_P7;
+    const REAL p89 = NTK_ASIN_P8 + u * NTK_ASIN_P9;
     const REAL p = (p01 + u2 * p23) + u4 * ((p45 + u2 * p67) + u4 * p89);
 #else
-    const REAL p = (0.16666656410578364352f + u * 0.0750223068219190454028f)
-                   + (u * u) * (0.0438967708556046410593f + u * 0.0381318220605275596188f);
+    const REAL p = (NTK_ASIN_F0 + u * NTK_ASIN_F1) + (u * u) * (NTK_ASIN_F2 + u * NTK_ASIN_F3);
 #endif
     const REAL w = x + x * u * p;
     const REAL psi = w + big * ((REAL)0.78539816339744830962 - (REAL)2 * w);
     return lo ? psi : (REAL)1.57079632679489661923 - psi;
+}
+
+/* ntk_angle as the FC layers evaluate it.  Double: the same reduction and polynomial
+ * with the reduction as selects (x = (max - min)/sqrt 2 or min, psi = pi/4 - w or w:
+ * masked operations, no 0/1 products) and P by Horner (no u^2, u^4): 15% fewer
+ * operations, the same accuracy.  Float: ntk_angle itself (there the 0/1 form and
+ * the short Estrin polynomial are as fast). */
+NTK_INLINE REAL SUF(ntk_angle_fc)(REAL sn, REAL cs)
+{
+#if NTK_REAL_IS_DOUBLE
+    const int lo = sn < cs;
+    const REAL a = lo ? sn : cs, b = lo ? cs : sn;
+    const int big = a > (REAL)0.41421356237309504880 * b;
+    const REAL x = big ? (b - a) * (REAL)0.70710678118654752440 : a;
+    const REAL u = x * x;
+    REAL p = NTK_ASIN_P9;
+    p = p * u + NTK_ASIN_P8;
+    p = p * u + NTK_ASIN_P7;
+    p = p * u + NTK_ASIN_P6;
+    p = p * u + NTK_ASIN_P5;
+    p = p * u + NTK_ASIN_P4;
+    p = p * u + NTK_ASIN_P3;
+    p = p * u + NTK_ASIN_P2;
+    p = p * u + NTK_ASIN_P1;
+    p = p * u + NTK_ASIN_P0;
+    const REAL w = x + (x * u) * p;
+    const REAL psi = big ? (REAL)0.78539816339744830962 - w : w;
+    return lo ? psi : (REAL)1.57079632679489661923 - psi;
+#else
+    return SUF(ntk_angle)(sn, cs);
+#endif
+}
+
+/* D' = qx' qz' - S'^2 lost digits to cancellation (D' < tau qx' qz'): the test every
+ * [ABReLU, Dense] step (fast, exact, fix) applies to the D' it hands on. */
+NTK_INLINE int SUF(ntk_d_flagged)(REAL dnew, REAL tq, REAL qz1)
+{
+    return dnew < tq * qz1;
 }
 
 /* The [ABReLU, Dense] step, fast path, on a row (all columns, vectorised, no division):
@@ -141,8 +179,11 @@ NTK_INLINE REAL SUF(ntk_angle)(REAL sn, REAL cs)
  * phi = pi/2, h = 0: E = 0, Edot = c0 - c1 pi/2 (the theta = pi/2 convention).
  * Exact where the pair is not near-parallel; the caller redoes with
  * ntk_abrelu_exact the columns this returns as flagged (their count): D' < tau qx' qz'
- * (D' by subtraction lost digits) or S < 0 with cos phi > cos(NTK_SERIES_CUT)
- * (h then loses digits and E = c1 h has nothing to hide them). */
+ * (D' by subtraction lost digits) or S < 0 with phi < NTK_SERIES_CUT
+ * (h then loses digits and E = c1 h has nothing to hide them).
+ * Both branches as one: E = c1 h + ks S, Edot = kd + kp phi with the per-sign
+ * constants (ks, kd, kp) = (c0, c0, -c1) or (ab, ab, c1) picked by a blend, and the
+ * flags counted in int lanes (a REAL reduction is kept on the stack by gcc). */
 NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
                                      const REAL *restrict irzl, REAL qx1, const REAL *restrict qz1,
                                      const REAL *restrict Sin, const REAL *restrict Din,
@@ -154,24 +195,24 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
 {
     const REAL c0 = (REAL)sp->c0, c1 = (REAL)sp->c1, ab = (REAL)sp->ab, w2 = (REAL)sp->w2;
     const REAL b2 = (REAL)sp->b2, lam = (REAL)sp->lam, mu = (REAL)sp->mu;
-    const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
-    REAL nflag = 0;  /* counted in REAL lanes: no narrowing of double masks */
+    const REAL tq = (REAL)sp->tau * qx1, cut = (REAL)NTK_SERIES_CUT;
+    int nflag = 0;
     /* Two passes (angle, then the rest): each has a short dependency chain, so the
      * out-of-order core keeps more columns in flight than in one long loop body. */
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         const REAL sq = RSQRT(Din[j]), irz = irzl[j];
         Sq[j] = sq;
-        Phi[j] = SUF(ntk_angle)(sq * irxl * irz, RFABS(Sin[j]) * irxl * irz);
+        Phi[j] = SUF(ntk_angle_fc)(sq * irxl * irz, RFABS(Sin[j]) * irxl * irz);
     }
 #pragma omp simd reduction(+:nflag)
     for (int j = 0; j < n; j++) {
-        const REAL s = Sin[j], sq = Sq[j], phi = Phi[j];
-        const REAL as = RFABS(s);
+        const REAL s = Sin[j], phi = Phi[j];
         const int neg = s < 0;
-        const REAL h = sq - phi * as;
-        const REAL e = neg ? c1 * h - ab * as : c0 * s + c1 * h;
-        const REAL edot = neg ? ab + c1 * phi : c0 - c1 * phi;
+        const REAL h = Sq[j] - phi * RFABS(s);
+        const REAL ks = neg ? ab : c0, kp = neg ? c1 : -c1;
+        const REAL e = c1 * h + ks * s;
+        const REAL edot = ks + kp * phi;
         const REAL snew = w2 * e + b2;
         Tout[j] = w2 * edot * Tin[j] + lam * e + mu;
         Sout[j] = snew;
@@ -179,20 +220,20 @@ NTK_INLINE int SUF(ntk_layer_abrelu)(const ntk_spec *sp, int n, REAL irxl,
             Eo[j] = e;
             Go[j] = edot;
         }
-        REAL flag = (s < 0 && as * irxl * irzl[j] > cos_cut) ? (REAL)1 : (REAL)0;
+        int flag = neg & (phi < cut);
         if (need_d) {
             const REAL dnew = qx1 * qz1[j] - snew * snew;
             Dout[j] = dnew > 0 ? dnew : 0;
-            flag = dnew < tq * qz1[j] ? (REAL)1 : flag;
+            flag |= SUF(ntk_d_flagged)(dnew, tq, qz1[j]);
         }
         nflag += flag;
     }
     if (diag_col >= 0) {  /* x_i itself (exact by construction) is not a flagged pair */
         const int j = diag_col;
-        nflag -= (Sin[j] < 0 && RFABS(Sin[j]) * irxl * irzl[j] > cos_cut)
-                 || (need_d && Dout[j] < tq * qz1[j]);
+        nflag -= (Sin[j] < 0 && Phi[j] < cut)
+                 || (need_d && SUF(ntk_d_flagged)(Dout[j], tq, qz1[j]));
     }
-    return (int)nflag;
+    return nflag;
 }
 
 /* One column of the [ABReLU, Dense] step, exact for near-parallel and
@@ -214,7 +255,7 @@ NTK_INLINE void SUF(ntk_abrelu_exact)(const ntk_spec *sp, REAL rx, REAL irx, REA
     const REAL r = rx * rz;
     const REAL sq = RSQRT(dd), as = RFABS(s);
     const int neg = s < 0;
-    const REAL phi = SUF(ntk_angle)(sq * irx * irz, as * irx * irz);
+    const REAL phi = SUF(ntk_angle_fc)(sq * irx * irz, as * irx * irz);
     const REAL h = phi < (REAL)NTK_SERIES_CUT ? r * SUF(ntk_s_series)(phi) : sq - phi * as;
     const REAL e = neg ? c1 * h - ab * as : c0 * s + c1 * h;
     const REAL edot = neg ? ab + c1 * phi : c0 - c1 * phi;
@@ -256,29 +297,29 @@ NTK_INLINE int SUF(ntk_layer_abrelu_exact)(const ntk_spec *sp, int n, REAL rxl, 
                               Sout + j, Dout + j, Tout + j, want_e ? Eo + j : Eo,
                               want_e ? Go + j : Go, need_d, want_e);
         if (need_d)
-            nflag += Dout[j] < tq * qz1[j];
+            nflag += SUF(ntk_d_flagged)(Dout[j], tq, qz1[j]);
     }
     if (need_d && diag_col >= 0)
-        nflag -= Dout[diag_col] < tq * qz1[diag_col];
+        nflag -= SUF(ntk_d_flagged)(Dout[diag_col], tq, qz1[diag_col]);
     return nflag;
 }
 
-/* Redo exactly the (few) columns a fast step flagged: S < 0 with cos phi >
- * cos(NTK_SERIES_CUT), or D' < tau qx' qz'.  (Near-parallel columns with S >= 0 need no
- * redo on entry: their E and Edot only need phi to absolute accuracy, which the exact
- * D carried in gives; what must be exact is the D' they hand on.) */
+/* Redo exactly the (few) columns a fast step flagged: S < 0 with phi < NTK_SERIES_CUT
+ * (Phi: the fast step's angles), or D' < tau qx' qz'.  (Near-parallel columns with
+ * S >= 0 need no redo on entry: their E and Edot only need phi to absolute accuracy,
+ * which the exact D carried in gives; what must be exact is the D' they hand on.) */
 static void SUF(ntk_layer_abrelu_fix)(const ntk_spec *sp, int n, REAL rxl, REAL irxl,
                                       const REAL *rzl, const REAL *irzl, REAL qx1,
                                       const REAL *qz1, const REAL *Sin, const REAL *Din,
-                                      const REAL *Tin, REAL *Sout, REAL *Dout, REAL *Tout,
-                                      REAL *Eo, REAL *Go, int need_d, int want_e,
-                                      int diag_col)
+                                      const REAL *Tin, const REAL *Phi, REAL *Sout,
+                                      REAL *Dout, REAL *Tout, REAL *Eo, REAL *Go, int need_d,
+                                      int want_e, int diag_col)
 {
-    const REAL tq = (REAL)sp->tau * qx1, cos_cut = (REAL)NTK_COS_SERIES_CUT;
+    const REAL tq = (REAL)sp->tau * qx1, cut = (REAL)NTK_SERIES_CUT;
     for (int j = 0; j < n; j++) {
         const REAL s = Sin[j];
-        const int flagged = (s < 0 && RFABS(s) * irxl * irzl[j] > cos_cut)
-                            || (need_d && Dout[j] < tq * qz1[j]);
+        const int flagged = (s < 0 && Phi[j] < cut)
+                            || (need_d && SUF(ntk_d_flagged)(Dout[j], tq, qz1[j]));
         if (flagged && j != diag_col)
             SUF(ntk_abrelu_exact)(sp, rxl, irxl, rzl[j], irzl[j], s, Din[j], Tin[j],
                                   Sout + j, Dout + j, Tout + j, want_e ? Eo + j : Eo,
@@ -306,8 +347,8 @@ NTK_INLINE int SUF(ntk_abrelu_step)(const ntk_spec *sp, int n, REAL rxl, REAL ir
                                                diag_col);
         if (nout <= many) {
             if (nout > 0)
-                SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, S2,
-                                          D2, T2, E, G, need_d, want_e, diag_col);
+                SUF(ntk_layer_abrelu_fix)(sp, n, rxl, irxl, rzl, irzl, qx1, qz1, S, D, T, tmp,
+                                          S2, D2, T2, E, G, need_d, want_e, diag_col);
             return nout;
         }
     }
@@ -554,6 +595,22 @@ NTK_INLINE void SUF(ntk_mirror_block)(REAL *out, ptrdiff_t ldo, ptrdiff_t i0, pt
                 dst[i] = src[i * ldo];
         }
         const int m = g1 - g0;
+        if (isa >= NTK_ISA_V4 && m == 16) {  /* whole 16-row groups: in-register transposes */
+#if NTK_REAL_IS_DOUBLE
+            const int nr = 8;
+#else
+            const int nr = 16;
+#endif
+            for (; j + nr <= c1; j += nr) {
+                const REAL *src = out + (i0 + g0) * ldo + j0 + j;
+                char *dst = (char *)(out + (j0 + j) * ldo + i0 + g0);
+#if NTK_REAL_IS_DOUBLE
+                ntk_mirror_16x8_f64_v4(dst, ldo * (ptrdiff_t)sizeof(REAL), src, ldo);
+#else
+                ntk_mirror_16x16_f32_v4(dst, ldo * (ptrdiff_t)sizeof(REAL), src, ldo);
+#endif
+            }
+        }
         REAL stage[8 * 64] __attribute__((aligned(64)));
         for (; j < c1; j += 8) {
             const int nr = c1 - j < 8 ? c1 - j : 8;
