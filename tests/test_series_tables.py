@@ -159,10 +159,10 @@ def test_k_table_matches_its_definition():
 @pytest.mark.parametrize("name", ["softplus", "custom"])
 def test_engine_on_many_rows_matches_reference(name):
     """600 rows over 4 octaves (the tables interpolated), near-parallel pairs in two
-    panels (the KCAP pass and the per-element rule, with the Gram matrix held in an
-    output buffer, the flag buffer reused across panels), X
-    with itself and against other rows: the numba engine equals the reference backend
-    (the activation's rule per element) to 1e-12, f64; float32 to 1e-5."""
+    panels (the KCAP pass and the per-element rule; the flag buffer reused across
+    panels), X with itself and against other rows: the numba engine equals the
+    reference backend (the activation's rule per element) to 1e-12, f64; float32 to
+    1e-5."""
     rng = np.random.default_rng(8)
     X = rng.standard_normal((600, 12)) * np.exp(rng.uniform(-1.0, 1.0, (600, 1)))
     X[1] = X[0] * (1 + 1e-10)

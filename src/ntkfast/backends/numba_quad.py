@@ -205,8 +205,7 @@ if numba is not None:
         j2) of :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
         ρ² for the terms its largest |ρ| needs (more terms only shrink the truncation);
         an element whose series cannot be certified is flagged (``flag[r, c]``) and
-        left for the caller, as is the diagonal of a symmetric block; G[r, c] keeps its
-        value there (G may be an output buffer: :func:`_gram_into_output`).
+        left for the caller, as is the diagonal of a symmetric block.
         ``mirS``/``mirT`` (see :func:`_mirrors`): where not empty, the transposed views
         that receive outS[r, c]/outT[r, c] at [c, r] too (a symmetric block's lower
         part, written while the tile is in cache: no separate mirror pass)."""
@@ -229,7 +228,6 @@ if numba is not None:
             d0 = np.empty(CB)
             d1 = np.empty(CB)
             bad = np.empty(CB, dtype=np.bool_)
-            gs = np.empty(CB)
             ra = rb * RB
             re = min(nr, ra + RB)
             cstart = ra + 1 if symmetric else 0
@@ -246,7 +244,6 @@ if numba is not None:
                         g = G[r, lo:lo + m]
                         anybad = False
                         for i in range(m):
-                            gs[i] = g[i]
                             S[i] = w2 * (g[i] * inv_d) + b2
                             Th[i] = lam0 * (g[i] * inv_d) + mu
                             bad[i] = False
@@ -361,7 +358,6 @@ if numba is not None:
                             for i in range(m):
                                 if bad[i]:
                                     flag[r, lo + i] = True
-                                    G[r, lo + i] = gs[i]  # G may be an output: keep it
                                     nbad[rb] += 1
         return nbad.sum()
 
@@ -678,19 +674,19 @@ class NumbaQuadEngine:
         threads = max(1, min(int(n_jobs or 1), numba.config.NUMBA_NUM_THREADS))
         old_threads = numba.get_num_threads()
         numba.set_num_threads(threads)
-        # the Gram matrix in one threaded BLAS call, into an output the kernels then
-        # overwrite (:func:`_gram_into_output`); else per panel with single-threaded
-        # BLAS: idle BLAS threads spin and take the cores from the Numba kernels that
-        # follow (as in the compiled engine)
+        # single-threaded BLAS for the panels' GEMMs: idle BLAS threads spin and take
+        # the cores from the Numba kernels that follow (as in the compiled engine).
+        # Measured worse: the whole Gram matrix by one threaded syrk into an output
+        # that the kernels overwrite (+0.03 s at N = 4000: the kernels then read G
+        # from memory instead of a panel still in cache)
         from .._threads import limited
-        gram = _gram_into_output(Xc, Zc, out_ntk, out_nngp, symmetric, threads)
         blas = limited(1, "blas")
         blas.__enter__()  # left in the finally below
         try:
             for i0 in range(0, n, panel):
                 i1 = min(n, i0 + panel)
                 j0 = i0 if symmetric else 0
-                G = gram[i0:i1, j0:] if gram is not None else Xc[i0:i1] @ Zc[j0:].T
+                G = Xc[i0:i1] @ Zc[j0:].T
                 shape = (i1 - i0, m - j0)
                 oS = out_nngp[i0:i1, j0:] if out_nngp is not None else np.empty(shape, dtype)
                 oT = out_ntk[i0:i1, j0:] if out_ntk is not None else np.empty(shape, dtype)
@@ -748,8 +744,6 @@ class NumbaQuadEngine:
         T2 = np.empty(G.shape)
         flag2 = np.zeros(G.shape, dtype=np.bool_)
         none = np.empty((0, 0))
-        # G may be an output (_gram_into_output): its flagged entries are still G (the
-        # kernel leaves them), read here before the outputs get the KCAP values
         _fill_series(*args, *tables.full(), i0, j0, S2, T2, flag2, none, none)
         still = flag & flag2
         r, c = np.nonzero(still)
@@ -844,34 +838,6 @@ def _mirrors(enabled, out_nngp, out_ntk, i0, i1, dtype):
         else:
             views.append(empty)
     return views[0], views[1], tuple(done)
-
-
-def _gram_into_output(Xc, Zc, out_ntk, out_nngp, symmetric, threads):
-    """X Zᵀ computed in one BLAS call on ``threads`` threads into an output buffer (Θ's,
-    else Σ's: a C-contiguous ndarray of the inputs' dtype), which the kernels read a
-    panel at a time and overwrite element by element (each reads its G entry before
-    writing there; mirrors go below the diagonal, where a symmetric block's G is never
-    read).  Symmetric: ``syrk`` fills the upper triangle only.  None where no output
-    fits (the caller computes each panel's G itself)."""
-    n, m = Xc.shape[0], Zc.shape[0]
-    buf = next((o for o in (out_ntk, out_nngp) if type(o) is np.ndarray
-                and o.dtype == Xc.dtype and o.shape == (n, m)
-                and o.flags.c_contiguous and o.flags.writeable), None)
-    if buf is None or n == 0 or m == 0:
-        return None
-    from .._threads import limited
-    with limited(threads, "blas"):
-        if symmetric:
-            from scipy.linalg import blas as _blas
-            syrk = _blas.dsyrk if Xc.dtype == np.float64 else _blas.ssyrk
-            # Fortran view: buf.T (column-major) is C-order buf; its lower triangle is
-            # buf's upper one, C = Aᵀ A with A = Xcᵀ (column-major view of Xc)
-            res = syrk(1.0, Xc.T, trans=1, lower=1, c=buf.T, overwrite_c=1, beta=0.0)
-            if not np.shares_memory(res, buf):  # pragma: no cover - a copying f2py
-                buf[...] = res.T
-        else:
-            np.matmul(Xc, Zc.T, out=buf)
-    return buf
 
 
 def _inv_roots(q):
