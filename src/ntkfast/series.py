@@ -205,9 +205,13 @@ def lane_plan(*coeff_sets):
     E (Ė) with the longer run of nonzero terms (pe, pd: 1 odd, 0 even), lanes 2, 3 the
     other parities, nonzero up to j2 (−1: none, nl = 2; else nl = 4).  Odd φ (tanh, sin)
     and sigmoid − ½ have nl = 2; softplus and SiLU, whose odd part is u/2, j2 = 0."""
+    return plan_lanes(*(C.lanes() for C in coeff_sets))
+
+
+def plan_lanes(*lane_sets):
+    """:func:`lane_plan` from the sets' :meth:`SeriesCoeffs.lanes` tuples."""
     eo = ee = do = de = -1
-    for C in coeff_sets:
-        a, b, c, d = C.lanes()
+    for a, b, c, d in lane_sets:
         eo, ee, do, de = max(eo, a), max(ee, b), max(do, c), max(de, d)
     pe = 1 if eo >= ee else 0
     pd = 1 if do >= de else 0

@@ -682,11 +682,12 @@ class NumbaQuadEngine:
         from .._threads import limited
         blas = limited(1, "blas")
         blas.__enter__()  # left in the finally below
+        gram = _PanelGram(threads)
         try:
             for i0 in range(0, n, panel):
                 i1 = min(n, i0 + panel)
                 j0 = i0 if symmetric else 0
-                G = Xc[i0:i1] @ Zc[j0:].T
+                G = gram(Xc[i0:i1], Zc[j0:])
                 shape = (i1 - i0, m - j0)
                 oS = out_nngp[i0:i1, j0:] if out_nngp is not None else np.empty(shape, dtype)
                 oT = out_ntk[i0:i1, j0:] if out_ntk is not None else np.empty(shape, dtype)
@@ -719,6 +720,7 @@ class NumbaQuadEngine:
                         sq[il] = sq.T[il]
                         o[i1:, i0:i1] = o[i0:i1, i1:].T
         finally:
+            gram.close()
             blas.__exit__(None, None, None)
             numba.set_num_threads(old_threads)
         if symmetric:
@@ -782,45 +784,56 @@ class _SeriesPanels:
 def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
     """Per layer l < depth the series data of the variances qx[l] (and qz[l]; None:
     the same as X): (P, c0x, kt, Qt, c0z, ktz, ktzb, lanes, CB) as :func:`_fill_series`
-    reads them (the columns' data with the column index last).  The coefficients are computed on ``n_jobs`` threads, single-threaded BLAS
-    each, with at most ``kcap`` terms (default :data:`ntkfast.series.KCAP`)."""
+    reads them (the columns' data with the column index last).  Computed on
+    ``n_jobs`` threads, single-threaded BLAS each, per side and layer: the coefficients
+    (at most ``kcap`` terms, default :data:`ntkfast.series.KCAP`) and their lanes, then,
+    once the layer's lane plan is known, the packed layouts."""
     from concurrent.futures import ThreadPoolExecutor
-    kcap = int(kcap or series.KCAP)
     from .._threads import limited
+    kcap = int(kcap or series.KCAP)
     sides = [qx] if qz is None else [qx, qz]
-    jobs = [(s, l) for s in range(len(sides)) for l in range(depth)]
-    with limited(1, "blas"):
-        with ThreadPoolExecutor(max(1, min(int(n_jobs or 1), len(jobs)))) as pool:
-            coeffs = list(pool.map(
-                lambda j: act.series_coefficients(sides[j[0]][j[1]], kcap), jobs))
+    jobs = [(s_, l) for s_ in range(len(sides)) for l in range(depth)]
     J = series.n_pairs(kcap)
     d1 = max(depth, 1)
+    n, m = qx.shape[1], sides[-1].shape[1]
+    nblk = -(-m // SERIES_CB)
+    P = np.zeros((d1, n, J, 4))
+    c0x = np.zeros((d1, n, 2))
+    kt = np.zeros((d1, n, series.NBINS), dtype=np.int16)
+    Qt = np.zeros((d1, J, 4, m))
+    c0z = np.zeros((d1, 2, m))
+    ktz = kt if qz is None else np.zeros((d1, m, series.NBINS), dtype=np.int16)
+    ktzb = np.zeros((d1, nblk, series.NBINS), dtype=np.int16)
     lanes = np.zeros((d1, 4), dtype=np.int64)
     lanes[:, 2] = 4
     lanes[:, 3] = series.KCAP
-    for l in range(depth):
-        lanes[l] = series.lane_plan(*[coeffs[s * depth + l] for s in range(len(sides))])
-    out = []
-    for s in range(len(sides)):
-        n = sides[s].shape[1]
-        P = np.zeros((d1, n, J, 4))
-        c0 = np.zeros((d1, n, 2))
-        kt = np.zeros((d1, n, series.NBINS), dtype=np.int16)
+
+    def coefficients(job):
+        c = act.series_coefficients(sides[job[0]][job[1]], kcap)
+        return c, c.lanes()
+
+    def pack(job, c):
+        side, l = job
+        packed, c0 = c.packed(J, int(lanes[l, 0]), int(lanes[l, 1]))
+        if side == 0:
+            P[l], c0x[l], kt[l] = packed, c0, c.kt
+        if side == len(sides) - 1:                  # the columns: index last
+            Qt[l] = packed.transpose(1, 2, 0)
+            c0z[l] = c0.T
+            ktz[l] = c.kt
+            # ktz's maximum over aligned blocks of SERIES_CB columns (the kernel's chunks)
+            pad = np.zeros((nblk * SERIES_CB, series.NBINS), dtype=np.int16)
+            pad[:m] = c.kt
+            ktzb[l] = pad.reshape(nblk, SERIES_CB, series.NBINS).max(axis=1)
+
+    with limited(1, "blas"), \
+            ThreadPoolExecutor(max(1, min(int(n_jobs or 1), len(jobs)))) as pool:
+        done = list(pool.map(coefficients, jobs))
         for l in range(depth):
-            c = coeffs[s * depth + l]
-            P[l], c0[l] = c.packed(J, int(lanes[l, 0]), int(lanes[l, 1]))
-            kt[l] = c.kt
-        out.append((P, c0, kt))
-    (P, c0x, kt), (Q, c0z, ktz) = out[0], out[-1]
-    # ktz's maximum over aligned blocks of SERIES_CB columns (the kernel's chunks)
-    n = ktz.shape[1]
-    nblk = -(-n // SERIES_CB)
-    pad = np.zeros((d1, nblk * SERIES_CB, series.NBINS), dtype=ktz.dtype)
-    pad[:, :n] = ktz
-    ktzb = np.ascontiguousarray(pad.reshape(d1, nblk, SERIES_CB, series.NBINS).max(axis=2))
-    return (P, c0x, kt, np.ascontiguousarray(Q.transpose(0, 2, 3, 1)),
-            np.ascontiguousarray(c0z.transpose(0, 2, 1)), ktz, ktzb,
-            lanes, SERIES_CB)
+            lanes[l] = series.plan_lanes(*[done[s_ * depth + l][1]
+                                           for s_ in range(len(sides))])
+        list(pool.map(lambda k: pack(jobs[k], done[k][0]), range(len(jobs))))
+    return P, c0x, kt, Qt, c0z, ktz, ktzb, lanes, SERIES_CB
 
 
 def _mirrors(enabled, out_nngp, out_ntk, i0, i1, dtype):
@@ -838,6 +851,34 @@ def _mirrors(enabled, out_nngp, out_ntk, i0, i1, dtype):
         else:
             views.append(empty)
     return views[0], views[1], tuple(done)
+
+
+class _PanelGram:
+    """A panel's Gram product A Bᵀ on ``threads`` threads of our own, each a
+    single-threaded BLAS call on a slab of B's rows: no BLAS worker threads, which
+    would spin after each product and take the cores from the Numba kernels."""
+
+    def __init__(self, threads):
+        self.threads = int(threads)
+        self._pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.threads)
+
+    def __call__(self, A, B):
+        m = B.shape[0]
+        if self._pool is None or m < 64 * self.threads:
+            return A @ B.T
+        G = np.empty((A.shape[0], m), dtype=np.result_type(A, B))
+        cuts = np.linspace(0, m, self.threads + 1).astype(int)
+        list(self._pool.map(lambda k: np.matmul(A, B[cuts[k]:cuts[k + 1]].T,
+                                                out=G[:, cuts[k]:cuts[k + 1]]),
+                            range(self.threads)))
+        return G
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
 
 
 def _inv_roots(q):
