@@ -279,15 +279,18 @@ if numba is not None:
                                         K = Ki
                             e0[:m] = 0.0
                             d0[:m] = 0.0
-                            e1[:m] = 0.0
-                            d1[:m] = 0.0
+                            if nl == 4:
+                                e1[:m] = 0.0
+                                d1[:m] = 0.0
                             # Horner two terms per pass over the chunk (half the loads and
-                            # stores of the accumulators), lanes 0, 1 alone above j2
-                            j = K // 2
-                            jlo = j2 + 1 if nl == 4 else 0
-                            if jlo < 0:
-                                jlo = 0
-                            if (j - jlo) % 2 == 0 and j >= jlo:
+                            # stores of the accumulators), lanes 0, 1 alone above j2; the
+                            # last term (j = 0) fused with E, Ė and the layer's update
+                            top = K // 2
+                            lo2 = j2 + 1 if nl == 4 else 1
+                            if lo2 < 1:
+                                lo2 = 1
+                            j = top
+                            if j >= lo2 and (j - lo2) % 2 == 0:
                                 q0 = Qt[l, j, 0, z0:z0 + m]
                                 q1 = Qt[l, j, 1, z0:z0 + m]
                                 p0 = P[l, x, j, 0]
@@ -297,7 +300,7 @@ if numba is not None:
                                     e0[i] = e0[i] * t + p0 * q0[i]
                                     d0[i] = d0[i] * t + p1 * q1[i]
                                 j -= 1
-                            while j > jlo:
+                            while j > lo2:
                                 q0 = Qt[l, j, 0, z0:z0 + m]
                                 q1 = Qt[l, j, 1, z0:z0 + m]
                                 u0 = Qt[l, j - 1, 0, z0:z0 + m]
@@ -311,7 +314,7 @@ if numba is not None:
                                     e0[i] = (e0[i] * t + p0 * q0[i]) * t + s0 * u0[i]
                                     d0[i] = (d0[i] * t + p1 * q1[i]) * t + s1 * u1[i]
                                 j -= 2
-                            for j in range(min(j, K // 2), -1, -1):
+                            for j in range(min(j, top), 0, -1):
                                 p0 = P[l, x, j, 0]
                                 p1 = P[l, x, j, 1]
                                 # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
@@ -333,26 +336,40 @@ if numba is not None:
                                         t = r2[i]
                                         e0[i] = e0[i] * t + p0 * q0[i]
                                         d0[i] = d0[i] * t + p1 * q1[i]
+                            # j = 0; odd lanes start at k = 1 (factor ρ), even ones at
+                            # k = 2 (ρ²): E = b_0 b_0 + x0·lane 0 + x1·lane 2, Ė likewise
                             a00 = c0x[l, x, 0]
                             a01 = c0x[l, x, 1]
                             cz0 = c0z[l, 0, z0:z0 + m]
                             cz1 = c0z[l, 1, z0:z0 + m]
-                            # odd lanes start at k = 1 (factor ρ), even ones at k = 2 (ρ²)
-                            if pe == 1:
+                            x0 = rho if pe == 1 else r2
+                            x1 = r2 if pe == 1 else rho
+                            y0 = rho if pd == 1 else r2
+                            y1 = r2 if pd == 1 else rho
+                            p0 = P[l, x, 0, 0]
+                            p1 = P[l, x, 0, 1]
+                            q0 = Qt[l, 0, 0, z0:z0 + m]
+                            q1 = Qt[l, 0, 1, z0:z0 + m]
+                            if nl == 4:
+                                p2 = P[l, x, 0, 2]
+                                p3 = P[l, x, 0, 3]
+                                q2 = Qt[l, 0, 2, z0:z0 + m]
+                                q3 = Qt[l, 0, 3, z0:z0 + m]
                                 for i in range(m):
-                                    e0[i] = a00 * cz0[i] + rho[i] * e0[i] + r2[i] * e1[i]
+                                    t = r2[i]
+                                    E = (a00 * cz0[i] + x0[i] * (e0[i] * t + p0 * q0[i])
+                                         + x1[i] * (e1[i] * t + p2 * q2[i]))
+                                    Ed = (a01 * cz1[i] + y0[i] * (d0[i] * t + p1 * q1[i])
+                                          + y1[i] * (d1[i] * t + p3 * q3[i]))
+                                    Th[i] = w2 * Ed * Th[i] + lam * E + mu
+                                    S[i] = w2 * E + b2
                             else:
                                 for i in range(m):
-                                    e0[i] = a00 * cz0[i] + r2[i] * e0[i] + rho[i] * e1[i]
-                            if pd == 1:
-                                for i in range(m):
-                                    d0[i] = a01 * cz1[i] + rho[i] * d0[i] + r2[i] * d1[i]
-                            else:
-                                for i in range(m):
-                                    d0[i] = a01 * cz1[i] + r2[i] * d0[i] + rho[i] * d1[i]
-                            for i in range(m):
-                                Th[i] = w2 * d0[i] * Th[i] + lam * e0[i] + mu
-                                S[i] = w2 * e0[i] + b2
+                                    t = r2[i]
+                                    E = a00 * cz0[i] + x0[i] * (e0[i] * t + p0 * q0[i])
+                                    Ed = a01 * cz1[i] + y0[i] * (d0[i] * t + p1 * q1[i])
+                                    Th[i] = w2 * Ed * Th[i] + lam * E + mu
+                                    S[i] = w2 * E + b2
                         _store_chunk(outS, outT, mirS, mirT, wS, wT, r, lo, m, S, Th)
                         if anybad:
                             for i in range(m):
