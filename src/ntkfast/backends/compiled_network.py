@@ -88,7 +88,7 @@ __all__ = ["CompiledNetworkEngine", "compile_network", "unsupported_layer", "Pro
 
 INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
               "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag",
-              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff")
+              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff", "spl")
 FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
 INPUT, AFFINE, CONV, ACT, POOL, GAP, FLATTEN, COPY, ADD, LNORM = range(10)
 ACT_ABRELU, ACT_ERF, ACT_GELU, ACT_SERIES = 1, 2, 3, 4

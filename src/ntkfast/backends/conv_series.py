@@ -74,6 +74,16 @@ def _col(name):
     return INT_FIELDS.index(name)
 
 
+def entry_stride(P, itemsize):
+    """Elements between consecutive entries of a table lane (ntk_conv_series.h's
+    op->spl): P rounded up to whole 64-byte lines, an odd number of them.  With P a
+    power of two the entries of a pixel would sit a multiple of 4 KiB apart, in the
+    same L1 set: one Horner chain would evict its own lines (measured on Myrtle-5)."""
+    per_line = max(1, 64 // itemsize)
+    lines = -(-P // per_line)
+    return (lines | 1) * per_line
+
+
 def _tiers():
     return (FIRST_TERMS, TERMS) if FIRST_TERMS and FIRST_TERMS < TERMS else (TERMS,)
 
@@ -84,6 +94,7 @@ def _layer_tables(layer, q, dtype, terms):
     fields: the op's sk, sj2, spe, spd, snb."""
     from .. import series
     n, P = q.shape
+    Pp = entry_stride(P, np.dtype(dtype).itemsize)
     act = layer.act
     with np.errstate(all="ignore"):
         C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step)
@@ -94,19 +105,20 @@ def _layer_tables(layer, q, dtype, terms):
 
     def chain(A, par, m):
         part = A[:, (1 if par else 2)::2][:, :m]
-        out = np.zeros((n, m, P), dtype=dtype)
-        out[:, :part.shape[1], :] = part.reshape(n, P, -1).transpose(0, 2, 1)
+        out = np.zeros((n, m, Pp), dtype=dtype)
+        out[:, :part.shape[1], :P] = part.reshape(n, P, -1).transpose(0, 2, 1)
         return out
 
     parts = [chain(C.A, pe, J), chain(C.Ad, pd, J)]
     if J2:
         parts += [chain(C.A, 1 - pe, J2), chain(C.Ad, 1 - pd, J2)]
-    for v in (C.A[:, 0], C.Ad[:, 0], C.e, C.ed):
-        parts.append(np.asarray(v, dtype=dtype).reshape(n, 1, P))
-    block = np.concatenate(parts, axis=1).reshape(n, -1)
+    tail = np.zeros((n, 4, Pp), dtype=dtype)
+    for i, v in enumerate((C.A[:, 0], C.Ad[:, 0], C.e, C.ed)):
+        tail[:, i, :P] = np.asarray(v).reshape(n, P)
+    block = np.concatenate(parts + [tail], axis=1).reshape(n, -1)
     kt = np.ascontiguousarray(C.kt.reshape(n, P, -1).transpose(0, 2, 1),
                               dtype=np.int16).reshape(n, -1)     # [bin][pixel]
-    fields = dict(sk=K, sj2=J2 - 1, spe=pe, spd=pd, snb=C.kt.shape[1])
+    fields = dict(sk=K, sj2=J2 - 1, spe=pe, spd=pd, snb=C.kt.shape[1], spl=Pp)
     return block, kt, fields
 
 
@@ -156,10 +168,11 @@ def diag_tables(prog, tapes, dtype, layers, terms=None):
         n = q.shape[0]
         with np.errstate(all="ignore"):
             e, ed = series.diag(layer.act.phi2, q, step=layer.act.series_step)
-        block = np.zeros((n, 6, layer.P), dtype)   # lanes 0, 1; b_0, b'_0; e, e'
-        block[:, 4], block[:, 5] = e, ed
+        Pp = entry_stride(layer.P, np.dtype(dtype).itemsize)
+        block = np.zeros((n, 6, Pp), dtype)   # lanes 0, 1; b_0, b'_0; e, e'
+        block[:, 4, :layer.P], block[:, 5, :layer.P] = e, ed
         return (block.reshape(n, -1), np.zeros((n, layer.P), np.int16),
-                dict(sk=0, sj2=-1, spe=1, spd=1, snb=1))
+                dict(sk=0, sj2=-1, spe=1, spd=1, snb=1, spl=Pp))
 
     return _assemble(prog, tapes, dtype, layers, layer_tables)
 
@@ -169,7 +182,7 @@ def _bytes_per_image(prog, itemsize):
     from .. import series
     per_pixel = (2 * (TERMS // 2 + 1) * 2 + 4) * itemsize + \
         2 * series.NBINS
-    return sum(layer.P for layer in prog.series) * per_pixel
+    return sum(entry_stride(layer.P, itemsize) for layer in prog.series) * per_pixel
 
 
 class PairTables:
