@@ -242,7 +242,8 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
 
 /* One series activation layer of the pair (x, z) (self pass: qself != NULL, x = z):
  * S, T the slot's arrays, *tz its Theta-is-zero flag.  Returns INFINITY when a pixel
- * pair could not be certified (the caller recomputes the pair), else 0. */
+ * pair could not be certified (the caller recomputes the pair), else 0.  Full mode,
+ * self pass: evaluates the planes h <= h' only (the caller sets the slot's up flag). */
 static NCV_CLONES double NCV(ncv_series_layer)(const ncv_prog *pg, const ncv_op *op, REAL *S, REAL *T,
                                                int *tz, const REAL *qx, const REAL *qz, REAL *qself,
                                     const ncv_stab *st)
@@ -277,8 +278,10 @@ static NCV_CLONES double NCV(ncv_series_layer)(const ncv_prog *pg, const ncv_op 
     const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
     long bad = 0;
     if (full) {
+        /* the self pass (x = z, a symmetric state): the planes h <= h' only, the
+         * caller marks the others stale (ncv_complete mirrors them when read) */
         for (int h = 0; h < hi; h++)
-            for (int h2 = 0; h2 < hi; h2++)
+            for (int h2 = qself ? h : 0; h2 < hi; h2++)
                 for (int w = 0; w < wi; w++) {
                     const long off = (((long)h * hi + h2) * wi + w) * wi;
                     for (int j0 = 0; j0 < wi; j0 += NCV_SERIES_LANES) {

@@ -190,6 +190,8 @@ class Program:
         self.n_slots = 1
         #: the series activations (conv_series.SeriesLayer), in op order
         self.series = []
+        #: the series layers' tables kept between passes (conv_series.table_cache)
+        self.series_cache = None
         self._op(INPUT, dst=0, hi=self.H, wi=self.W, ho=self.H, wo=self.W)
         state = self._walk(plan.network, (0, plan.in_meta))
         if isinstance(state, list) or state[0] != 0:

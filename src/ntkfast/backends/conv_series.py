@@ -31,7 +31,8 @@ import numpy as np
 from .._threads import limited
 
 __all__ = ["is_series", "SeriesLayer", "PairTables", "build_tables", "run_self",
-           "reference_rows", "TABLE_BUDGET", "SAVE", "LOAD"]
+           "reference_rows", "TableCache", "table_cache", "entry_stride", "TABLE_BUDGET",
+           "CACHE_BUDGET", "SAVE", "LOAD"]
 
 #: bytes of coefficient tables alive in one chunk of the cross pass (rows + columns)
 TABLE_BUDGET = 128 << 20
@@ -148,14 +149,72 @@ def _assemble(prog, tapes, dtype, layers, layer_tables):
     return iops, C, KT
 
 
+class TableCache:
+    """The last layer tables built for a program, keyed by (layer, terms, dtype, digest
+    of the variances): the staged self pass builds each layer's tables of its rows, and
+    the cross pass of the same rows (``kernels(X)``: the fill after ``variances``, or a
+    second fill) reads the same ones instead of rebuilding them.  At most ``budget``
+    bytes, oldest out first.  The tables are a deterministic function of the key's
+    variances, so a hit is the table a rebuild would give, bit for bit."""
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.items = {}
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(layer, terms, dtype, q):
+        import hashlib
+        digest = hashlib.blake2b(np.ascontiguousarray(q).view(np.uint8),
+                                 digest_size=16).digest()
+        return (layer.op, int(terms), np.dtype(dtype).str, q.shape, digest)
+
+    def get(self, key, build):
+        hit = self.items.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        value = build()
+        size = value[0].nbytes + value[1].nbytes
+        if size <= self.budget:
+            while self.items and self.nbytes + size > self.budget:
+                old = self.items.pop(next(iter(self.items)))
+                self.nbytes -= old[0].nbytes + old[1].nbytes
+            self.items[key] = value
+            self.nbytes += size
+        return value
+
+
+#: bytes of layer tables a program keeps between the self pass and the cross pass
+CACHE_BUDGET = 64 << 20
+
+
+def table_cache(prog) -> TableCache:
+    """The program's :class:`TableCache` (made on first use)."""
+    cache = getattr(prog, "series_cache", None)
+    if cache is None or cache.budget != CACHE_BUDGET:
+        cache = prog.series_cache = TableCache(CACHE_BUDGET)
+    return cache
+
+
 def build_tables(prog, tapes, dtype, layers=None, terms=None):
     """(iops, C, KT): the program's op rows with the series fields set, and per row
     of ``tapes`` (the packed float64 variance tapes (n, Σ P_l), x and z rows stacked)
     the coefficient row C (``dtype``) and the K-table row KT of the series layers
     ``layers`` (default: all), laid out in that order (ntk_conv_series.h), with at
-    most ``terms`` terms (default :data:`TERMS`)."""
+    most ``terms`` terms (default :data:`TERMS`); each layer's through the program's
+    :func:`table_cache`."""
+    terms = terms or TERMS
+    cache = table_cache(prog)
+
+    def layer_tables(layer, q):
+        return cache.get(TableCache.key(layer, terms, dtype, q),
+                         lambda: _layer_tables(layer, q, dtype, terms))
+
     return _assemble(prog, tapes, dtype, prog.series if layers is None else layers,
-                     lambda layer, q: _layer_tables(layer, q, dtype, terms or TERMS))
+                     layer_tables)
 
 
 def diag_tables(prog, tapes, dtype, layers, terms=None):
@@ -177,10 +236,10 @@ def diag_tables(prog, tapes, dtype, layers, terms=None):
     return _assemble(prog, tapes, dtype, layers, layer_tables)
 
 
-def _bytes_per_image(prog, itemsize):
-    """Upper bound of one image's tables (KCAP terms, both maps, four lanes)."""
+def _bytes_per_image(prog, itemsize, terms=TERMS):
+    """Upper bound of one image's tables (``terms`` terms, both maps, four lanes)."""
     from .. import series
-    per_pixel = (2 * (TERMS // 2 + 1) * 2 + 4) * itemsize + \
+    per_pixel = (2 * (terms // 2 + 1) * 2 + 4) * itemsize + \
         2 * series.NBINS
     return sum(entry_stride(layer.P, itemsize) for layer in prog.series) * per_pixel
 
@@ -197,9 +256,14 @@ class PairTables:
         self.tx, self.tz = tx, tz
         self.symmetric = symmetric
 
-    def _chunk(self, dtype):
-        per = _bytes_per_image(self.prog, np.dtype(dtype).itemsize)
-        return max(1, TABLE_BUDGET // (2 * max(1, per)))
+    def _chunk(self, dtype, terms, n):
+        """Rows (and columns) per chunk: all n when the symmetric block's tables fit
+        :data:`TABLE_BUDGET` (each image's tables built once per fill), else as many
+        as fit with their columns'."""
+        per = max(1, _bytes_per_image(self.prog, np.dtype(dtype).itemsize, terms))
+        if self.symmetric and n * per <= TABLE_BUDGET:
+            return max(1, n)
+        return max(1, TABLE_BUDGET // (2 * per))
 
     def _tables(self, r0, r1, c0, c1, dtype, terms):
         if self.symmetric and (r0, r1) == (c0, c1):
@@ -236,7 +300,7 @@ class PairTables:
         from .. import _conv_engine
         dtype = X.dtype
         n1, n2 = X.shape[0], Z.shape[0]
-        step = self._chunk(dtype)
+        step = self._chunk(dtype, terms, max(n1, n2))
         for r0 in range(0, n1, step):
             r1 = min(n1, r0 + step)
             for c0 in range(0, n2, step):
@@ -379,6 +443,6 @@ def reference_rows(reference, plan, A, Q, nngp, ntk, est, want_ntk):
     est[bad] = 0.0
 
 
-def table_memory(prog, n, itemsize=8):
+def table_memory(prog, n, itemsize=8, terms=TERMS):
     """Bytes of the tables of n images (upper bound, for the docs and tests)."""
-    return n * _bytes_per_image(prog, itemsize)
+    return n * _bytes_per_image(prog, itemsize, terms)
