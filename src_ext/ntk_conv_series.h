@@ -9,14 +9,16 @@
  * E[phi(sqrt(q) g) He_k(g)] / sqrt(k!) of phi (and b'_k of phi'),
  *     E[phi(u) phi(v)]   = sum_k b_k(qx(p)) b_k(qz(p')) rho^k,
  *     E[phi'(u) phi'(v)] = sum_k b'_k(qx(p)) b'_k(qz(p')) rho^k,
- * evaluated per pixel pair (p, p') as in series.pair: b_0 b_0 plus two Horner chains in
+ * evaluated per pixel pair (p, p') as in series.pair: b_0 b_0 plus two polynomials in
  * rho^2 per map (the parity with the longer run of non-zero terms in "lane" 0 (E) / 1
  * (Edot), the other in lanes 2 / 3, up to j2), with the per-pair weights
- * b_k(p) b_k(p').  Terms: per row of pixel pairs, the most any of its pixel pairs needs
- * by the certificate of series._k_table (per pixel and |rho| bin, the least K with
+ * b_k(p) b_k(p'), each by Horner in rho^4 over its even and its odd entries (two
+ * independent chains per map: the latency of a step hidden).  Terms: per block of
+ * NCV_SB pixel pairs (one 64-byte vector), the most any of them needs by the
+ * certificate of series._k_table (per pixel and |rho| bin, the least K with
  * |rho|^{K+1} sqrt(T_K(qx) T_K(qz)) <= 1e-13 sqrt(e(qx) e(qz)), T_K the tail energy),
- * read at the row's largest |rho|: more terms only lower the bound.  A pixel pair no K <= the table's can certify
- * makes the layer return INFINITY: the caller recomputes the image pair with the
+ * read at the block's largest |rho|: more terms only lower the bound.  A pixel pair no
+ * K <= the table's can certify makes the layer return INFINITY: the caller recomputes the image pair with the
  * reference engine (compiled_network.py's _precise route).  Pixel pairs with
  * Sigma = qx = qz to 1e-12 (an image with itself, duplicate windows) take the diagonal
  * to first order, E = e(qx) - (qx - Sigma) e'(qx), Edot = e'(qx) (e = E[phi^2],
@@ -135,6 +137,28 @@ NTK_INLINE void NCV(ncv_series_horner)(int m, int top, int top2, int J, int J2, 
                           rr, r4, l2, l3);
 }
 
+/* The terms m <= NCV_SB lanes need together: their K-table entries (x's at kx[j xs],
+ * z's at kz[j], bins P apart) in the bin of their largest |rho| (ar: |rho|, 0 for
+ * lanes that take the diagonal rule). */
+NTK_INLINE int NCV(ncv_series_kblock)(int m, const REAL *restrict ar, int nb,
+                                      const int16_t *restrict kx, int xs,
+                                      const int16_t *restrict kz, long P)
+{
+    REAL amax = 0;
+    for (int j = 0; j < m; j++)
+        amax = ar[j] > amax ? ar[j] : amax;
+    int bin = (int)(amax * (REAL)nb);
+    bin = bin < nb ? bin : nb - 1;
+    const int16_t *restrict kxb = kx + (long)bin * P, *restrict kzb = kz + (long)bin * P;
+    int kmax = 0;
+    for (int j = 0; j < m; j++) {
+        const int ka = kxb[j * xs], kb = kzb[j];
+        const int k = ka > kb ? ka : kb;
+        kmax = k > kmax ? k : kmax;
+    }
+    return kmax;
+}
+
 /* n pixel pairs: x pixels px0 + j xs, z pixels pz0 + j (j < n <= NCV_SERIES_LANES), S
  * and T (NULL: Theta not wanted or zero) in place; qx, qz the layer's variances
  * (x's at px0 with stride xs, z's at pz0); returns the uncertified pixel pairs.
@@ -148,7 +172,7 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
                                      const int16_t *restrict kx, const int16_t *restrict kz,
                                      long P)
 {
-    REAL rho[NCV_SERIES_LANES], r2[NCV_SERIES_LANES];
+    REAL rho[NCV_SERIES_LANES], r2[NCV_SERIES_LANES], ar[NCV_SERIES_LANES];
     REAL l0[NCV_SERIES_LANES], l1[NCV_SERIES_LANES], l2[NCV_SERIES_LANES],
         l3[NCV_SERIES_LANES];
     int kk[NCV_SERIES_LANES];
@@ -162,6 +186,7 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
         /* (q = 0 too: E = e(0) = phi(0)^2, Edot = phi'(0)^2) */
         const int dg = a - s <= tiny * a && RFABS(a - b) <= tiny * a;
         kk[j] = dg ? -1 : 0;
+        ar[j] = dg ? (REAL)0 : RFABS(r);
         rho[j] = r;
         r2[j] = r * r;
     }
@@ -170,21 +195,10 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
     int bad = 0;
     for (int b0 = 0; b0 < n; b0 += NCV_SB) {
         const int m = n - b0 < NCV_SB ? n - b0 : NCV_SB;
-        REAL amax = 0;
-        for (int j = b0; j < b0 + m; j++) {
-            const REAL a = kk[j] == -1 ? (REAL)0 : RFABS(rho[j]);
-            amax = a > amax ? a : amax;
-        }
-        int bin = (int)(amax * (REAL)nb);
-        bin = bin < nb ? bin : nb - 1;
-        const int16_t *restrict kxb = kx + (long)bin * P + px0;
-        const int16_t *restrict kzb = kz + (long)bin * P + pz0;
-        int kmax = 0;
-        for (int j = b0; j < b0 + m; j++) {
-            const int ka = kxb[j * xs], kb = kzb[j];
-            const int k = ka > kb ? ka : kb;
-            kmax = k > kmax ? k : kmax;
-        }
+        const int16_t *kxb = kx + px0 + (long)b0 * xs, *kzb = kz + pz0 + b0;
+        int kmax = m == NCV_SB
+                       ? NCV(ncv_series_kblock)(NCV_SB, ar + b0, nb, kxb, xs, kzb, P)
+                       : NCV(ncv_series_kblock)(m, ar + b0, nb, kxb, xs, kzb, P);
         if (kmax > kall) {  /* some lane needs more than the table: each lane's own */
             kmax = 0;
             for (int j = b0; j < b0 + m; j++) {

@@ -7,20 +7,25 @@ pass records (the tape), the normalised coefficients b_k(q(p)) of φ and φ'
 (:func:`ntkfast.series.coefficients`: one trapezoidal rule per variance, a BLAS product)
 and the certificate's K table (per |ρ| bin the least K with |ρ|^{K+1} √(T_K T'_K) ≤
 1e-13 √(e e'), T_K the tail energy).  The C side evaluates, per pixel pair,
-Σ_k b_k(q_x(p)) b_k(q_z(p')) ρ^k and the same for φ' by Horner chains with the row's
-largest certified K; a pixel pair no K of the table certifies flags the image pair,
+Σ_k b_k(q_x(p)) b_k(q_z(p')) ρ^k and the same for φ' by Horner chains with the
+largest certified K of its block of pixel pairs (a SIMD vector); a pixel pair no K of the table certifies flags the image pair,
 which the engine then recomputes with the reference engine (``_precise``).  An image
 and its partner's coefficients come from one call, so both have the same number of
 terms and the certificate holds over computed terms only.
 
-* **Cross pass** (:class:`PairTables`): the block's pairs in chunks of rows × columns
-  whose tables fit :data:`TABLE_BUDGET` (never N × P × K for all N), each chunk's
-  tables built for its rows and columns only.
+* **Cross pass** (:class:`PairTables`): a symmetric block whose tables fit
+  :data:`TABLE_BUDGET` in one chunk (each image's tables built once per fill), else
+  the pairs in chunks of rows × columns whose tables fit (never N × P × K for all N),
+  each chunk's tables built for its rows and columns only.  A layer's tables come
+  through the program's :class:`TableCache`: the cross pass of the rows a full-mode
+  self pass has just tabulated (``kernels(X)``) reads them instead of rebuilding.
+* **Table layout**: a lane's entries :func:`entry_stride` elements apart (padded to an
+  odd number of 64-byte lines, so that one pixel's entries do not share an L1 set).
 * **Self pass** (:func:`run_self`): in stages, because a layer's coefficients need the
   variances the layers before it produce: the program runs up to a series activation,
   records its variances and stores the state (Σ, Θ of the image with itself), Python
   builds that layer's tables, the next stage loads the state and goes on.  O(N P²),
-  in C; a network whose series activation sits in a branch while another branch is
+  in C (full mode: the planes h ≤ h' of the symmetric state, as the ReLU family); a network whose series activation sits in a branch while another branch is
   alive (the state of one slot is stored) takes the reference engine's self pass.
 """
 
