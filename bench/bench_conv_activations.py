@@ -14,7 +14,18 @@ engine's ``kernels`` of the first ``--ref-n`` images against the compiled engine
 the same images.  ``--data smooth``: Gaussian-blurred noise (natural images have pixel
 pairs at |ρ| → 1, whose image pairs the series cannot certify and the reference
 recomputes: see the routed column).  Nothing is asserted: timings on a shared machine
-are noisy, so the variants alternate within one run.
+are noisy, so the variants alternate within one run.  CPU s: process time of all
+threads (the fair ratio when other work shares the cores); the passes' columns are CPU
+time too, the cross pass the better of two fills with one engine (the second reads the
+tables the first kept).
+
+Measured (AMD EPYC Zen 4, 2 cores shared with other work, ``--n 8 --size 32
+--archs myrtle5,cnn-flatten(4) --ref-n 1``, CPU-time ratios to ReLU in one run, the
+previous engine beside it): Myrtle-5 K(X, X) 2.6-2.8x ReLU (was 3.9-4.9x), cross pass
+2.1-2.2x per pair (was 3.4-3.9x), self pass 35-37 ms / image (was 72-85; ReLU 12).
+CNN-Flatten(4) stays table-bound at N = 8 (ReLU's whole K(X, X) is 1 ms; the tables,
+one quadrature per pixel and layer, ~40 ms / image), 2.3x faster than before (each
+image's tables built once per fill).
 """
 
 from __future__ import annotations
