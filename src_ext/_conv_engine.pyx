@@ -22,7 +22,7 @@ cdef extern from "ntk_conv.h" nogil:
         int kh, kw, sh, sw
         int lo_h, lo_w
         int circ, act, qoff, standard, flag
-        int sk, sj2, spe, spd, snb, smode, coff, koff
+        int sk, sj2, spe, spd, snb, smode, coff, koff, spl
         double w2, b2, cs, c0, inv, pa, pb, pc
 
     ctypedef struct ncv_prog:
@@ -63,7 +63,7 @@ ctypedef fused real:
 #: int fields of one op, in ncv_op order (the Python compiler writes these columns)
 INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
               "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag",
-              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff")
+              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff", "spl")
 FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
 
 
@@ -151,6 +151,7 @@ cdef object _ops(const int64_t[:, ::1] iops, const double[:, ::1] fops):
         ops[t].sk = iops[t, 18]; ops[t].sj2 = iops[t, 19]; ops[t].spe = iops[t, 20]
         ops[t].spd = iops[t, 21]; ops[t].snb = iops[t, 22]; ops[t].smode = iops[t, 23]
         ops[t].coff = iops[t, 24]; ops[t].koff = iops[t, 25]
+        ops[t].spl = iops[t, 26]
         ops[t].w2 = fops[t, 0]; ops[t].b2 = fops[t, 1]; ops[t].cs = fops[t, 2]
         ops[t].c0 = fops[t, 3]; ops[t].inv = fops[t, 4]; ops[t].pa = fops[t, 5]
         ops[t].pb = fops[t, 6]; ops[t].pc = fops[t, 7]

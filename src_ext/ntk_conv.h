@@ -80,8 +80,9 @@ typedef struct {
     int flag;                /* activation: angle-reading (flags near-parallel pairs) */
     /* NCV_ACT_SERIES (ntk_conv_series.h): terms K of the tables, last entry of lanes 2, 3
      * (-1: none), parities of lanes 0, 1 (1: odd), |rho| bins, stage mode, offsets of
-     * the layer in a coefficient row and in a K-table row */
-    int sk, sj2, spe, spd, snb, smode, coff, koff;
+     * the layer in a coefficient row and in a K-table row, stride of a table entry's
+     * pixels (>= the layer's pixels: padded, ntk_conv_series.h) */
+    int sk, sj2, spe, spd, snb, smode, coff, koff, spl;
     double w2, b2;           /* Sigma' = w2 M(Sigma) + b2 (M: window mean) */
     double cs, c0;           /* standard: Theta' = cs M(Sigma) + w2 M(Theta) + c0 */
     double inv;              /* 1 / window size (Conv), 1 / window^2 (AvgPool) */

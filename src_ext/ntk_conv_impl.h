@@ -832,6 +832,8 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                  * states: complete the self pass's half planes first */
                 NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
                 flags += NCV(ncv_series_layer)(pg, op, S, T, &tz[op->dst], qx, qz, qself, st);
+                if (qself && full && !(op->smode & NCV_SERIES_SAVE))
+                    up[op->dst] = 1;  /* the planes h > h' stale (ncv_series_layer) */
                 break;
             }
             REAL *Tp = (pg->want_ntk && !tz[op->dst]) ? T : NULL;

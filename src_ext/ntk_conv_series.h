@@ -9,24 +9,28 @@
  * E[phi(sqrt(q) g) He_k(g)] / sqrt(k!) of phi (and b'_k of phi'),
  *     E[phi(u) phi(v)]   = sum_k b_k(qx(p)) b_k(qz(p')) rho^k,
  *     E[phi'(u) phi'(v)] = sum_k b'_k(qx(p)) b'_k(qz(p')) rho^k,
- * evaluated per pixel pair (p, p') as in series.pair: b_0 b_0 plus two Horner chains in
+ * evaluated per pixel pair (p, p') as in series.pair: b_0 b_0 plus two polynomials in
  * rho^2 per map (the parity with the longer run of non-zero terms in "lane" 0 (E) / 1
  * (Edot), the other in lanes 2 / 3, up to j2), with the per-pair weights
- * b_k(p) b_k(p').  Terms: per row of pixel pairs, the most any of its pixel pairs needs
- * by the certificate of series._k_table (per pixel and |rho| bin, the least K with
+ * b_k(p) b_k(p'), each by Horner in rho^4 over its even and its odd entries (two
+ * independent chains per map: the latency of a step hidden).  Terms: per block of
+ * NCV_SB pixel pairs (one 64-byte vector), the most any of them needs by the
+ * certificate of series._k_table (per pixel and |rho| bin, the least K with
  * |rho|^{K+1} sqrt(T_K(qx) T_K(qz)) <= 1e-13 sqrt(e(qx) e(qz)), T_K the tail energy),
- * read at the row's largest |rho|: more terms only lower the bound.  A pixel pair no K <= the table's can certify
- * makes the layer return INFINITY: the caller recomputes the image pair with the
+ * read at the block's largest |rho|: more terms only lower the bound.  A pixel pair no
+ * K <= the table's can certify makes the layer return INFINITY: the caller recomputes the image pair with the
  * reference engine (compiled_network.py's _precise route).  Pixel pairs with
  * Sigma = qx = qz to 1e-12 (an image with itself, duplicate windows) take the diagonal
  * to first order, E = e(qx) - (qx - Sigma) e'(qx), Edot = e'(qx) (e = E[phi^2],
  * e' = E[phi'^2]): series.evaluate's rule; on the self pass's diagonal (Sigma = q
  * exactly) that is the 1-D diagonal rule E = e(q), Edot = e'(q).
  *
- * Table layout per image (one row, REAL), per layer at op->coff, P pixels, J =
- * op->sk / 2 + 1 chain entries, J2 = op->sj2 + 1 (0: no lanes 2, 3):
- *     lane 0 [J][P], lane 1 [J][P], lane 2 [J2][P], lane 3 [J2][P],
- *     b_0 [P], b'_0 [P], e [P], e' [P];
+ * Table layout per image (one row, REAL), per layer at op->coff, P pixels padded to
+ * Pp = op->spl (an odd number of 64-byte lines: the entries of one pixel in distinct
+ * L1 sets, conv_series.entry_stride), J = op->sk / 2 + 1 chain entries, J2 =
+ * op->sj2 + 1 (0: no lanes 2, 3):
+ *     lane 0 [J][Pp], lane 1 [J][Pp], lane 2 [J2][Pp], lane 3 [J2][Pp],
+ *     b_0 [Pp], b'_0 [Pp], e [Pp], e' [Pp];
  * and per layer at op->koff of an int16 row: the K table [op->snb][P].
  *
  * Self pass in stages (the coefficients of a layer need its variances, which the
@@ -52,11 +56,115 @@ typedef struct {
 
 #endif /* NCV_SERIES_TYPES */
 
+/* Lanes of one block (SIMD width: 64 bytes of REAL, one AVX-512 vector).  Each block
+ * of pixel pairs takes the terms its own largest |rho| needs, so a few pixel pairs at
+ * large |rho| cost terms in their block only. */
+#define NCV_SB ((int)(64 / sizeof(REAL)))
+
+/* sum_{jj <= top} c_jj r2^jj for m <= NCV_SB pixel pairs (j < m), c_jj = x[jj pl +
+ * j xs] z[jj pl + j] (and for the second map, when want_t, from xd, zd): Horner in
+ * r4 = r2^2 over the even and the odd entries separately (two independent chains per
+ * map, so that the latency of one step is hidden), E = even + r2 odd.  The
+ * accumulators are per-block locals (registers). */
+NTK_INLINE void NCV(ncv_series_chain)(int m, int top, long pl, int want_t,
+                                      const REAL *restrict x, const REAL *restrict xd,
+                                      int xs, const REAL *restrict z,
+                                      const REAL *restrict zd, const REAL *restrict rr,
+                                      const REAL *restrict r4, REAL *restrict outE,
+                                      REAL *restrict outD)
+{
+    REAL ae[NCV_SB], ao[NCV_SB], de[NCV_SB], dd[NCV_SB];
+    int jj = top;
+#pragma omp simd
+    for (int j = 0; j < m; j++)
+        ae[j] = ao[j] = de[j] = dd[j] = 0;
+    if (top >= 0 && !(top & 1)) {  /* the even top entry starts the even chains */
+        const long o = (long)top * pl;
+#pragma omp simd
+        for (int j = 0; j < m; j++)
+            ae[j] = x[o + j * xs] * z[o + j];
+        if (want_t) {
+#pragma omp simd
+            for (int j = 0; j < m; j++)
+                de[j] = xd[o + j * xs] * zd[o + j];
+        }
+        jj = top - 1;
+    }
+    for (; jj > 0; jj -= 2) {  /* odd jj, even jj - 1 */
+        const long o = (long)jj * pl, e = o - pl;
+        if (want_t) {
+#pragma omp simd
+            for (int j = 0; j < m; j++) {
+                ao[j] = ao[j] * r4[j] + x[o + j * xs] * z[o + j];
+                ae[j] = ae[j] * r4[j] + x[e + j * xs] * z[e + j];
+                dd[j] = dd[j] * r4[j] + xd[o + j * xs] * zd[o + j];
+                de[j] = de[j] * r4[j] + xd[e + j * xs] * zd[e + j];
+            }
+        } else {
+#pragma omp simd
+            for (int j = 0; j < m; j++) {
+                ao[j] = ao[j] * r4[j] + x[o + j * xs] * z[o + j];
+                ae[j] = ae[j] * r4[j] + x[e + j * xs] * z[e + j];
+            }
+        }
+    }
+#pragma omp simd
+    for (int j = 0; j < m; j++) {
+        outE[j] = ae[j] + rr[j] * ao[j];
+        outD[j] = de[j] + rr[j] * dd[j];
+    }
+}
+
+/* The lanes of m <= NCV_SB pixel pairs (x entries x0[j xs], z entries z0[j]): lanes 0,
+ * 1 from entry top down, lanes 2, 3 from top2 (< 0: none) down, lanes 1, 3 only when
+ * want_t; l0..l3 get the sums. */
+NTK_INLINE void NCV(ncv_series_horner)(int m, int top, int top2, int J, int J2, long pl,
+                                       int want_t, const REAL *restrict x0, int xs,
+                                       const REAL *restrict z0, const REAL *restrict r2,
+                                       REAL *restrict l0, REAL *restrict l1,
+                                       REAL *restrict l2, REAL *restrict l3)
+{
+    REAL rr[NCV_SB], r4[NCV_SB];
+#pragma omp simd
+    for (int j = 0; j < m; j++) {
+        rr[j] = r2[j];
+        r4[j] = rr[j] * rr[j];
+    }
+    NCV(ncv_series_chain)(m, top, pl, want_t, x0, x0 + (long)J * pl, xs, z0,
+                          z0 + (long)J * pl, rr, r4, l0, l1);
+    const long o2 = (long)(2 * J) * pl, o3 = o2 + (long)J2 * pl;
+    NCV(ncv_series_chain)(m, top2, pl, want_t, x0 + o2, x0 + o3, xs, z0 + o2, z0 + o3,
+                          rr, r4, l2, l3);
+}
+
+/* The terms m <= NCV_SB lanes need together: their K-table entries (x's at kx[j xs],
+ * z's at kz[j], bins P apart) in the bin of their largest |rho| (ar: |rho|, 0 for
+ * lanes that take the diagonal rule). */
+NTK_INLINE int NCV(ncv_series_kblock)(int m, const REAL *restrict ar, int nb,
+                                      const int16_t *restrict kx, int xs,
+                                      const int16_t *restrict kz, long P)
+{
+    REAL amax = 0;
+    for (int j = 0; j < m; j++)
+        amax = ar[j] > amax ? ar[j] : amax;
+    int bin = (int)(amax * (REAL)nb);
+    bin = bin < nb ? bin : nb - 1;
+    const int16_t *restrict kxb = kx + (long)bin * P, *restrict kzb = kz + (long)bin * P;
+    int kmax = 0;
+    for (int j = 0; j < m; j++) {
+        const int ka = kxb[j * xs], kb = kzb[j];
+        const int k = ka > kb ? ka : kb;
+        kmax = k > kmax ? k : kmax;
+    }
+    return kmax;
+}
+
 /* n pixel pairs: x pixels px0 + j xs, z pixels pz0 + j (j < n <= NCV_SERIES_LANES), S
  * and T (NULL: Theta not wanted or zero) in place; qx, qz the layer's variances
  * (x's at px0 with stride xs, z's at pz0); returns the uncertified pixel pairs.
- * Terms: those the largest |rho| of the lanes needs (K tables are nondecreasing in
- * |rho|), unless that is more than the table holds: then each lane's own. */
+ * Terms per block of NCV_SB lanes: those the block's largest |rho| needs (K tables are
+ * nondecreasing in |rho|), unless that is more than the table holds: then each lane's
+ * own (the block's largest certified one), lanes needing more flagged. */
 NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
                                      REAL *restrict T, const REAL *restrict qx, int xs,
                                      const REAL *restrict qz, long px0, long pz0,
@@ -64,14 +172,13 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
                                      const int16_t *restrict kx, const int16_t *restrict kz,
                                      long P)
 {
-    REAL rho[NCV_SERIES_LANES], r2[NCV_SERIES_LANES];
+    REAL rho[NCV_SERIES_LANES], r2[NCV_SERIES_LANES], ar[NCV_SERIES_LANES];
     REAL l0[NCV_SERIES_LANES], l1[NCV_SERIES_LANES], l2[NCV_SERIES_LANES],
         l3[NCV_SERIES_LANES];
     int kk[NCV_SERIES_LANES];
     const int nb = op->snb, kall = op->sk, J = op->sk / 2 + 1, J2 = op->sj2 + 1;
     const REAL tiny = (REAL)1e-12;
-    REAL amax = 0;
-#pragma omp simd reduction(max:amax)
+#pragma omp simd
     for (int j = 0; j < n; j++) {
         const REAL s = S[j], a = qx[j * xs], b = qz[j], qq = a * b;
         REAL r = qq > 0 ? s / RSQRT(qq) : (REAL)0;
@@ -79,68 +186,46 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
         /* (q = 0 too: E = e(0) = phi(0)^2, Edot = phi'(0)^2) */
         const int dg = a - s <= tiny * a && RFABS(a - b) <= tiny * a;
         kk[j] = dg ? -1 : 0;
+        ar[j] = dg ? (REAL)0 : RFABS(r);
         rho[j] = r;
         r2[j] = r * r;
-        const REAL m = dg ? (REAL)0 : RFABS(r);
-        amax = m > amax ? m : amax;
-        l0[j] = l1[j] = l2[j] = l3[j] = 0;
     }
-    int bin = (int)(amax * (REAL)nb);
-    bin = bin < nb ? bin : nb - 1;
-    const int16_t *restrict kxb = kx + (long)bin * P + px0, *restrict kzb = kz + (long)bin * P + pz0;
-    int kmax = 0, bad = 0;
-    for (int j = 0; j < n; j++) {
-        const int ka = kxb[j * xs], kb = kzb[j];
-        const int k = ka > kb ? ka : kb;
-        kmax = k > kmax ? k : kmax;
-    }
-    if (kmax > kall) {  /* some lane needs more than the table: each lane's own */
-        kmax = 0;
-        for (int j = 0; j < n; j++) {
-            if (kk[j] < 0)
-                continue;
-            int b = (int)(RFABS(rho[j]) * (REAL)nb);
-            b = b < nb ? b : nb - 1;
-            const int ka = kx[(long)b * P + px0 + (long)j * xs], kb = kz[(long)b * P + pz0 + j];
-            const int k = ka > kb ? ka : kb;
-            if (k > kall) {
-                kk[j] = -2;
-                bad++;
-            } else {
-                kmax = k > kmax ? k : kmax;
+    const long pl = op->spl;
+    const REAL *restrict x0 = cx + op->coff + px0, *restrict z0 = cz + op->coff + pz0;
+    int bad = 0;
+    for (int b0 = 0; b0 < n; b0 += NCV_SB) {
+        const int m = n - b0 < NCV_SB ? n - b0 : NCV_SB;
+        const int16_t *kxb = kx + px0 + (long)b0 * xs, *kzb = kz + pz0 + b0;
+        int kmax = m == NCV_SB
+                       ? NCV(ncv_series_kblock)(NCV_SB, ar + b0, nb, kxb, xs, kzb, P)
+                       : NCV(ncv_series_kblock)(m, ar + b0, nb, kxb, xs, kzb, P);
+        if (kmax > kall) {  /* some lane needs more than the table: each lane's own */
+            kmax = 0;
+            for (int j = b0; j < b0 + m; j++) {
+                if (kk[j] < 0)
+                    continue;
+                int b = (int)(RFABS(rho[j]) * (REAL)nb);
+                b = b < nb ? b : nb - 1;
+                const int ka = kx[(long)b * P + px0 + (long)j * xs];
+                const int kb = kz[(long)b * P + pz0 + j];
+                const int k = ka > kb ? ka : kb;
+                if (k > kall) {
+                    kk[j] = -2;
+                    bad++;
+                } else {
+                    kmax = k > kmax ? k : kmax;
+                }
             }
         }
-    }
-    const long pl = P;
-    const REAL *restrict x0 = cx + op->coff + px0, *restrict z0 = cz + op->coff + pz0;
-    /* lanes 0, 1: entries jj <= kmax / 2 (k <= 2 jj + 2 >= kmax terms) */
-    for (int jj = kmax / 2; jj >= 0; jj--) {
-        const REAL *restrict xa = x0 + (long)jj * pl, *restrict za = z0 + (long)jj * pl;
-#pragma omp simd
-        for (int j = 0; j < n; j++)
-            l0[j] = l0[j] * r2[j] + xa[j * xs] * za[j];
-        if (T) {
-            const REAL *restrict xb = x0 + (long)(J + jj) * pl;
-            const REAL *restrict zb = z0 + (long)(J + jj) * pl;
-#pragma omp simd
-            for (int j = 0; j < n; j++)
-                l1[j] = l1[j] * r2[j] + xb[j * xs] * zb[j];
-        }
-    }
-    const int top2 = kmax / 2 < J2 - 1 ? kmax / 2 : J2 - 1;
-    for (int jj = top2; jj >= 0; jj--) {
-        const REAL *restrict xa = x0 + (long)(2 * J + jj) * pl;
-        const REAL *restrict za = z0 + (long)(2 * J + jj) * pl;
-#pragma omp simd
-        for (int j = 0; j < n; j++)
-            l2[j] = l2[j] * r2[j] + xa[j * xs] * za[j];
-        if (T) {
-            const REAL *restrict xb = x0 + (long)(2 * J + J2 + jj) * pl;
-            const REAL *restrict zb = z0 + (long)(2 * J + J2 + jj) * pl;
-#pragma omp simd
-            for (int j = 0; j < n; j++)
-                l3[j] = l3[j] * r2[j] + xb[j * xs] * zb[j];
-        }
+        /* lanes 0, 1: entries jj <= kmax / 2 (k <= 2 jj + 2 >= kmax terms) */
+        const int top = kmax / 2, top2 = top < J2 - 1 ? top : J2 - 1;
+        const REAL *xb0 = x0 + (long)b0 * xs, *zb0 = z0 + b0;
+        if (m == NCV_SB)
+            NCV(ncv_series_horner)(NCV_SB, top, top2, J, J2, pl, T != NULL, xb0, xs, zb0,
+                                   r2 + b0, l0 + b0, l1 + b0, l2 + b0, l3 + b0);
+        else
+            NCV(ncv_series_horner)(m, top, top2, J, J2, pl, T != NULL, xb0, xs, zb0,
+                                   r2 + b0, l0 + b0, l1 + b0, l2 + b0, l3 + b0);
     }
     const long tail = (long)(2 * J + 2 * J2) * pl;
     const REAL *restrict c0x = x0 + tail, *restrict c0z = z0 + tail;
@@ -171,9 +256,10 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
 
 /* One series activation layer of the pair (x, z) (self pass: qself != NULL, x = z):
  * S, T the slot's arrays, *tz its Theta-is-zero flag.  Returns INFINITY when a pixel
- * pair could not be certified (the caller recomputes the pair), else 0. */
-static double NCV(ncv_series_layer)(const ncv_prog *pg, const ncv_op *op, REAL *S, REAL *T,
-                                    int *tz, const REAL *qx, const REAL *qz, REAL *qself,
+ * pair could not be certified (the caller recomputes the pair), else 0.  Full mode,
+ * self pass: evaluates the planes h <= h' only (the caller sets the slot's up flag). */
+static NCV_CLONES double NCV(ncv_series_layer)(const ncv_prog *pg, const ncv_op *op, REAL *S, REAL *T,
+                                               int *tz, const REAL *qx, const REAL *qz, REAL *qself,
                                     const ncv_stab *st)
 {
     const int hi = op->hi, wi = op->wi, full = pg->full;
@@ -206,8 +292,10 @@ static double NCV(ncv_series_layer)(const ncv_prog *pg, const ncv_op *op, REAL *
     const REAL *qxl = qx + op->qoff, *qzl = qz + op->qoff;
     long bad = 0;
     if (full) {
+        /* the self pass (x = z, a symmetric state): the planes h <= h' only, the
+         * caller marks the others stale (ncv_complete mirrors them when read) */
         for (int h = 0; h < hi; h++)
-            for (int h2 = 0; h2 < hi; h2++)
+            for (int h2 = qself ? h : 0; h2 < hi; h2++)
                 for (int w = 0; w < wi; w++) {
                     const long off = (((long)h * hi + h2) * wi + w) * wi;
                     for (int j0 = 0; j0 < wi; j0 += NCV_SERIES_LANES) {

@@ -225,3 +225,121 @@ def test_quadrature_and_kinked_activations_stay_in_the_reference():
     kinked = nk.Custom(lambda u: abs(u), kink=True, name="abs")
     assert unsupported_layer(nk.serial(nk.Conv((3,)), kinked, nk.Flatten(),
                                        nk.Dense())) is not None
+
+
+# Rows of 19 pixels: two full blocks of 8 doubles and a tail (one of 16 floats and a
+# tail) in ntk_conv_series.h; a correlated band makes the blocks' largest |rho|, so
+# their terms, differ.
+WIDE = [("tanh", True), ("softplus", False), ("silu", True), ("sigmoid", False)]
+
+
+def _wide(name, pool, seed=11):
+    rng = np.random.default_rng(seed + len(name))
+    X = rng.standard_normal((3, 2, 19, 2))
+    X[1, :, 8:16] = X[0, :, 8:16] + 0.05 * rng.standard_normal((2, 8, 2))
+    Z = rng.standard_normal((2, 2, 19, 2))
+    readout = [nk.GlobalAvgPool()] if pool else [nk.Flatten()]
+    net = nk.serial(nk.Conv((2, 3), w_std=1.4, b_std=0.1), SERIES[name](),
+                    nk.Conv((1, 3), w_std=1.2), SERIES[name](), *readout, nk.Dense())
+    return net, X, Z
+
+
+@pytest.mark.parametrize("name,pool", WIDE)
+def test_wide_rows_per_block_terms_match_reference(name, pool):
+    """Full lane blocks with terms of their own (per-block K, Horner chains split in
+    r^4) and tails, float64 and float32, against the reference."""
+    net, X, Z = _wide(name, pool)
+    for args in ((X, Z), (X,)):
+        ref = net.kernels(*args, backend="reference")
+        got = net.kernels(*args, backend="compiled")
+        assert _rel(got.nngp, ref.nngp) <= 1e-12
+        assert _rel(got.ntk, ref.ntk) <= 1e-12
+        got32 = net.kernels(*(a.astype(np.float32) for a in args), backend="compiled")
+        assert _rel(got32.nngp, ref.nngp) <= 3e-5
+        assert _rel(got32.ntk, ref.ntk) <= 3e-5
+    got = net.kernels(X, backend="compiled")
+    assert np.array_equal(np.diag(got.ntk), net.ntk_diag(X))
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_wide_rows_too_few_terms_change_the_route_not_the_numbers(pool, monkeypatch):
+    """8-term tables: in full blocks too, lanes no table certifies flag their pair (the
+    per-lane fallback of a block), which the reference recomputes."""
+    net, X, Z = _wide("tanh", pool)
+    ref = net.kernels(X, Z, backend="reference")
+    sent = _spy(monkeypatch)
+    monkeypatch.setattr(conv_series, "TERMS", 8)
+    got = net.kernels(X, Z, backend="compiled")
+    assert sent and sum(len(s) for s in sent) < X.shape[0] * Z.shape[0] + X.shape[0]
+    assert _rel(got.nngp, ref.nngp) <= 1e-12
+    assert _rel(got.ntk, ref.ntk) <= 1e-12
+
+
+def test_entry_stride_pads_to_an_odd_number_of_lines(monkeypatch):
+    for itemsize in (4, 8):
+        per = 64 // itemsize
+        for P in list(range(1, 70)) + [256, 1024, 4096]:
+            s = conv_series.entry_stride(P, itemsize)
+            assert s >= P and s % per == 0 and (s // per) % 2 == 1 and s - P < 2 * per
+    # the stride is the layout's, not the numbers': unpadded or oddly padded tables
+    # (op->spl read by the C) give the same bits
+    net, X, Z = _wide("silu", True)
+    base = net.kernels(X, Z, backend="compiled")
+    for stride in (lambda P, itemsize: P, lambda P, itemsize: P + 5):
+        monkeypatch.setattr(conv_series, "entry_stride", stride)
+        got = net.kernels(X, Z, backend="compiled")
+        assert np.array_equal(got.nngp, base.nngp) and np.array_equal(got.ntk, base.ntk)
+
+
+def _sym_fill(eng, plan, A):
+    q = eng.variances(plan, A)
+    S = np.empty((A.shape[0],) * 2)
+    T = np.empty_like(S)
+    eng.fill(plan, A, A, S, T, symmetric=True, n_jobs=1, qx=q, qz=q)
+    return S, T
+
+
+def test_tables_kept_between_passes_are_the_ones_a_rebuild_gives(monkeypatch):
+    """The self pass's tables serve the cross pass of the same rows (cache hits), with
+    the bits of tables built afresh; other rows (other variances) miss the cache."""
+    net, X, _ = _wide("tanh", True)
+    plan = NetworkPlan(net, X.shape[1:])
+    eng = CompiledNetworkEngine()
+    S1, T1 = _sym_fill(eng, plan, X)
+    cache = conv_series.table_cache(eng.program(plan))
+    assert cache.hits >= len(eng.program(plan).series) and cache.nbytes > 0
+    X2 = X + 0.1
+    S2, T2 = _sym_fill(eng, plan, X2)       # warm cache, other images
+    monkeypatch.setattr(conv_series, "CACHE_BUDGET", 0)   # nothing kept: rebuilt
+    for A, S, T in ((X, S1, T1), (X2, S2, T2)):
+        fresh = CompiledNetworkEngine()
+        Sf, Tf = _sym_fill(fresh, plan, A)
+        assert conv_series.table_cache(fresh.program(plan)).nbytes == 0
+        assert np.array_equal(S, Sf) and np.array_equal(T, Tf)
+
+
+def test_table_cache_keys_and_budget():
+    layer = conv_series.SeriesLayer(3, None, 0, 4, True)
+    q = np.arange(8.0).reshape(2, 4)
+    q2 = q.copy()
+    q2[1, 3] = np.nextafter(q2[1, 3], 10)
+    key = conv_series.TableCache.key
+    assert key(layer, 128, np.float64, q) == key(layer, 128, np.float64, q.copy())
+    for other in (key(layer, 128, np.float64, q2), key(layer, 256, np.float64, q),
+                  key(layer, 128, np.float32, q)):
+        assert other != key(layer, 128, np.float64, q)
+    value = (np.zeros(100), np.zeros(28, np.int16))     # 856 bytes
+    cache = conv_series.TableCache(2000)
+    built = []
+
+    def build(tag):
+        built.append(tag)
+        return value
+
+    assert cache.get("a", lambda: build("a")) is value
+    assert cache.get("a", lambda: build("a again")) is value and built == ["a"]
+    cache.get("b", lambda: build("b"))
+    cache.get("c", lambda: build("c"))                  # over budget: "a" goes
+    assert list(cache.items) == ["b", "c"] and cache.nbytes == 2 * 856
+    cache.get("a", lambda: build("a"))
+    assert built == ["a", "b", "c", "a"]

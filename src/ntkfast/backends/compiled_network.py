@@ -88,7 +88,7 @@ __all__ = ["CompiledNetworkEngine", "compile_network", "unsupported_layer", "Pro
 
 INT_FIELDS = ("kind", "dst", "src", "hi", "wi", "ho", "wo", "kh", "kw", "sh", "sw",
               "lo_h", "lo_w", "circ", "act", "qoff", "standard", "flag",
-              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff")
+              "sk", "sj2", "spe", "spd", "snb", "smode", "coff", "koff", "spl")
 FLOAT_FIELDS = ("w2", "b2", "cs", "c0", "inv", "pa", "pb", "pc")
 INPUT, AFFINE, CONV, ACT, POOL, GAP, FLATTEN, COPY, ADD, LNORM = range(10)
 ACT_ABRELU, ACT_ERF, ACT_GELU, ACT_SERIES = 1, 2, 3, 4
@@ -190,6 +190,8 @@ class Program:
         self.n_slots = 1
         #: the series activations (conv_series.SeriesLayer), in op order
         self.series = []
+        #: the series layers' tables kept between passes (conv_series.table_cache)
+        self.series_cache = None
         self._op(INPUT, dst=0, hi=self.H, wi=self.W, ho=self.H, wo=self.W)
         state = self._walk(plan.network, (0, plan.in_meta))
         if isinstance(state, list) or state[0] != 0:

@@ -7,20 +7,25 @@ pass records (the tape), the normalised coefficients b_k(q(p)) of φ and φ'
 (:func:`ntkfast.series.coefficients`: one trapezoidal rule per variance, a BLAS product)
 and the certificate's K table (per |ρ| bin the least K with |ρ|^{K+1} √(T_K T'_K) ≤
 1e-13 √(e e'), T_K the tail energy).  The C side evaluates, per pixel pair,
-Σ_k b_k(q_x(p)) b_k(q_z(p')) ρ^k and the same for φ' by Horner chains with the row's
-largest certified K; a pixel pair no K of the table certifies flags the image pair,
+Σ_k b_k(q_x(p)) b_k(q_z(p')) ρ^k and the same for φ' by Horner chains with the
+largest certified K of its block of pixel pairs (a SIMD vector); a pixel pair no K of the table certifies flags the image pair,
 which the engine then recomputes with the reference engine (``_precise``).  An image
 and its partner's coefficients come from one call, so both have the same number of
 terms and the certificate holds over computed terms only.
 
-* **Cross pass** (:class:`PairTables`): the block's pairs in chunks of rows × columns
-  whose tables fit :data:`TABLE_BUDGET` (never N × P × K for all N), each chunk's
-  tables built for its rows and columns only.
+* **Cross pass** (:class:`PairTables`): a symmetric block whose tables fit
+  :data:`TABLE_BUDGET` in one chunk (each image's tables built once per fill), else
+  the pairs in chunks of rows × columns whose tables fit (never N × P × K for all N),
+  each chunk's tables built for its rows and columns only.  A layer's tables come
+  through the program's :class:`TableCache`: the cross pass of the rows a full-mode
+  self pass has just tabulated (``kernels(X)``) reads them instead of rebuilding.
+* **Table layout**: a lane's entries :func:`entry_stride` elements apart (padded to an
+  odd number of 64-byte lines, so that one pixel's entries do not share an L1 set).
 * **Self pass** (:func:`run_self`): in stages, because a layer's coefficients need the
   variances the layers before it produce: the program runs up to a series activation,
   records its variances and stores the state (Σ, Θ of the image with itself), Python
   builds that layer's tables, the next stage loads the state and goes on.  O(N P²),
-  in C; a network whose series activation sits in a branch while another branch is
+  in C (full mode: the planes h ≤ h' of the symmetric state, as the ReLU family); a network whose series activation sits in a branch while another branch is
   alive (the state of one slot is stored) takes the reference engine's self pass.
 """
 
@@ -31,7 +36,8 @@ import numpy as np
 from .._threads import limited
 
 __all__ = ["is_series", "SeriesLayer", "PairTables", "build_tables", "run_self",
-           "reference_rows", "TABLE_BUDGET", "SAVE", "LOAD"]
+           "reference_rows", "TableCache", "table_cache", "entry_stride", "TABLE_BUDGET",
+           "CACHE_BUDGET", "SAVE", "LOAD"]
 
 #: bytes of coefficient tables alive in one chunk of the cross pass (rows + columns)
 TABLE_BUDGET = 128 << 20
@@ -74,6 +80,16 @@ def _col(name):
     return INT_FIELDS.index(name)
 
 
+def entry_stride(P, itemsize):
+    """Elements between consecutive entries of a table lane (ntk_conv_series.h's
+    op->spl): P rounded up to whole 64-byte lines, an odd number of them.  With P a
+    power of two the entries of a pixel would sit a multiple of 4 KiB apart, in the
+    same L1 set: one Horner chain would evict its own lines (measured on Myrtle-5)."""
+    per_line = max(1, 64 // itemsize)
+    lines = -(-P // per_line)
+    return (lines | 1) * per_line
+
+
 def _tiers():
     return (FIRST_TERMS, TERMS) if FIRST_TERMS and FIRST_TERMS < TERMS else (TERMS,)
 
@@ -84,6 +100,7 @@ def _layer_tables(layer, q, dtype, terms):
     fields: the op's sk, sj2, spe, spd, snb."""
     from .. import series
     n, P = q.shape
+    Pp = entry_stride(P, np.dtype(dtype).itemsize)
     act = layer.act
     with np.errstate(all="ignore"):
         C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step)
@@ -94,19 +111,20 @@ def _layer_tables(layer, q, dtype, terms):
 
     def chain(A, par, m):
         part = A[:, (1 if par else 2)::2][:, :m]
-        out = np.zeros((n, m, P), dtype=dtype)
-        out[:, :part.shape[1], :] = part.reshape(n, P, -1).transpose(0, 2, 1)
+        out = np.zeros((n, m, Pp), dtype=dtype)
+        out[:, :part.shape[1], :P] = part.reshape(n, P, -1).transpose(0, 2, 1)
         return out
 
     parts = [chain(C.A, pe, J), chain(C.Ad, pd, J)]
     if J2:
         parts += [chain(C.A, 1 - pe, J2), chain(C.Ad, 1 - pd, J2)]
-    for v in (C.A[:, 0], C.Ad[:, 0], C.e, C.ed):
-        parts.append(np.asarray(v, dtype=dtype).reshape(n, 1, P))
-    block = np.concatenate(parts, axis=1).reshape(n, -1)
+    tail = np.zeros((n, 4, Pp), dtype=dtype)
+    for i, v in enumerate((C.A[:, 0], C.Ad[:, 0], C.e, C.ed)):
+        tail[:, i, :P] = np.asarray(v).reshape(n, P)
+    block = np.concatenate(parts + [tail], axis=1).reshape(n, -1)
     kt = np.ascontiguousarray(C.kt.reshape(n, P, -1).transpose(0, 2, 1),
                               dtype=np.int16).reshape(n, -1)     # [bin][pixel]
-    fields = dict(sk=K, sj2=J2 - 1, spe=pe, spd=pd, snb=C.kt.shape[1])
+    fields = dict(sk=K, sj2=J2 - 1, spe=pe, spd=pd, snb=C.kt.shape[1], spl=Pp)
     return block, kt, fields
 
 
@@ -136,14 +154,72 @@ def _assemble(prog, tapes, dtype, layers, layer_tables):
     return iops, C, KT
 
 
+class TableCache:
+    """The last layer tables built for a program, keyed by (layer, terms, dtype, digest
+    of the variances): the staged self pass builds each layer's tables of its rows, and
+    the cross pass of the same rows (``kernels(X)``: the fill after ``variances``, or a
+    second fill) reads the same ones instead of rebuilding them.  At most ``budget``
+    bytes, oldest out first.  The tables are a deterministic function of the key's
+    variances, so a hit is the table a rebuild would give, bit for bit."""
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.items = {}
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(layer, terms, dtype, q):
+        import hashlib
+        digest = hashlib.blake2b(np.ascontiguousarray(q).view(np.uint8),
+                                 digest_size=16).digest()
+        return (layer.op, int(terms), np.dtype(dtype).str, q.shape, digest)
+
+    def get(self, key, build):
+        hit = self.items.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        value = build()
+        size = value[0].nbytes + value[1].nbytes
+        if size <= self.budget:
+            while self.items and self.nbytes + size > self.budget:
+                old = self.items.pop(next(iter(self.items)))
+                self.nbytes -= old[0].nbytes + old[1].nbytes
+            self.items[key] = value
+            self.nbytes += size
+        return value
+
+
+#: bytes of layer tables a program keeps between the self pass and the cross pass
+CACHE_BUDGET = 64 << 20
+
+
+def table_cache(prog) -> TableCache:
+    """The program's :class:`TableCache` (made on first use)."""
+    cache = getattr(prog, "series_cache", None)
+    if cache is None or cache.budget != CACHE_BUDGET:
+        cache = prog.series_cache = TableCache(CACHE_BUDGET)
+    return cache
+
+
 def build_tables(prog, tapes, dtype, layers=None, terms=None):
     """(iops, C, KT): the program's op rows with the series fields set, and per row
     of ``tapes`` (the packed float64 variance tapes (n, Σ P_l), x and z rows stacked)
     the coefficient row C (``dtype``) and the K-table row KT of the series layers
     ``layers`` (default: all), laid out in that order (ntk_conv_series.h), with at
-    most ``terms`` terms (default :data:`TERMS`)."""
+    most ``terms`` terms (default :data:`TERMS`); each layer's through the program's
+    :func:`table_cache`."""
+    terms = terms or TERMS
+    cache = table_cache(prog)
+
+    def layer_tables(layer, q):
+        return cache.get(TableCache.key(layer, terms, dtype, q),
+                         lambda: _layer_tables(layer, q, dtype, terms))
+
     return _assemble(prog, tapes, dtype, prog.series if layers is None else layers,
-                     lambda layer, q: _layer_tables(layer, q, dtype, terms or TERMS))
+                     layer_tables)
 
 
 def diag_tables(prog, tapes, dtype, layers, terms=None):
@@ -156,20 +232,21 @@ def diag_tables(prog, tapes, dtype, layers, terms=None):
         n = q.shape[0]
         with np.errstate(all="ignore"):
             e, ed = series.diag(layer.act.phi2, q, step=layer.act.series_step)
-        block = np.zeros((n, 6, layer.P), dtype)   # lanes 0, 1; b_0, b'_0; e, e'
-        block[:, 4], block[:, 5] = e, ed
+        Pp = entry_stride(layer.P, np.dtype(dtype).itemsize)
+        block = np.zeros((n, 6, Pp), dtype)   # lanes 0, 1; b_0, b'_0; e, e'
+        block[:, 4, :layer.P], block[:, 5, :layer.P] = e, ed
         return (block.reshape(n, -1), np.zeros((n, layer.P), np.int16),
-                dict(sk=0, sj2=-1, spe=1, spd=1, snb=1))
+                dict(sk=0, sj2=-1, spe=1, spd=1, snb=1, spl=Pp))
 
     return _assemble(prog, tapes, dtype, layers, layer_tables)
 
 
-def _bytes_per_image(prog, itemsize):
-    """Upper bound of one image's tables (KCAP terms, both maps, four lanes)."""
+def _bytes_per_image(prog, itemsize, terms=TERMS):
+    """Upper bound of one image's tables (``terms`` terms, both maps, four lanes)."""
     from .. import series
-    per_pixel = (2 * (TERMS // 2 + 1) * 2 + 4) * itemsize + \
+    per_pixel = (2 * (terms // 2 + 1) * 2 + 4) * itemsize + \
         2 * series.NBINS
-    return sum(layer.P for layer in prog.series) * per_pixel
+    return sum(entry_stride(layer.P, itemsize) for layer in prog.series) * per_pixel
 
 
 class PairTables:
@@ -184,9 +261,14 @@ class PairTables:
         self.tx, self.tz = tx, tz
         self.symmetric = symmetric
 
-    def _chunk(self, dtype):
-        per = _bytes_per_image(self.prog, np.dtype(dtype).itemsize)
-        return max(1, TABLE_BUDGET // (2 * max(1, per)))
+    def _chunk(self, dtype, terms, n):
+        """Rows (and columns) per chunk: all n when the symmetric block's tables fit
+        :data:`TABLE_BUDGET` (each image's tables built once per fill), else as many
+        as fit with their columns'."""
+        per = max(1, _bytes_per_image(self.prog, np.dtype(dtype).itemsize, terms))
+        if self.symmetric and n * per <= TABLE_BUDGET:
+            return max(1, n)
+        return max(1, TABLE_BUDGET // (2 * per))
 
     def _tables(self, r0, r1, c0, c1, dtype, terms):
         if self.symmetric and (r0, r1) == (c0, c1):
@@ -223,7 +305,7 @@ class PairTables:
         from .. import _conv_engine
         dtype = X.dtype
         n1, n2 = X.shape[0], Z.shape[0]
-        step = self._chunk(dtype)
+        step = self._chunk(dtype, terms, max(n1, n2))
         for r0 in range(0, n1, step):
             r1 = min(n1, r0 + step)
             for c0 in range(0, n2, step):
@@ -366,6 +448,6 @@ def reference_rows(reference, plan, A, Q, nngp, ntk, est, want_ntk):
     est[bad] = 0.0
 
 
-def table_memory(prog, n, itemsize=8):
+def table_memory(prog, n, itemsize=8, terms=TERMS):
     """Bytes of the tables of n images (upper bound, for the docs and tests)."""
-    return n * _bytes_per_image(prog, itemsize)
+    return n * _bytes_per_image(prog, itemsize, terms)
