@@ -872,24 +872,31 @@ def _mirrors(enabled, out_nngp, out_ntk, i0, i1, dtype):
 
 class _PanelGram:
     """A panel's Gram product A Bᵀ on ``threads`` threads of our own, each a
-    single-threaded BLAS call on a slab of B's rows: no BLAS worker threads, which
-    would spin after each product and take the cores from the Numba kernels."""
+    single-threaded BLAS call on a slab of A's rows (a contiguous block of the result):
+    no BLAS worker threads, which would spin after each product and take the cores
+    from the Numba kernels."""
 
     def __init__(self, threads):
         self.threads = int(threads)
         self._pool = None
+        self._buf = np.empty(0)
         if self.threads > 1:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(self.threads)
 
     def __call__(self, A, B):
-        m = B.shape[0]
-        if self._pool is None or m < 64 * self.threads:
-            return A @ B.T
-        G = np.empty((A.shape[0], m), dtype=np.result_type(A, B))
-        cuts = np.linspace(0, m, self.threads + 1).astype(int)
-        list(self._pool.map(lambda k: np.matmul(A, B[cuts[k]:cuts[k + 1]].T,
-                                                out=G[:, cuts[k]:cuts[k + 1]]),
+        """A Bᵀ in a buffer reused from panel to panel (its pages faulted in once):
+        valid until the next call."""
+        n, m = A.shape[0], B.shape[0]
+        dtype = np.result_type(A, B)
+        if self._buf.dtype != dtype or self._buf.size < n * m:
+            self._buf = np.empty(n * m, dtype=dtype)
+        G = self._buf[:n * m].reshape(n, m)
+        if self._pool is None or n < 16 * self.threads:
+            return np.matmul(A, B.T, out=G)
+        cuts = np.linspace(0, n, self.threads + 1).astype(int)
+        list(self._pool.map(lambda k: np.matmul(A[cuts[k]:cuts[k + 1]], B.T,
+                                                out=G[cuts[k]:cuts[k + 1]]),
                             range(self.threads)))
         return G
 
