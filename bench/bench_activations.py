@@ -14,20 +14,20 @@ Numba has no complex ``math.tanh``; the series' φ' coefficients come from φ's 
 identity), "Custom+dfn" the same with φ' given.  Each timed call is a first call on X
 (the activation's memo of the diagonal rule is dropped before it).
 
-Measured 2026-11-27 (AMD EPYC Zen 4, 2 cores shared with two other engineers' jobs, load
-average 5-6; ``4000 3 3``, two runs of this branch around one of the previous code,
-alternating; ratios wall/ReLU, cpu/ReLU):
+Measured 2026-11-27, evening (AMD EPYC Zen 4, 2 cores, quiet machine; ``4000 3 3``,
+two runs; ratios wall/ReLU, cpu/ReLU; ReLU 0.055-0.058 s wall):
 
-    activation   this branch (run 1 | run 2)        before (42ab6eb, same conditions)
-    Tanh         2.39 2.39 | 2.81 2.63              5.15 3.56
-    Softplus     3.00 3.08 | 3.41 3.49              5.82 4.84
-    SiLU         2.35 2.47 | 2.49 2.54              4.15 3.26
-    Sigmoid      2.35 2.35 | 2.21 2.25              4.29 3.37
-    Sin          1.19 1.20 | 1.13 1.14              6.03 4.70
-    Custom       2.56 2.56 | 2.89 2.72             16.25 12.27
-    Custom+dfn   2.35 2.63 | 2.58 2.60              5.68 4.49
+    activation   run 1          run 2
+    Tanh         3.02  2.62     2.97  2.58
+    Softplus     3.74  3.32     3.69  3.36
+    SiLU         3.27  2.80     3.12  2.76
+    Sigmoid      2.96  2.62     2.85  2.54
+    Sin          1.62  1.56     1.62  1.58
+    Custom       2.90  2.53     3.00  2.64
+    Custom+dfn   2.90  2.49     2.92  2.58
 
-(ReLU 0.30 s wall, 0.15 s cpu; 0 of 512² elements left to the quadrature for all.)
+(0 of 512² elements left to the quadrature for all; the history is in
+docs/benchmarks.md.)
 """
 
 import math
