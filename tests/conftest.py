@@ -40,3 +40,23 @@ def rng():
 
 requires_compiled = pytest.mark.skipif(not compiled_available(),
                                        reason="compiled extension not built")
+
+
+#: the compiled FC engine's instruction-set levels (tests parametrize ``at_level`` over
+#: these with ``indirect=True``)
+ISA_LEVELS = ["x86-64-v4", "x86-64-v3", "baseline"]
+
+
+@pytest.fixture
+def at_level(request):
+    """Run the test with the compiled engine forced to the level ``request.param`` (skip
+    where this CPU lacks it), restoring the previous level afterwards."""
+    compiled = pytest.importorskip("ntkfast.backends.compiled")
+    level = request.param
+    if level not in compiled.isa_levels():
+        pytest.skip(f"{level} not available here ({compiled.isa_levels()})")
+    previous = compiled.set_isa(level)
+    try:
+        yield level
+    finally:
+        compiled.set_isa(previous)

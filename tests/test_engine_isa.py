@@ -15,24 +15,12 @@ from conftest import ALL_ACTIVATIONS, requires_compiled
 pytestmark = requires_compiled
 
 compiled = pytest.importorskip("ntkfast.backends.compiled")
-LEVELS = ["x86-64-v4", "x86-64-v3", "baseline"]
+from conftest import ISA_LEVELS as LEVELS  # noqa: E402
 TOL = {np.float64: 1e-13, np.float32: 2e-5}
 
 
 def scale_err(a, b):
     return np.max(np.abs(a.astype(np.float64) - b)) / np.max(np.abs(b))
-
-
-@pytest.fixture
-def at_level(request):
-    level = request.param
-    if level not in compiled.isa_levels():
-        pytest.skip(f"{level} not available here ({compiled.isa_levels()})")
-    previous = compiled.set_isa(level)
-    try:
-        yield level
-    finally:
-        compiled.set_isa(previous)
 
 
 def _inputs(rng):

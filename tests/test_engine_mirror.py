@@ -14,19 +14,7 @@ from ntkfast._alloc import aligned
 pytestmark = requires_compiled
 
 compiled = pytest.importorskip("ntkfast.backends.compiled")
-LEVELS = ["x86-64-v4", "x86-64-v3", "baseline"]
-
-
-@pytest.fixture
-def at_level(request):
-    level = request.param
-    if level not in compiled.isa_levels():
-        pytest.skip(f"{level} not available here ({compiled.isa_levels()})")
-    previous = compiled.set_isa(level)
-    try:
-        yield level
-    finally:
-        compiled.set_isa(previous)
+from conftest import ISA_LEVELS as LEVELS  # noqa: E402
 
 
 def _fill(net, X, dtype, tile, mirror, outs):
