@@ -190,7 +190,7 @@ if numba is not None:
                     for i in range(ib, min(ie, j)):
                         o[j, i] = o[i, j]
 
-    @njit(cache=True, parallel=True, fastmath={"contract"})
+    @njit(cache=True, parallel=True)
     def _fill_series(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, qx, qz, P, c0x, kt,
                      Qt, c0z, ktz, ktzb, lanes, cb, i0, j0, outS, outT, flag, mirS, mirT):
         """The recursion per element with (E, Ė) from the Hermite series (the sums of
