@@ -569,13 +569,13 @@ if njit is not None:
             out[k] = max(out[k], v) if accumulate else v
             tail += b[k] * b[k]
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _k_rows(b, e, bd, ed, two, mpow, tol, flag, slack, kt):
         """kt[r, m] = least k with mpow[m, k] · R[r, k] ≤ tol (else ``flag``), R the
         larger tail ratio of the row's two maps (:func:`_tail_ratio`), mpow[m, k] =
-        edge_m^{k+1}; nondecreasing in m, so one forward scan per row.  Serial: the
-        engine builds the tables of its layers on threads of its own (a parallel
-        kernel here would nest)."""
+        edge_m^{k+1}; nondecreasing in m, so one forward scan per row.  Serial, without
+        the GIL: the engine builds the tables of its layers on threads of its own (a
+        parallel kernel here would nest)."""
         n, K1 = b.shape
         R = np.empty(K1)
         for r in range(n):
