@@ -15,16 +15,16 @@ identity), "Custom+dfn" the same with φ' given.  Each timed call is a first cal
 (the activation's memo of the diagonal rule is dropped before it).
 
 Measured 2026-11-27, evening (AMD EPYC Zen 4, 2 cores, quiet machine; ``4000 3 3``,
-two runs; ratios wall/ReLU, cpu/ReLU; ReLU 0.055-0.058 s wall):
+four runs; ratios wall/ReLU, cpu/ReLU; ReLU 0.055-0.060 s wall):
 
-    activation   run 1          run 2
-    Tanh         3.02  2.62     2.97  2.58
-    Softplus     3.74  3.32     3.69  3.36
-    SiLU         3.27  2.80     3.12  2.76
-    Sigmoid      2.96  2.62     2.85  2.54
-    Sin          1.62  1.56     1.62  1.58
-    Custom       2.90  2.53     3.00  2.64
-    Custom+dfn   2.90  2.49     2.92  2.58
+    activation   run 1        run 2        run 3        run 4
+    Tanh         3.02 2.62    2.97 2.58    2.64 2.37    2.80 2.51
+    Softplus     3.74 3.32    3.69 3.36    3.36 3.12    3.57 3.32
+    SiLU         3.27 2.80    3.12 2.76    2.80 2.49    2.97 2.66
+    Sigmoid      2.96 2.62    2.85 2.54    2.53 2.29    2.67 2.42
+    Sin          1.62 1.56    1.62 1.58    1.58 1.51    1.61 1.57
+    Custom       2.90 2.53    3.00 2.64    2.87 2.52    2.91 2.56
+    Custom+dfn   2.90 2.49    2.92 2.58    2.74 2.48    2.82 2.51
 
 (0 of 512² elements left to the quadrature for all; the history is in
 docs/benchmarks.md.)

@@ -28,7 +28,7 @@ Four per-element evaluations of (E, Ė):
   A first pass uses :data:`ntkfast.series.KFAST` terms; the elements it cannot certify
   get a :data:`~ntkfast.series.KCAP` pass, and those still uncertified (|ρ| → 1 with a
   steep φ(√q ·)) the activation's own rule (series or 2-D quadrature per element).
-  Measured 2.9–3.7× the compiled ReLU time (``bench/bench_activations.py``).
+  Measured 2.5–3.7× the compiled ReLU time (``bench/bench_activations.py``).
 * **closed** — :class:`Sin`/:class:`Cos`: the closed form fused into the recursion
   (:func:`_fill_sin`: per-row × per-column damping factors, one vectorised exponential
   per element and layer), ~1.2× the compiled ReLU time.
