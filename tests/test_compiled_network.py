@@ -6,6 +6,7 @@ out of core; dispatch."""
 import numpy as np
 import pytest
 
+from conftest import assert_fills_agree, fill_both
 import ntkfast as nk
 from ntkfast.backends.compiled_network import CompiledNetworkEngine, unsupported_layer
 from ntkfast.backends.reference_network import NetworkPlan, NetworkReferenceEngine
@@ -119,17 +120,8 @@ def test_threads_and_tiles_do_not_change_results():
     qx, qz = eng.variances(plan, X), eng.variances(plan, Z)
     results = []
     for tile, jobs in ((None, 1), (1, 2), (3, 2), (2, 1)):
-        for sym, Zb, q2 in ((False, Z, qz), (True, X, qx)):
-            S = np.empty((X.shape[0], Zb.shape[0]))
-            T = np.empty_like(S)
-            eng.fill(plan, X, Zb, S, T, symmetric=sym, dtype=np.float64, tile=tile,
-                     n_jobs=jobs, qx=qx, qz=q2)
-            results.append((sym, S, T))
-    for sym in (False, True):
-        first = [r for r in results if r[0] is sym]
-        for _, S, T in first[1:]:
-            assert np.max(np.abs(S - first[0][1])) <= 1e-13 * np.max(np.abs(S))
-            assert np.max(np.abs(T - first[0][2])) <= 1e-13 * np.max(np.abs(T))
+        results += fill_both(eng, plan, X, Z, qx, qz, tile, jobs)
+    assert_fills_agree(results)
     # whole network through tiling with several threads and small blocks
     a = net.kernels(X, Z, backend="compiled", n_jobs=2, tile=2)
     b = net.kernels(X, Z, backend="compiled", n_jobs=1)

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import assert_fills_agree, fill_both
 import ntkfast as nk
 from ntkfast.backends import conv_series
 from ntkfast.backends.compiled_network import CompiledNetworkEngine, unsupported_layer
@@ -190,17 +191,8 @@ def test_threads_tiles_and_table_chunks_do_not_change_results(monkeypatch):
             monkeypatch.setattr(conv_series, "SAVE_BUDGET", budget)
         q2 = CompiledNetworkEngine(n_jobs=jobs).variances(plan, X)
         assert np.array_equal(q2.nngp, qx.nngp) and np.array_equal(q2.ntk, qx.ntk)
-        for sym, Zb, qb in ((False, Z, qz), (True, X, qx)):
-            S = np.empty((X.shape[0], Zb.shape[0]))
-            T = np.empty_like(S)
-            eng.fill(plan, X, Zb, S, T, symmetric=sym, dtype=np.float64, tile=tile,
-                     n_jobs=jobs, qx=qx, qz=qb)
-            results.append((sym, S, T))
-    for sym in (False, True):
-        first = [r for r in results if r[0] is sym]
-        for _, S, T in first[1:]:
-            assert np.max(np.abs(S - first[0][1])) <= 1e-13 * np.max(np.abs(S))
-            assert np.max(np.abs(T - first[0][2])) <= 1e-13 * np.max(np.abs(T))
+        results += fill_both(eng, plan, X, Z, qx, qz, tile, jobs)
+    assert_fills_agree(results)
 
 
 def test_activation_in_a_live_branch_uses_the_reference_self_pass():

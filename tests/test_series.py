@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
+from conftest import assert_numba_matches_reference
 import ntkfast as nk
 from ntkfast import series
 from ntkfast.activations import Custom, Sigmoid, SiLU, Softplus, Tanh
@@ -224,14 +225,7 @@ def test_numba_series_engine_matches_reference(act, param, rng):
     kw = dict(depth=3, w_std=1.3, b_std=0.2, parameterization=param,
               width=None if param == "ntk" else 50)
     net = nk.MLP(activation=act, **kw)
-    for Zi in (None, Z):
-        k = net.kernels(X, Zi, backend="numba")
-        r = net.kernels(X, Zi, backend="reference")
-        for a, b in ((k.nngp, r.nngp), (k.ntk, r.ntk)):
-            assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
-        k32 = net.kernels(X, Zi, backend="numba", dtype=np.float32)
-        for a, b in ((k32.nngp, r.nngp), (k32.ntk, r.ntk)):
-            assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
+    assert_numba_matches_reference(net, X, Z)
 
 
 def _shifted_tanh(u):  # neither odd nor even: all four lanes, j2 > 0
@@ -245,11 +239,7 @@ def test_numba_series_engine_mixed_parity(rng):
     X, Z = _unequal(rng, 150), _unequal(rng, 70)
     assert series.lane_plan(series.coefficients(act.phi2, np.array([0.5, 2.0])))[3] > 0
     net = nk.MLP(activation=act, depth=3, w_std=1.3, b_std=0.2)
-    for Zi in (None, Z):
-        k = net.kernels(X, Zi, backend="numba")
-        r = net.kernels(X, Zi, backend="reference")
-        for a, b in ((k.nngp, r.nngp), (k.ntk, r.ntk)):
-            assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
+    assert_numba_matches_reference(net, X, Z, float32=False)
 
 
 def _network_vs_quadrature(act, param, rng):

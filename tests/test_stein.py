@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import assert_numba_matches_reference
 import ntkfast as nk
 
 pytest.importorskip("numba")
@@ -102,14 +103,7 @@ def test_engine_with_stein_matches_reference(param, given, rng):
     X[3] *= 1e-5
     net = nk.MLP(activation=act, depth=3, w_std=1.3, b_std=0.0 if param == "ntk" else 0.1,
                  parameterization=param, width=None if param == "ntk" else 50)
-    for Zi in (None, Z):
-        k = net.kernels(X, Zi, backend="numba")
-        r = net.kernels(X, Zi, backend="reference")
-        for a_, b_ in ((k.nngp, r.nngp), (k.ntk, r.ntk)):
-            assert np.max(np.abs(a_ - b_)) <= 1e-12 * np.max(np.abs(b_))
-        k32 = net.kernels(X, Zi, backend="numba", dtype=np.float32)
-        for a_, b_ in ((k32.nngp, r.nngp), (k32.ntk, r.ntk)):
-            assert np.max(np.abs(a_ - b_)) <= 1e-5 * np.max(np.abs(b_))
+    assert_numba_matches_reference(net, X, Z)
 
 
 def test_diag_memo_returns_copies():

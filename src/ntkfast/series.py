@@ -224,7 +224,7 @@ def n_pairs(K):
     return K // 2 + 1
 
 
-def _k_table(b, e, K, bd=None, ed=None):
+def _k_table(b, e, bd=None, ed=None):
     """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper
     edge; with ``bd``, ``ed`` (φ''s coefficients) the least K' that bounds both maps:
     the condition, m^{K'+1} · max(T_K'/e, T'_K'/e') ≤ TOL, is monotone in K', so it is
@@ -357,10 +357,11 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
             if stein is None:
                 Ad[rows], ed[rows] = V[:, nb + 1:-1], V[:, -1]
 
-        # the row scales of the interpolated columns: √e for coefficients, e for e
-        blocks = [(0, nb, 0.5), (nb, nb + 1, 1.0)]
+        # (columns, the row's energy column, its power): √e for coefficients, e for e
+        blocks = [(0, nb, nb, 0.5), (nb, nb + 1, nb, 1.0)]
         if stein is None:
-            blocks += [(nb + 1, nb + Kall + 2, 0.5), (nb + Kall + 2, nb + Kall + 3, 1.0)]
+            de = nb + Kall + 2
+            blocks += [(nb + 1, de, de, 0.5), (de, de + 1, de, 1.0)]
         direct = _interpolated(rule, store, q, idx, blocks)
         for s in range(0, direct.size, _ROWS):
             rows = direct[s:s + _ROWS]
@@ -368,7 +369,7 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
         if stein is not None:
             _stein_derivative(phi2, q, idx, B, e, ed, Ad, y, we, We, Wo, Kall)
     A = np.ascontiguousarray(B[:, :Kall + 1])
-    kt = _k_table(A, e, Kall, Ad, ed).astype(np.int16)
+    kt = _k_table(A, e, Ad, ed).astype(np.int16)
     return SeriesCoeffs(A, Ad, kt, e, ed)
 
 
@@ -417,27 +418,20 @@ def _interpolated(rule, store, q, idx, blocks):
     :data:`COEFF_INTERP_N`); they are smooth in log q (φ(√q y) on a fixed rule), so the
     barycentric interpolant through them is exact to rounding for most rows.  A row is
     stored (``store(rows, values)``) where the n- and 2n-point interpolants agree to
-    :data:`COEFF_INTERP_TOL` in every column block ``(start, stop, power)`` of
-    ``blocks``, relative to the row's energy (the column just after a coefficient
-    block) to the given power; the others (and groups too small, or of one variance,
-    or with q ≤ 0) are returned."""
-    if idx.size < COEFF_INTERP_MIN:
+    :data:`COEFF_INTERP_TOL` in every column block ``(start, stop, energy, power)`` of
+    ``blocks``, relative to the row's value in column ``energy`` to the given power; the
+    others (and groups too small, or of one variance, or with q ≤ 0) are returned."""
+    qi = q[idx]
+    if idx.size < COEFF_INTERP_MIN or not np.all(np.isfinite(qi) & (qi > 0)):
         return idx
-    t = np.log(q[idx]) if np.all(q[idx] > 0) else None
-    if t is None or not np.all(np.isfinite(t)):
+    both = _two_interpolants(np.log(qi), COEFF_INTERP_N, rule)
+    if both is None:
         return idx
-    lo, hi = float(t.min()), float(t.max())
-    if hi - lo <= 1e-12 * max(1.0, abs(lo)):
-        return idx
-    nodes = _cheb_lobatto(lo, hi, 2 * COEFF_INTERP_N)
-    V = rule(np.exp(nodes))
-    fine = _cheb_interp(t, nodes, V)
-    coarse = _cheb_interp(t, nodes[::2], V[::2])
+    fine, coarse = both
     ok = np.ones(idx.size, dtype=bool)
-    for start, stop, power in blocks:
-        energy = np.abs(fine[:, stop if power == 0.5 else start]) ** power
+    for start, stop, energy, power in blocks:
         diff = np.abs(fine[:, start:stop] - coarse[:, start:stop]).max(axis=1)
-        ok &= diff <= COEFF_INTERP_TOL * energy
+        ok &= diff <= COEFF_INTERP_TOL * np.abs(fine[:, energy]) ** power
     store(idx[ok], fine[ok])
     return idx[~ok]
 
@@ -477,6 +471,18 @@ def _cheb_lobatto(lo, hi, n):
     return nodes
 
 
+def _two_interpolants(t, n, values):
+    """(fine, coarse): at the points ``t``, the barycentric interpolants through the
+    2n + 1 Chebyshev–Lobatto points of [min t, max t] of ``values(exp(nodes))`` (nodes ×
+    columns) and through every other one of them; None when t has (nearly) no spread."""
+    lo, hi = float(t.min()), float(t.max())
+    if hi - lo <= 1e-12 * max(1.0, abs(lo)):
+        return None
+    nodes = _cheb_lobatto(lo, hi, 2 * n)
+    V = values(np.exp(nodes))
+    return _cheb_interp(t, nodes, V), _cheb_interp(t, nodes[::2], V[::2])
+
+
 def _cheb_interp(t, nodes, vals):
     """The barycentric interpolant through Chebyshev–Lobatto ``nodes`` (descending,
     x_j = cos(jπ/n) mapped) of ``vals`` (nodes × m), at the points ``t``."""
@@ -511,15 +517,11 @@ def diag_interpolated(phi2, q, step=1.0, tol_d=None):
     good = np.isfinite(flat) & (flat > 0)
     if np.count_nonzero(good) < DIAG_INTERP_MIN:
         return diag(phi2, q, step)
-    t = np.log(flat[good])
-    lo, hi = float(t.min()), float(t.max())
-    if hi - lo <= 1e-12 * max(1.0, abs(lo)):        # (nearly) one variance: no spread
+    both = _two_interpolants(np.log(flat[good]), DIAG_INTERP_N,
+                             lambda qn: np.stack(diag(phi2, qn, step), axis=1))
+    if both is None:                                # (nearly) one variance: no spread
         return diag(phi2, q, step)
-    nodes = _cheb_lobatto(lo, hi, 2 * DIAG_INTERP_N)
-    ev, edv = diag(phi2, np.exp(nodes), step)
-    vals = np.stack([ev, edv], axis=1)
-    fine = _cheb_interp(t, nodes, vals)
-    coarse = _cheb_interp(t, nodes[::2], vals[::2])
+    fine, coarse = both
     tol = np.array([DIAG_INTERP_TOL, DIAG_INTERP_TOL if tol_d is None else tol_d])
     close = np.all(np.abs(fine - coarse) <= tol * np.abs(fine), axis=1)
     e = np.empty(flat.size)

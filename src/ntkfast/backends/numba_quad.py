@@ -715,8 +715,8 @@ class NumbaQuadEngine:
                                 spec.lam, spec.mu, qq, tabE, tabD,
                                 self.table_size / math.pi, oS, oT)
                 elif mode == "series":
-                    self._series_panel(spec, act, tables, G, inv_d, symmetric, qx, qz, i0,
-                                       j0, i1, n_jobs, oS, oT, mirS, mirT)
+                    self._series_panel(spec, tables, G, inv_d, symmetric, qx, qz, i0, j0,
+                                       i1, oS, oT, mirS, mirT)
                 elif mode == "closed":
                     _fill_sin(G, inv_d, symmetric, depth, spec.w2, spec.b2, spec.lam0,
                               spec.lam, spec.mu, fx, fz, i0, j0, *sin_args, oS, oT, mirS,
@@ -748,8 +748,8 @@ class NumbaQuadEngine:
             if out_ntk is not None:
                 out_ntk[idx, idx] = ntk_diag
 
-    def _series_panel(self, spec, act, tables, G, inv_d, symmetric, qx, qz, i0, j0, i1,
-                      n_jobs, oS, oT, mirS, mirT):
+    def _series_panel(self, spec, tables, G, inv_d, symmetric, qx, qz, i0, j0, i1, oS, oT,
+                      mirS, mirT):
         """One panel by the series: a first pass with KFAST terms; the elements it
         cannot certify get a KCAP pass (its tables built on first need), and those
         still uncertified the activation's own rule (:func:`_redo_pairs`); the mirror
