@@ -126,25 +126,50 @@ def _spy(monkeypatch):
     return sent
 
 
-@pytest.mark.parametrize("pool", [False, True])
-def test_near_parallel_pairs_go_through_the_reference(pool, monkeypatch):
-    """Duplicates and scaled copies: pixel pairs at |rho| -> 1 with a steep tanh(sqrt(q) .)
-    that no table certifies; their image pairs take the reference's route."""
-    rng = np.random.default_rng(7)
+def _near_parallel(rng, w_std, pool):
+    """Duplicates and scaled copies: pixel pairs at |rho| -> 1 with a steep
+    tanh(sqrt(q) .) (q ~ w_std^2)."""
     X = rng.standard_normal((4, 5, 5, 2))
     X[1] = X[0]                         # an exact copy
     X[2] = 1.5 * X[0]                   # a scaled copy (rho = 1, q differ)
     X[3] = X[0] + 1e-7 * rng.standard_normal(X[0].shape)
     readout = [nk.AvgPool((2, 2)), nk.GlobalAvgPool()] if pool else [nk.Flatten()]
-    net = nk.serial(nk.Conv((3, 3), w_std=2.5), nk.Tanh(), nk.Conv((3, 3), w_std=2.5),
+    net = nk.serial(nk.Conv((3, 3), w_std=w_std), nk.Tanh(), nk.Conv((3, 3), w_std=w_std),
                     nk.Tanh(), *readout, nk.Dense())
+    return net, X, np.concatenate([X[:1], 1.5 * X[:1]])
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_near_parallel_pairs_take_the_long_tables(pool, monkeypatch):
+    """q up to ~10 in both layers: pixel pairs at |rho| -> 1 that TERMS cannot certify
+    but LONG_TERMS can (their image pairs went to the reference before the long tier,
+    and do again without it); same numbers either way."""
+    net, X, Z = _near_parallel(np.random.default_rng(7), 2.5, pool)
+    sent = _spy(monkeypatch)
+    got = net.kernels(X, backend="compiled")
+    cross = net.kernels(X, Z, backend="compiled")
+    assert not sent, "a pair went to the reference"
+    monkeypatch.setattr(conv_series, "LONG_TERMS", 0)
+    short = net.kernels(X, backend="compiled")
+    assert sent, "TERMS certified every pair: the case does not test the long tier"
+    ref = net.kernels(X, backend="reference")
+    ref_cross = net.kernels(X, Z, backend="reference")
+    for a, b in ((got, ref), (short, ref), (cross, ref_cross)):
+        assert _rel(a.nngp, b.nngp) <= 1e-12
+        assert _rel(a.ntk, b.ntk) <= 1e-12
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_near_parallel_pairs_beyond_the_tables_go_through_the_reference(pool, monkeypatch):
+    """q ~ 40: tanh(sqrt(q) .) needs more than LONG_TERMS terms at rho -> 1; those
+    image pairs take the reference's route."""
+    net, X, Z = _near_parallel(np.random.default_rng(7), 6.0, pool)
     sent = _spy(monkeypatch)
     got = net.kernels(X, backend="compiled")
     assert sent, "no pair was sent to the reference"
     ref = net.kernels(X, backend="reference")
     assert _rel(got.nngp, ref.nngp) <= 1e-12
     assert _rel(got.ntk, ref.ntk) <= 1e-12
-    Z = np.concatenate([X[:1], 1.5 * X[:1]])
     got = net.kernels(X, Z, backend="compiled")
     ref = net.kernels(X, Z, backend="reference")
     assert _rel(got.ntk, ref.ntk) <= 1e-12
@@ -165,13 +190,14 @@ def test_too_few_terms_change_the_route_not_the_numbers(pool, monkeypatch):
     full = net.kernels(X, backend="compiled")
     routed = sum(len(s) for s in sent)
     monkeypatch.setattr(conv_series, "TERMS", 6)
+    monkeypatch.setattr(conv_series, "LONG_TERMS", 0)
     del sent[:]
     few = net.kernels(X, backend="compiled")
     assert sum(len(s) for s in sent) > routed
-    # 6-term first tables, then the full ones for what they leave: the route of `full`
-    monkeypatch.setattr(conv_series, "TERMS", 256)
+    # 6-term first tables, then the other tiers for what they leave: the route of `full`
+    monkeypatch.undo()
+    sent = _spy(monkeypatch)
     monkeypatch.setattr(conv_series, "FIRST_TERMS", 6)
-    del sent[:]
     tiered = net.kernels(X, backend="compiled")
     assert sum(len(s) for s in sent) == routed
     for got in (full, few, tiered):
@@ -261,6 +287,7 @@ def test_wide_rows_too_few_terms_change_the_route_not_the_numbers(pool, monkeypa
     ref = net.kernels(X, Z, backend="reference")
     sent = _spy(monkeypatch)
     monkeypatch.setattr(conv_series, "TERMS", 8)
+    monkeypatch.setattr(conv_series, "LONG_TERMS", 0)
     got = net.kernels(X, Z, backend="compiled")
     assert sent and sum(len(s) for s in sent) < X.shape[0] * Z.shape[0] + X.shape[0]
     assert _rel(got.nngp, ref.nngp) <= 1e-12

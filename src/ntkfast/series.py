@@ -103,10 +103,24 @@ HALF_WIDTH = 14.0
 _ROWS = 1024
 
 
-def _step(q, step=1.0):
+#: most terms the base step resolves (measured: the first coefficient off by > 2e-15
+#: of √E[φ²] from a rule 7× finer is at k = 328 … 1432 for the built-in activations
+#: over 1/16 ≤ q ≤ 16)
+STEP_TERMS = 256
+
+
+def _step(q, step=1.0, K=0):
     """The trapezoidal step for variance q; ``step`` < 1 scales it down for φ analytic in
-    a narrower strip than tanh's (:meth:`ntkfast.activations.Custom` calibrates it)."""
-    return step * min(0.2, 0.15 / math.sqrt(max(q, 1e-300)))
+    a narrower strip than tanh's (:meth:`ntkfast.activations.Custom` calibrates it).
+
+    Tables of more than :data:`STEP_TERMS` terms also resolve p_k: the Fourier transform
+    of φ(√q x) p_k(x) e^{−x²/2} reaches about √k + 1.5 + 22.3 √q/step (p_k's spectrum
+    peaks at √k; measured over the built-ins, 1/16 ≤ q ≤ 4), which must stay below the
+    alias frequency 2π/h, so h ≤ 2π/(√K + 6 + 24 √q/step)."""
+    h = step * min(0.2, 0.15 / math.sqrt(max(q, 1e-300)))
+    if K > STEP_TERMS:
+        h = min(h, 2.0 * math.pi / (math.sqrt(K) + 6.0 + 24.0 * math.sqrt(max(q, 0.0)) / step))
+    return h
 
 
 @functools.lru_cache(maxsize=64)
@@ -242,17 +256,28 @@ def _k_table(b, e, bd=None, ed=None):
 
 
 def _group_k(phi2, q, kcap=KCAP, step=1.0):
-    """Terms the largest q of a group needs (relative tail ≤ CONVERGED at ρ = 1)."""
-    x, w, W = hermite_table(_step(q, step), kcap)
+    """Terms the largest q of a group needs: the least K with relative tail T_K/e ≤
+    CONVERGED² at ρ = 1 in both maps, the tail summed as the K tables sum it (the terms
+    after K, plus the clamped remainder e − Σ b² and 8 ε e: no cancellation), or, for
+    tables of more than :data:`STEP_TERMS` terms, ≤ TOL/16 (what the K table's last bin
+    needs, with margin for the group's smaller variances: CONVERGED² is below the
+    rounding of a long sum)."""
+    x, w, W = hermite_table(_step(q, step, kcap), kcap)
     f, d = phi2(math.sqrt(q) * x)
+    goal = CONVERGED * CONVERGED if kcap <= STEP_TERMS else TOL / 16
     K = 0
     for vals in (f, d):
         b = (vals @ W)
         e = float(w @ (vals * vals))
         if e <= 0:
             continue
-        T = np.maximum(e - np.cumsum(b * b), 0.0) / e
-        hit = np.nonzero(T <= CONVERGED * CONVERGED)[0]
+        if kcap <= STEP_TERMS:
+            T = np.maximum(e - np.cumsum(b * b), 0.0) / e
+        else:
+            sq = b * b
+            after = np.concatenate([np.cumsum(sq[::-1])[::-1][1:], [0.0]])
+            T = (after + max(e - float(sq.sum()), 0.0) + 8 * np.finfo(float).eps * e) / e
+        hit = np.nonzero(T <= goal)[0]
         K = max(K, int(hit[0]) if hit.size else kcap)
     return max(K, 2)
 
@@ -333,7 +358,7 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     if stein is not None:
         phi, ed[:] = stein
     for idx, qg, _ in parts:
-        y, we, We, Wo = folded_table(_step(qg, step), nb - 1)
+        y, we, We, Wo = folded_table(_step(qg, step, nb - 1), nb - 1)
 
         def rule(qr):
             """[b_0 … b_{nb−1}, e] of φ at the variances qr (without ``stein`` also

@@ -54,6 +54,14 @@ TERMS = 256
 #: for the shorter tables (48 terms, the FC engine's first pass, measured slower on
 #: Myrtle-5 / tanh: one pixel pair out of 10^6 beyond 48 terms reruns the whole pair)
 FIRST_TERMS = 128
+#: terms of the last tier, for the pairs (and self-pass rows) TERMS cannot certify:
+#: pixel pairs at |ρ| → 1 with a large variance (smooth images: upscaled digits with
+#: Myrtle-5 / tanh reach q = 8.4 in the first layer, where ρ = 1 needs 1058 terms).
+#: Every |ρ| ≤ 1 is certified up to q ≈ 12 for tanh (1584 terms), 45 for sigmoid, 32
+#: and more for softplus and SiLU; the tables' trapezoidal step shrinks with the
+#: terms (:func:`ntkfast.series._step`) and their length is what the largest variance
+#: needs, so a table that reaches 2048 terms is rare.  Beyond, the reference engine.
+LONG_TERMS = 2048
 #: ntk_conv_series.h's stage modes
 SAVE, LOAD = 1, 2
 
@@ -91,7 +99,8 @@ def entry_stride(P, itemsize):
 
 
 def _tiers():
-    return (FIRST_TERMS, TERMS) if FIRST_TERMS and FIRST_TERMS < TERMS else (TERMS,)
+    tiers = [FIRST_TERMS] if FIRST_TERMS and FIRST_TERMS < TERMS else []
+    return tuple(tiers + [TERMS] + ([LONG_TERMS] if LONG_TERMS > TERMS else []))
 
 
 def _layer_tables(layer, q, dtype, terms):
