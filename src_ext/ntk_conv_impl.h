@@ -832,6 +832,14 @@ NCV_CLONES double NCV(ncv_pair)(const ncv_prog *pg, const REAL *g, long ldg,
                  * states: complete the self pass's half planes first */
                 NCV(ncv_complete)(up, op->dst, Sb, Tb, tz, pg->want_ntk, hi, wi);
                 flags += NCV(ncv_series_layer)(pg, op, S, T, &tz[op->dst], qx, qz, qself, st);
+                if (isinf(flags)) {
+                    /* an uncertified pixel pair: the caller recomputes the pair (a
+                     * longer table, or the reference), so the rest is not needed */
+                    out_s[0] = 0;
+                    if (out_t)
+                        out_t[0] = 0;
+                    return flags;
+                }
                 if (qself && full && !(op->smode & NCV_SERIES_SAVE))
                     up[op->dst] = 1;  /* the planes h > h' stale (ncv_series_layer) */
                 break;
