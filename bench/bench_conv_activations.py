@@ -4,16 +4,17 @@ Sigmoid against the same network with ReLU, side by side in one run, and the ref
 
     python bench/bench_conv_activations.py [--n 8] [--size 32] [--threads 2]
         [--archs myrtle5,cnn-flatten(4)] [--acts tanh,softplus,silu,sigmoid]
-        [--data random|smooth] [--ref-n 2]
+        [--data random|smooth|digits] [--ref-n 2]
 
 Per network (a preset of ``ntkfast.architecture_spec`` with ``relu`` replaced by the
 activation) and activation: ``kernels(X)`` of N images (both kernels, float64) by the
 compiled engine, the better of two runs after a warm-up, and its ratio to ReLU's; the
 self pass (per image) and the cross pass (per pair) separately; and the reference
 engine's ``kernels`` of the first ``--ref-n`` images against the compiled engine's on
-the same images.  ``--data smooth``: Gaussian-blurred noise (natural images have pixel
-pairs at |ρ| → 1, whose image pairs the series cannot certify and the reference
-recomputes: see the routed column).  Nothing is asserted: timings on a shared machine
+the same images.  ``--data smooth``: blurred noise; ``--data digits``: scikit-learn's
+digits, upscaled bilinearly (natural images have pixel pairs at |ρ| → 1 that need the
+long tables, up to 2048 terms, and the largest variances beyond what those certify,
+whose image pairs the reference recomputes: the routed column).  Nothing is asserted: timings on a shared machine
 are noisy, so the variants alternate within one run.  CPU s: process time of all
 threads (the fair ratio when other work shares the cores); the passes' columns are CPU
 time too, the cross pass the better of two fills with one engine (the second reads the
@@ -45,6 +46,12 @@ def build(arch, act):
 
 
 def images(n, size, kind, rng):
+    if kind == "digits":  # scikit-learn's 8x8 digits, bilinear to size x size, 3 channels
+        from scipy.ndimage import zoom
+        from sklearn.datasets import load_digits
+        d = load_digits().images[:n] / 16.0
+        X = np.stack([zoom(im, size / 8, order=1) for im in d])[..., None].repeat(3, -1)
+        return (X - X.mean()) / X.std()
     X = rng.standard_normal((n, size, size, 3))
     if kind == "smooth":  # a 5-tap blur along both axes, twice
         for _ in range(2):
@@ -97,7 +104,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--archs", default="myrtle5,cnn-flatten(4)")
     ap.add_argument("--acts", default="tanh,softplus,silu,sigmoid")
-    ap.add_argument("--data", default="random", choices=["random", "smooth"])
+    ap.add_argument("--data", default="random", choices=["random", "smooth", "digits"])
     ap.add_argument("--ref-n", type=int, default=2)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
