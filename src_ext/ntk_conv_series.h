@@ -18,8 +18,10 @@
  * certificate of series._k_table (per pixel and |rho| bin, the least K with
  * |rho|^{K+1} sqrt(T_K(qx) T_K(qz)) <= 1e-13 sqrt(e(qx) e(qz)), T_K the tail energy),
  * read at the block's largest |rho|: more terms only lower the bound.  A pixel pair no
- * K <= the table's can certify makes the layer return INFINITY: the caller recomputes the image pair with the
- * reference engine (compiled_network.py's _precise route).  Pixel pairs with
+ * K <= the table's can certify makes the layer return INFINITY (the program stops
+ * there): the caller recomputes the image pair with longer tables (conv_series.py's
+ * tiers) or, past the last, with the reference engine (compiled_network.py's _precise
+ * route).  Pixel pairs with
  * Sigma = qx = qz to 1e-12 (an image with itself, duplicate windows) take the diagonal
  * to first order, E = e(qx) - (qx - Sigma) e'(qx), Edot = e'(qx) (e = E[phi^2],
  * e' = E[phi'^2]): series.evaluate's rule; on the self pass's diagonal (Sigma = q

@@ -136,7 +136,22 @@ def _rule(h, K):
     return x, w
 
 
-@functools.lru_cache(maxsize=64)
+def _cached_below(limit):
+    """lru_cache for the tables of at most ``limit`` terms; longer ones (the conv
+    engine's last tier: up to 2048 terms × ~1000 nodes, 10-20 MB each, their (h, K)
+    different from call to call) are rebuilt each time instead of pinned in memory."""
+    def wrap(fn):
+        cached = functools.lru_cache(maxsize=64)(fn)
+
+        @functools.wraps(fn)
+        def table(h, K):
+            return cached(h, K) if K <= limit else fn(h, K)
+        table.cache_clear = cached.cache_clear
+        return table
+    return wrap
+
+
+@_cached_below(STEP_TERMS)
 def folded_table(h, K):
     """(y, we, wo, We, Wo): the nodes y ≥ 0 of :func:`hermite_table`'s rule and, for
     f(x) folded into fe = f(y) + f(−y), fo = f(y) − f(−y) (y > 0; fe = f(0), fo = 0 at
@@ -153,7 +168,7 @@ def folded_table(h, K):
     return y, we, We, Wo
 
 
-@functools.lru_cache(maxsize=64)
+@_cached_below(STEP_TERMS)
 def hermite_table(h, K):
     """(x, w, W) with W[n, k] = w_n p_k(x_n), p_k = He_k/√k! (the recurrence
     p_{k+1} = (x p_k − √k p_{k−1})/√(k+1))."""

@@ -8,8 +8,10 @@ pass records (the tape), the normalised coefficients b_k(q(p)) of φ and φ'
 and the certificate's K table (per |ρ| bin the least K with |ρ|^{K+1} √(T_K T'_K) ≤
 1e-13 √(e e'), T_K the tail energy).  The C side evaluates, per pixel pair,
 Σ_k b_k(q_x(p)) b_k(q_z(p')) ρ^k and the same for φ' by Horner chains with the
-largest certified K of its block of pixel pairs (a SIMD vector); a pixel pair no K of the table certifies flags the image pair,
-which the engine then recomputes with the reference engine (``_precise``).  An image
+largest certified K of its block of pixel pairs (a SIMD vector); a pixel pair no K of
+the table certifies flags the image pair, which the engine recomputes with the next tier
+of longer tables (:data:`FIRST_TERMS`, :data:`TERMS`, :data:`LONG_TERMS`) and, past the
+last, with the reference engine (``_precise``).  An image
 and its partner's coefficients come from one call, so both have the same number of
 terms and the certificate holds over computed terms only.
 
