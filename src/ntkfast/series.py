@@ -253,13 +253,22 @@ def n_pairs(K):
     return K // 2 + 1
 
 
+@functools.lru_cache(maxsize=8)
+def _bin_powers(K1):
+    """(NBINS, K1): m^k, k = 1 … K1, m the upper edges of the |ρ| bins (read-only;
+    16 ms to build for the conv engine's long tables)."""
+    mpow = np.power(((np.arange(NBINS) + 1.0) / NBINS)[:, None], np.arange(1, K1 + 1))
+    mpow.setflags(write=False)
+    return mpow
+
+
 def _k_table(b, e, bd=None, ed=None):
     """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper
     edge; with ``bd``, ``ed`` (φ''s coefficients) the least K' that bounds both maps:
     the condition, m^{K'+1} · max(T_K'/e, T'_K'/e') ≤ TOL, is monotone in K', so it is
     one scan per row (:func:`_k_rows`) against a table of the powers m^k."""
     n, K1 = b.shape
-    mpow = np.power(((np.arange(NBINS) + 1.0) / NBINS)[:, None], np.arange(1, K1 + 1))
+    mpow = _bin_powers(K1)
     kt = np.empty((n, NBINS), dtype=np.int32)
     two = bd is not None
     b = np.ascontiguousarray(b, dtype=np.float64)
