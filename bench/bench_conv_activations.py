@@ -14,11 +14,11 @@ engine's ``kernels`` of the first ``--ref-n`` images against the compiled engine
 the same images.  ``--data smooth``: blurred noise; ``--data digits``: scikit-learn's
 digits, upscaled bilinearly (natural images have pixel pairs at |ρ| → 1 that need the
 long tables, up to 2048 terms, and the largest variances beyond what those certify,
-whose image pairs the reference recomputes: the routed column).  Nothing is asserted: timings on a shared machine
-are noisy, so the variants alternate within one run.  CPU s: process time of all
-threads (the fair ratio when other work shares the cores); the passes' columns are CPU
-time too, the cross pass the better of two fills with one engine (the second reads the
-tables the first kept).
+whose image pairs the reference recomputes: the routed column).  Nothing is asserted:
+timings on a shared machine are noisy, so the variants alternate within one run.
+CPU s: process time of all threads (the fair ratio when other work shares the cores);
+the passes' columns are CPU time too, the cross pass the better of two fills with one
+engine (the second reads the tables the first kept).
 
 Measured (AMD EPYC Zen 4, 2 cores shared with other work, ``--n 8 --size 32
 --archs myrtle5,cnn-flatten(4) --ref-n 1``, CPU-time ratios to ReLU in one run, the

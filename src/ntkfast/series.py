@@ -119,7 +119,8 @@ def _step(q, step=1.0, K=0):
     alias frequency 2π/h, so h ≤ 2π/(√K + 6 + 24 √q/step)."""
     h = step * min(0.2, 0.15 / math.sqrt(max(q, 1e-300)))
     if K > STEP_TERMS:
-        h = min(h, 2.0 * math.pi / (math.sqrt(K) + 6.0 + 24.0 * math.sqrt(max(q, 0.0)) / step))
+        reach = math.sqrt(K) + 6.0 + 24.0 * math.sqrt(max(q, 0.0)) / step
+        h = min(h, 2.0 * math.pi / reach)
     return h
 
 
@@ -146,7 +147,6 @@ def _cached_below(limit):
         @functools.wraps(fn)
         def table(h, K):
             return cached(h, K) if K <= limit else fn(h, K)
-        table.cache_clear = cached.cache_clear
         return table
     return wrap
 
