@@ -23,6 +23,7 @@ import numpy as np
 import ntkfast as nk
 from ntkfast import series
 from ntkfast.backends import numba_quad as nq
+from ntkfast.backends.reference import layer_variances
 
 PHASES = {"tables": (nq, "_series_tables"), "gram": (nq._PanelGram, "__call__"),
           "kernel": (nq, "_fill_series")}
@@ -47,12 +48,7 @@ def _terms(act, net, X, rows):
     each element needs alone, median |ρ|) over the sampled rows (diagonal left out)."""
     N, d = X.shape
     spec = net._spec(d)
-    q = np.empty((spec.depth, N))
-    s = spec.w2 * (X * X).sum(1) / d + spec.b2
-    for l in range(spec.depth):
-        q[l] = s
-        e, _ = act.kernel_rule(s, s, s)
-        s = spec.w2 * e + spec.b2
+    q = layer_variances(spec, X)[:spec.depth]
     P, c0x, kt, Qt, c0z, ktz, ktzb, lanes, CB = nq._series_tables(act, q, None, spec.depth,
                                                                    2, series.KFAST)
     S = spec.w2 * (X[rows] @ X.T / d) + spec.b2

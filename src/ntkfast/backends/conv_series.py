@@ -11,9 +11,9 @@ and the certificate's K table (per |ρ| bin the least K with |ρ|^{K+1} √(T_K 
 largest certified K of its block of pixel pairs (a SIMD vector); a pixel pair no K of
 the table certifies flags the image pair, which the engine recomputes with the next tier
 of longer tables (:data:`FIRST_TERMS`, :data:`TERMS`, :data:`LONG_TERMS`) and, past the
-last, with the reference engine (``_precise``).  An image
-and its partner's coefficients come from one call, so both have the same number of
-terms and the certificate holds over computed terms only.
+last, with the reference engine (``_precise``).  An image and its partner's
+coefficients come from one call, so both have the same number of terms and the
+certificate holds over computed terms only.
 
 * **Cross pass** (:class:`PairTables`): a symmetric block whose tables fit
   :data:`TABLE_BUDGET` in one chunk (each image's tables built once per fill), else
