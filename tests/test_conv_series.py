@@ -159,6 +159,47 @@ def test_near_parallel_pairs_take_the_long_tables(pool, monkeypatch):
         assert _rel(a.ntk, b.ntk) <= 1e-12
 
 
+def test_long_tier_tables_of_a_symmetric_block_are_built_once(monkeypatch):
+    """The cross pass sizes its chunks by the terms each layer's tables take for these
+    images (here < LONG_TERMS), not by LONG_TERMS everywhere: with a budget between the
+    two, the symmetric block is one chunk and each layer's long tables are built once
+    (the old estimate gave chunks of one row and one column: a rebuild per image
+    pair); the numbers are the reference's."""
+    from ntkfast.backends.compiled_network import _packed
+    net, X, _ = _near_parallel(np.random.default_rng(7), 2.5, True)
+    plan = NetworkPlan(net, X.shape[1:])
+    eng = CompiledNetworkEngine()
+    q = eng.variances(plan, X)
+    prog = eng.program(plan)
+    n = X.shape[0]
+    tapes = _packed(q, n, np.float64)
+    tight = n * conv_series._bytes_per_image(prog, 8, conv_series.LONG_TERMS, tapes)
+    assert tight < conv_series.table_memory(prog, n, 8, conv_series.LONG_TERMS), \
+        "the variances need all LONG_TERMS terms: the case does not test the estimate"
+    monkeypatch.setattr(conv_series, "TABLE_BUDGET", tight)
+    monkeypatch.setattr(conv_series, "CACHE_BUDGET", 0)   # no tables from the self pass
+    pairs = conv_series.PairTables(prog, tapes, tapes, True)
+    assert pairs._chunk(np.float64, conv_series.LONG_TERMS, n) == n
+    built = []
+    orig = conv_series._layer_tables
+
+    def spy(layer, q_, dtype, terms):
+        built.append((layer.op, terms))
+        return orig(layer, q_, dtype, terms)
+
+    monkeypatch.setattr(conv_series, "_layer_tables", spy)
+    S = np.empty((n, n))
+    T = np.empty_like(S)
+    eng.fill(plan, X, X, S, T, symmetric=True, n_jobs=1, qx=q, qz=q)
+    long = [b for b in built if b[1] == conv_series.LONG_TERMS]
+    assert long, "no pair needed the long tier: the case does not test it"
+    assert len(long) == len(set(long)) == len(prog.series)
+    ref = net.kernels(X, backend="reference")
+    np.fill_diagonal(S, q.nngp)
+    np.fill_diagonal(T, q.ntk)
+    assert _rel(S, ref.nngp) <= 1e-12 and _rel(T, ref.ntk) <= 1e-12
+
+
 @pytest.mark.parametrize("pool", [False, True])
 def test_near_parallel_pairs_beyond_the_tables_go_through_the_reference(pool, monkeypatch):
     """q ~ 40: tanh(sqrt(q) .) needs more than LONG_TERMS terms at rho -> 1; those

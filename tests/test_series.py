@@ -182,6 +182,19 @@ def test_coefficients_parseval_and_parity():
     assert (pe, pd, nl, j2) == (0, 1, 4, 0)
 
 
+@pytest.mark.parametrize("act", [Tanh(), Softplus()])
+def test_table_terms_is_the_length_coefficients_take(act):
+    """series.table_terms (what the conv engine sizes its chunks by) = the K of the
+    tables coefficients() builds, for variances over several octaves and a subset."""
+    q = np.geomspace(0.02, 11.0, 40)
+    for kcap in (128, 2048):
+        K = series.table_terms(act.phi2, q, kcap)
+        assert K == series.coefficients(act.phi2, q, kcap).K
+        assert series.table_terms(act.phi2, q[:10], kcap) == \
+            series.coefficients(act.phi2, q[:10], kcap).K <= K
+    assert series.table_terms(Tanh().phi2, q, 2048) > 128   # the long tier's case
+
+
 # -- kinked user φ ----------------------------------------------------------------------
 def _kinked(u):
     return max(u, 0.0) + 0.1 * u

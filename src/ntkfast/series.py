@@ -77,8 +77,8 @@ try:
 except ImportError:  # pragma: no cover - numba is an optional extra
     njit = None
 
-__all__ = ["KCAP", "TOL", "NBINS", "SeriesCoeffs", "coefficients", "diag", "decay_check",
-           "hermite_table", "evaluate", "quadrature_fallback", "stein_rows",
+__all__ = ["KCAP", "TOL", "NBINS", "SeriesCoeffs", "coefficients", "table_terms", "diag",
+           "decay_check", "hermite_table", "evaluate", "quadrature_fallback", "stein_rows",
            "diag_interpolated"]
 
 #: most Hermite terms per row and map
@@ -279,8 +279,11 @@ def _k_table(b, e, bd=None, ed=None):
     return kt
 
 
+@functools.lru_cache(maxsize=512)
 def _group_k(phi2, q, kcap=KCAP, step=1.0):
-    """Terms the largest q of a group needs: the least K with relative tail T_K/e ≤
+    """(Memoised: a function of φ and the group's bound q = 2^g only; the conv engine
+    asks it again for every chunk of images and layer, and each answer costs a full
+    quadrature of ``kcap`` terms, 8 ms at 2048.)  Terms the largest q of a group needs: the least K with relative tail T_K/e ≤
     CONVERGED² at ρ = 1 in both maps, the tail summed as the K tables sum it (the terms
     after K, plus the clamped remainder e − Σ b² and 8 ε e: no cancellation), or, for
     tables of more than :data:`STEP_TERMS` terms, ≤ TOL/16 (what the K table's last bin
@@ -347,6 +350,22 @@ def stein_rows(q, e, ed):
 STEIN_AMP = 30.0
 
 
+def _octaves(q):
+    """The group of each variance, ⌈log₂ q⌉ (the rows that share a rule)."""
+    return np.ceil(np.log2(np.maximum(q, 1e-300))).astype(np.int64)
+
+
+def table_terms(phi2, q, kcap=KCAP, step=1.0, groups=None):
+    """Terms K of :func:`coefficients`' tables for the variances ``q``: the most any
+    of their groups (⌈log₂ q⌉) needs (:func:`_group_k`, memoised: cheap after the first
+    call), at least 2, at most ``kcap``.  Every row gets all K terms."""
+    q = np.asarray(q, dtype=np.float64).ravel()
+    if not q.size:
+        return 2
+    g = _octaves(q) if groups is None else groups
+    return max([2] + [_group_k(phi2, float(2.0 ** k), kcap, step) for k in np.unique(g)])
+
+
 def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     """:class:`SeriesCoeffs` for the variances ``q`` (1-D float64), ``phi2(u) -> (φ, φ')``
     vectorised, with at most ``kcap`` (even) terms: the tables flag (> kcap) what
@@ -362,16 +381,9 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     (:func:`_interpolated`), verified per row."""
     q = np.ascontiguousarray(q, dtype=np.float64).ravel()
     n = q.size
-    groups = np.ceil(np.log2(np.maximum(q, 1e-300))).astype(np.int64) if n else q
-    keys = np.unique(groups) if n else []
-    parts = []
-    Kall = 2
-    for g in keys:
-        idx = np.nonzero(groups == g)[0]
-        qg = float(2.0 ** g)
-        K = _group_k(phi2, qg, kcap, step)
-        Kall = max(Kall, K)
-        parts.append((idx, qg, K))
+    groups = _octaves(q)
+    parts = [(np.nonzero(groups == g)[0], float(2.0 ** g)) for g in np.unique(groups)]
+    Kall = table_terms(phi2, q, kcap, step, groups)
     # every row gets all Kall terms: the tail bound of a row is only valid over
     # computed terms (a row truncated earlier would need its true, sub-rounding tail)
     nb = Kall + 1 + (stein is not None)        # φ's coefficients (Stein: to b_{Kall+1})
@@ -381,7 +393,7 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     ed = np.empty(n)
     if stein is not None:
         phi, ed[:] = stein
-    for idx, qg, _ in parts:
+    for idx, qg in parts:
         y, we, We, Wo = folded_table(_step(qg, step, nb - 1), nb - 1)
 
         def rule(qr):

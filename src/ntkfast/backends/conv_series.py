@@ -41,8 +41,12 @@ __all__ = ["is_series", "SeriesLayer", "PairTables", "build_tables", "run_self",
            "reference_rows", "TableCache", "table_cache", "entry_stride", "TABLE_BUDGET",
            "CACHE_BUDGET", "SAVE", "LOAD"]
 
-#: bytes of coefficient tables alive in one chunk of the cross pass (rows + columns)
-TABLE_BUDGET = 128 << 20
+#: bytes of coefficient tables alive in one chunk of the cross pass (rows + columns).
+#: Smooth 32×32 images need the long tier in their first layer: ~34 MB per image (four
+#: lanes of 1025 entries per pixel), so 8 images share one chunk, each image's tables
+#: built once, where 128 MB made chunks of one row and one column whose tables were
+#: rebuilt for every image pair (Myrtle-5 / tanh: 6.1 s → see docs/benchmarks.md)
+TABLE_BUDGET = 512 << 20
 #: bytes of stored states in one chunk of the staged self pass
 SAVE_BUDGET = 256 << 20
 #: most Hermite terms of a table; pixel pairs that need more are not certified and
@@ -214,8 +218,10 @@ class TableCache:
         return value
 
 
-#: bytes of layer tables a program keeps between the self pass and the cross pass
-CACHE_BUDGET = 64 << 20
+#: bytes of layer tables a program keeps between the self pass and the cross pass (the
+#: engine, and so its program, lives for one ``kernels`` call: this is not held after
+#: it).  The long tier of 8 smooth 32×32 images is 135 MB in its first layer alone
+CACHE_BUDGET = 256 << 20
 
 
 def table_cache(prog) -> TableCache:
@@ -263,12 +269,22 @@ def diag_tables(prog, tapes, dtype, layers, terms=None):
     return _assemble(prog, tapes, dtype, layers, layer_tables)
 
 
-def _bytes_per_image(prog, itemsize, terms=TERMS):
-    """Upper bound of one image's tables (``terms`` terms, both maps, four lanes)."""
+def _bytes_per_image(prog, itemsize, terms=TERMS, tapes=None):
+    """Upper bound of one image's tables (both maps, four lanes): with ``terms`` terms
+    per layer, or, given the packed variance ``tapes`` of the images, with the terms
+    each layer's tables of those images take (:func:`ntkfast.series.table_terms`:
+    the long tier's 2048 only where a variance needs them)."""
     from .. import series
-    per_pixel = (2 * (terms // 2 + 1) * 2 + 4) * itemsize + \
-        2 * series.NBINS
-    return sum(entry_stride(layer.P, itemsize) for layer in prog.series) * per_pixel
+    total = 0
+    for layer in prog.series:
+        K = terms
+        if tapes is not None:
+            q = tapes[:, layer.qoff:layer.qoff + layer.P]
+            K = min(terms, series.table_terms(layer.act.phi2, q, terms,
+                                              layer.act.series_step))
+        per_pixel = (2 * (K // 2 + 1) * 2 + 4) * itemsize + 2 * series.NBINS
+        total += entry_stride(layer.P, itemsize) * per_pixel
+    return total
 
 
 class PairTables:
@@ -287,7 +303,8 @@ class PairTables:
         """Rows (and columns) per chunk: all n when the symmetric block's tables fit
         :data:`TABLE_BUDGET` (each image's tables built once per fill), else as many
         as fit with their columns'."""
-        per = max(1, _bytes_per_image(self.prog, np.dtype(dtype).itemsize, terms))
+        tapes = self.tx if self.symmetric else np.concatenate([self.tx, self.tz])
+        per = max(1, _bytes_per_image(self.prog, np.dtype(dtype).itemsize, terms, tapes))
         if self.symmetric and n * per <= TABLE_BUDGET:
             return max(1, n)
         return max(1, TABLE_BUDGET // (2 * per))
