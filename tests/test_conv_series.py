@@ -200,6 +200,38 @@ def test_long_tier_tables_of_a_symmetric_block_are_built_once(monkeypatch):
     assert _rel(S, ref.nngp) <= 1e-12 and _rel(T, ref.ntk) <= 1e-12
 
 
+@pytest.mark.parametrize("first", [6, None])
+def test_cross_pass_starts_where_the_self_pass_ended(first, monkeypatch):
+    """A self pass whose first tier fails most rows (6 terms) makes the cross pass of
+    the same program start at the last tier (no first-tier tables built); one whose
+    first tier certifies every row (the default 128) leaves it at the first.  Same
+    numbers either way."""
+    if first:
+        monkeypatch.setattr(conv_series, "FIRST_TERMS", first)
+    net, X, Z = _near_parallel(np.random.default_rng(7), 1.0, True)
+    plan = NetworkPlan(net, X.shape[1:])
+    eng = CompiledNetworkEngine()
+    qx, qz = eng.variances(plan, X), eng.variances(plan, Z)
+    prog = eng.program(plan)
+    assert prog.series_skip == bool(first)
+    built = []
+    orig = conv_series._layer_tables
+
+    def spy(layer, q_, dtype, terms):
+        built.append(terms)
+        return orig(layer, q_, dtype, terms)
+
+    monkeypatch.setattr(conv_series, "_layer_tables", spy)
+    monkeypatch.setattr(conv_series, "CACHE_BUDGET", 0)
+    S = np.empty((X.shape[0], Z.shape[0]))
+    T = np.empty_like(S)
+    eng.fill(plan, X, Z, S, T, symmetric=False, n_jobs=1, qx=qx, qz=qz)
+    assert built and (set(built) == {conv_series.LONG_TERMS} if first else
+                      conv_series.FIRST_TERMS in built)
+    ref = net.kernels(X, Z, backend="reference")
+    assert _rel(S, ref.nngp) <= 1e-12 and _rel(T, ref.ntk) <= 1e-12
+
+
 @pytest.mark.parametrize("pool", [False, True])
 def test_near_parallel_pairs_beyond_the_tables_go_through_the_reference(pool, monkeypatch):
     """q ~ 40: tanh(sqrt(q) .) needs more than LONG_TERMS terms at rho -> 1; those

@@ -192,6 +192,9 @@ class Program:
         self.series = []
         #: the series layers' tables kept between passes (conv_series.table_cache)
         self.series_cache = None
+        #: a self pass found its first tier of series tables failing most rows
+        #: (conv_series.run_self): the cross pass starts at the last tier
+        self.series_skip = False
         self._op(INPUT, dst=0, hi=self.H, wi=self.W, ho=self.H, wo=self.W)
         state = self._walk(plan.network, (0, plan.in_meta))
         if isinstance(state, list) or state[0] != 0:
