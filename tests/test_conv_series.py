@@ -183,9 +183,9 @@ def test_long_tier_tables_of_a_symmetric_block_are_built_once(monkeypatch):
     built = []
     orig = conv_series._layer_tables
 
-    def spy(layer, q_, dtype, terms):
+    def spy(layer, q_, dtype, terms, jobs=1):
         built.append((layer.op, terms))
-        return orig(layer, q_, dtype, terms)
+        return orig(layer, q_, dtype, terms, jobs)
 
     monkeypatch.setattr(conv_series, "_layer_tables", spy)
     S = np.empty((n, n))
@@ -217,9 +217,9 @@ def test_cross_pass_starts_where_the_self_pass_ended(first, monkeypatch):
     built = []
     orig = conv_series._layer_tables
 
-    def spy(layer, q_, dtype, terms):
+    def spy(layer, q_, dtype, terms, jobs=1):
         built.append(terms)
-        return orig(layer, q_, dtype, terms)
+        return orig(layer, q_, dtype, terms, jobs)
 
     monkeypatch.setattr(conv_series, "_layer_tables", spy)
     monkeypatch.setattr(conv_series, "CACHE_BUDGET", 0)

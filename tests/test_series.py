@@ -195,6 +195,20 @@ def test_table_terms_is_the_length_coefficients_take(act):
     assert series.table_terms(Tanh().phi2, q, 2048) > 128   # the long tier's case
 
 
+@pytest.mark.parametrize("act", [Tanh(), Softplus()])
+@pytest.mark.parametrize("stein", [False, True])
+def test_coefficients_on_threads_are_the_sequential_ones(act, stein):
+    """coefficients(..., jobs=3) runs its groups of variances on threads: the same
+    tables bit for bit (each group its own rule and rows), Stein's or not."""
+    q = np.random.default_rng(3).permutation(np.geomspace(0.01, 20.0, 2500))
+    extra = {"stein": (act.phi, act.diag_rule(q)[1])} if stein else {}
+    one = series.coefficients(act.phi2, q, 128, **extra)
+    three = series.coefficients(act.phi2, q, 128, jobs=3, **extra)
+    for name in ("A", "Ad", "kt", "e", "ed"):
+        assert np.array_equal(getattr(one, name), getattr(three, name)), name
+    assert len(np.unique(np.ceil(np.log2(q)))) > 3     # several groups to share out
+
+
 # -- kinked user φ ----------------------------------------------------------------------
 def _kinked(u):
     return max(u, 0.0) + 0.1 * u

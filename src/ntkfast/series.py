@@ -207,10 +207,11 @@ class SeriesCoeffs:
         −1 if none."""
         out = []
         for C in (self.A, self.Ad):
-            scale = np.abs(C).max(axis=1, keepdims=True) if C.size else 0
+            mag = np.abs(C)
+            big = (mag > 1e-15 * mag.max(axis=1, keepdims=True)).any(axis=0) if C.size \
+                else np.zeros(C.shape[1], dtype=bool)
             for par in (1, 0):
-                part = np.abs(C[:, (1 if par else 2)::2]) > 1e-15 * scale
-                cols = np.nonzero(part.any(axis=0))[0] if part.size else []
+                cols = np.nonzero(big[(1 if par else 2)::2])[0]
                 out.append(int(cols[-1]) if len(cols) else -1)
         return tuple(out)
 
@@ -262,11 +263,12 @@ def _bin_powers(K1):
     return mpow
 
 
-def _k_table(b, e, bd=None, ed=None):
+def _k_table(b, e, bd=None, ed=None, jobs=1):
     """(n, NBINS) int32: least K' with m^{(K'+1)/2} √(T_K'/e) ≤ √TOL, m the bin's upper
     edge; with ``bd``, ``ed`` (φ''s coefficients) the least K' that bounds both maps:
     the condition, m^{K'+1} · max(T_K'/e, T'_K'/e') ≤ TOL, is monotone in K', so it is
-    one scan per row (:func:`_k_rows`) against a table of the powers m^k."""
+    one scan per row (:func:`_k_rows`, without the GIL: blocks of rows on ``jobs``
+    threads) against a table of the powers m^k."""
     n, K1 = b.shape
     mpow = _bin_powers(K1)
     kt = np.empty((n, NBINS), dtype=np.int32)
@@ -275,7 +277,19 @@ def _k_table(b, e, bd=None, ed=None):
     e = np.ascontiguousarray(e, dtype=np.float64)
     bd = np.ascontiguousarray(bd, dtype=np.float64) if two else b
     ed = np.ascontiguousarray(ed, dtype=np.float64) if two else e
-    _k_rows(b, e, bd, ed, two, mpow, TOL, 32767, 8 * np.finfo(float).eps, kt)
+    args = (mpow, TOL, 32767, 8 * np.finfo(float).eps)
+    cuts = np.linspace(0, n, max(1, min(int(jobs or 1), n // 256)) + 1).astype(int)
+
+    def rows(k):
+        r = slice(cuts[k], cuts[k + 1])
+        _k_rows(b[r], e[r], bd[r], ed[r], two, *args, kt[r])
+
+    if cuts.size > 2:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(cuts.size - 1) as pool:
+            list(pool.map(rows, range(cuts.size - 1)))
+    else:
+        rows(0)
     return kt
 
 
@@ -309,12 +323,13 @@ def _group_k(phi2, q, kcap=KCAP, step=1.0):
     return max(K, 2)
 
 
-def coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
+def coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None, jobs=1):
     """See :func:`_coefficients` (run with single-threaded BLAS: its products are thin,
-    and threaded BLAS slows them down several-fold on a busy machine)."""
+    and threaded BLAS slows them down several-fold on a busy machine; ``jobs`` threads
+    of our own run its groups of variances side by side)."""
     from ._threads import limited
     with limited(1, "blas"):
-        return _coefficients(phi2, q, kcap, step, stein)
+        return _coefficients(phi2, q, kcap, step, stein, int(jobs or 1))
 
 
 def _folded(vals_p, vals_m, We, Wo, we, C, e, rows, K1):
@@ -366,7 +381,7 @@ def table_terms(phi2, q, kcap=KCAP, step=1.0, groups=None):
     return max([2] + [_group_k(phi2, float(2.0 ** k), kcap, step) for k in np.unique(g)])
 
 
-def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
+def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None, jobs=1):
     """:class:`SeriesCoeffs` for the variances ``q`` (1-D float64), ``phi2(u) -> (φ, φ')``
     vectorised, with at most ``kcap`` (even) terms: the tables flag (> kcap) what
     these cannot certify.
@@ -378,7 +393,9 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     b'_k = √(k+1) b_{k+1}/√q in the orthonormal basis (one more term of φ).
 
     A group of many rows is computed at a few variances and interpolated in log q
-    (:func:`_interpolated`), verified per row."""
+    (:func:`_interpolated`), verified per row.  The groups run on ``jobs`` threads
+    (each group's values do not depend on the others: the same tables for any
+    ``jobs``)."""
     q = np.ascontiguousarray(q, dtype=np.float64).ravel()
     n = q.size
     groups = _octaves(q)
@@ -393,7 +410,10 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
     ed = np.empty(n)
     if stein is not None:
         phi, ed[:] = stein
-    for idx, qg in parts:
+
+    def group(part):
+        """The rows of one group (its own rule; disjoint rows of B, Ad, e, ed)."""
+        idx, qg = part
         y, we, We, Wo = folded_table(_step(qg, step, nb - 1), nb - 1)
 
         def rule(qr):
@@ -429,8 +449,19 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None):
             store(rows, rule(q[rows]))
         if stein is not None:
             _stein_derivative(phi2, q, idx, B, e, ed, Ad, y, we, We, Wo, Kall)
+
+    # the groups are independent (each its own rule, its own rows): on ``jobs``
+    # threads, largest first, with the values of the sequential loop
+    parts.sort(key=lambda part: -part[0].size)
+    if jobs > 1 and len(parts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(min(jobs, len(parts))) as pool:
+            list(pool.map(group, parts))
+    else:
+        for part in parts:
+            group(part)
     A = np.ascontiguousarray(B[:, :Kall + 1])
-    kt = _k_table(A, e, Ad, ed).astype(np.int16)
+    kt = _k_table(A, e, Ad, ed, jobs).astype(np.int16)
     return SeriesCoeffs(A, Ad, kt, e, ed)
 
 

@@ -120,16 +120,17 @@ def _tiers():
     return tuple(tiers + [TERMS] + ([LONG_TERMS] if LONG_TERMS > TERMS else []))
 
 
-def _layer_tables(layer, q, dtype, terms):
+def _layer_tables(layer, q, dtype, terms, jobs=1):
     """(blocks, K table, fields) of one layer for the variances q (n, P) float64:
     blocks (n, m P) in the row layout of ntk_conv_series.h, K table (n, NBINS P) int16,
-    fields: the op's sk, sj2, spe, spd, snb."""
+    fields: the op's sk, sj2, spe, spd, snb.  ``jobs``: threads for the coefficients
+    (:func:`ntkfast.series.coefficients`; the same tables for any number)."""
     from .. import series
     n, P = q.shape
     Pp = entry_stride(P, np.dtype(dtype).itemsize)
     act = layer.act
     with np.errstate(all="ignore"):
-        C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step)
+        C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step, jobs=jobs)
     K = C.K
     J = K // 2 + 1
     pe, pd, nl, j2 = series.lane_plan(C)
@@ -232,25 +233,25 @@ def table_cache(prog) -> TableCache:
     return cache
 
 
-def build_tables(prog, tapes, dtype, layers=None, terms=None):
+def build_tables(prog, tapes, dtype, layers=None, terms=None, jobs=1):
     """(iops, C, KT): the program's op rows with the series fields set, and per row
     of ``tapes`` (the packed float64 variance tapes (n, Σ P_l), x and z rows stacked)
     the coefficient row C (``dtype``) and the K-table row KT of the series layers
     ``layers`` (default: all), laid out in that order (ntk_conv_series.h), with at
-    most ``terms`` terms (default :data:`TERMS`); each layer's through the program's
-    :func:`table_cache`."""
+    most ``terms`` terms (default :data:`TERMS`), built on ``jobs`` threads; each
+    layer's through the program's :func:`table_cache`."""
     terms = terms or TERMS
     cache = table_cache(prog)
 
     def layer_tables(layer, q):
         return cache.get(TableCache.key(layer, terms, dtype, q),
-                         lambda: _layer_tables(layer, q, dtype, terms))
+                         lambda: _layer_tables(layer, q, dtype, terms, jobs))
 
     return _assemble(prog, tapes, dtype, prog.series if layers is None else layers,
                      layer_tables)
 
 
-def diag_tables(prog, tapes, dtype, layers, terms=None):
+def diag_tables(prog, tapes, dtype, layers, terms=None, jobs=1):
     """:func:`build_tables` for a self pass of same-position pixel pairs only (every
     pixel pair takes the diagonal rule E = e(q), Ė = e'(q)): the 1-D
     :func:`ntkfast.series.diag` values and empty series (K = 0)."""
@@ -309,13 +310,14 @@ class PairTables:
             return max(1, n)
         return max(1, TABLE_BUDGET // (2 * per))
 
-    def _tables(self, r0, r1, c0, c1, dtype, terms):
+    def _tables(self, r0, r1, c0, c1, dtype, terms, jobs=1):
         if self.symmetric and (r0, r1) == (c0, c1):
-            iops, C, KT = build_tables(self.prog, self.tx[r0:r1], dtype, terms=terms)
+            iops, C, KT = build_tables(self.prog, self.tx[r0:r1], dtype, terms=terms,
+                                       jobs=jobs)
             return iops, C, C, KT, KT
         n = r1 - r0
         iops, C, KT = build_tables(self.prog, np.concatenate(
-            [self.tx[r0:r1], self.tz[c0:c1]]), dtype, terms=terms)
+            [self.tx[r0:r1], self.tz[c0:c1]]), dtype, terms=terms, jobs=jobs)
         return (iops, np.ascontiguousarray(C[:n]), np.ascontiguousarray(C[n:]),
                 np.ascontiguousarray(KT[:n]), np.ascontiguousarray(KT[n:]))
 
@@ -375,7 +377,7 @@ class PairTables:
                     sub = np.ascontiguousarray(sub[keep])
                     if not sub.shape[0]:
                         continue
-                ops, Cx, Cz, KTx, KTz = self._tables(r0, r1, c0, c1, dtype, terms)
+                ops, Cx, Cz, KTx, KTz = self._tables(r0, r1, c0, c1, dtype, terms, jobs)
                 s = np.zeros((r1 - r0, c1 - c0), dtype)
                 t = np.zeros((r1 - r0, c1 - c0), dtype) if want_t else np.zeros((1, 1),
                                                                                 dtype)
@@ -465,7 +467,7 @@ def _run_self(prog, X, Q, nngp, ntk, est, want_ntk, jobs, terms):
             if a > 0:  # this stage starts with series layer k - 1: its tables
                 layer = prog.series[k - 1]
                 build = build_tables if prog.full else diag_tables
-                full, C, KT = build(prog, Q[r:r1], np.float64, [layer], terms)
+                full, C, KT = build(prog, Q[r:r1], np.float64, [layer], terms, jobs)
                 iops[0] = full[layer.op]
                 iops[0, _col("smode")] = LOAD
             else:
