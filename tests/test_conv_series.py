@@ -232,6 +232,35 @@ def test_cross_pass_starts_where_the_self_pass_ended(first, monkeypatch):
     assert _rel(S, ref.nngp) <= 1e-12 and _rel(T, ref.ntk) <= 1e-12
 
 
+@pytest.mark.parametrize("first", [6, None])
+def test_self_pass_probes_the_first_tier(first, monkeypatch):
+    """The staged self pass runs the first tier on one row first: when it fails (6
+    terms) the other rows skip that tier; when it passes (128) all rows take it (one
+    set of tables, which the cross pass reuses).  The diagonals are the reference's
+    either way."""
+    if first:
+        monkeypatch.setattr(conv_series, "FIRST_TERMS", first)
+    net, X, _ = _near_parallel(np.random.default_rng(7), 1.0, True)
+    calls = []
+    orig = conv_series._run_self
+
+    def spy(prog, X_, *args):
+        calls.append((args[-1], X_.shape[0]))
+        return orig(prog, X_, *args)
+
+    monkeypatch.setattr(conv_series, "_run_self", spy)
+    plan = NetworkPlan(net, X.shape[1:])
+    q = CompiledNetworkEngine().variances(plan, X)
+    n, tiers = X.shape[0], conv_series._tiers()
+    if first:
+        assert calls == [(first, 1), (tiers[-1], n)]
+    else:
+        assert calls == [(tiers[0], 1), (tiers[0], n)]
+    ref = net.kernels(X, backend="reference")
+    assert _rel(q.nngp, np.diag(ref.nngp)) <= 1e-12
+    assert _rel(q.ntk, np.diag(ref.ntk)) <= 1e-12
+
+
 @pytest.mark.parametrize("pool", [False, True])
 def test_near_parallel_pairs_beyond_the_tables_go_through_the_reference(pool, monkeypatch):
     """q ~ 40: tanh(sqrt(q) .) needs more than LONG_TERMS terms at rho -> 1; those
