@@ -176,6 +176,11 @@ def test_long_tier_tables_of_a_symmetric_block_are_built_once(monkeypatch):
     tight = n * conv_series._bytes_per_image(prog, 8, conv_series.LONG_TERMS, tapes)
     assert tight < conv_series.table_memory(prog, n, 8, conv_series.LONG_TERMS), \
         "the variances need all LONG_TERMS terms: the case does not test the estimate"
+    from ntkfast import series
+    for layer in prog.series:     # the bound from the range covers the exact length
+        ql = tapes[:, layer.qoff:layer.qoff + layer.P]
+        assert conv_series._terms_bound(layer, ql, conv_series.LONG_TERMS) >= \
+            series.table_terms(layer.act.phi2, ql, conv_series.LONG_TERMS)
     monkeypatch.setattr(conv_series, "TABLE_BUDGET", tight)
     monkeypatch.setattr(conv_series, "CACHE_BUDGET", 0)   # no tables from the self pass
     pairs = conv_series.PairTables(prog, tapes, tapes, True)

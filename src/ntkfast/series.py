@@ -295,14 +295,16 @@ def _k_table(b, e, bd=None, ed=None, jobs=1):
 
 @functools.lru_cache(maxsize=512)
 def _group_k(phi2, q, kcap=KCAP, step=1.0):
-    """(Memoised: a function of φ and the group's bound q = 2^g only; the conv engine
-    asks it again for every chunk of images and layer, and each answer costs a full
-    quadrature of ``kcap`` terms, 8 ms at 2048.)  Terms the largest q of a group needs: the least K with relative tail T_K/e ≤
+    """Terms the largest q of a group needs: the least K with relative tail T_K/e ≤
     CONVERGED² at ρ = 1 in both maps, the tail summed as the K tables sum it (the terms
     after K, plus the clamped remainder e − Σ b² and 8 ε e: no cancellation), or, for
     tables of more than :data:`STEP_TERMS` terms, ≤ TOL/16 (what the K table's last bin
     needs, with margin for the group's smaller variances: CONVERGED² is below the
-    rounding of a long sum)."""
+    rounding of a long sum).
+
+    Memoised: a function of φ and the group's bound q = 2^g only, asked again for every
+    chunk of images and layer by the conv engine, and each answer is a quadrature of
+    ``kcap`` terms (8 ms at 2048)."""
     x, w, W = hermite_table(_step(q, step, kcap), kcap)
     f, d = phi2(math.sqrt(q) * x)
     goal = CONVERGED * CONVERGED if kcap <= STEP_TERMS else TOL / 16

@@ -33,6 +33,8 @@ certificate holds over computed terms only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._threads import limited
@@ -286,12 +288,25 @@ def _bytes_per_image(prog, itemsize, terms=TERMS, tapes=None):
     for layer in prog.series:
         K = terms
         if tapes is not None:
-            q = tapes[:, layer.qoff:layer.qoff + layer.P]
-            K = min(terms, series.table_terms(layer.act.phi2, q, terms,
-                                              layer.act.series_step))
+            K = min(terms, _terms_bound(layer, tapes[:, layer.qoff:layer.qoff + layer.P],
+                                        terms))
         per_pixel = (2 * (K // 2 + 1) * 2 + 4) * itemsize + 2 * series.NBINS
         total += entry_stride(layer.P, itemsize) * per_pixel
     return total
+
+
+def _terms_bound(layer, q, terms):
+    """The terms of the layer's tables for the variances q (what
+    :func:`ntkfast.series.table_terms` gives them) from their range alone, O(q.size):
+    the most any octave from the smallest positive q (at most 64 below the largest)
+    to the largest needs."""
+    from .. import series
+    pos = q[q > 0]
+    if not pos.size:
+        return 2
+    lo, hi = (int(math.ceil(math.log2(v))) for v in (pos.min(), pos.max()))
+    octaves = 2.0 ** np.arange(max(lo, hi - 64), hi + 1)
+    return series.table_terms(layer.act.phi2, octaves, terms, layer.act.series_step)
 
 
 class PairTables:
