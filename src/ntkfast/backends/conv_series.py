@@ -278,35 +278,60 @@ def diag_tables(prog, tapes, dtype, layers, terms=None, jobs=1):
     return _assemble(prog, tapes, dtype, layers, layer_tables)
 
 
-def _bytes_per_image(prog, itemsize, terms=TERMS, tapes=None):
+def _bytes_per_image(prog, itemsize, terms=TERMS, tapes=None, lanes=False):
     """Upper bound of one image's tables (both maps, four lanes): with ``terms`` terms
     per layer, or, given the packed variance ``tapes`` of the images, with the terms
-    each layer's tables of those images take (:func:`ntkfast.series.table_terms`:
-    the long tier's 2048 only where a variance needs them)."""
+    each layer's tables of those images take (:func:`_terms_bound`: the long tier's
+    2048 only where a variance needs them).  ``lanes``: lanes 2, 3 as long as the lane
+    plan of the coefficients at the variances' octaves makes them (:func:`_minor_lanes`;
+    none for a φ with a parity, e.g. tanh: half the bytes), an estimate, not a bound."""
     from .. import series
     total = 0
     for layer in prog.series:
         K = terms
-        if tapes is not None:
-            K = min(terms, _terms_bound(layer, tapes[:, layer.qoff:layer.qoff + layer.P],
-                                        terms))
-        per_pixel = (2 * (K // 2 + 1) * 2 + 4) * itemsize + 2 * series.NBINS
+        q = None if tapes is None else tapes[:, layer.qoff:layer.qoff + layer.P]
+        if q is not None:
+            K = min(terms, _terms_bound(layer, q, terms))
+        J = K // 2 + 1
+        J2 = _minor_lanes(layer, q, K) if lanes and q is not None else J
+        per_pixel = (2 * J + 2 * J2 + 4) * itemsize + 2 * series.NBINS
         total += entry_stride(layer.P, itemsize) * per_pixel
     return total
+
+
+def _octaves_of(q):
+    """2^g for the octaves g = ⌈log₂ q⌉ from the smallest positive q (at most 64 below
+    the largest) to the largest; None when no q > 0."""
+    pos = q[q > 0]
+    if not pos.size:
+        return None
+    lo, hi = (int(math.ceil(math.log2(v))) for v in (pos.min(), pos.max()))
+    return 2.0 ** np.arange(max(lo, hi - 64), hi + 1)
 
 
 def _terms_bound(layer, q, terms):
     """The terms of the layer's tables for the variances q (what
     :func:`ntkfast.series.table_terms` gives them) from their range alone, O(q.size):
-    the most any octave from the smallest positive q (at most 64 below the largest)
-    to the largest needs."""
+    the most any octave of :func:`_octaves_of` needs."""
     from .. import series
-    pos = q[q > 0]
-    if not pos.size:
+    octaves = _octaves_of(q)
+    if octaves is None:
         return 2
-    lo, hi = (int(math.ceil(math.log2(v))) for v in (pos.min(), pos.max()))
-    octaves = 2.0 ** np.arange(max(lo, hi - 64), hi + 1)
     return series.table_terms(layer.act.phi2, octaves, terms, layer.act.series_step)
+
+
+def _minor_lanes(layer, q, terms):
+    """Entries per pixel of lanes 2, 3 in the lane plan (:func:`ntkfast.series.lane_plan`)
+    of the coefficients at the octaves of q (:func:`_octaves_of`): 0 for φ with a
+    parity (tanh, sigmoid − ½), 1 for softplus and SiLU (odd part u/2)."""
+    from .. import series
+    octaves = _octaves_of(q)
+    if octaves is None:
+        return 0
+    with np.errstate(all="ignore"):
+        C = series.coefficients(layer.act.phi2, octaves, terms, layer.act.series_step)
+    _, _, nl, j2 = series.lane_plan(C)
+    return j2 + 1 if nl == 4 else 0
 
 
 class PairTables:
@@ -326,7 +351,13 @@ class PairTables:
         :data:`TABLE_BUDGET` (each image's tables built once per fill), else as many
         as fit with their columns'."""
         tapes = self.tx if self.symmetric else np.concatenate([self.tx, self.tz])
-        per = max(1, _bytes_per_image(self.prog, np.dtype(dtype).itemsize, terms, tapes))
+        size = np.dtype(dtype).itemsize
+        per = max(1, _bytes_per_image(self.prog, size, terms, tapes))
+        if self.symmetric and n * per <= TABLE_BUDGET:
+            return max(1, n)
+        # too large with four full lanes: size them by the lane plan (φ with a parity
+        # has two; 24 smooth 32x32 images, Myrtle-5 / tanh: one chunk instead of 4 × 4)
+        per = max(1, _bytes_per_image(self.prog, size, terms, tapes, lanes=True))
         if self.symmetric and n * per <= TABLE_BUDGET:
             return max(1, n)
         return max(1, TABLE_BUDGET // (2 * per))
