@@ -27,8 +27,8 @@ previous engine beside it): Myrtle-5 K(X, X) 2.6-2.8x ReLU (was 3.9-4.9x), cross
 CNN-Flatten(4) stays table-bound at N = 8 (ReLU's whole K(X, X) is 1 ms; the tables,
 one quadrature per pixel and layer, ~40 ms / image), 2.3x faster than before (each
 image's tables built once per fill).  Smooth images (``--data smooth``, 2026-11-28):
-Myrtle-5 / tanh 8.7x ReLU in wall time (was 46x: the long tier's tables were rebuilt per
-image pair), cross pass 3.1x per pair; docs/benchmarks.md has the table.
+Myrtle-5 / tanh 6.1x ReLU in wall time (was 46x: the long tier's tables were rebuilt per
+image pair), cross pass 3.0x per pair; docs/benchmarks.md has the table.
 """
 
 from __future__ import annotations
