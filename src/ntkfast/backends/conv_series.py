@@ -227,9 +227,10 @@ class TableCache:
         return value
 
 
-#: bytes of layer tables a program keeps between the self pass and the cross pass (the
-#: engine, and so its program, lives for one ``kernels`` call: this is not held after
-#: it).  The long tier of 8 smooth 32×32 images is 135 MB in its first layer alone
+#: bytes of layer tables a program keeps between the self pass and the cross pass, as
+#: long as its engine lives: one ``kernels`` call (a :mod:`ntkfast.distributed` graph
+#: keeps its engine, and so up to this much, while it exists).  The long tier of 8
+#: smooth 32×32 images is 135 MB in its first layer alone
 CACHE_BUDGET = 256 << 20
 
 
