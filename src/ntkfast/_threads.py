@@ -43,7 +43,7 @@ import threading
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["available_cores", "check_n_jobs", "sklearn_n_jobs", "limited"]
+__all__ = ["available_cores", "check_n_jobs", "sklearn_n_jobs", "limited", "map_threads"]
 
 _LOCK = threading.Lock()
 _HELD: dict = {}          # (limits, user_api) -> [count, limiter]
@@ -71,6 +71,18 @@ def limited(limits: int = 1, user_api: str | None = "blas"):
             if held[0] == 0:
                 held[1].restore_original_limits()
                 del _HELD[key]
+
+
+def map_threads(fn, items, jobs):
+    """[fn(x) for x in items], on up to ``jobs`` threads of our own when there is more
+    than one item (for work that releases the GIL: NumPy, BLAS, nogil Numba)."""
+    items = list(items)
+    jobs = min(int(jobs or 1), len(items))
+    if jobs <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(fn, items))
 
 
 def available_cores() -> int:

@@ -277,6 +277,7 @@ def _k_table(b, e, bd=None, ed=None, jobs=1):
     e = np.ascontiguousarray(e, dtype=np.float64)
     bd = np.ascontiguousarray(bd, dtype=np.float64) if two else b
     ed = np.ascontiguousarray(ed, dtype=np.float64) if two else e
+    from ._threads import map_threads
     args = (mpow, TOL, 32767, 8 * np.finfo(float).eps)
     cuts = np.linspace(0, n, max(1, min(int(jobs or 1), n // 256)) + 1).astype(int)
 
@@ -284,12 +285,7 @@ def _k_table(b, e, bd=None, ed=None, jobs=1):
         r = slice(cuts[k], cuts[k + 1])
         _k_rows(b[r], e[r], bd[r], ed[r], two, *args, kt[r])
 
-    if cuts.size > 2:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(cuts.size - 1) as pool:
-            list(pool.map(rows, range(cuts.size - 1)))
-    else:
-        rows(0)
+    map_threads(rows, range(cuts.size - 1), jobs)
     return kt
 
 
@@ -454,14 +450,9 @@ def _coefficients(phi2, q, kcap=KCAP, step=1.0, stein=None, jobs=1):
 
     # the groups are independent (each its own rule, its own rows): on ``jobs``
     # threads, largest first, with the values of the sequential loop
+    from ._threads import map_threads
     parts.sort(key=lambda part: -part[0].size)
-    if jobs > 1 and len(parts) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(min(jobs, len(parts))) as pool:
-            list(pool.map(group, parts))
-    else:
-        for part in parts:
-            group(part)
+    map_threads(group, parts, jobs)
     A = np.ascontiguousarray(B[:, :Kall + 1])
     kt = _k_table(A, e, Ad, ed, jobs).astype(np.int16)
     return SeriesCoeffs(A, Ad, kt, e, ed)
@@ -537,7 +528,7 @@ def diag(phi2, q, step=1.0):
     flat = q.ravel()
     e = np.empty(flat.size)
     ed = np.empty(flat.size)
-    groups = np.ceil(np.log2(np.maximum(flat, 1e-300))).astype(np.int64)
+    groups = _octaves(flat)
     for g in np.unique(groups):
         idx = np.nonzero(groups == g)[0]
         x, w = _rule(_step(float(2.0 ** g), step), 0)

@@ -33,8 +33,6 @@ certificate holds over computed terms only.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .._threads import limited
@@ -303,10 +301,11 @@ def _bytes_per_image(prog, itemsize, terms=TERMS, tapes=None, lanes=False):
 def _octaves_of(q):
     """2^g for the octaves g = ⌈log₂ q⌉ from the smallest positive q (at most 64 below
     the largest) to the largest; None when no q > 0."""
+    from ..series import _octaves
     pos = q[q > 0]
     if not pos.size:
         return None
-    lo, hi = (int(math.ceil(math.log2(v))) for v in (pos.min(), pos.max()))
+    lo, hi = _octaves(np.array([pos.min(), pos.max()]))
     return 2.0 ** np.arange(max(lo, hi - 64), hi + 1)
 
 
