@@ -182,6 +182,36 @@ def test_coefficients_parseval_and_parity():
     assert (pe, pd, nl, j2) == (0, 1, 4, 0)
 
 
+@pytest.mark.parametrize("act", [Tanh(), Softplus(), SiLU(), Sigmoid()], ids=repr)
+def test_chain_is_one_series_for_both_maps(act):
+    """SeriesCoeffs.chain: E = b_0 b_0 + f(ρ) and Ė = f'(ρ)/√(qx qz) with f(ρ) = Σ a_k a_k
+    ρ^k equal the two maps' own series (series.evaluate), also on rows of tiny q where
+    φ' is integrated (not Stein's), and chain_plan puts the longer parity first."""
+    rng = np.random.default_rng(5)
+    q = np.concatenate([np.exp(rng.uniform(-3, 1.5, 30)), [1e-9, 3e-7]])
+    C = act.series_coefficients(q, series.KCAP)
+    if isinstance(act, Softplus):                  # φ(0) ≠ 0: tiny q integrates φ'
+        assert not series.stein_rows(q, C.e, C.ed).all()
+    F = C.chain(q)
+    x, z = np.meshgrid(np.arange(q.size), np.arange(q.size), indexing="ij")
+    x, z = x.ravel(), z.ravel()
+    rho = rng.uniform(-0.8, 0.8, x.size)
+    k = np.arange(1, F.shape[1] + 1)
+    terms = F[x] * F[z]
+    f = (terms * rho[:, None] ** k).sum(axis=1)
+    df = (terms * k * rho[:, None] ** (k - 1)).sum(axis=1)
+    E = C.A[x, 0] * C.A[z, 0] + f
+    Ed = df / np.sqrt(q[x] * q[z])
+    e, ed = series.evaluate(act.phi2, rho * np.sqrt(q[x] * q[z]), q[x], q[z],
+                            act._fallback)
+    np.testing.assert_allclose(E, e, rtol=0, atol=1e-13 * np.sqrt(C.e[x] * C.e[z]).max())
+    assert np.all(np.abs(Ed - ed) <= 1e-12 * np.sqrt(C.ed[x] * C.ed[z]))
+    pm, two, j2 = series.chain_plan(F)
+    expect = {"Tanh()": (1, 0, -1), "Sigmoid()": (1, 0, -1), "Softplus()": (0, 1, 0),
+              "SiLU()": (0, 1, 0)}[repr(act)]
+    assert (pm, two, j2) == expect
+
+
 @pytest.mark.parametrize("act", [Tanh(), Softplus()])
 def test_table_terms_is_the_length_coefficients_take(act):
     """series.table_terms (what the conv engine sizes its chunks by) = the K of the
@@ -260,11 +290,13 @@ def _shifted_tanh(u):  # neither odd nor even: all four lanes, j2 > 0
 
 
 def test_numba_series_engine_mixed_parity(rng):
-    """A φ with long odd and even chains (lanes 2, 3 up to j2 > 0: the kernel's
-    two-term Horner steps above j2, single steps below): engine = reference, f64."""
+    """A φ with long odd and even chains (the kernel's minor lane up to j2 > 0, cut
+    there while the major one runs on): engine = reference, f64."""
     act = Custom(_shifted_tanh, name="shifted-tanh")
     X, Z = _unequal(rng, 150), _unequal(rng, 70)
-    assert series.lane_plan(series.coefficients(act.phi2, np.array([0.5, 2.0])))[3] > 0
+    q = np.array([0.5, 2.0])
+    assert series.lane_plan(series.coefficients(act.phi2, q))[3] > 0
+    assert series.chain_plan(act.series_coefficients(q, series.KFAST).chain(q))[2] > 0
     net = nk.MLP(activation=act, depth=3, w_std=1.3, b_std=0.2)
     assert_numba_matches_reference(net, X, Z, float32=False)
 
@@ -292,6 +324,27 @@ def test_series_network_matches_quadrature(rng):
 @pytest.mark.parametrize("act", [Softplus(), SiLU(), Sigmoid()], ids=repr)
 def test_series_network_matches_quadrature_all(act, param, rng):
     _network_vs_quadrature(act, param, rng)
+
+
+@pytest.mark.parametrize("param", ["ntk", "standard"])
+@pytest.mark.parametrize("act", [Tanh(), Softplus(), SiLU()], ids=repr)
+def test_series_engine_zero_and_tiny_rows(act, param, rng):
+    """Rows with q = 0 (a zero input, no bias: Ė's constant term b'_0 b'_0 is not in
+    f'(ρ)/√(qx qz), so the engine flags them) and tiny q (φ' integrated, not from φ by
+    Stein): the numba engine equals the reference per element, to 1e-12 of the pair's
+    scale √(K(x, x) K(z, z))."""
+    X = _unequal(rng, 30)
+    X[3] = 0.0
+    X[7] *= 1e-7
+    X[9] *= 1e-12
+    net = nk.MLP(depth=3, activation=act, b_std=None, parameterization=param,
+                 width=None if param == "ntk" else 40)
+    k = net.kernels(X, backend="numba")
+    r = net.kernels(X, backend="reference")
+    for a, b in ((k.nngp, r.nngp), (k.ntk, r.ntk)):
+        d = np.abs(np.diag(b))
+        scale = np.sqrt(np.outer(d, d))
+        assert np.all(np.abs(a - b) <= 1e-12 * scale + 1e-300)
 
 
 def test_series_engine_near_duplicates_and_diagonal(rng):

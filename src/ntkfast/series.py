@@ -229,6 +229,55 @@ class SeriesCoeffs:
         c0 = np.ascontiguousarray(np.stack([self.A[:, 0], self.Ad[:, 0]], axis=1))
         return P, c0
 
+    def chain(self, q):
+        """(n, K + 1): the coefficients a_1 … a_{K+1} of the single power series of both
+        maps, b_k(q) for k ≥ 1, so that
+
+            E = b_0(qx) b_0(qz) + f(ρ),   Ė = f'(ρ)/√(qx qz),   f(ρ) = Σ_k a_k(qx) a_k(qz) ρ^k
+
+        (Stein: k b_k(qx) b_k(qz)/√(qx qz) = b'_{k−1}(qx) b'_{k−1}(qz)).  Taken as
+        a_k = √q b'_{k−1}/√k, accurate on every row: it is b_k to rounding where b' came
+        from b (:func:`stein_rows`), and where φ' was integrated (tiny q) f' returns
+        those coefficients exactly while E's terms keep their error ≤ ε √E[φ²].  Rows
+        with q ≤ 0 lose Ė's constant term (f' = 0 there): callers flag them.  Up to
+        a_{K+1}, so that f' covers Ė's K terms."""
+        q = np.asarray(q, dtype=np.float64)
+        k = np.arange(1, self.Ad.shape[1] + 1)
+        root = np.sqrt(np.maximum(q, 0.0))
+        return root[:, None] * self.Ad / np.sqrt(k)[None, :]
+
+
+def chain_plan(*chains):
+    """(pm, two, j2) of power-series coefficients (:meth:`SeriesCoeffs.chain`, column
+    k − 1 holding a_k): the major lane holds the parity with the longer run of nonzero
+    terms (pm: 1 odd, a_{2j+1}; 0 even, a_{2j+2}; relative to each row's largest), the
+    minor lane the other, nonzero up to j2 (−1: none, two = 0).  tanh and sigmoid have
+    one lane; softplus and SiLU, whose odd part is u/2, j2 = 0."""
+    last = [-1, -1]
+    for F in chains:
+        if not F.size:
+            continue
+        mag = np.abs(F)
+        big = (mag > 1e-15 * mag.max(axis=1, keepdims=True)).any(axis=0)
+        for par in (0, 1):                          # column 0: a_1 (odd), 1: a_2 (even)
+            cols = np.nonzero(big[par::2])[0]
+            if cols.size:
+                last[par] = max(last[par], int(cols[-1]))
+    pm = 1 if last[0] >= last[1] else 0
+    j2 = last[1] if pm else last[0]
+    return pm, int(j2 >= 0), j2
+
+
+def chain_packed(F, J, pm):
+    """(n, J, 2) float64: lane 0 the major parity pm of :func:`chain_plan` (1: a_{2j+1},
+    0: a_{2j+2}), lane 1 the other, zero-padded (one row's lanes side by side)."""
+    n = F.shape[0]
+    P = np.zeros((n, J, 2))
+    for lane, par in ((0, pm), (1, 1 - pm)):
+        part = F[:, (0 if par else 1)::2][:, :J]
+        P[:, :part.shape[1], lane] = part
+    return P
+
 
 def lane_plan(*coeff_sets):
     """(pe, pd, nl, j2) shared by the coefficient sets: lane 0 (1) holds the parity of

@@ -23,12 +23,14 @@ Four per-element evaluations of (E, Ė):
   the coefficient vectors of every row and column (one 1-D quadrature each, a BLAS
   product), then :func:`_fill_series`: per chunk of :data:`SERIES_CB` columns the number
   of terms its largest |ρ| needs (the certified truncation bound, ≤ 1e-13 of
-  √(E[φ(u)²]E[φ(v)²])), the Horner chains in ρ² vectorised over the chunk, the whole
+  √(E[φ(u)²]E[φ(v)²])) and one power series f(ρ) for both maps (E = b_0 b_0 + f,
+  Ė = f'/√(q_x q_z), :meth:`~ntkfast.series.SeriesCoeffs.chain`): its parity chains in
+  ρ² by Horner together with their derivatives, vectorised over the chunk, the whole
   depth recursion per element.
   A first pass uses :data:`ntkfast.series.KFAST` terms; the elements it cannot certify
   get a :data:`~ntkfast.series.KCAP` pass, and those still uncertified (|ρ| → 1 with a
   steep φ(√q ·)) the activation's own rule (series or 2-D quadrature per element).
-  Measured 2.5–3.7× the compiled ReLU time (``bench/bench_activations.py``).
+  Measured 2.1–3.3× the compiled ReLU time (``bench/bench_activations.py``).
 * **closed** — :class:`Sin`/:class:`Cos`: the closed form fused into the recursion
   (:func:`_fill_sin`: per-row × per-column damping factors, one vectorised exponential
   per element and layer), ~1.2× the compiled ReLU time.
@@ -66,7 +68,7 @@ from .reference import diagonal_from_variances
 from .. import series
 
 if numba is not None:
-    from ..series import rho_bin as _series_bin, combine as _series_combine
+    from ..series import rho_bin as _series_bin
 
 #: θ grid intervals of the tabulated path
 TABLE_SIZE = 2048
@@ -193,22 +195,30 @@ if numba is not None:
     @njit(cache=True, parallel=True)
     def _fill_series(G, inv_d, symmetric, depth, w2, b2, lam0, lam, mu, qx, qz, P, c0x, kt,
                      Qt, c0z, ktz, ktzb, lanes, cb, i0, j0, outS, outT, flag, mirS, mirT):
-        """The recursion per element with (E, Ė) from the Hermite series (the sums of
-        :func:`ntkfast.series.pair`), vectorised over chunks of CB columns.
+        """The recursion per element with (E, Ė) from one power series per pair,
+        vectorised over chunks of CB columns:
+
+            E = b_0 b_0 + f(ρ),   Ė = f'(ρ)/√(q_x q_z),   f(ρ) = Σ_{k≥1} a_k a_k ρ^k
+
+        (:meth:`ntkfast.series.SeriesCoeffs.chain`), f split by parity into chains in
+        t = ρ² (odd: ρ·O(t), even: t·V(t)), each run by Horner together with its
+        derivative: f' = O + 2t·O' + 2ρ(V + t·V').  Three operations per term for both
+        maps where separate series of E and Ė take four.
 
         qx, qz: the inverse roots 1/√q (0 where q = 0) of the layers' variances, so
-        ρ = Σ · (1/√q_x)(1/√q_z).  Rows i0 + r of the per-layer packed coefficients
-        P (depth, n, J, 4), c0x (depth, n, 2) and term tables kt (depth, n, NBINS)
-        against columns j0 + c of Qt (depth, J, 4, m: the columns' coefficients, column
-        index last), c0z (depth, 2, m), ktz and ktzb (depth, ⌈m/CB⌉, NBINS: ktz's
-        maximum over each aligned block of CB columns); lanes (depth, 4): (pe, pd, nl,
-        j2) of :func:`ntkfast.series.lane_plan`.  A chunk of columns runs the Horner chains in
-        ρ² for the terms its largest |ρ| needs (more terms only shrink the truncation);
-        an element whose series cannot be certified is flagged (``flag[r, c]``) and
-        left for the caller, as is the diagonal of a symmetric block.
-        ``mirS``/``mirT`` (see :func:`_mirrors`): where not empty, the transposed views
-        that receive outS[r, c]/outT[r, c] at [c, r] too (a symmetric block's lower
-        part, written while the tile is in cache: no separate mirror pass)."""
+        ρ = Σ · (1/√q_x)(1/√q_z).  Rows i0 + r of the per-layer packed chains P (depth,
+        n, J, 2), b_0 in c0x (depth, n) and term tables kt (depth, n, NBINS) against
+        columns j0 + c of Qt (depth, J, 2, m: the columns' chains, column index last),
+        c0z (depth, m), ktz and ktzb (depth, ⌈m/CB⌉, NBINS: ktz's maximum over each
+        aligned block of CB columns); lanes (depth, 3): (pm, two, j2) of
+        :func:`ntkfast.series.chain_plan`.  A chunk of columns sums the series to the
+        K its largest |ρ| needs (f to ρ^{K+1}, so that f' has Ė's K terms; more terms
+        only shrink the truncation); an element whose series cannot be certified is
+        flagged (``flag[r, c]``) and left for the caller, as is the diagonal of a
+        symmetric block.  ``mirS``/``mirT`` (see :func:`_mirrors`): where not empty, the
+        transposed views that receive outS[r, c]/outT[r, c] at [c, r] too (a symmetric
+        block's lower part, written while the tile is in cache: no separate mirror
+        pass)."""
         nr, nc = G.shape
         nb = kt.shape[2]
         wS = mirS.shape[0] > 0
@@ -223,10 +233,11 @@ if numba is not None:
             rho = np.empty(CB)
             rbits = rho.view(np.int64)
             r2 = np.empty(CB)
-            e0 = np.empty(CB)
-            e1 = np.empty(CB)
-            d0 = np.empty(CB)
-            d1 = np.empty(CB)
+            sc = np.empty(CB)
+            f0 = np.empty(CB)
+            g0 = np.empty(CB)
+            f1 = np.empty(CB)
+            g1 = np.empty(CB)
             bad = np.empty(CB, dtype=np.bool_)
             ra = rb * RB
             re = min(nr, ra + RB)
@@ -250,12 +261,13 @@ if numba is not None:
                         for l in range(depth):
                             ia = qx[l, x]
                             iz = qz[l, z0:z0 + m]
-                            pe = lanes[l, 0]
-                            pd = lanes[l, 1]
-                            nl = lanes[l, 2]
-                            j2 = lanes[l, 3]
+                            pm = lanes[l, 0]
+                            two = lanes[l, 1]
+                            j2 = lanes[l, 2]
                             for i in range(m):
-                                rh = min(max(S[i] * (ia * iz[i]), -1.0), 1.0)
+                                s = ia * iz[i]
+                                sc[i] = s
+                                rh = min(max(S[i] * s, -1.0), 1.0)
                                 rho[i] = rh
                                 r2[i] = rh * rh
                             # max |ρ| as the max of the bits with the sign cleared: an
@@ -277,99 +289,44 @@ if numba is not None:
                                         anybad = True
                                     elif Ki > K:
                                         K = Ki
-                            e0[:m] = 0.0
-                            d0[:m] = 0.0
-                            if nl == 4:
-                                e1[:m] = 0.0
-                                d1[:m] = 0.0
-                            # Horner two terms per pass over the chunk (half the loads and
-                            # stores of the accumulators), lanes 0, 1 alone above j2; the
-                            # last term (j = 0) fused with E, Ė and the layer's update
-                            top = K // 2
-                            lo2 = j2 + 1 if nl == 4 else 1
-                            if lo2 < 1:
-                                lo2 = 1
-                            j = top
-                            if j >= lo2 and (j - lo2) % 2 == 0:
-                                q0 = Qt[l, j, 0, z0:z0 + m]
-                                q1 = Qt[l, j, 1, z0:z0 + m]
-                                p0 = P[l, x, j, 0]
-                                p1 = P[l, x, j, 1]
-                                for i in range(m):
-                                    t = r2[i]
-                                    e0[i] = e0[i] * t + p0 * q0[i]
-                                    d0[i] = d0[i] * t + p1 * q1[i]
-                                j -= 1
-                            while j > lo2:
-                                q0 = Qt[l, j, 0, z0:z0 + m]
-                                q1 = Qt[l, j, 1, z0:z0 + m]
-                                u0 = Qt[l, j - 1, 0, z0:z0 + m]
-                                u1 = Qt[l, j - 1, 1, z0:z0 + m]
-                                p0 = P[l, x, j, 0]
-                                p1 = P[l, x, j, 1]
-                                s0 = P[l, x, j - 1, 0]
-                                s1 = P[l, x, j - 1, 1]
-                                for i in range(m):
-                                    t = r2[i]
-                                    e0[i] = (e0[i] * t + p0 * q0[i]) * t + s0 * u0[i]
-                                    d0[i] = (d0[i] * t + p1 * q1[i]) * t + s1 * u1[i]
-                                j -= 2
-                            for j in range(min(j, top), 0, -1):
-                                p0 = P[l, x, j, 0]
-                                p1 = P[l, x, j, 1]
-                                # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
-                                q0 = Qt[l, j, 0, z0:z0 + m]
-                                q1 = Qt[l, j, 1, z0:z0 + m]
-                                if nl == 4 and j <= j2:
-                                    p2 = P[l, x, j, 2]
-                                    p3 = P[l, x, j, 3]
-                                    q2 = Qt[l, j, 2, z0:z0 + m]
-                                    q3 = Qt[l, j, 3, z0:z0 + m]
-                                    for i in range(m):
-                                        t = r2[i]
-                                        e0[i] = e0[i] * t + p0 * q0[i]
-                                        d0[i] = d0[i] * t + p1 * q1[i]
-                                        e1[i] = e1[i] * t + p2 * q2[i]
-                                        d1[i] = d1[i] * t + p3 * q3[i]
-                                else:
-                                    for i in range(m):
-                                        t = r2[i]
-                                        e0[i] = e0[i] * t + p0 * q0[i]
-                                        d0[i] = d0[i] * t + p1 * q1[i]
-                            # j = 0; odd lanes start at k = 1 (factor ρ), even ones at
-                            # k = 2 (ρ²): E = b_0 b_0 + x0·lane 0 + x1·lane 2, Ė likewise
-                            a00 = c0x[l, x, 0]
-                            a01 = c0x[l, x, 1]
-                            cz0 = c0z[l, 0, z0:z0 + m]
-                            cz1 = c0z[l, 1, z0:z0 + m]
-                            x0 = rho if pe == 1 else r2
-                            x1 = r2 if pe == 1 else rho
-                            y0 = rho if pd == 1 else r2
-                            y1 = r2 if pd == 1 else rho
+                            # f to ρ^{K+1}: odd chain a_{2j+1}, j ≤ K/2; even chain
+                            # a_{2j+2}, j ≤ (K − 1)/2; the minor lane stops at j2
+                            top = K // 2 if pm == 1 else (K - 1) // 2
+                            top2 = min((K - 1) // 2 if pm == 1 else K // 2, j2)
+                            f0[:m] = 0.0
+                            g0[:m] = 0.0
+                            _chain(Qt, P, l, x, 0, z0, m, top, r2, f0, g0)
+                            if two:
+                                f1[:m] = 0.0
+                                g1[:m] = 0.0
+                                _chain(Qt, P, l, x, 1, z0, m, top2, r2, f1, g1)
+                            # j = 0 fused with E, Ė and the layer's update: A, B the
+                            # lanes' chains at t and dA, dB their t-derivatives
+                            a00 = c0x[l, x]
+                            cz0 = c0z[l, z0:z0 + m]
                             p0 = P[l, x, 0, 0]
-                            p1 = P[l, x, 0, 1]
                             q0 = Qt[l, 0, 0, z0:z0 + m]
+                            p1 = P[l, x, 0, 1] if two else 0.0
                             q1 = Qt[l, 0, 1, z0:z0 + m]
-                            if nl == 4:
-                                p2 = P[l, x, 0, 2]
-                                p3 = P[l, x, 0, 3]
-                                q2 = Qt[l, 0, 2, z0:z0 + m]
-                                q3 = Qt[l, 0, 3, z0:z0 + m]
-                                for i in range(m):
-                                    t = r2[i]
-                                    E = (a00 * cz0[i] + x0[i] * (e0[i] * t + p0 * q0[i])
-                                         + x1[i] * (e1[i] * t + p2 * q2[i]))
-                                    Ed = (a01 * cz1[i] + y0[i] * (d0[i] * t + p1 * q1[i])
-                                          + y1[i] * (d1[i] * t + p3 * q3[i]))
-                                    Th[i] = w2 * Ed * Th[i] + lam * E + mu
-                                    S[i] = w2 * E + b2
-                            else:
-                                for i in range(m):
-                                    t = r2[i]
-                                    E = a00 * cz0[i] + x0[i] * (e0[i] * t + p0 * q0[i])
-                                    Ed = a01 * cz1[i] + y0[i] * (d0[i] * t + p1 * q1[i])
-                                    Th[i] = w2 * Ed * Th[i] + lam * E + mu
-                                    S[i] = w2 * E + b2
+                            for i in range(m):
+                                t = r2[i]
+                                rh = rho[i]
+                                A = f0[i] * t + p0 * q0[i]
+                                dA = g0[i] * t + f0[i]
+                                if two:
+                                    B = f1[i] * t + p1 * q1[i]
+                                    dB = g1[i] * t + f1[i]
+                                else:
+                                    B = 0.0
+                                    dB = 0.0
+                                if pm == 1:
+                                    E = a00 * cz0[i] + rh * A + t * B
+                                    D = A + 2.0 * t * dA + 2.0 * rh * (B + t * dB)
+                                else:
+                                    E = a00 * cz0[i] + t * A + rh * B
+                                    D = 2.0 * rh * (A + t * dA) + B + 2.0 * t * dB
+                                Th[i] = w2 * (sc[i] * D) * Th[i] + lam * E + mu
+                                S[i] = w2 * E + b2
                         _store_chunk(outS, outT, mirS, mirT, wS, wT, r, lo, m, S, Th)
                         if anybad:
                             for i in range(m):
@@ -378,6 +335,34 @@ if numba is not None:
                                     nbad[rb] += 1
         return nbad.sum()
 
+    @njit(inline="always")
+    def _chain(Qt, P, l, x, lane, z0, m, top, r2, f, g):
+        """Horner steps j = top … 1 of one lane's chain and its t-derivative over a chunk
+        (f ← f·t + a_j, g ← g·t + f), two steps per pass over the chunk (half the
+        loads and stores of the accumulators)."""
+        j = top
+        if j % 2 == 1:
+            q0 = Qt[l, j, lane, z0:z0 + m]
+            p0 = P[l, x, j, lane]
+            for i in range(m):
+                t = r2[i]
+                g[i] = g[i] * t + f[i]
+                f[i] = f[i] * t + p0 * q0[i]
+            j -= 1
+        while j >= 2:
+            # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
+            q0 = Qt[l, j, lane, z0:z0 + m]
+            u0 = Qt[l, j - 1, lane, z0:z0 + m]
+            p0 = P[l, x, j, lane]
+            s0 = P[l, x, j - 1, lane]
+            for i in range(m):
+                t = r2[i]
+                fa = f[i]
+                ga = g[i] * t + fa
+                fa = fa * t + p0 * q0[i]
+                g[i] = ga * t + fa
+                f[i] = fa * t + s0 * u0[i]
+            j -= 2
 
     @intrinsic
     def _bits_to_double(typingctx, i):
@@ -803,8 +788,10 @@ def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
     the same as X): (P, c0x, kt, Qt, c0z, ktz, ktzb, lanes, CB) as :func:`_fill_series`
     reads them (the columns' data with the column index last).  Computed on
     ``n_jobs`` threads, single-threaded BLAS each, per side and layer: the coefficients
-    (at most ``kcap`` terms, default :data:`ntkfast.series.KCAP`) and their lanes, then,
-    once the layer's lane plan is known, the packed layouts."""
+    (at most ``kcap`` terms, default :data:`ntkfast.series.KCAP`) and their power-series
+    chains, then, once the layer's lane plan is known, the packed layouts.  Rows with
+    q ≤ 0 are flagged in kt (their Ė is not f'(ρ)/√(q_x q_z): the caller's per-element
+    rule)."""
     from concurrent.futures import ThreadPoolExecutor
     from .._threads import limited
     kcap = int(kcap or series.KCAP)
@@ -814,42 +801,48 @@ def _series_tables(act, qx, qz, depth, n_jobs=1, kcap=None):
     d1 = max(depth, 1)
     n, m = qx.shape[1], sides[-1].shape[1]
     nblk = -(-m // SERIES_CB)
-    P = np.zeros((d1, n, J, 4))
-    c0x = np.zeros((d1, n, 2))
+    P = np.zeros((d1, n, J, 2))
+    c0x = np.zeros((d1, n))
     kt = np.zeros((d1, n, series.NBINS), dtype=np.int16)
-    Qt = np.zeros((d1, J, 4, m))
-    c0z = np.zeros((d1, 2, m))
+    Qt = np.zeros((d1, J, 2, m))
+    c0z = np.zeros((d1, m))
     ktz = kt if qz is None else np.zeros((d1, m, series.NBINS), dtype=np.int16)
     ktzb = np.zeros((d1, nblk, series.NBINS), dtype=np.int16)
-    lanes = np.zeros((d1, 4), dtype=np.int64)
-    lanes[:, 2] = 4
-    lanes[:, 3] = series.KCAP
+    lanes = np.zeros((d1, 3), dtype=np.int64)
+    lanes[:, 1] = 1
+    lanes[:, 2] = J - 1
 
     def coefficients(job):
-        c = act.series_coefficients(sides[job[0]][job[1]], kcap)
-        return c, c.lanes()
+        q = sides[job[0]][job[1]]
+        c = act.series_coefficients(q, kcap)
+        kt_ = c.kt
+        if not np.all(q > 0):
+            kt_ = kt_.copy()
+            kt_[~(q > 0)] = np.iinfo(np.int16).max
+        return c.chain(q), c.A[:, 0], kt_
 
-    def pack(job, c):
+    def pack(job, done):
         side, l = job
-        packed, c0 = c.packed(J, int(lanes[l, 0]), int(lanes[l, 1]))
+        F, b0, kt_ = done
+        packed = series.chain_packed(F, J, int(lanes[l, 0]))
         if side == 0:
-            P[l], c0x[l], kt[l] = packed, c0, c.kt
+            P[l], c0x[l], kt[l] = packed, b0, kt_
         if side == len(sides) - 1:                  # the columns: index last
             Qt[l] = packed.transpose(1, 2, 0)
-            c0z[l] = c0.T
-            ktz[l] = c.kt
+            c0z[l] = b0
+            ktz[l] = kt_
             # ktz's maximum over aligned blocks of SERIES_CB columns (the kernel's chunks)
             pad = np.zeros((nblk * SERIES_CB, series.NBINS), dtype=np.int16)
-            pad[:m] = c.kt
+            pad[:m] = kt_
             ktzb[l] = pad.reshape(nblk, SERIES_CB, series.NBINS).max(axis=1)
 
     with limited(1, "blas"), \
             ThreadPoolExecutor(max(1, min(int(n_jobs or 1), len(jobs)))) as pool:
         done = list(pool.map(coefficients, jobs))
         for l in range(depth):
-            lanes[l] = series.plan_lanes(*[done[s_ * depth + l][1]
+            lanes[l] = series.chain_plan(*[done[s_ * depth + l][0]
                                            for s_ in range(len(sides))])
-        list(pool.map(lambda k: pack(jobs[k], done[k][0]), range(len(jobs))))
+        list(pool.map(lambda k: pack(jobs[k], done[k]), range(len(jobs))))
     return P, c0x, kt, Qt, c0z, ktz, ktzb, lanes, SERIES_CB
 
 
