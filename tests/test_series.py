@@ -326,18 +326,20 @@ def test_series_network_matches_quadrature_all(act, param, rng):
     _network_vs_quadrature(act, param, rng)
 
 
-@pytest.mark.parametrize("param", ["ntk", "standard"])
+@pytest.mark.parametrize("param,b_std", [("ntk", None), ("standard", None),
+                                         ("standard", 0.0)])
 @pytest.mark.parametrize("act", [Tanh(), Softplus(), SiLU()], ids=repr)
-def test_series_engine_zero_and_tiny_rows(act, param, rng):
+def test_series_engine_zero_and_tiny_rows(act, param, b_std, rng):
     """Rows with q = 0 (a zero input, no bias: Ė's constant term b'_0 b'_0 is not in
-    f'(ρ)/√(qx qz), so the engine flags them) and tiny q (φ' integrated, not from φ by
-    Stein): the numba engine equals the reference per element, to 1e-12 of the pair's
-    scale √(K(x, x) K(z, z))."""
+    f'(ρ)/√(qx qz), so the engine flags them; it counts where Θ's previous layer is not
+    0 there: the standard parameterization with b_std = 0 adds 1) and tiny q (φ'
+    integrated, not from φ by Stein): the numba engine equals the reference per
+    element, to 1e-12 of the pair's scale √(K(x, x) K(z, z))."""
     X = _unequal(rng, 30)
     X[3] = 0.0
     X[7] *= 1e-7
     X[9] *= 1e-12
-    net = nk.MLP(depth=3, activation=act, b_std=None, parameterization=param,
+    net = nk.MLP(depth=3, activation=act, b_std=b_std, parameterization=param,
                  width=None if param == "ntk" else 40)
     k = net.kernels(X, backend="numba")
     r = net.kernels(X, backend="reference")
