@@ -1,6 +1,6 @@
 """``backend='numba'``: compiled, parallel kernels for activations without a C closed form.
 
-Per block of rows (a *panel*, 256 rows by default): one GEMM of the panel against the
+Per block of rows (a *panel*, 512 rows by default): one GEMM of the panel against the
 columns by NumPy/BLAS, then a Numba kernel, parallel over the panel's rows (``prange``),
 runs the whole depth recursion per element (:mod:`ntkfast._spec`) and writes Σ/Θ.
 Symmetric K(X, X): only columns ≥ row are computed and mirrored (by the series and Sin
@@ -72,8 +72,10 @@ if numba is not None:
 
 #: θ grid intervals of the tabulated path
 TABLE_SIZE = 2048
-#: rows per panel (one GEMM + one kernel launch)
-DEFAULT_PANEL = 256
+#: rows per panel (one GEMM + one kernel launch): the Gram products of N = 4000, d = 64
+#: took 0.017 s at 512 rows against 0.020–0.024 s at 256 (thin products run faster
+#: with more rows); the buffer is 512 × the columns
+DEFAULT_PANEL = 512
 #: columns per chunk of the series kernel (its CB; 128 measured ~15 % faster than 32
 #: or 64 at N = 4000: fewer chunk set-ups, the chunk's K hardly grows)
 SERIES_CB = 128
