@@ -7,13 +7,15 @@
  *
  * With rho = Sigma / sqrt(qx qz) and the normalised coefficients b_k(q) =
  * E[phi(sqrt(q) g) He_k(g)] / sqrt(k!) of phi (and b'_k of phi'),
- *     E[phi(u) phi(v)]   = sum_k b_k(qx(p)) b_k(qz(p')) rho^k,
- *     E[phi'(u) phi'(v)] = sum_k b'_k(qx(p)) b'_k(qz(p')) rho^k,
- * evaluated per pixel pair (p, p') as in series.pair: b_0 b_0 plus two polynomials in
- * rho^2 per map (the parity with the longer run of non-zero terms in "lane" 0 (E) / 1
- * (Edot), the other in lanes 2 / 3, up to j2), with the per-pair weights
- * b_k(p) b_k(p'), each by Horner in rho^4 over its even and its odd entries (two
- * independent chains per map: the latency of a step hidden).  Terms: per block of
+ *     E[phi(u) phi(v)]   = b_0 b_0 + f(rho),   f(rho) = sum_{k>=1} a_k(qx) a_k(qz) rho^k,
+ *     E[phi'(u) phi'(v)] = f'(rho) / sqrt(qx qz)            (Stein: a_k = b_k),
+ * one series for both maps (SeriesCoeffs.chain: a_k = sqrt(q) b'_{k-1} / sqrt(k)), per
+ * pixel pair (p, p') with the per-pair weights a_k(p) a_k(p'): f = rho O(rho^2) +
+ * rho^2 V(rho^2) by parity, the parity with the longer run of non-zero terms in the
+ * major lane, the other in the minor lane (up to j2), each by Horner in rho^4 over its
+ * even and its odd entries (two independent chains: the latency of a step hidden)
+ * together with its derivative: three operations per term for both maps, where
+ * separate series of E and Edot take four.  Terms: per block of
  * NCV_SB pixel pairs (one 64-byte vector), the most any of them needs by the
  * certificate of series._k_table (per pixel and |rho| bin, the least K with
  * |rho|^{K+1} sqrt(T_K(qx) T_K(qz)) <= 1e-13 sqrt(e(qx) e(qz)), T_K the tail energy),
@@ -30,9 +32,9 @@
  * Table layout per image (one row, REAL), per layer at op->coff, P pixels padded to
  * Pp = op->spl (an odd number of 64-byte lines: the entries of one pixel in distinct
  * L1 sets, conv_series.entry_stride), J = op->sk / 2 + 1 chain entries, J2 =
- * op->sj2 + 1 (0: no lanes 2, 3):
- *     lane 0 [J][Pp], lane 1 [J][Pp], lane 2 [J2][Pp], lane 3 [J2][Pp],
- *     b_0 [Pp], b'_0 [Pp], e [Pp], e' [Pp];
+ * op->sj2 + 1 (0: no minor lane), op->spe the major lane's parity (1: a_{2j+1},
+ * 0: a_{2j+2}):
+ *     major lane [J][Pp], minor lane [J2][Pp], b_0 [Pp], b'_0 [Pp], e [Pp], e' [Pp];
  * and per layer at op->koff of an int16 row: the K table [op->snb][P].
  *
  * Self pass in stages (the coefficients of a layer need its variances, which the
@@ -63,16 +65,16 @@ typedef struct {
  * large |rho| cost terms in their block only. */
 #define NCV_SB ((int)(64 / sizeof(REAL)))
 
-/* sum_{jj <= top} c_jj r2^jj for m <= NCV_SB pixel pairs (j < m), c_jj = x[jj pl +
- * j xs] z[jj pl + j] (and for the second map, when want_t, from xd, zd): Horner in
- * r4 = r2^2 over the even and the odd entries separately (two independent chains per
- * map, so that the latency of one step is hidden), E = even + r2 odd.  The
- * accumulators are per-block locals (registers). */
-NTK_INLINE void NCV(ncv_series_chain)(int m, int top, long pl, int want_t,
-                                      const REAL *restrict x, const REAL *restrict xd,
-                                      int xs, const REAL *restrict z,
-                                      const REAL *restrict zd, const REAL *restrict rr,
-                                      const REAL *restrict r4, REAL *restrict outE,
+/* c(t) = sum_{jj <= top} c_jj t^jj at t = rr (rho^2) for m <= NCV_SB pixel pairs
+ * (j < m), c_jj = x[jj pl + j xs] z[jj pl + j], and (want_d) its t-derivative: Horner
+ * in u = r4 = t^2 over the even and the odd entries separately (two independent
+ * chains, so that the latency of one step is hidden), each with its derivative:
+ * c = ce(u) + t co(u), dc/dt = 2t ce'(u) + co(u) + 2u co'(u).  The accumulators are
+ * per-block locals (registers). */
+NTK_INLINE void NCV(ncv_series_chain)(int m, int top, long pl, int want_d,
+                                      const REAL *restrict x, int xs,
+                                      const REAL *restrict z, const REAL *restrict rr,
+                                      const REAL *restrict r4, REAL *restrict outC,
                                       REAL *restrict outD)
 {
     REAL ae[NCV_SB], ao[NCV_SB], de[NCV_SB], dd[NCV_SB];
@@ -80,27 +82,22 @@ NTK_INLINE void NCV(ncv_series_chain)(int m, int top, long pl, int want_t,
 #pragma omp simd
     for (int j = 0; j < m; j++)
         ae[j] = ao[j] = de[j] = dd[j] = 0;
-    if (top >= 0 && !(top & 1)) {  /* the even top entry starts the even chains */
+    if (top >= 0 && !(top & 1)) {  /* the even top entry starts the even chain */
         const long o = (long)top * pl;
 #pragma omp simd
         for (int j = 0; j < m; j++)
             ae[j] = x[o + j * xs] * z[o + j];
-        if (want_t) {
-#pragma omp simd
-            for (int j = 0; j < m; j++)
-                de[j] = xd[o + j * xs] * zd[o + j];
-        }
         jj = top - 1;
     }
     for (; jj > 0; jj -= 2) {  /* odd jj, even jj - 1 */
         const long o = (long)jj * pl, e = o - pl;
-        if (want_t) {
+        if (want_d) {
 #pragma omp simd
             for (int j = 0; j < m; j++) {
+                dd[j] = dd[j] * r4[j] + ao[j];
                 ao[j] = ao[j] * r4[j] + x[o + j * xs] * z[o + j];
+                de[j] = de[j] * r4[j] + ae[j];
                 ae[j] = ae[j] * r4[j] + x[e + j * xs] * z[e + j];
-                dd[j] = dd[j] * r4[j] + xd[o + j * xs] * zd[o + j];
-                de[j] = de[j] * r4[j] + xd[e + j * xs] * zd[e + j];
             }
         } else {
 #pragma omp simd
@@ -112,16 +109,16 @@ NTK_INLINE void NCV(ncv_series_chain)(int m, int top, long pl, int want_t,
     }
 #pragma omp simd
     for (int j = 0; j < m; j++) {
-        outE[j] = ae[j] + rr[j] * ao[j];
-        outD[j] = de[j] + rr[j] * dd[j];
+        outC[j] = ae[j] + rr[j] * ao[j];
+        outD[j] = 2 * rr[j] * de[j] + ao[j] + 2 * r4[j] * dd[j];
     }
 }
 
-/* The lanes of m <= NCV_SB pixel pairs (x entries x0[j xs], z entries z0[j]): lanes 0,
- * 1 from entry top down, lanes 2, 3 from top2 (< 0: none) down, lanes 1, 3 only when
- * want_t; l0..l3 get the sums. */
-NTK_INLINE void NCV(ncv_series_horner)(int m, int top, int top2, int J, int J2, long pl,
-                                       int want_t, const REAL *restrict x0, int xs,
+/* The chains of m <= NCV_SB pixel pairs (x entries x0[j xs], z entries z0[j]): the
+ * major lane from entry top down into l0 (its t-derivative l1, when want_d), the
+ * minor lane (J entries further) from top2 (< 0: none) down into l2, l3. */
+NTK_INLINE void NCV(ncv_series_horner)(int m, int top, int top2, int J, long pl,
+                                       int want_d, const REAL *restrict x0, int xs,
                                        const REAL *restrict z0, const REAL *restrict r2,
                                        REAL *restrict l0, REAL *restrict l1,
                                        REAL *restrict l2, REAL *restrict l3)
@@ -132,11 +129,9 @@ NTK_INLINE void NCV(ncv_series_horner)(int m, int top, int top2, int J, int J2, 
         rr[j] = r2[j];
         r4[j] = rr[j] * rr[j];
     }
-    NCV(ncv_series_chain)(m, top, pl, want_t, x0, x0 + (long)J * pl, xs, z0,
-                          z0 + (long)J * pl, rr, r4, l0, l1);
-    const long o2 = (long)(2 * J) * pl, o3 = o2 + (long)J2 * pl;
-    NCV(ncv_series_chain)(m, top2, pl, want_t, x0 + o2, x0 + o3, xs, z0 + o2, z0 + o3,
-                          rr, r4, l2, l3);
+    NCV(ncv_series_chain)(m, top, pl, want_d, x0, xs, z0, rr, r4, l0, l1);
+    const long o2 = (long)J * pl;
+    NCV(ncv_series_chain)(m, top2, pl, want_d, x0 + o2, xs, z0 + o2, rr, r4, l2, l3);
 }
 
 /* The terms m <= NCV_SB lanes need together: their K-table entries (x's at kx[j xs],
@@ -175,15 +170,19 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
                                      long P)
 {
     REAL rho[NCV_SERIES_LANES], r2[NCV_SERIES_LANES], ar[NCV_SERIES_LANES];
+    REAL rq[NCV_SERIES_LANES];  /* sqrt(qx qz), 0 where a variance is 0 */
     REAL l0[NCV_SERIES_LANES], l1[NCV_SERIES_LANES], l2[NCV_SERIES_LANES],
         l3[NCV_SERIES_LANES];
     int kk[NCV_SERIES_LANES];
     const int nb = op->snb, kall = op->sk, J = op->sk / 2 + 1, J2 = op->sj2 + 1;
+    const int pe = op->spe;
     const REAL tiny = (REAL)1e-12;
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         const REAL s = S[j], a = qx[j * xs], b = qz[j], qq = a * b;
-        REAL r = qq > 0 ? s / RSQRT(qq) : (REAL)0;
+        const REAL root = qq > 0 ? RSQRT(qq) : (REAL)0;
+        REAL r = qq > 0 ? s / root : (REAL)0;
+        rq[j] = root;
         r = r > 1 ? (REAL)1 : (r < -1 ? (REAL)-1 : r);
         /* (q = 0 too: E = e(0) = phi(0)^2, Edot = phi'(0)^2) */
         const int dg = a - s <= tiny * a && RFABS(a - b) <= tiny * a;
@@ -219,21 +218,24 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
                 }
             }
         }
-        /* lanes 0, 1: entries jj <= kmax / 2 (k <= 2 jj + 2 >= kmax terms) */
-        const int top = kmax / 2, top2 = top < J2 - 1 ? top : J2 - 1;
+        /* f to rho^{K+1} (f' then has Edot's K terms): the odd chain (a_{2jj+1})
+         * to jj = K / 2, the even one (a_{2jj+2}) to (K - 1) / 2; the minor lane
+         * stops at its last entry */
+        const int todd = kmax / 2, teven = kmax > 0 ? (kmax - 1) / 2 : -1;
+        const int top = pe ? todd : teven, t2 = pe ? teven : todd;
+        const int top2 = t2 < J2 - 1 ? t2 : J2 - 1;
         const REAL *xb0 = x0 + (long)b0 * xs, *zb0 = z0 + b0;
         if (m == NCV_SB)
-            NCV(ncv_series_horner)(NCV_SB, top, top2, J, J2, pl, T != NULL, xb0, xs, zb0,
+            NCV(ncv_series_horner)(NCV_SB, top, top2, J, pl, T != NULL, xb0, xs, zb0,
                                    r2 + b0, l0 + b0, l1 + b0, l2 + b0, l3 + b0);
         else
-            NCV(ncv_series_horner)(m, top, top2, J, J2, pl, T != NULL, xb0, xs, zb0,
+            NCV(ncv_series_horner)(m, top, top2, J, pl, T != NULL, xb0, xs, zb0,
                                    r2 + b0, l0 + b0, l1 + b0, l2 + b0, l3 + b0);
     }
-    const long tail = (long)(2 * J + 2 * J2) * pl;
+    const long tail = (long)(J + J2) * pl;
     const REAL *restrict c0x = x0 + tail, *restrict c0z = z0 + tail;
     const REAL *restrict d0x = c0x + pl, *restrict d0z = c0z + pl;
     const REAL *restrict ex = d0x + pl, *restrict edx = ex + pl;
-    const int pe = op->spe, pd = op->spd;
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         const REAL r = rho[j], rr = r2[j];
@@ -247,8 +249,11 @@ NTK_INLINE int NCV(ncv_series_lanes)(const ncv_op *op, int n, REAL *restrict S,
 #pragma omp simd
         for (int j = 0; j < n; j++) {
             const REAL r = rho[j], rr = r2[j];
-            const REAL ed = d0x[j * xs] * d0z[j] + (pd ? r * l1[j] + rr * l3[j]
-                                                        : rr * l1[j] + r * l3[j]);
+            /* f'(rho), A = l0, B = l2 the chains at t = rho^2, l1, l3 their derivatives */
+            const REAL D = pe ? l0[j] + 2 * rr * l1[j] + 2 * r * (l2[j] + rr * l3[j])
+                              : 2 * r * (l0[j] + rr * l1[j]) + l2[j] + 2 * rr * l3[j];
+            /* q = 0 on a side: f = 0 there, and Edot = b'_0 b'_0 */
+            const REAL ed = rq[j] > 0 ? D / rq[j] : d0x[j * xs] * d0z[j];
             const int k = kk[j];
             T[j] *= k == -1 ? edx[j * xs] : (k == -2 ? (REAL)0 : ed);
         }

@@ -42,8 +42,9 @@ __all__ = ["is_series", "SeriesLayer", "PairTables", "build_tables", "run_self",
            "CACHE_BUDGET", "SAVE", "LOAD"]
 
 #: bytes of coefficient tables alive in one chunk of the cross pass (rows + columns).
-#: Smooth 32×32 images need the long tier in their first layer: ~34 MB per image (four
-#: lanes of 1025 entries per pixel), so 8 images share one chunk, each image's tables
+#: Smooth 32×32 images need the long tier in their first layer: ~34 MB per image (as
+#: four lanes of 1025 entries per pixel; ~17 MB in the two of one series for both
+#: maps), so 8 images share one chunk, each image's tables
 #: built once, where 128 MB made chunks of one row and one column whose tables were
 #: rebuilt for every image pair (Myrtle-5 / tanh: 6.1 s → see docs/benchmarks.md)
 TABLE_BUDGET = 512 << 20
@@ -129,7 +130,10 @@ def _tiers():
 def _layer_tables(layer, q, dtype, terms, jobs=1):
     """(blocks, K table, fields) of one layer for the variances q (n, P) float64:
     blocks (n, m P) in the row layout of ntk_conv_series.h, K table (n, NBINS P) int16,
-    fields: the op's sk, sj2, spe, spd, snb.  ``jobs``: threads for the coefficients
+    fields: the op's sk, sj2, spe (spd unused: 0), snb.  The blocks hold one power
+    series for both maps (:meth:`ntkfast.series.SeriesCoeffs.chain`), its major and
+    minor parity lanes (:func:`ntkfast.series.chain_plan`).  ``jobs``: threads for the
+    coefficients
     (:func:`ntkfast.series.coefficients`; the same tables for any number)."""
     from .. import series
     n, P = q.shape
@@ -139,25 +143,25 @@ def _layer_tables(layer, q, dtype, terms, jobs=1):
         C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step, jobs=jobs)
     K = C.K
     J = K // 2 + 1
-    pe, pd, nl, j2 = series.lane_plan(C)
-    J2 = j2 + 1 if nl == 4 else 0
+    with np.errstate(all="ignore"):
+        F = C.chain(q.ravel())
+    pm, two, j2 = series.chain_plan(F)
+    J2 = j2 + 1 if two else 0
 
-    def chain(A, par, m):
-        part = A[:, (1 if par else 2)::2][:, :m]
+    def lane(par, m):
+        part = F[:, (0 if par else 1)::2][:, :m]
         out = np.zeros((n, m, Pp), dtype=dtype)
         out[:, :part.shape[1], :P] = part.reshape(n, P, -1).transpose(0, 2, 1)
         return out
 
-    parts = [chain(C.A, pe, J), chain(C.Ad, pd, J)]
-    if J2:
-        parts += [chain(C.A, 1 - pe, J2), chain(C.Ad, 1 - pd, J2)]
+    parts = [lane(pm, J)] + ([lane(1 - pm, J2)] if J2 else [])
     tail = np.zeros((n, 4, Pp), dtype=dtype)
     for i, v in enumerate((C.A[:, 0], C.Ad[:, 0], C.e, C.ed)):
         tail[:, i, :P] = np.asarray(v).reshape(n, P)
     block = np.concatenate(parts + [tail], axis=1).reshape(n, -1)
     kt = np.ascontiguousarray(C.kt.reshape(n, P, -1).transpose(0, 2, 1),
                               dtype=np.int16).reshape(n, -1)     # [bin][pixel]
-    fields = dict(sk=K, sj2=J2 - 1, spe=pe, spd=pd, snb=C.kt.shape[1], spl=Pp)
+    fields = dict(sk=K, sj2=J2 - 1, spe=pm, spd=0, snb=C.kt.shape[1], spl=Pp)
     return block, kt, fields
 
 
@@ -269,21 +273,22 @@ def diag_tables(prog, tapes, dtype, layers, terms=None, jobs=1):
         with np.errstate(all="ignore"):
             e, ed = series.diag(layer.act.phi2, q, step=layer.act.series_step)
         Pp = entry_stride(layer.P, np.dtype(dtype).itemsize)
-        block = np.zeros((n, 6, Pp), dtype)   # lanes 0, 1; b_0, b'_0; e, e'
-        block[:, 4, :layer.P], block[:, 5, :layer.P] = e, ed
+        block = np.zeros((n, 5, Pp), dtype)   # the major lane; b_0, b'_0; e, e'
+        block[:, 3, :layer.P], block[:, 4, :layer.P] = e, ed
         return (block.reshape(n, -1), np.zeros((n, layer.P), np.int16),
-                dict(sk=0, sj2=-1, spe=1, spd=1, snb=1, spl=Pp))
+                dict(sk=0, sj2=-1, spe=1, spd=0, snb=1, spl=Pp))
 
     return _assemble(prog, tapes, dtype, layers, layer_tables)
 
 
 def _bytes_per_image(prog, itemsize, terms=TERMS, tapes=None, lanes=False):
-    """Upper bound of one image's tables (both maps, four lanes): with ``terms`` terms
+    """Upper bound of one image's tables (both lanes full): with ``terms`` terms
     per layer, or, given the packed variance ``tapes`` of the images, with the terms
     each layer's tables of those images take (:func:`_terms_bound`: the long tier's
-    2048 only where a variance needs them).  ``lanes``: lanes 2, 3 as long as the lane
-    plan of the coefficients at the variances' octaves makes them (:func:`_minor_lanes`;
-    none for a φ with a parity, e.g. tanh: half the bytes), an estimate, not a bound."""
+    2048 only where a variance needs them).  ``lanes``: the minor lane as long as the
+    lane plan of the coefficients at the variances' octaves makes it
+    (:func:`_minor_lanes`; none for a φ with a parity, e.g. tanh: about half the bytes),
+    an estimate, not a bound."""
     from .. import series
     total = 0
     for layer in prog.series:
@@ -293,7 +298,7 @@ def _bytes_per_image(prog, itemsize, terms=TERMS, tapes=None, lanes=False):
             K = min(terms, _terms_bound(layer, q, terms))
         J = K // 2 + 1
         J2 = _minor_lanes(layer, q, K) if lanes and q is not None else J
-        per_pixel = (2 * J + 2 * J2 + 4) * itemsize + 2 * series.NBINS
+        per_pixel = (J + J2 + 4) * itemsize + 2 * series.NBINS
         total += entry_stride(layer.P, itemsize) * per_pixel
     return total
 
@@ -321,17 +326,18 @@ def _terms_bound(layer, q, terms):
 
 
 def _minor_lanes(layer, q, terms):
-    """Entries per pixel of lanes 2, 3 in the lane plan (:func:`ntkfast.series.lane_plan`)
-    of the coefficients at the octaves of q (:func:`_octaves_of`): 0 for φ with a
-    parity (tanh, sigmoid − ½), 1 for softplus and SiLU (odd part u/2)."""
+    """Entries per pixel of the minor lane in the lane plan
+    (:func:`ntkfast.series.chain_plan`) of the coefficients at the octaves of q
+    (:func:`_octaves_of`): 0 for φ with a parity (tanh, sigmoid − ½), 1 for softplus
+    and SiLU (odd part u/2)."""
     from .. import series
     octaves = _octaves_of(q)
     if octaves is None:
         return 0
     with np.errstate(all="ignore"):
         C = series.coefficients(layer.act.phi2, octaves, terms, layer.act.series_step)
-    _, _, nl, j2 = series.lane_plan(C)
-    return j2 + 1 if nl == 4 else 0
+        _, two, j2 = series.chain_plan(C.chain(octaves))
+    return j2 + 1 if two else 0
 
 
 class PairTables:
@@ -355,8 +361,8 @@ class PairTables:
         per = max(1, _bytes_per_image(self.prog, size, terms, tapes))
         if self.symmetric and n * per <= TABLE_BUDGET:
             return max(1, n)
-        # too large with four full lanes: size them by the lane plan (φ with a parity
-        # has two; 24 smooth 32x32 images, Myrtle-5 / tanh: one chunk instead of 4 × 4)
+        # too large with both lanes full: size them by the lane plan (φ with a parity
+        # has one; 24 smooth 32x32 images, Myrtle-5 / tanh: one chunk instead of 4 × 4)
         per = max(1, _bytes_per_image(self.prog, size, terms, tapes, lanes=True))
         if self.symmetric and n * per <= TABLE_BUDGET:
             return max(1, n)
