@@ -14,18 +14,21 @@ Numba has no complex ``math.tanh``; the series' φ' coefficients come from φ's 
 identity), "Custom+dfn" the same with φ' given.  Each timed call is a first call on X
 (the activation's memo of the diagonal rule is dropped before it).
 
-Measured 2026-11-27, evening (AMD EPYC Zen 4, 2 cores, quiet machine; ``4000 3 3``,
-four runs; ratios wall/ReLU, cpu/ReLU; ReLU 0.055-0.060 s wall):
+Measured 2026-11-28 (AMD EPYC Zen 4, 2 cores, a noisy shared machine; ``4000 3 5``,
+three runs; ratios wall/ReLU, cpu/ReLU; ReLU 0.057-0.059 s wall), after the kernels
+moved to one power series for both maps (Ė = f'(ρ)/√(q_x q_z)) and panels of 512 rows:
 
-    activation   run 1        run 2        run 3        run 4
-    Tanh         3.02 2.62    2.97 2.58    2.64 2.37    2.80 2.51
-    Softplus     3.74 3.32    3.69 3.36    3.36 3.12    3.57 3.32
-    SiLU         3.27 2.80    3.12 2.76    2.80 2.49    2.97 2.66
-    Sigmoid      2.96 2.62    2.85 2.54    2.53 2.29    2.67 2.42
-    Sin          1.62 1.56    1.62 1.58    1.58 1.51    1.61 1.57
-    Custom       2.90 2.53    3.00 2.64    2.87 2.52    2.91 2.56
-    Custom+dfn   2.90 2.49    2.92 2.58    2.74 2.48    2.82 2.51
+    activation   run 1        run 2        run 3
+    Tanh         2.51 2.13    2.28 2.04    2.37 2.07
+    Softplus     2.77 2.49    2.72 2.47    2.81 2.56
+    SiLU         2.47 2.15    2.45 2.12    2.50 2.20
+    Sigmoid      2.11 1.95    2.22 2.00    2.23 2.02
+    Sin          1.69 1.56    1.65 1.56    1.66 1.60
+    Custom       2.45 2.11    2.37 2.10    2.43 2.13
+    Custom+dfn   2.44 2.12    2.33 2.08    2.33 2.07
 
+(The day before, with separate series for E and Ė: Softplus 3.36-3.74 wall, 3.12-3.36
+CPU; Tanh 2.64-3.02.)
 (0 of 512² elements left to the quadrature for all; the history is in
 docs/benchmarks.md.)
 """

@@ -11,8 +11,8 @@ columns, the mean number of series terms per element: what the kernel takes (one
 chunk of ``SERIES_CB`` columns: the most any of them needs, estimated from the row's and
 the column blocks' K tables in the bin of the chunk's largest |ρ|) and what each element
 alone would need, and the median |ρ|.  The gap between the two is what smaller groups
-of columns could save; the terms times ~0.15 ns per term and element (both maps, one
-core) plus ~2.5–3 ns per element and layer is the kernel's cost.
+of columns could save; the terms times ~0.085 ns per term and element (both maps from
+one series, one core) plus ~2.6 ns per element and layer is the kernel's cost.
 """
 
 import sys

@@ -181,8 +181,8 @@ def test_long_tier_tables_of_a_symmetric_block_are_built_once(monkeypatch):
         ql = tapes[:, layer.qoff:layer.qoff + layer.P]
         assert conv_series._terms_bound(layer, ql, conv_series.LONG_TERMS) >= \
             series.table_terms(layer.act.phi2, ql, conv_series.LONG_TERMS)
-    # tanh has a parity: lanes 2, 3 are empty, and the lane-plan estimate (half the
-    # four-lane bound) is still at least what an image's tables take
+    # tanh has a parity: the minor lane is empty, and the lane-plan estimate (about
+    # half the two-full-lanes bound) is still at least what an image's tables take
     est = conv_series._bytes_per_image(prog, 8, conv_series.LONG_TERMS, tapes, lanes=True)
     _, C, KT = conv_series.build_tables(prog, tapes, np.float64,
                                         terms=conv_series.LONG_TERMS)

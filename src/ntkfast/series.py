@@ -51,7 +51,10 @@ slow), and :func:`calibrate_step` refines the rule for φ analytic in a narrow s
 E[φ(√q g) He_{k+1}(g)]/√q, gives b'_k = √(k+1) b_{k+1}/√q: a
 :class:`~ntkfast.activations.Custom` φ without ``dfn`` needs no derived φ' for its tables
 (:func:`coefficients` with ``stein``), except on rows where 1/√q would amplify the
-rounding of b_{k+1} past :data:`STEIN_AMP`.
+rounding of b_{k+1} past :data:`STEIN_AMP`.  The compiled engines use the same identity
+to take both maps from one series per pair: E = b_0 b_0 + f(ρ), Ė = f'(ρ)/√(qx qz),
+f(ρ) = Σ_{k≥1} a_k(qx) a_k(qz) ρ^k (:meth:`SeriesCoeffs.chain`), each parity chain run by
+Horner with its derivative: three operations per term for both maps instead of four.
 
 **Diagonal.**  E[φ(√q g)²] and E[φ'(√q g)²] are smooth in log q: the diagonal rule of many
 rows is computed at 65 Chebyshev points and interpolated, verified per row
@@ -218,8 +221,8 @@ class SeriesCoeffs:
     def packed(self, J, pe, pd):
         """(P, c0): P (n, J, 4) float64, lane 0: E's coefficients of parity ``pe`` (1:
         b_{2j+1}, 0: b_{2j+2}), lane 1: Ė's of parity ``pd``, lanes 2, 3: the other
-        parities; c0 (n, 2): b_0 and b'_0.  Zero-padded (the kernels' layout: one row's
-        chains side by side)."""
+        parities; c0 (n, 2): b_0 and b'_0.  Zero-padded (:func:`evaluate`'s layout: one
+        row's chains side by side; the compiled engines take :func:`chain_packed`)."""
         n = self.A.shape[0]
         P = np.zeros((n, J, 4))
         for lane, C, par in ((0, self.A, pe), (1, self.Ad, pd), (2, self.A, 1 - pe),
