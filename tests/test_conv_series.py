@@ -475,3 +475,23 @@ def test_table_cache_keys_and_budget():
     assert list(cache.items) == ["b", "c"] and cache.nbytes == 2 * 856
     cache.get("a", lambda: build("a"))
     assert built == ["a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize("act", [nk.Tanh, nk.Softplus], ids=["tanh", "softplus"])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_zero_variance_pixels(act, parameterization):
+    """Pixels whose variance is 0 (a zero region of the image, no bias): the kernels
+    take Ė = b'_0 b'_0 there (f'(ρ)/√(qx qz) has no value at q = 0).  Θ's previous
+    layer is not 0 at those pixels in the standard parameterization with b_std = 0
+    (it adds 1), so a wrong Ė shows; the numbers are the reference's."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((3, 6, 6, 2))
+    X[:, :3] = 0.0                       # the top half of every image: q = 0 windows
+    X[1] = 0.0                           # and one image all zero
+    kw = dict(b_std=0.0, parameterization=parameterization, width=8)
+    net = nk.serial(nk.Conv((2, 2), **kw), act(), nk.Conv((2, 2), **kw), act(),
+                    nk.GlobalAvgPool(), nk.Dense(**kw))
+    ref = net.kernels(X, backend="reference")
+    got = net.kernels(X, backend="compiled")
+    assert _rel(got.nngp, ref.nngp) <= 1e-12
+    assert _rel(got.ntk, ref.ntk) <= 1e-12
