@@ -308,7 +308,7 @@ if numba is not None:
                             cz0 = c0z[l, z0:z0 + m]
                             p0 = P[l, x, 0, 0]
                             q0 = Qt[l, 0, 0, z0:z0 + m]
-                            p1 = P[l, x, 0, 1] if two else 0.0
+                            p1 = P[l, x, 0, 1]                # 0 without a minor lane
                             q1 = Qt[l, 0, 1, z0:z0 + m]
                             for i in range(m):
                                 t = r2[i]
