@@ -90,6 +90,24 @@ def test_unverified_rows_take_the_direct_rule(monkeypatch):
     _assert_close(c, d)
 
 
+def test_interpolants_in_blocks_of_rows(monkeypatch):
+    """_interpolated evaluates its interpolants a block of rows at a time (bounded
+    temporaries for long tables): with blocks of 16 rows, and with nodes so few that a
+    few rows fail the check (n = 8 here: 5 of 2000), every row equals its own rule to
+    1e-14 and the same rows as with one block got it bit for bit."""
+    act = ACTS["tanh"]
+    q = _variances(2000, 0.5, 1.0)
+    d = _direct(monkeypatch, lambda: act.series_coefficients(q, series.KCAP))
+    monkeypatch.setattr(series, "COEFF_INTERP_N", 8)
+    whole = act.series_coefficients(q, series.KCAP)
+    monkeypatch.setattr(series, "_INTERP_BLOCK_BYTES", 1)
+    blocked = act.series_coefficients(q, series.KCAP)
+    _assert_close(blocked, d)
+    direct = np.all(blocked.A == d.A, axis=1)
+    assert 0 < np.mean(direct) < 1
+    np.testing.assert_array_equal(direct, np.all(whole.A == d.A, axis=1))
+
+
 def test_broken_interpolant_is_caught(monkeypatch):
     """A wrong value at an interpolation node (a bug in the node values) makes the two
     interpolants disagree: no row takes it."""

@@ -541,6 +541,8 @@ def _stein_derivative(phi2, q, idx, B, e, ed, Ad, y, we, We, Wo, Kall):
 COEFF_INTERP_N = 12
 #: fewest rows of a group for which its coefficients are interpolated
 COEFF_INTERP_MIN = 8 * COEFF_INTERP_N
+#: bytes of one block of rows of the coefficient interpolants (:func:`_interpolated`)
+_INTERP_BLOCK_BYTES = 8 << 20
 #: agreement of the two interpolants at which a row takes the finer one: relative to
 #: √E[φ²] of the row for the coefficients, to E[φ²] for E[φ²] itself
 COEFF_INTERP_TOL = 1e-14
@@ -561,16 +563,30 @@ def _interpolated(rule, store, q, idx, blocks):
     qi = q[idx]
     if idx.size < COEFF_INTERP_MIN or not np.all(np.isfinite(qi) & (qi > 0)):
         return idx
-    both = _two_interpolants(np.log(qi), COEFF_INTERP_N, rule)
-    if both is None:
+    t = np.log(qi)
+    got = _interp_nodes(t, COEFF_INTERP_N, rule)
+    if got is None:
         return idx
-    fine, coarse = both
-    ok = np.ones(idx.size, dtype=bool)
-    for start, stop, energy, power in blocks:
-        diff = np.abs(fine[:, start:stop] - coarse[:, start:stop]).max(axis=1)
-        ok &= diff <= COEFF_INTERP_TOL * np.abs(fine[:, energy]) ** power
-    store(idx[ok], fine[ok])
-    return idx[~ok]
+    nodes, V = got
+    # a block of rows at a time: the two interpolants of all rows are (rows × columns)
+    # arrays, and for long tables (2049 terms, 8192 rows: 270 MB each) faulting in
+    # their fresh pages cost more than computing them
+    step = max(16, _INTERP_BLOCK_BYTES // (8 * V.shape[1]))
+    left = []
+    for s in range(0, idx.size, step):
+        rows = idx[s:s + step]
+        fine = _cheb_interp(t[s:s + step], nodes, V)
+        coarse = _cheb_interp(t[s:s + step], nodes[::2], V[::2])
+        ok = np.ones(rows.size, dtype=bool)
+        for start, stop, energy, power in blocks:
+            diff = np.abs(fine[:, start:stop] - coarse[:, start:stop]).max(axis=1)
+            ok &= diff <= COEFF_INTERP_TOL * np.abs(fine[:, energy]) ** power
+        if ok.all():
+            store(rows, fine)
+        else:
+            store(rows[ok], fine[ok])
+        left.append(rows[~ok])
+    return np.concatenate(left)
 
 
 def diag(phi2, q, step=1.0):
@@ -608,15 +624,24 @@ def _cheb_lobatto(lo, hi, n):
     return nodes
 
 
-def _two_interpolants(t, n, values):
-    """(fine, coarse): at the points ``t``, the barycentric interpolants through the
-    2n + 1 Chebyshev–Lobatto points of [min t, max t] of ``values(exp(nodes))`` (nodes ×
-    columns) and through every other one of them; None when t has (nearly) no spread."""
+def _interp_nodes(t, n, values):
+    """(nodes, V): the 2n + 1 Chebyshev–Lobatto points of [min t, max t] and
+    ``values(exp(nodes))`` (nodes × columns); None when t has (nearly) no spread."""
     lo, hi = float(t.min()), float(t.max())
     if hi - lo <= 1e-12 * max(1.0, abs(lo)):
         return None
     nodes = _cheb_lobatto(lo, hi, 2 * n)
-    V = values(np.exp(nodes))
+    return nodes, values(np.exp(nodes))
+
+
+def _two_interpolants(t, n, values):
+    """(fine, coarse): at the points ``t``, the barycentric interpolants through the
+    nodes of :func:`_interp_nodes` and through every other one of them; None when t has
+    (nearly) no spread."""
+    got = _interp_nodes(t, n, values)
+    if got is None:
+        return None
+    nodes, V = got
     return _cheb_interp(t, nodes, V), _cheb_interp(t, nodes[::2], V[::2])
 
 
