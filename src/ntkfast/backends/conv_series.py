@@ -133,8 +133,8 @@ def _layer_tables(layer, q, dtype, terms, jobs=1):
     fields: the op's sk, sj2, spe (spd unused: 0), snb.  The blocks hold one power
     series for both maps (:meth:`ntkfast.series.SeriesCoeffs.chain`), its major and
     minor parity lanes (:func:`ntkfast.series.chain_plan`).  ``jobs``: threads for the
-    coefficients
-    (:func:`ntkfast.series.coefficients`; the same tables for any number)."""
+    coefficients (:func:`ntkfast.series.coefficients`; the same tables for any
+    number)."""
     from .. import series
     n, P = q.shape
     Pp = entry_stride(P, np.dtype(dtype).itemsize)
@@ -148,17 +148,16 @@ def _layer_tables(layer, q, dtype, terms, jobs=1):
     pm, two, j2 = series.chain_plan(F)
     J2 = j2 + 1 if two else 0
 
-    def lane(par, m):
+    # [major lane J][minor lane J2][b_0, b'_0, e, e'], each [Pp] (pixels padded)
+    block = np.zeros((n, J + J2 + 4, Pp), dtype=dtype)
+    for start, par, m in ((0, pm, J), (J, 1 - pm, J2)):
+        if not m:                                   # no minor lane
+            continue
         part = F[:, (0 if par else 1)::2][:, :m]
-        out = np.zeros((n, m, Pp), dtype=dtype)
-        out[:, :part.shape[1], :P] = part.reshape(n, P, -1).transpose(0, 2, 1)
-        return out
-
-    parts = [lane(pm, J)] + ([lane(1 - pm, J2)] if J2 else [])
-    tail = np.zeros((n, 4, Pp), dtype=dtype)
+        block[:, start:start + part.shape[1], :P] = part.reshape(n, P, -1).transpose(0, 2, 1)
     for i, v in enumerate((C.A[:, 0], C.Ad[:, 0], C.e, C.ed)):
-        tail[:, i, :P] = np.asarray(v).reshape(n, P)
-    block = np.concatenate(parts + [tail], axis=1).reshape(n, -1)
+        block[:, J + J2 + i, :P] = np.asarray(v).reshape(n, P)
+    block = block.reshape(n, -1)
     kt = np.ascontiguousarray(C.kt.reshape(n, P, -1).transpose(0, 2, 1),
                               dtype=np.int16).reshape(n, -1)     # [bin][pixel]
     fields = dict(sk=K, sj2=J2 - 1, spe=pm, spd=0, snb=C.kt.shape[1], spl=Pp)
