@@ -242,8 +242,9 @@ class SeriesCoeffs:
         a_k = √q b'_{k−1}/√k, accurate on every row: it is b_k to rounding where b' came
         from b (:func:`stein_rows`), and where φ' was integrated (tiny q) f' returns
         those coefficients exactly while E's terms keep their error ≤ ε √E[φ²].  Rows
-        with q ≤ 0 lose Ė's constant term (f' = 0 there): callers flag them.  Up to
-        a_{K+1}, so that f' covers Ė's K terms."""
+        with q ≤ 0 lose Ė's constant term b'_0 b'_0 (f' = 0 there): the FC engine flags
+        them, the conv kernel takes b'_0 b'_0 there.  Up to a_{K+1}, so that f' covers
+        Ė's K terms."""
         q = np.asarray(q, dtype=np.float64)
         k = np.arange(1, self.Ad.shape[1] + 1)
         root = np.sqrt(np.maximum(q, 0.0))
