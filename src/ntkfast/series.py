@@ -208,15 +208,7 @@ class SeriesCoeffs:
         """(E odd, E even, Ė odd, Ė even): per map and parity the last j with a nonzero
         coefficient (odd: k = 2j + 1, even: k = 2j + 2; relative to the row's largest),
         −1 if none."""
-        out = []
-        for C in (self.A, self.Ad):
-            mag = np.abs(C)
-            big = (mag > 1e-15 * mag.max(axis=1, keepdims=True)).any(axis=0) if C.size \
-                else np.zeros(C.shape[1], dtype=bool)
-            for par in (1, 0):
-                cols = np.nonzero(big[(1 if par else 2)::2])[0]
-                out.append(int(cols[-1]) if len(cols) else -1)
-        return tuple(out)
+        return _last_nonzero(self.A, (1, 2)) + _last_nonzero(self.Ad, (1, 2))
 
     def packed(self, J, pe, pd):
         """(P, c0): P (n, J, 4) float64, lane 0: E's coefficients of parity ``pe`` (1:
@@ -251,24 +243,38 @@ class SeriesCoeffs:
         return root[:, None] * self.Ad / np.sqrt(k)[None, :]
 
 
+def _last_nonzero(C, starts):
+    """Per start s, the last j with column s + 2j of C nonzero in some row (relative to
+    that row's largest entry: 1e-15), −1 if none."""
+    if not C.size:
+        return (-1,) * len(starts)
+    mag = np.abs(C)
+    big = (mag > 1e-15 * mag.max(axis=1, keepdims=True)).any(axis=0)
+    out = []
+    for s in starts:
+        cols = np.nonzero(big[s::2])[0]
+        out.append(int(cols[-1]) if cols.size else -1)
+    return tuple(out)
+
+
+def chain_lane(F, par):
+    """The parity ``par`` (1: a_{2j+1}, 0: a_{2j+2}) of chain coefficients F
+    (:meth:`SeriesCoeffs.chain`, column k − 1 holding a_k), entry j in column j."""
+    return F[:, (0 if par else 1)::2]
+
+
 def chain_plan(*chains):
     """(pm, two, j2) of power-series coefficients (:meth:`SeriesCoeffs.chain`, column
     k − 1 holding a_k): the major lane holds the parity with the longer run of nonzero
     terms (pm: 1 odd, a_{2j+1}; 0 even, a_{2j+2}; relative to each row's largest), the
     minor lane the other, nonzero up to j2 (−1: none, two = 0).  tanh and sigmoid have
     one lane; softplus and SiLU, whose odd part is u/2, j2 = 0."""
-    last = [-1, -1]
-    for F in chains:
-        if not F.size:
-            continue
-        mag = np.abs(F)
-        big = (mag > 1e-15 * mag.max(axis=1, keepdims=True)).any(axis=0)
-        for par in (0, 1):                          # column 0: a_1 (odd), 1: a_2 (even)
-            cols = np.nonzero(big[par::2])[0]
-            if cols.size:
-                last[par] = max(last[par], int(cols[-1]))
-    pm = 1 if last[0] >= last[1] else 0
-    j2 = last[1] if pm else last[0]
+    odd = even = -1
+    for F in chains:                  # column 0: a_1 (odd), column 1: a_2 (even)
+        o, e = _last_nonzero(F, (0, 1))
+        odd, even = max(odd, o), max(even, e)
+    pm = 1 if odd >= even else 0
+    j2 = even if pm else odd
     return pm, int(j2 >= 0), j2
 
 
@@ -278,7 +284,7 @@ def chain_packed(F, J, pm):
     n = F.shape[0]
     P = np.zeros((n, J, 2))
     for lane, par in ((0, pm), (1, 1 - pm)):
-        part = F[:, (0 if par else 1)::2][:, :J]
+        part = chain_lane(F, par)[:, :J]
         P[:, :part.shape[1], lane] = part
     return P
 

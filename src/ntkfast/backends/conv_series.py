@@ -141,10 +141,9 @@ def _layer_tables(layer, q, dtype, terms, jobs=1):
     act = layer.act
     with np.errstate(all="ignore"):
         C = series.coefficients(act.phi2, q.ravel(), terms, act.series_step, jobs=jobs)
+        F = C.chain(q.ravel())
     K = C.K
     J = K // 2 + 1
-    with np.errstate(all="ignore"):
-        F = C.chain(q.ravel())
     pm, two, j2 = series.chain_plan(F)
     J2 = j2 + 1 if two else 0
 
@@ -153,7 +152,7 @@ def _layer_tables(layer, q, dtype, terms, jobs=1):
     for start, par, m in ((0, pm, J), (J, 1 - pm, J2)):
         if not m:                                   # no minor lane
             continue
-        part = F[:, (0 if par else 1)::2][:, :m]
+        part = series.chain_lane(F, par)[:, :m]
         block[:, start:start + part.shape[1], :P] = part.reshape(n, P, -1).transpose(0, 2, 1)
     for i, v in enumerate((C.A[:, 0], C.Ad[:, 0], C.e, C.ed)):
         block[:, J + J2 + i, :P] = np.asarray(v).reshape(n, P)

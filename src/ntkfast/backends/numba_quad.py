@@ -340,10 +340,11 @@ if numba is not None:
     @njit(inline="always")
     def _chain(Qt, P, l, x, lane, z0, m, top, r2, f, g):
         """Horner steps j = top … 1 of one lane's chain and its t-derivative over a chunk
-        (f ← f·t + a_j, g ← g·t + f), four steps per pass over the chunk where it can
-        (a quarter of the loads and stores of the accumulators; ~5 % faster than two)."""
-        j = top
-        if j % 2 == 1:
+        (f ← f·t + a_j, g ← g·t + f): single steps down to a multiple of four, then
+        four steps per pass over the chunk (a quarter of the loads and stores of the
+        accumulators; ~5 % faster than two)."""
+        j = top                                  # top < 1 (K = 0): no step
+        while j > 0 and j % 4 != 0:
             q0 = Qt[l, j, lane, z0:z0 + m]
             p0 = P[l, x, j, lane]
             for i in range(m):
@@ -351,21 +352,8 @@ if numba is not None:
                 g[i] = g[i] * t + f[i]
                 f[i] = f[i] * t + p0 * q0[i]
             j -= 1
-        if j % 4 == 2:
-            # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
-            q0 = Qt[l, j, lane, z0:z0 + m]
-            u0 = Qt[l, j - 1, lane, z0:z0 + m]
-            p0 = P[l, x, j, lane]
-            s0 = P[l, x, j - 1, lane]
-            for i in range(m):
-                t = r2[i]
-                fa = f[i]
-                ga = g[i] * t + fa
-                fa = fa * t + p0 * q0[i]
-                g[i] = ga * t + fa
-                f[i] = fa * t + s0 * u0[i]
-            j -= 2
         while j >= 4:
+            # 1-D slices: LLVM vectorises these loops (not 4-D indexing)
             q0 = Qt[l, j, lane, z0:z0 + m]
             u0 = Qt[l, j - 1, lane, z0:z0 + m]
             q1 = Qt[l, j - 2, lane, z0:z0 + m]
